@@ -1,0 +1,48 @@
+# Every dependency comes from a Debian 12 package; a missing one stops the
+# configure step with the name of the package to install.
+function(asgi_bridge_require found package_name what)
+  if(NOT ${found})
+    message(FATAL_ERROR
+      "${what} not found: install the Debian package '${package_name}' "
+      "(scripts/install-deps does it for you)")
+  endif()
+endfunction()
+
+find_package(msgpack-cxx CONFIG QUIET)
+if(NOT msgpack-cxx_FOUND)
+  find_package(msgpackc-cxx CONFIG QUIET NAMES msgpackc-cxx msgpack)
+endif()
+if(TARGET msgpackc-cxx)
+  set(ASGI_MSGPACK_FOUND TRUE)
+endif()
+asgi_bridge_require(ASGI_MSGPACK_FOUND libmsgpack-cxx-dev "msgpack-c (C++)")
+
+find_package(Boost 1.74 QUIET COMPONENTS system)
+asgi_bridge_require(Boost_FOUND "libboost-dev libboost-system-dev" "Boost 1.74 (Beast, Asio)")
+
+find_package(cppzmq CONFIG QUIET)
+asgi_bridge_require(cppzmq_FOUND "cppzmq-dev libzmq3-dev" "ZeroMQ with cppzmq")
+
+find_package(Hiredis CONFIG QUIET)
+if(NOT Hiredis_FOUND)
+  find_package(PkgConfig QUIET)
+  if(PkgConfig_FOUND)
+    pkg_check_modules(HIREDIS QUIET IMPORTED_TARGET hiredis)
+    set(Hiredis_FOUND ${HIREDIS_FOUND})
+  endif()
+endif()
+asgi_bridge_require(Hiredis_FOUND libhiredis-dev "hiredis")
+
+find_package(spdlog CONFIG QUIET)
+asgi_bridge_require(spdlog_FOUND libspdlog-dev "spdlog")
+
+find_package(CLI11 CONFIG QUIET)
+asgi_bridge_require(CLI11_FOUND libcli11-dev "CLI11")
+
+find_package(Threads REQUIRED)
+
+find_package(GTest CONFIG QUIET)
+if(NOT GTest_FOUND)
+  find_package(GTest QUIET)
+endif()
+asgi_bridge_require(GTest_FOUND libgtest-dev "GoogleTest")

@@ -1,0 +1,46 @@
+#pragma once
+// One bus message. Which fields a kind uses is documented in docs/protocol.md;
+// absent optional fields are omitted on the wire.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "asgi_bridge/protocol/events.hpp"
+#include "asgi_bridge/protocol/scope.hpp"
+
+namespace asgi_bridge::protocol {
+
+inline constexpr int k_protocol_version = 1;
+
+enum class Kind {
+  event,      // an ASGI event of one connection (either direction)
+  ready,      // worker -> gateway: I serve, with this capacity
+  heartbeat,  // both ways: I am alive (workers also report capacity/active)
+  credit,     // flow control acknowledgement for one connection
+  drain,      // worker -> gateway: send me no new connections
+  bye,        // either side: I am leaving now
+  error,      // one connection failed (app error, unknown connection)
+};
+
+struct Envelope {
+  int version = k_protocol_version;     // "v"
+  Kind kind = Kind::event;              // "k"
+  std::string gateway_id;               // "g" (sender or addressee gateway)
+  std::string worker_id;                // "w" (sender or addressee worker)
+  std::optional<std::uint64_t> conn_id; // "c"
+  std::optional<std::uint64_t> seq;     // "s"
+  std::optional<std::uint32_t> capacity;  // "capacity": ready/heartbeat from workers
+  std::optional<std::uint32_t> active;    // "active": ready/heartbeat from workers
+  std::optional<std::uint64_t> window;    // "window": bytes a worker may send unacknowledged
+  std::optional<std::uint64_t> events;    // "events": credit, events consumed by the app
+  std::optional<std::uint64_t> bytes;     // "bytes": credit, bytes written to the client
+  std::optional<Text> message;            // "message": error text
+  std::optional<Scope> scope;             // "scope": first event of a connection only
+  std::optional<Event> event;             // "event": kind == event
+  friend bool operator==(const Envelope&, const Envelope&) = default;
+};
+
+std::string_view kind_name(Kind kind);
+std::optional<Kind> kind_from_name(std::string_view name);
+
+}  // namespace asgi_bridge::protocol

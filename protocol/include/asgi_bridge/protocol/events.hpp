@@ -1,0 +1,101 @@
+#pragma once
+// ASGI HTTP and WebSocket events (www spec 2.5, plus the websocket.http.response
+// and http.response.trailers extensions) as plain values. Byte strings are
+// std::string holding raw bytes; text fields hold UTF-8.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace asgi_bridge::protocol {
+
+using Bytes = std::string;  // raw bytes: msgpack bin on the wire
+using Text = std::string;   // UTF-8 text: msgpack str on the wire
+
+struct Header {
+  Bytes name;
+  Bytes value;
+  friend bool operator==(const Header&, const Header&) = default;
+};
+using Headers = std::vector<Header>;
+
+// --- HTTP -----------------------------------------------------------------
+struct HttpRequest {
+  Bytes body;
+  bool more_body = false;
+  friend bool operator==(const HttpRequest&, const HttpRequest&) = default;
+};
+struct HttpResponseStart {
+  int status = 200;
+  Headers headers;
+  bool trailers = false;
+  friend bool operator==(const HttpResponseStart&, const HttpResponseStart&) = default;
+};
+struct HttpResponseBody {
+  Bytes body;
+  bool more_body = false;
+  friend bool operator==(const HttpResponseBody&, const HttpResponseBody&) = default;
+};
+struct HttpResponseTrailers {
+  Headers headers;
+  bool more_trailers = false;
+  friend bool operator==(const HttpResponseTrailers&, const HttpResponseTrailers&) = default;
+};
+struct HttpDisconnect {
+  friend bool operator==(const HttpDisconnect&, const HttpDisconnect&) = default;
+};
+
+// --- WebSocket ------------------------------------------------------------
+struct WebSocketConnect {
+  friend bool operator==(const WebSocketConnect&, const WebSocketConnect&) = default;
+};
+struct WebSocketAccept {
+  std::optional<Text> subprotocol;
+  Headers headers;
+  friend bool operator==(const WebSocketAccept&, const WebSocketAccept&) = default;
+};
+// One whole message: `text` tells whether it travels as "text" (str) or
+// "bytes" (bin); the spec's "exactly one of bytes/text" cannot be violated.
+struct WebSocketMessage {
+  std::string data;
+  bool text = false;
+  friend bool operator==(const WebSocketMessage&, const WebSocketMessage&) = default;
+};
+struct WebSocketReceive : WebSocketMessage {};
+struct WebSocketSend : WebSocketMessage {};
+struct WebSocketClose {
+  int code = 1000;
+  Text reason;
+  friend bool operator==(const WebSocketClose&, const WebSocketClose&) = default;
+};
+struct WebSocketDisconnect {
+  int code = 1005;
+  Text reason;
+  friend bool operator==(const WebSocketDisconnect&, const WebSocketDisconnect&) = default;
+};
+struct WebSocketHttpResponseStart {
+  int status = 403;
+  Headers headers;
+  friend bool operator==(const WebSocketHttpResponseStart&,
+                         const WebSocketHttpResponseStart&) = default;
+};
+struct WebSocketHttpResponseBody {
+  Bytes body;
+  bool more_body = false;
+  friend bool operator==(const WebSocketHttpResponseBody&,
+                         const WebSocketHttpResponseBody&) = default;
+};
+
+using Event = std::variant<HttpRequest, HttpResponseStart, HttpResponseBody,
+                           HttpResponseTrailers, HttpDisconnect, WebSocketConnect,
+                           WebSocketAccept, WebSocketReceive, WebSocketSend,
+                           WebSocketClose, WebSocketDisconnect,
+                           WebSocketHttpResponseStart, WebSocketHttpResponseBody>;
+
+// The ASGI "type" string of an event, e.g. "http.response.start".
+std::string_view event_type(const Event& event);
+
+}  // namespace asgi_bridge::protocol
