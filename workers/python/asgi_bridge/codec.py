@@ -1,0 +1,489 @@
+"""The msgpack codec of docs/protocol.md (wire protocol version 1).
+
+``encode`` writes the canonical form: envelope keys in the table order of §2.1 with
+absent keys left out, scope and event fields in the order of §4 with defaults filled
+in. Equal messages are therefore equal bytes in Python and in C++ (the golden vectors
+in tests/vectors check this). ``decode`` validates as §4.3 requires and returns plain
+ASGI dicts (headers as lists of ``[bytes, bytes]``), in the same canonical shape, so
+``encode(decode(data)) == data`` for every canonical message.
+
+The same field checks serve two callers with slightly different leniency:
+
+* the wire (``decode``): types must be exactly the msgpack ones, a nil is only
+  accepted where §4 allows it; failures raise ``ProtocolError``;
+* an app's ``send`` (``canonical_event``): any bytes-like object for a byte string,
+  tuples or any iterable for arrays, ``None`` meaning "use the default"; failures
+  raise ``InvalidEvent`` (a ``TypeError``/``ValueError``), which ``send`` lets
+  propagate into the app.
+"""
+
+import re
+
+import msgpack
+
+from .errors import InvalidEvent, ProtocolError
+
+VERSION = 1
+KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error"))
+
+# §2.1, in canonical order.
+ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "window",
+                 "events", "bytes", "message", "scope", "event")
+_UINT_KEYS = frozenset(("c", "s", "capacity", "active", "window", "events", "bytes"))
+_STR_KEYS = frozenset(("k", "g", "w", "message"))
+
+# RFC 9110 token (header names) and the bytes that could split a response (values).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_MISSING = object()
+_REQUIRED = object()
+_EMPTY_LIST = object()  # default for arrays: a fresh [] each time, never shared
+
+
+# --- field checkers ---------------------------------------------------------
+# Each takes (value, field name for messages, error class) and returns the value to
+# put in the canonical dict. They accept Python-side leniency (tuples, bytearray, int
+# subclasses); the wire can never produce those, so decoding stays exact.
+
+def _bin(value, field, err):
+    if type(value) is bytes:
+        return value
+    if isinstance(value, _BYTES_LIKE):
+        # memoryview: make it bytes so lengths and packing are plain; bytearray packs as bin.
+        return bytes(value) if isinstance(value, memoryview) else value
+    raise err(f"{field}: expected bytes, got {_type_name(value)}")
+
+
+def _str(value, field, err):
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    raise err(f"{field}: expected str, got {_type_name(value)}")
+
+
+def _opt_str(value, field, err):
+    return None if value is None else _str(value, field, err)
+
+
+def _bool(value, field, err):
+    if value is True or value is False:
+        return value
+    raise err(f"{field}: expected bool, got {_type_name(value)}")
+
+
+def _int(value, field, err):
+    # bool is an int in Python but a different msgpack type: reject it.
+    if type(value) is int:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)  # e.g. http.HTTPStatus: canonical form is a plain int
+    raise err(f"{field}: expected int, got {_type_name(value)}")
+
+
+def _uint(value, field, err):
+    value = _int(value, field, err)
+    if value < 0:
+        raise err(f"{field}: {value} is negative")
+    return value
+
+
+def _status(value, field, err):
+    value = _int(value, field, err)
+    if not 100 <= value <= 599:
+        raise err(f"{field}: {value} out of range 100..599")
+    return value
+
+
+def _close_code(value, field, err):
+    value = _int(value, field, err)
+    if not (1000 <= value <= 1003 or 1007 <= value <= 1014 or 3000 <= value <= 4999):
+        raise err(f"{field}: {value} is not a valid close code "
+                  "(1000-1003, 1007-1014 or 3000-4999)")
+    return value
+
+
+def _disconnect_code(value, field, err):
+    value = _int(value, field, err)
+    if not 1000 <= value <= 4999:
+        raise err(f"{field}: {value} out of range 1000..4999")
+    return value
+
+
+def _reason(value, field, err):
+    value = _str(value, field, err)
+    if utf8_len(value, field, err) > 123:  # what fits in a close frame after the code
+        raise err(f"{field}: longer than 123 bytes in UTF-8")
+    return value
+
+
+def _str_list(value, field, err):
+    if not isinstance(value, (list, tuple)):
+        raise err(f"{field}: expected an array of str, got {_type_name(value)}")
+    return [_str(item, f"{field}[{i}]", err) for i, item in enumerate(value)]
+
+
+def _headers(value, field, err):
+    if isinstance(value, (str, _BYTES_LIKE, dict)) or not hasattr(value, "__iter__"):
+        raise err(f"{field}: expected an array of [name, value] pairs, got {_type_name(value)}")
+    out = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise err(f"{field}[{i}]: expected a [name, value] pair of bytes")
+        name, val = pair
+        if not isinstance(name, _BYTES_LIKE):
+            raise err(f"{field}[{i}]: header name must be bytes, got {_type_name(name)}")
+        if not isinstance(val, _BYTES_LIKE):
+            raise err(f"{field}[{i}]: header value must be bytes, got {_type_name(val)}")
+        if type(name) is not bytes:
+            name = bytes(name)
+        if type(val) is not bytes:
+            val = bytes(val)
+        if not _TOKEN.fullmatch(name):
+            raise err(f"{field}[{i}]: header name {name!r} is not an RFC 9110 token")
+        if _BAD_VALUE.search(val):
+            raise err(f"{field}[{i}]: header value contains CR, LF or NUL")
+        out.append([name, val])
+    return out
+
+
+def _extensions(value, field, err):
+    if not isinstance(value, dict):
+        raise err(f"{field}: expected a map, got {_type_name(value)}")
+    for name, ext in value.items():
+        if type(name) is not str:
+            raise err(f"{field}: extension name {name!r} is not a str")
+        if not isinstance(ext, dict):
+            raise err(f"{field}.{name}: expected a map, got {_type_name(ext)}")
+    return value
+
+
+def _endpoint(allow_nil_port):
+    """[host str, port int] (or [path str, nil] for a server's unix socket), or nil."""
+    def check(value, field, err):
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise err(f"{field}: expected [host, port] or nil")
+        host, port = value
+        host = _str(host, f"{field}[0]", err)
+        if port is None and allow_nil_port:
+            return [host, None]
+        port = _int(port, f"{field}[1]", err)
+        if not 0 <= port <= 65535:
+            raise err(f"{field}[1]: port {port} out of range 0..65535")
+        return [host, port]
+    return check
+
+
+def _type_name(value):
+    return "nil" if value is None else type(value).__name__
+
+
+def utf8_len(text, field="text", err=InvalidEvent):
+    """Length of ``text`` in UTF-8; an error if it cannot be encoded (lone surrogates)."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise err(f"{field}: not valid UTF-8 (lone surrogate)") from None
+
+
+# --- events (§4.2) -----------------------------------------------------------
+
+_WS_MESSAGE = "ws-message"  # websocket.receive/send: exactly one of bytes/text
+
+EVENTS = {
+    "http.request": (("body", _bin, b""), ("more_body", _bool, False)),
+    "http.disconnect": (),
+    "http.response.start": (("status", _status, _REQUIRED), ("headers", _headers, _EMPTY_LIST),
+                            ("trailers", _bool, False)),
+    "http.response.body": (("body", _bin, b""), ("more_body", _bool, False)),
+    "http.response.trailers": (("headers", _headers, _EMPTY_LIST), ("more_trailers", _bool, False)),
+    "websocket.connect": (),
+    "websocket.accept": (("subprotocol", _opt_str, None), ("headers", _headers, _EMPTY_LIST)),
+    "websocket.receive": _WS_MESSAGE,
+    "websocket.send": _WS_MESSAGE,
+    "websocket.close": (("code", _close_code, 1000), ("reason", _reason, "")),
+    "websocket.disconnect": (("code", _disconnect_code, 1005), ("reason", _str, "")),
+    "websocket.http.response.start": (("status", _status, _REQUIRED),
+                                      ("headers", _headers, _EMPTY_LIST)),
+    "websocket.http.response.body": (("body", _bin, b""), ("more_body", _bool, False)),
+}
+
+
+def canonical_event(event, err=InvalidEvent, none_is_default=True):
+    """Validate an ASGI event dict and return it in canonical form (a new dict).
+
+    With the defaults this is the check of an app's ``send``: it raises
+    ``InvalidEvent`` and takes ``None`` as "default". Unknown extra keys are dropped,
+    as the ASGI spec asks servers to ignore them.
+    """
+    if not isinstance(event, dict):
+        raise err(f"event: expected a dict/map, got {_type_name(event)}")
+    etype = event.get("type", _MISSING)
+    if etype is _MISSING:
+        raise err("event.type: missing")
+    if type(etype) is not str:
+        raise err(f"event.type: expected str, got {_type_name(etype)}")
+    spec = EVENTS.get(etype)
+    if spec is None:
+        raise err(f"event.type: unknown event type {etype!r}")
+    out = {"type": etype}
+    if spec is _WS_MESSAGE:
+        return _ws_message(event, out, err)
+    for name, check, default in spec:
+        value = event.get(name, _MISSING)
+        if value is _MISSING or (value is None and none_is_default and default is not None):
+            if default is _REQUIRED:
+                raise err(f"event.{name}: missing (required in {etype})")
+            value = [] if default is _EMPTY_LIST else default
+        else:
+            value = check(value, f"event.{name}", err)
+        out[name] = value
+    return out
+
+
+def _ws_message(event, out, err):
+    data = event.get("bytes")
+    text = event.get("text")
+    if (data is None) == (text is None):
+        raise err(f"event: {out['type']} needs exactly one of 'bytes' and 'text'")
+    if data is not None:
+        out["bytes"] = _bin(data, "event.bytes", err)
+    else:
+        out["text"] = _str(text, "event.text", err)
+    return out
+
+
+def payload_size(event):
+    """Bytes of payload an app event carries, as counted against the window (§5)."""
+    etype = event["type"]
+    if etype == "websocket.send":
+        data = event.get("bytes")
+        return len(data) if data is not None else utf8_len(event["text"], "event.text")
+    if etype == "http.response.body" or etype == "websocket.http.response.body":
+        return len(event["body"])
+    return 0
+
+
+# --- scope (§4.1) -------------------------------------------------------------
+
+_ASGI = {"version": "3.0", "spec_version": "2.5"}
+
+
+def canonical_scope(scope, err=ProtocolError):
+    """Validate a wire scope and return it in canonical form (a new dict).
+
+    ``type`` and ``path`` (and ``method`` for http) are required; the other keys get
+    the defaults below when missing. Keys a scope type does not have are dropped.
+    """
+    if not isinstance(scope, dict):
+        raise err(f"scope: expected a map, got {_type_name(scope)}")
+    _check_keys(scope, "scope", err)
+    stype = scope.get("type")
+    if stype not in ("http", "websocket"):
+        raise err(f"scope.type: expected 'http' or 'websocket', got {stype!r}")
+    http = stype == "http"
+    out = {"type": stype, "asgi": _asgi(scope.get("asgi", _MISSING), err)}
+    path = None
+    for name, check, default in _scope_fields(http):
+        value = scope.get(name, _MISSING)
+        if value is _MISSING:
+            if default is _REQUIRED:
+                raise err(f"scope.{name}: missing (required in a {stype} scope)")
+            value = _scope_default(name, default, path)
+        else:
+            value = check(value, f"scope.{name}", err)
+        if name == "path":
+            path = value
+        out[name] = value
+    return out
+
+
+def _scope_default(name, default, path):
+    if name == "raw_path":
+        return path.encode("utf-8")  # path is required and comes first
+    if name == "extensions":
+        return {}
+    return [] if default is _EMPTY_LIST else default
+
+
+def _scope_fields(http):
+    # (name, checker, default); order is the canonical order of §4.1.
+    fields = [("http_version", _str, "1.1")]
+    if http:
+        fields.append(("method", _str, _REQUIRED))
+    fields += [
+        ("scheme", _str, "http" if http else "ws"),
+        ("path", _str, _REQUIRED),
+        ("raw_path", _bin, None),  # default: path in UTF-8, computed above
+        ("query_string", _bin, b""),
+        ("root_path", _str, ""),
+        ("headers", _headers, _EMPTY_LIST),
+        ("client", _endpoint(False), None),
+        ("server", _endpoint(True), None),
+    ]
+    if not http:
+        fields.append(("subprotocols", _str_list, _EMPTY_LIST))
+    fields.append(("extensions", _extensions, None))  # default: a fresh {}
+    return fields
+
+
+def _asgi(value, err):
+    if value is _MISSING:
+        return dict(_ASGI)
+    if not isinstance(value, dict):
+        raise err(f"scope.asgi: expected a map, got {_type_name(value)}")
+    return {key: _str(value.get(key, default), f"scope.asgi.{key}", err)
+            for key, default in _ASGI.items()}
+
+
+# --- envelope (§2) -------------------------------------------------------------
+
+def encode(envelope):
+    """Encode an envelope dict in canonical form; absent/None keys are left out.
+
+    ``v`` defaults to 1. The event is validated and normalised (``InvalidEvent`` on
+    failure); other wrong values raise ``ProtocolError``.
+    """
+    out = {"v": VERSION}
+    v = envelope.get("v", VERSION)
+    if v != VERSION or type(v) is not int:
+        raise ProtocolError(f"v: unsupported protocol version {v!r} (expected {VERSION})")
+    if envelope.get("k") is None:
+        raise ProtocolError("k: missing")
+    for key in ENVELOPE_KEYS[1:]:
+        value = envelope.get(key)
+        if value is None:
+            continue
+        if key == "event":
+            value = canonical_event(value)
+        elif key == "scope":
+            value = canonical_scope(value)
+        elif key in _UINT_KEYS:
+            value = _uint(value, key, ProtocolError)
+        else:
+            value = _str(value, key, ProtocolError)
+        out[key] = value
+    return msgpack.packb(out, use_bin_type=True)
+
+
+def encode_event(gateway, worker, conn, seq, event):
+    """Hot path: an ``event`` message whose event is already canonical."""
+    return msgpack.packb({"v": VERSION, "k": "event", "g": gateway, "w": worker,
+                          "c": conn, "s": seq, "event": event}, use_bin_type=True)
+
+
+def decode(data):
+    """Decode and validate one message (§4.3); raises ``ProtocolError`` naming the field.
+
+    A message of an unknown kind is returned as it was read, unvalidated beyond ``v``
+    and ``k``: callers ignore it (forward compatibility, §2.1).
+    """
+    obj = _unpack(data)
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"message: expected a map at the top, got {_type_name(obj)}")
+    _check_keys(obj, "message", ProtocolError)
+    gateway = obj.get("g") if type(obj.get("g")) is str else None
+    conn = obj.get("c") if type(obj.get("c")) is int else None
+    try:
+        return _decode_envelope(obj)
+    except ProtocolError as exc:
+        exc.gateway, exc.conn = gateway, conn
+        raise
+
+
+def _decode_envelope(obj):
+    v = obj.get("v", _MISSING)
+    if v is _MISSING:
+        raise ProtocolError("v: missing")
+    if type(v) is not int or v != VERSION:
+        raise ProtocolError(f"v: unsupported protocol version {v!r} (expected {VERSION})")
+    kind = obj.get("k", _MISSING)
+    if kind is _MISSING:
+        raise ProtocolError("k: missing")
+    if type(kind) is not str:
+        raise ProtocolError(f"k: expected str, got {_type_name(kind)}")
+    if kind not in KINDS:
+        return obj
+    out = {}
+    for key in ENVELOPE_KEYS:
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            continue
+        if key in _UINT_KEYS:
+            value = _uint(value, key, ProtocolError)
+        elif key in _STR_KEYS:
+            value = _str(value, key, ProtocolError)
+            if not value and key in ("g", "w"):
+                raise ProtocolError(f"{key}: empty id")
+        elif key == "scope":
+            value = canonical_scope(value)
+        elif key == "event":
+            if isinstance(value, dict):
+                _check_keys(value, "event", ProtocolError)
+            value = canonical_event(value, ProtocolError, none_is_default=False)
+        out[key] = value
+    if kind == "event":
+        for key in ("c", "s", "event"):
+            if key not in out:
+                raise ProtocolError(f"{key}: missing (required in an event message)")
+    return out
+
+
+def _unpack(data):
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except msgpack.ExtraData:
+        raise ProtocolError("message: trailing bytes after the map") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(_find_bad_utf8(data)) from None
+    except ValueError as exc:
+        if "map key" in str(exc):
+            raise ProtocolError(f"message: a map key is not a str ({exc})") from None
+        raise ProtocolError(f"message: not valid msgpack ({exc})") from None
+    except Exception as exc:  # msgpack's FormatError, StackError… must never escape raw
+        raise ProtocolError(f"message: not valid msgpack ({exc})") from None
+
+
+def _check_keys(mapping, where, err):
+    for key in mapping:
+        if type(key) is not str:
+            raise err(f"{where}: map key {key!r} is not a str")
+
+
+def _find_bad_utf8(data):
+    """Name the field holding invalid UTF-8 (only runs for a message that has one)."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False,
+                              unicode_errors="surrogateescape")
+    except Exception:
+        return "message: a str is not valid UTF-8"
+    path = _bad_str_path(obj, "")
+    return f"{path or 'message'}: not valid UTF-8"
+
+
+def _bad_str_path(obj, path):
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "message"
+        return None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if _bad_str_path(key, "x") is not None:
+                return f"{path + ' ' if path else ''}key {key!r}".strip()
+            found = _bad_str_path(value, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found = _bad_str_path(value, f"{path}[{i}]")
+            if found:
+                return found
+    return None
