@@ -11,6 +11,12 @@
 namespace asgi_bridge::protocol {
 
 inline constexpr int k_protocol_version = 1;
+// Flow control (docs/protocol.md §5): events a gateway keeps unacknowledged
+// per connection, how many consumed events a worker acknowledges at once, and
+// the default byte window a worker may send unacknowledged.
+inline constexpr unsigned k_event_window = 16;
+inline constexpr unsigned k_event_ack_batch = 8;
+inline constexpr std::uint64_t k_default_byte_window = 1024 * 1024;
 
 enum class Kind {
   event,      // an ASGI event of one connection (either direction)

@@ -1,0 +1,86 @@
+#include "config.hpp"
+
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+namespace asgi_bridge::gateway {
+namespace {
+
+BindAddress parse_bind(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) throw CLI::ValidationError("--bind", "expected HOST:PORT, got '" + text + "'");
+  BindAddress bind;
+  bind.host = text.substr(0, colon);
+  if (bind.host.size() >= 2 && bind.host.front() == '[' && bind.host.back() == ']') {
+    bind.host = bind.host.substr(1, bind.host.size() - 2);
+  }
+  int port = 0;
+  try {
+    port = std::stoi(text.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) throw CLI::ValidationError("--bind", "bad port in '" + text + "'");
+  bind.port = static_cast<unsigned short>(port);
+  return bind;
+}
+
+// --max-body-size reads ASGI_BRIDGE_MAX_BODY_SIZE from the environment.
+std::string env_name(const std::string& option) {
+  std::string env = "ASGI_BRIDGE_";
+  for (char c : option) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return env;
+}
+
+template <typename T>
+CLI::Option* add(CLI::App& app, const std::string& name, T& value, const std::string& help) {
+  return app.add_option("--" + name, value, help)->envname(env_name(name))->capture_default_str();
+}
+
+void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const std::string& help) {
+  auto* option = app.add_option_function<double>(
+      "--" + name, [&value](double s) { value = Seconds(s); }, help + " (seconds)");
+  option->envname(env_name(name))->check(CLI::NonNegativeNumber)->default_str(std::to_string(value.count()));
+}
+
+}  // namespace
+
+ParseOutcome parse_config(int argc, char** argv) {
+  Config config;
+  config.threads = std::max(1u, std::thread::hardware_concurrency());
+  CLI::App app{"asgi-bridge: HTTP/1.1 and WebSocket gateway to ASGI workers over a message bus"};
+  std::vector<std::string> binds;
+  add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000)");
+  add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH");
+  add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
+  add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off");
+  add_seconds(app, "dispatch-timeout", config.dispatch_timeout, "503 when no worker takes a connection");
+  add_seconds(app, "websocket-connect-timeout", config.websocket_connect_timeout, "504 when the app neither accepts nor closes");
+  add_seconds(app, "websocket-timeout", config.websocket_timeout, "maximum WebSocket lifetime; 0 = off");
+  add_seconds(app, "ping-interval", config.ping_interval, "WebSocket ping interval; 0 = off");
+  add_seconds(app, "ping-timeout", config.ping_timeout, "close a WebSocket whose pong is this late");
+  add_seconds(app, "keepalive-timeout", config.keepalive_timeout, "close idle keep-alive connections");
+  add_seconds(app, "request-timeout", config.request_timeout, "400/close when the client is this slow sending its request");
+  add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work");
+  add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
+  add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
+  add(app, "max-header-size", config.max_header_size, "request head limit in bytes (431)");
+  add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
+  add(app, "root-path", config.root_path, "ASGI root_path given to the app");
+  add(app, "server-name", config.server_name, "Server header value (empty: none)");
+  add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
+  app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
+  try {
+    app.parse(argc, argv);
+    for (const auto& b : binds) config.binds.push_back(parse_bind(b));
+    if (config.binds.empty()) config.binds.push_back({"127.0.0.1", 8000});
+    if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
+  } catch (const CLI::ParseError& e) {
+    return {std::nullopt, app.exit(e)};
+  }
+  return {config, 0};
+}
+
+}  // namespace asgi_bridge::gateway

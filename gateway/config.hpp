@@ -1,0 +1,50 @@
+#pragma once
+// The gateway's settings: parsed once in main from the command line and
+// ASGI_BRIDGE_* environment variables, then passed by const& everywhere.
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace asgi_bridge::gateway {
+
+using Seconds = std::chrono::duration<double>;
+
+struct BindAddress {
+  std::string host;
+  unsigned short port = 0;
+};
+
+struct Config {
+  std::vector<BindAddress> binds;
+  std::string bus_url = "zmq://127.0.0.1:5555";
+  unsigned threads = 1;
+  Seconds http_timeout{60};               // response not started: 504; 0 = off
+  Seconds dispatch_timeout{5};            // no worker with capacity: 503
+  Seconds websocket_connect_timeout{5};   // no accept/close: 504
+  Seconds websocket_timeout{0};           // lifetime of a WebSocket; 0 = off
+  Seconds ping_interval{20};
+  Seconds ping_timeout{30};
+  Seconds keepalive_timeout{5};           // idle keep-alive connection
+  Seconds request_timeout{60};            // client too slow sending head or body
+  Seconds drain_timeout{10};              // SIGTERM: time in-flight work gets
+  Seconds heartbeat_interval{1};
+  std::size_t max_body_size = 100 * 1024 * 1024;
+  std::size_t max_header_size = 16 * 1024;
+  std::size_t max_message_size = 16 * 1024 * 1024;
+  std::string root_path;
+  std::string server_name = "asgi-bridge";
+  std::string log_level = "info";
+  bool access_log = false;
+};
+
+// Parses argv; on --help or an invalid option prints the message and
+// returns the process exit code instead of a Config.
+struct ParseOutcome {
+  std::optional<Config> config;
+  int exit_code = 0;
+};
+ParseOutcome parse_config(int argc, char** argv);
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,302 @@
+#include "dispatcher.hpp"
+
+#include <algorithm>
+#include <random>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "asgi_bridge/protocol/codec.hpp"
+#include "log.hpp"
+
+namespace asgi_bridge::gateway {
+namespace {
+
+using protocol::Envelope;
+using protocol::Kind;
+
+std::string random_gateway_id() {
+  std::random_device device;
+  return fmt::format("gw-{:08x}", device());
+}
+
+constexpr auto k_tick = std::chrono::milliseconds(50);
+
+}  // namespace
+
+Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::vector<Shard*> shards)
+    : io_(io), config_(config), shards_(std::move(shards)), gateway_id_(random_gateway_id()), ticker_(io) {
+  Envelope heartbeat;
+  heartbeat.kind = Kind::heartbeat;
+  heartbeat.gateway_id = gateway_id_;
+  heartbeat_bytes_ = protocol::encode(heartbeat);
+}
+
+void Dispatcher::start() {
+  bus::TransportOptions options;
+  options.role = bus::Role::gateway;
+  options.identity = gateway_id_;
+  transport_ = bus::make_transport(io_, config_.bus_url, options);
+  transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
+  next_heartbeat_ = Clock::now();
+  schedule_tick();
+  log::bus().info("gateway {} on bus {}", gateway_id_, config_.bus_url);
+}
+
+void Dispatcher::stop() {
+  if (!transport_) return;
+  Envelope bye;
+  bye.kind = Kind::bye;
+  bye.gateway_id = gateway_id_;
+  auto bytes = protocol::encode(bye);
+  for (auto& [id, worker] : workers_) transport_->send(id, bytes);
+  ticker_.cancel();
+  transport_->stop();
+  transport_.reset();
+}
+
+void Dispatcher::post(ToBus message) {
+  boost::asio::post(io_, [this, message = std::move(message)]() mutable { submit(std::move(message)); });
+}
+
+void Dispatcher::submit(ToBus&& message) {
+  switch (message.type) {
+    case ToBus::Type::first: return on_first(std::move(message));
+    case ToBus::Type::message: return on_session_message(std::move(message));
+    case ToBus::Type::end: return on_end(message.conn_id);
+  }
+}
+
+// --- sessions -> workers ----------------------------------------------------
+
+void Dispatcher::on_first(ToBus&& message) {
+  auto& connection = connections_[message.conn_id];
+  connection.redispatchable = message.redispatchable;
+  connection.first = std::move(message.bytes);
+  connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
+  waiting_.push_back(message.conn_id);
+  dispatch_waiting();
+}
+
+void Dispatcher::on_session_message(ToBus&& message) {
+  auto it = connections_.find(message.conn_id);
+  if (it == connections_.end()) return;  // its worker is gone; the session already knows
+  if (it->second.owner.empty()) {
+    it->second.queued.push_back(std::move(message.bytes));
+  } else {
+    send_to(it->second.owner, message.bytes, message.conn_id);
+  }
+}
+
+void Dispatcher::on_end(std::uint64_t conn_id) {
+  auto it = connections_.find(conn_id);
+  if (it == connections_.end()) return;
+  if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
+    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+  }
+  connections_.erase(it);  // a stale id left in waiting_ is skipped
+  dispatch_waiting();
+}
+
+void Dispatcher::dispatch_waiting() {
+  while (!waiting_.empty()) {
+    auto conn_id = waiting_.front();
+    auto it = connections_.find(conn_id);
+    if (it == connections_.end() || !it->second.owner.empty()) {
+      waiting_.pop_front();
+      continue;
+    }
+    std::string worker_id;
+    Worker* worker = pick_worker(worker_id);
+    if (!worker) return;
+    waiting_.pop_front();
+    assign(conn_id, it->second, worker_id, *worker);
+  }
+}
+
+// Least loaded by in_flight/capacity; ties go to the worker assigned to
+// longest ago, which spreads a light load over every worker.
+Dispatcher::Worker* Dispatcher::pick_worker(std::string& id_out) {
+  Worker* best = nullptr;
+  for (auto& [id, worker] : workers_) {
+    if (worker.draining || worker.in_flight >= worker.capacity) continue;
+    bool better = !best;
+    if (best) {
+      auto lhs = std::uint64_t{worker.in_flight} * best->capacity;
+      auto rhs = std::uint64_t{best->in_flight} * worker.capacity;
+      better = lhs < rhs || (lhs == rhs && worker.last_assigned < best->last_assigned);
+    }
+    if (better) {
+      best = &worker;
+      id_out = id;
+    }
+  }
+  return best;
+}
+
+void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id,
+                        Worker& worker) {
+  connection.owner = worker_id;
+  ++worker.in_flight;
+  worker.last_assigned = ++assignments_;
+  log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
+  send_to(worker_id, connection.first, conn_id);
+  for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
+  connection.queued.clear();
+  if (!connection.redispatchable || connection.redispatched) connection.first.clear();
+}
+
+void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id) {
+  if (!transport_) return;
+  auto status = transport_->send(worker_id, bytes);
+  if (status == bus::SendStatus::sent) return;
+  // Deferred: the caller may be iterating over connections or workers.
+  if (status == bus::SendStatus::would_block) {
+    log::bus().warn("conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
+    boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::worker_lost); });
+    return;
+  }
+  boost::asio::post(io_, [this, worker_id] { worker_lost(worker_id, "unreachable on the bus"); });
+}
+
+// --- workers -> sessions ----------------------------------------------------
+
+void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload) {
+  std::string worker_id(peer);
+  auto decoded = protocol::decode(payload);
+  if (auto* error = std::get_if<protocol::DecodeError>(&decoded)) {
+    if (error->unknown_kind) {
+      log::bus().debug("worker {}: ignoring a message of unknown kind: {}", worker_id, error->message);
+    } else {
+      log::bus().warn("worker {}: malformed message dropped: {}", worker_id, error->message);
+    }
+    if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.last_seen = Clock::now();
+    return;
+  }
+  auto& envelope = std::get<Envelope>(decoded);
+  switch (envelope.kind) {
+    case Kind::ready:
+    case Kind::heartbeat:
+      return on_worker_status(worker_id, envelope);
+    case Kind::drain:
+      if (auto it = workers_.find(worker_id); it != workers_.end()) {
+        it->second.draining = true;
+        it->second.last_seen = Clock::now();
+        log::bus().info("worker {} is draining", worker_id);
+      }
+      return;
+    case Kind::bye:
+      return worker_lost(worker_id, "said bye");
+    case Kind::event:
+    case Kind::credit:
+    case Kind::error:
+      return on_connection_message(worker_id, std::move(envelope));
+  }
+}
+
+void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& envelope) {
+  auto [it, added] = workers_.try_emplace(worker_id);
+  auto& worker = it->second;
+  worker.last_seen = Clock::now();
+  worker.capacity = envelope.capacity.value_or(worker.capacity);
+  if (added) log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  dispatch_waiting();
+}
+
+void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& envelope) {
+  auto worker = workers_.find(worker_id);
+  if (worker != workers_.end()) worker->second.last_seen = Clock::now();
+  if (!envelope.conn_id) return;
+  auto conn_id = *envelope.conn_id;
+  auto it = connections_.find(conn_id);
+  if (it == connections_.end() || it->second.owner != worker_id) {
+    if (envelope.kind == Kind::event) {
+      log::bus().debug("conn {}: event from worker {} for an unknown connection", conn_id, worker_id);
+      Envelope error;
+      error.kind = Kind::error;
+      error.gateway_id = gateway_id_;
+      error.conn_id = conn_id;
+      error.message = "unknown connection";
+      transport_->send(worker_id, protocol::encode(error));
+    }
+    return;
+  }
+  auto& connection = it->second;
+  if (!connection.acknowledged) {
+    connection.acknowledged = true;
+    connection.first.clear();
+  }
+  shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, std::move(envelope));
+}
+
+// --- failures and time ----------------------------------------------------
+
+void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
+  auto it = connections_.find(conn_id);
+  if (it == connections_.end()) return;
+  if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
+    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+  }
+  connections_.erase(it);
+  shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, failure);
+}
+
+void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why) {
+  if (workers_.erase(worker_id) == 0) return;
+  std::vector<std::uint64_t> failed;
+  std::size_t requeued = 0;
+  for (auto& [conn_id, connection] : connections_) {
+    if (connection.owner != worker_id) continue;
+    if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
+      connection.owner.clear();
+      connection.redispatched = true;
+      connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
+      waiting_.push_front(conn_id);
+      ++requeued;
+    } else {
+      failed.push_back(conn_id);
+    }
+  }
+  log::bus().warn("worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why, failed.size(),
+                  requeued);
+  for (auto conn_id : failed) fail(conn_id, BusFailure::worker_lost);
+  dispatch_waiting();
+}
+
+void Dispatcher::schedule_tick() {
+  ticker_.expires_after(k_tick);
+  ticker_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || !transport_) return;
+    tick();
+    schedule_tick();
+  });
+}
+
+void Dispatcher::tick() {
+  auto now = Clock::now();
+  auto interval = std::chrono::duration_cast<Clock::duration>(config_.heartbeat_interval);
+  if (now >= next_heartbeat_) {
+    next_heartbeat_ = now + interval;
+    std::vector<std::string> silent;
+    for (auto& [id, worker] : workers_) {
+      if (now - worker.last_seen > 3 * interval) {
+        silent.push_back(id);
+      } else {
+        transport_->send(id, heartbeat_bytes_);
+      }
+    }
+    for (auto& id : silent) worker_lost(id, "silent for 3 heartbeat intervals");
+  }
+  while (!waiting_.empty()) {
+    auto it = connections_.find(waiting_.front());
+    if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;
+    auto conn_id = waiting_.front();
+    waiting_.pop_front();
+    if (it != connections_.end() && it->second.owner.empty()) {
+      log::bus().warn("conn {}: no worker with capacity within the dispatch timeout", conn_id);
+      fail(conn_id, BusFailure::no_capacity);
+    }
+  }
+}
+
+}  // namespace asgi_bridge::gateway

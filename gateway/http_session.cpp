@@ -1,0 +1,488 @@
+#include "http_session.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <fmt/format.h>
+
+#include "asgi_adapter.hpp"
+#include "asgi_bridge/protocol/codec.hpp"
+#include "log.hpp"
+#include "websocket_session.hpp"
+
+namespace asgi_bridge::gateway {
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using asio::awaitable;
+using asio::redirect_error;
+using asio::use_awaitable;
+
+namespace {
+
+constexpr std::size_t k_body_chunk = 64 * 1024;
+constexpr std::string_view k_continue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+bool is_disconnect(const boost::system::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor;
+}
+
+bool header_contains_token(const RequestHeader& request, http::field field, std::string_view token) {
+  auto [begin, end] = request.equal_range(field);
+  for (auto it = begin; it != end; ++it) {
+    if (lower(it->value()).find(token) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::optional<std::uint64_t> content_length_of(const protocol::Headers& headers) {
+  for (const auto& header : headers) {
+    if (lower(header.name) != "content-length") continue;
+    try {
+      return std::stoull(header.value);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+HttpSession::HttpSession(asio::ip::tcp::socket socket, Shard& shard, Dispatcher& dispatcher, const Config& config)
+    : socket_(std::move(socket)),
+      shard_(shard),
+      dispatcher_(dispatcher),
+      config_(config),
+      read_deadline_(socket_.get_executor()),
+      write_deadline_(socket_.get_executor()),
+      credit_wake_(socket_.get_executor()) {
+  boost::system::error_code ignored;
+  client_ = socket_.remote_endpoint(ignored);
+  server_ = socket_.local_endpoint(ignored);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+}
+
+HttpSession::~HttpSession() {
+  shard_.untrack(drain_token_);
+  if (conn_id_ != 0) end_exchange();
+}
+
+void HttpSession::start() {
+  drain_token_ = shard_.track(weak_from_this());
+  asio::co_spawn(
+      socket_.get_executor(), [self = shared_from_this()]() { return self->run(); },
+      [](std::exception_ptr error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          log::http().error("session ended by an unexpected error: {}", e.what());
+        }
+      });
+}
+
+void HttpSession::drain() {
+  draining_ = true;
+  if (idle_) close_socket();
+}
+
+awaitable<void> HttpSession::run() {
+  while (!draining_ && co_await read_head()) {
+    if (boost::beast::websocket::is_upgrade(parser_->get())) {
+      shard_.untrack(drain_token_);
+      drain_token_ = 0;
+      start_websocket_session(std::move(socket_), parser_->release(), std::move(buffer_), shard_, dispatcher_,
+                              config_);
+      co_return;
+    }
+    if (!co_await serve()) break;
+  }
+  close_socket();
+}
+
+// --- request ----------------------------------------------------------------
+
+awaitable<bool> HttpSession::read_head() {
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(config_.max_header_size));
+  parser_->body_limit(config_.max_body_size);
+  idle_ = true;
+  boost::system::error_code ec;
+  if (buffer_.size() == 0) {  // idle keep-alive: wait for the first byte
+    arm(read_deadline_, config_.keepalive_timeout);
+    co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+    read_deadline_.cancel();
+    if (ec || draining_) co_return false;
+  }
+  idle_ = false;
+  arm(read_deadline_, config_.request_timeout);
+  co_await http::async_read_header(socket_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+  read_deadline_.cancel();
+  if (!ec) co_return true;
+  if (timed_out_ || is_disconnect(ec)) co_return false;
+  int status = ec == http::error::header_limit ? 431 : ec == http::error::body_limit ? 413 : 400;
+  log::http().info("{}: bad request ({}): {}", client_.address().to_string(), status, ec.message());
+  co_await write(format_error_response(status, config_.server_name));
+  co_return false;
+}
+
+awaitable<bool> HttpSession::serve() {
+  auto& request = parser_->get();
+  auto scope = make_scope(request, protocol::ScopeType::http, client_, server_, config_);
+  if (!scope || !has_valid_host(request)) {
+    log::http().info("{}: bad request (400): invalid target or Host", client_.address().to_string());
+    co_await write(format_error_response(400, config_.server_name));
+    co_return false;
+  }
+  conn_id_ = shard_.new_conn_id();
+  inbox_ = std::make_shared<Inbox>(socket_.get_executor());
+  shard_.attach(conn_id_, inbox_);
+  out_seq_ = in_seq_ = 0;
+  events_in_flight_ = 0;
+  written_unacked_ = body_bytes_written_ = 0;
+  client_gone_ = disconnect_sent_ = head_written_ = close_after_ = false;
+  response_ = Response::awaiting_start;
+  start_.reset();
+  content_length_.reset();
+  trailers_.clear();
+  started_at_ = Clock::now();
+  head_request_ = request.method() == http::verb::head;
+  keep_alive_ = request.keep_alive();
+  trailers_allowed_ = header_contains_token(request, http::field::te, "trailers");
+  redispatchable_ = request.method() == http::verb::get || head_request_;
+
+  std::string chunk;
+  if (!parser_->is_done()) {
+    if (header_contains_token(request, http::field::expect, "100-continue") && !co_await write(k_continue)) {
+      end_exchange();
+      co_return false;
+    }
+    auto result = co_await read_body_chunk(chunk);
+    if (result != ReadResult::ok) {
+      if (result != ReadResult::client_gone) co_await write(format_error_response(result == ReadResult::too_large ? 413 : 400, config_.server_name));
+      end_exchange();
+      co_return false;
+    }
+  }
+  body_complete_ = parser_->is_done();
+  send_event(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(scope));
+  reader_running_ = true;
+  asio::co_spawn(socket_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
+  co_await respond();
+  co_await stop_reader();
+  end_exchange();
+  co_return keep_alive_ && !close_after_ && body_complete_ && !client_gone_ && !draining_;
+}
+
+awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chunk) {
+  chunk.resize(k_body_chunk);
+  auto& body = parser_->get().body();
+  body.data = chunk.data();
+  body.size = chunk.size();
+  boost::system::error_code ec;
+  arm(read_deadline_, config_.request_timeout);
+  while (!parser_->is_done() && body.size == chunk.size() && !ec) {
+    co_await http::async_read_some(socket_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+  }
+  read_deadline_.cancel();
+  chunk.resize(chunk.size() - body.size);
+  body.data = nullptr;
+  if (!ec) co_return ReadResult::ok;
+  if (ec == http::error::body_limit) co_return ReadResult::too_large;
+  if (timed_out_ || is_disconnect(ec) || ec == http::error::partial_message) co_return ReadResult::client_gone;
+  co_return ReadResult::malformed;
+}
+
+// Runs beside respond(): streams the rest of the body while the worker grants
+// credit, then watches the idle socket so a client that leaves is noticed.
+awaitable<void> HttpSession::read_rest() {
+  auto inbox = inbox_;
+  while (!body_complete_ && !stop_reading_) {
+    while (events_in_flight_ >= protocol::k_event_window && !stop_reading_) {
+      credit_wake_.expires_at(asio::steady_timer::time_point::max());
+      boost::system::error_code ignored;
+      co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
+    }
+    if (stop_reading_) break;
+    std::string chunk;
+    auto result = co_await read_body_chunk(chunk);
+    if (stop_reading_) break;
+    if (result == ReadResult::client_gone) {
+      inbox->push(ClientGone{});
+      break;
+    }
+    if (result != ReadResult::ok) {
+      inbox->push(RequestInvalid{result == ReadResult::too_large ? 413 : 400});
+      break;
+    }
+    body_complete_ = parser_->is_done();
+    send_event(protocol::HttpRequest{std::move(chunk), !body_complete_});
+  }
+  if (body_complete_ && !stop_reading_) co_await watch_for_disconnect();
+  reader_running_ = false;
+  inbox->push(ReaderStopped{});
+}
+
+awaitable<void> HttpSession::watch_for_disconnect() {
+  boost::system::error_code ec;
+  auto space = buffer_.prepare(4096);
+  auto n = co_await socket_.async_read_some(space, redirect_error(use_awaitable, ec));
+  if (!ec) {
+    buffer_.commit(n);  // a pipelined request: it waits for its turn
+    co_return;
+  }
+  if (!stop_reading_) inbox_->push(ClientGone{});
+}
+
+awaitable<void> HttpSession::stop_reader() {
+  if (!reader_running_) co_return;
+  stop_reading_ = true;
+  credit_wake_.cancel();
+  boost::system::error_code ignored;
+  socket_.cancel(ignored);
+  while (reader_running_) co_await inbox_->pop();
+  stop_reading_ = false;
+}
+
+// --- response ---------------------------------------------------------------
+
+awaitable<void> HttpSession::respond() {
+  auto http_timeout = std::chrono::duration_cast<Clock::duration>(config_.http_timeout);
+  while (response_ != Response::done) {
+    auto deadline = response_ == Response::awaiting_start && http_timeout.count() > 0 ? started_at_ + http_timeout
+                                                                                      : Clock::time_point::max();
+    auto event = co_await inbox_->pop(deadline);
+    if (!event) {
+      send_disconnect();
+      co_await fail_exchange(504, "the response did not start within --http-timeout");
+    } else if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
+      co_await handle(*envelope);
+    } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
+      bool no_capacity = *failure == BusFailure::no_capacity;
+      co_await fail_exchange(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost");
+    } else if (std::holds_alternative<ClientGone>(*event)) {
+      log::http().debug("conn {}: client left before the response completed", conn_id_);
+      client_gone_ = true;
+      send_disconnect();
+      response_ = Response::done;
+    } else if (auto* invalid = std::get_if<RequestInvalid>(&*event)) {
+      send_disconnect();
+      co_await fail_exchange(invalid->status, "request body rejected");
+    }
+  }
+}
+
+awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
+  using protocol::Kind;
+  if (envelope.kind == Kind::credit) {
+    auto consumed = static_cast<unsigned>(std::min<std::uint64_t>(envelope.events.value_or(0), events_in_flight_));
+    events_in_flight_ -= consumed;
+    credit_wake_.cancel();
+    co_return;
+  }
+  if (envelope.kind == Kind::error) {
+    log::http().warn("conn {}: application error: {}", conn_id_, envelope.message.value_or(""));
+    co_await fail_exchange(500, "application error");
+    co_return;
+  }
+  if (envelope.kind != Kind::event || !envelope.event) co_return;
+  const char* violation = nullptr;
+  if (envelope.seq != in_seq_) {
+    violation = "event out of sequence";
+  } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) {
+    if (response_ != Response::awaiting_start) {
+      violation = "a second http.response.start";
+    } else {
+      start_ = std::move(*start);
+      response_ = Response::started;
+    }
+  } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*envelope.event)) {
+    if (response_ != Response::started) {
+      violation = "http.response.body before http.response.start";
+    } else {
+      ++in_seq_;
+      co_await on_body(*body);
+      co_return;
+    }
+  } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*envelope.event)) {
+    if (response_ != Response::awaiting_trailers) {
+      violation = "http.response.trailers not announced or too early";
+    } else {
+      ++in_seq_;
+      for (auto& header : trailers->headers) trailers_.push_back(std::move(header));
+      if (!trailers->more_trailers) co_await finish_response(&trailers_);
+      co_return;
+    }
+  } else {
+    violation = "an event that is not part of an HTTP response";
+  }
+  if (violation) {
+    log::http().warn("conn {}: invalid event from the worker: {}", conn_id_, violation);
+    send_disconnect();
+    co_await fail_exchange(502, violation);
+    co_return;
+  }
+  ++in_seq_;
+}
+
+awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
+  std::string head;
+  if (!head_written_) {
+    int status = start_->status;
+    body_allowed_ = !(head_request_ || status < 200 || status == 204 || status == 304);
+    content_length_ = content_length_of(start_->headers);
+    bool http10 = parser_->get().version() < 11;
+    chunked_ = body_allowed_ && !content_length_ && !http10;
+    close_after_ = close_after_ || !keep_alive_ || draining_ || !body_complete_ ||
+                   (body_allowed_ && !content_length_ && !chunked_);
+    head = format_response_head({status, &start_->headers, chunked_, close_after_, !close_after_ && http10,
+                                 config_.server_name});
+    head_written_ = true;
+  }
+  std::string_view payload = body_allowed_ ? std::string_view(body.body) : std::string_view{};
+  if (content_length_ && body_bytes_written_ + payload.size() > *content_length_) {
+    payload = payload.substr(0, *content_length_ - body_bytes_written_);  // never send more than announced
+  }
+  body_bytes_written_ += payload.size();
+  std::string chunk_head = chunked_ && !payload.empty() ? fmt::format("{:x}\r\n", payload.size()) : std::string{};
+  std::string_view chunk_tail = chunk_head.empty() ? std::string_view{} : std::string_view("\r\n");
+  if (!head.empty() || !payload.empty()) {
+    // head + chunk header go first; payload and its CRLF follow in the same write
+    head += chunk_head;
+    if (!co_await write(head, payload, chunk_tail)) {
+      client_gone_ = true;
+      send_disconnect();
+      response_ = Response::done;
+      co_return;
+    }
+  }
+  written_unacked_ += body.body.size();
+  if (!body.more_body) {
+    if (start_->trailers) {
+      response_ = Response::awaiting_trailers;
+    } else {
+      co_await finish_response(nullptr);
+    }
+  } else if (written_unacked_ >= protocol::k_default_byte_window / 4) {
+    send_credit(written_unacked_);
+    written_unacked_ = 0;
+  }
+}
+
+awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
+  response_ = Response::done;
+  if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
+    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", conn_id_, body_bytes_written_,
+                     *content_length_);
+    close_after_ = true;  // the client cannot find the end of this response otherwise
+  }
+  if (chunked_) {
+    std::string last = "0\r\n";
+    if (trailers && trailers_allowed_) {
+      for (const auto& header : *trailers) last.append(header.name).append(": ").append(header.value).append("\r\n");
+    }
+    last += "\r\n";
+    if (!co_await write(last)) client_gone_ = true;
+  }
+  if (config_.access_log) {
+    log::access().info("{}:{} \"{} {}\" {}", client_.address().to_string(), client_.port(),
+                       std::string(parser_->get().method_string()), std::string(parser_->get().target()),
+                       start_ ? start_->status : 0);
+  }
+}
+
+// Before the head went out the client gets `status`; after, the response
+// can only be cut short, which the client sees as an incomplete message.
+awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
+  response_ = Response::done;
+  close_after_ = true;
+  if (head_written_) {
+    log::http().warn("conn {}: aborting the response: {}", conn_id_, why);
+    close_socket();
+    co_return;
+  }
+  log::http().warn("conn {}: answering {}: {}", conn_id_, status, why);
+  head_written_ = true;
+  co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
+}
+
+// --- plumbing -----------------------------------------------------------------
+
+awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::string_view c) {
+  std::array<asio::const_buffer, 3> buffers{asio::buffer(a), asio::buffer(b), asio::buffer(c)};
+  boost::system::error_code ec;
+  arm(write_deadline_, config_.request_timeout);
+  co_await asio::async_write(socket_, buffers, redirect_error(use_awaitable, ec));
+  write_deadline_.cancel();
+  if (ec) log::http().debug("conn {}: write failed: {}", conn_id_, ec.message());
+  co_return !ec;
+}
+
+void HttpSession::send_event(protocol::Event event, std::optional<protocol::Scope> scope) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::event;
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.seq = out_seq_++;
+  bool first = scope.has_value();
+  if (first) envelope.window = protocol::k_default_byte_window;
+  envelope.scope = std::move(scope);
+  envelope.event = std::move(event);
+  ++events_in_flight_;
+  dispatcher_.post({first ? ToBus::Type::first : ToBus::Type::message, conn_id_, protocol::encode(envelope),
+                    first && redispatchable_});
+}
+
+void HttpSession::send_credit(std::uint64_t bytes) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::credit;
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.bytes = bytes;
+  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
+}
+
+void HttpSession::send_disconnect() {
+  if (disconnect_sent_) return;
+  disconnect_sent_ = true;
+  send_event(protocol::HttpDisconnect{});
+}
+
+void HttpSession::end_exchange() {
+  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
+  shard_.detach(conn_id_);
+  conn_id_ = 0;
+}
+
+void HttpSession::close_socket() {
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
+  if (timeout.count() <= 0) return;
+  deadline.expires_after(std::chrono::duration_cast<Clock::duration>(timeout));
+  deadline.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->on_timeout();
+  });
+}
+
+void HttpSession::on_timeout() {
+  timed_out_ = true;
+  log::http().debug("{}: connection timed out", client_.address().to_string());
+  close_socket();
+}
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,107 @@
+#pragma once
+// One client TCP connection in HTTP/1.x mode. For each request it builds the
+// ASGI scope, hands the request to a worker through the dispatcher, streams
+// the body in (gated by the worker's credits) and the response out, then
+// keeps the connection alive or closes it. A WebSocket upgrade request is
+// handed to a WebSocketSession together with the socket.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include "config.hpp"
+#include "dispatcher.hpp"
+#include "inbox.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+
+class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(boost::asio::ip::tcp::socket socket, Shard& shard, Dispatcher& dispatcher, const Config& config);
+  ~HttpSession() override;
+
+  void start();
+  void drain() override;
+
+ private:
+  using Parser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+  using Clock = std::chrono::steady_clock;
+  enum class Response { awaiting_start, started, awaiting_trailers, done };
+
+  boost::asio::awaitable<void> run();
+  boost::asio::awaitable<bool> read_head();
+  boost::asio::awaitable<bool> serve();
+  enum class ReadResult { ok, client_gone, too_large, malformed };
+  boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);
+  boost::asio::awaitable<void> read_rest();
+  boost::asio::awaitable<void> watch_for_disconnect();
+  boost::asio::awaitable<void> respond();
+  boost::asio::awaitable<void> handle(protocol::Envelope& envelope);
+  boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
+  boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
+  boost::asio::awaitable<void> fail_exchange(int status, const char* why);
+  boost::asio::awaitable<bool> write(std::string_view a, std::string_view b = {}, std::string_view c = {});
+  boost::asio::awaitable<void> stop_reader();
+
+  void send_event(protocol::Event event, std::optional<protocol::Scope> scope = std::nullopt);
+  void send_credit(std::uint64_t bytes);
+  void send_disconnect();
+  void end_exchange();
+  void close_socket();
+  void arm(boost::asio::steady_timer& deadline, Seconds timeout);
+  void on_timeout();
+
+  boost::asio::ip::tcp::socket socket_;
+  Shard& shard_;
+  Dispatcher& dispatcher_;
+  const Config& config_;
+  std::uint64_t drain_token_ = 0;
+  boost::beast::flat_buffer buffer_;
+  std::optional<Parser> parser_;
+  boost::asio::steady_timer read_deadline_;
+  boost::asio::steady_timer write_deadline_;
+  boost::asio::steady_timer credit_wake_;
+  boost::asio::ip::tcp::endpoint client_;
+  boost::asio::ip::tcp::endpoint server_;
+  bool idle_ = true;       // waiting for a request head: drain may close at once
+  bool draining_ = false;
+  bool timed_out_ = false;
+  bool stop_reading_ = false;
+
+  // The exchange in progress (one request and its response).
+  std::uint64_t conn_id_ = 0;
+  std::shared_ptr<Inbox> inbox_;
+  std::uint64_t out_seq_ = 0;
+  std::uint64_t in_seq_ = 0;
+  unsigned events_in_flight_ = 0;
+  std::uint64_t written_unacked_ = 0;
+  bool reader_running_ = false;
+  bool body_complete_ = false;
+  bool client_gone_ = false;
+  bool disconnect_sent_ = false;
+  bool redispatchable_ = false;
+  bool head_request_ = false;
+  bool keep_alive_ = false;
+  bool trailers_allowed_ = false;
+  Response response_ = Response::awaiting_start;
+  std::optional<protocol::HttpResponseStart> start_;
+  bool head_written_ = false;
+  bool chunked_ = false;
+  bool body_allowed_ = true;
+  bool close_after_ = false;
+  std::optional<std::uint64_t> content_length_;
+  std::uint64_t body_bytes_written_ = 0;
+  protocol::Headers trailers_;
+  Clock::time_point started_at_;
+};
+
+}  // namespace asgi_bridge::gateway

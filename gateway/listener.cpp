@@ -1,0 +1,58 @@
+#include "listener.hpp"
+
+#include <stdexcept>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "http_session.hpp"
+#include "log.hpp"
+
+namespace asgi_bridge::gateway {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
+                   Dispatcher& dispatcher, const Config& config)
+    : acceptor_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {
+  boost::system::error_code ec;
+  auto ip = asio::ip::make_address(address.host, ec);
+  if (ec) throw std::runtime_error(fmt::format("--bind {}:{}: not an IP address", address.host, address.port));
+  tcp::endpoint endpoint(ip, address.port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", address.host, address.port, ec.message()));
+  log::server().info("listening on http://{}:{}", address.host, acceptor_.local_endpoint().port());
+}
+
+void Listener::start() { accept_next(); }
+
+void Listener::stop() {
+  asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    boost::system::error_code ignored;
+    self->acceptor_.close(ignored);
+  });
+}
+
+void Listener::accept_next() {
+  Shard& shard = *shards_[next_shard_++ % shards_.size()];
+  acceptor_.async_accept(shard.io(), [self = shared_from_this(), &shard](boost::system::error_code ec,
+                                                                       tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
+    if (ec) {
+      // Out of descriptors or similar: log and keep accepting.
+      log::server().warn("accept failed: {}", ec.message());
+    } else {
+      asio::post(shard.io(), [&shard, socket = std::move(socket), &dispatcher = self->dispatcher_,
+                              &config = self->config_]() mutable {
+        if (shard.draining()) return;  // the socket closes as it goes out of scope
+        std::make_shared<HttpSession>(std::move(socket), shard, dispatcher, config)->start();
+      });
+    }
+    self->accept_next();
+  });
+}
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,35 @@
+#pragma once
+// Accepts TCP connections on one address and places each on the next shard
+// (round robin), where its HttpSession lives from then on.
+#include <memory>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "config.hpp"
+#include "dispatcher.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  // Binds at once; throws std::runtime_error naming the address on failure.
+  Listener(boost::asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
+           Dispatcher& dispatcher, const Config& config);
+
+  void start();
+  void stop();  // any thread: stop accepting
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  void accept_next();
+
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::vector<Shard*> shards_;
+  Dispatcher& dispatcher_;
+  const Config& config_;
+  std::size_t next_shard_ = 0;
+};
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,97 @@
+#include "server.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include "log.hpp"
+
+namespace asgi_bridge::gateway {
+namespace asio = boost::asio;
+
+namespace {
+// After the drain period WebSockets are closed with 1001; this is the time
+// their close handshakes get before everything stops.
+constexpr auto k_close_grace = std::chrono::seconds(2);
+}  // namespace
+
+Server::Server(const Config& config) : config_(config) {}
+
+Server::~Server() {
+  for (auto& shard : shards_) shard->join();
+  if (bus_thread_.joinable()) bus_thread_.join();
+}
+
+int Server::run() {
+  std::vector<Shard*> shard_pointers;
+  for (unsigned i = 0; i < config_.threads; ++i) {
+    shards_.push_back(std::make_unique<Shard>(i));
+    shard_pointers.push_back(shards_.back().get());
+  }
+  dispatcher_ = std::make_unique<Dispatcher>(bus_io_, config_, shard_pointers);
+  try {
+    dispatcher_->start();
+    for (const auto& bind : config_.binds) {
+      listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_));
+    }
+  } catch (const std::exception& e) {
+    log::server().critical("{}", e.what());
+    return 1;
+  }
+  auto bus_work = asio::make_work_guard(bus_io_);
+  bus_thread_ = std::thread([this] { bus_io_.run(); });
+  for (auto& shard : shards_) shard->run_thread();
+  for (auto& listener : listeners_) listener->start();
+  signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
+    if (!ec) on_signal(signal);
+  });
+  log::server().info("asgi-bridge ready: {} I/O threads", config_.threads);
+  main_io_.run();
+  bus_work.reset();
+  return 0;
+}
+
+void Server::on_signal(int signal) {
+  if (draining_) {
+    log::server().warn("second signal {}: stopping now", signal);
+    shut_down();
+    return;
+  }
+  draining_ = true;
+  log::server().info("signal {}: draining (up to {} s)", signal, config_.drain_timeout.count());
+  for (auto& listener : listeners_) listener->stop();
+  for (auto& shard : shards_) shard->post_drain();
+  signals_.async_wait([this](const boost::system::error_code& ec, int next) {
+    if (!ec) on_signal(next);
+  });
+  auto drain = std::chrono::duration_cast<std::chrono::steady_clock::duration>(config_.drain_timeout);
+  wait_for_drain(std::chrono::steady_clock::now() + drain + k_close_grace);
+}
+
+// Polls until no session is left or the deadline passes.
+void Server::wait_for_drain(std::chrono::steady_clock::time_point deadline) {
+  std::size_t live = 0;
+  for (auto& shard : shards_) live += shard->session_count();
+  if (live == 0 || std::chrono::steady_clock::now() >= deadline) {
+    if (live > 0) log::server().warn("drain period over: {} connections cut", live);
+    shut_down();
+    return;
+  }
+  drain_timer_.expires_after(std::chrono::milliseconds(50));
+  drain_timer_.async_wait([this, deadline](const boost::system::error_code& ec) {
+    if (!ec) wait_for_drain(deadline);
+  });
+}
+
+void Server::shut_down() {
+  signals_.cancel();
+  drain_timer_.cancel();
+  asio::post(bus_io_, [this] {
+    dispatcher_->stop();
+    bus_io_.stop();
+  });
+  for (auto& shard : shards_) shard->stop();
+  main_io_.stop();
+  log::server().info("stopped");
+}
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,44 @@
+#pragma once
+// Owns every thread of the gateway: the shards (I/O), the bus thread
+// (dispatcher + transport) and the main thread (listeners, signals), and
+// runs the graceful shutdown on SIGTERM/SIGINT.
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "config.hpp"
+#include "dispatcher.hpp"
+#include "listener.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+
+class Server {
+ public:
+  explicit Server(const Config& config);
+  ~Server();
+  // Blocks until shut down; returns the process exit code.
+  int run();
+
+ private:
+  void on_signal(int signal);
+  void wait_for_drain(std::chrono::steady_clock::time_point deadline);
+  void shut_down();
+
+  const Config& config_;
+  boost::asio::io_context main_io_{1};
+  boost::asio::io_context bus_io_{1};
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::vector<std::shared_ptr<Listener>> listeners_;
+  boost::asio::signal_set signals_{main_io_, SIGTERM, SIGINT};
+  boost::asio::steady_timer drain_timer_{main_io_};
+  std::thread bus_thread_;
+  bool draining_ = false;
+};
+
+}  // namespace asgi_bridge::gateway

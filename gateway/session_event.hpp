@@ -1,0 +1,46 @@
+#pragma once
+// What a session receives in its inbox: events from its worker, failures the
+// dispatcher detected, and signals from the session's own socket reader.
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "asgi_bridge/protocol/envelope.hpp"
+
+namespace asgi_bridge::gateway {
+
+enum class BusFailure {
+  no_capacity,  // no worker took the connection within --dispatch-timeout
+  worker_lost,  // the owning worker died, left, or broke the protocol
+};
+
+struct ClientGone {        // the client closed or reset the connection
+  int code = 1006;         // WebSocket: the close code it sent (1005: none; 1006: no close frame)
+  std::string reason;
+};
+struct ReaderStopped {};   // the session's socket reader coroutine has ended
+struct RequestInvalid {    // the request body broke a limit or its framing
+  int status = 400;        // 400 or 413
+};
+
+struct LocalClose {        // the gateway itself ends a WebSocket (lifetime, shutdown)
+  int code = 1001;
+};
+
+using SessionEvent =
+    std::variant<protocol::Envelope, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose>;
+
+// Session -> dispatcher, posted to the bus thread.
+struct ToBus {
+  enum class Type {
+    first,    // first event of a connection (carries the scope): pick a worker
+    message,  // any later message of the connection: to its owner
+    end,      // the connection is over at the gateway: forget it
+  };
+  Type type = Type::message;
+  std::uint64_t conn_id = 0;
+  std::string bytes;            // encoded envelope (empty for end)
+  bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
+};
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,49 @@
+#include "shard.hpp"
+
+#include <boost/asio/post.hpp>
+
+namespace asgi_bridge::gateway {
+
+Shard::Shard(unsigned index) : index_(index), work_(io_.get_executor()) {}
+
+std::uint64_t Shard::track(std::weak_ptr<Drainable> session) {
+  auto token = ++session_counter_;
+  sessions_.emplace(token, std::move(session));
+  ++live_sessions_;
+  return token;
+}
+
+void Shard::post_event(std::uint64_t conn_id, SessionEvent event) {
+  boost::asio::post(io_, [this, conn_id, event = std::move(event)]() mutable { deliver(conn_id, std::move(event)); });
+}
+
+void Shard::deliver(std::uint64_t conn_id, SessionEvent event) {
+  // A miss means the client is gone: the dispatcher already forgot or is
+  // about to forget the connection, so the late event is simply dropped.
+  if (auto it = inboxes_.find(conn_id); it != inboxes_.end()) it->second->push(std::move(event));
+}
+
+void Shard::post_drain() {
+  boost::asio::post(io_, [this] {
+    draining_ = true;
+    auto sessions = sessions_;  // drain() may untrack
+    for (auto& [token, weak] : sessions) {
+      if (auto session = weak.lock()) session->drain();
+    }
+  });
+}
+
+void Shard::run_thread() {
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void Shard::stop() {
+  work_.reset();
+  io_.stop();
+}
+
+void Shard::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace asgi_bridge::gateway

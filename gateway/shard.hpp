@@ -1,0 +1,74 @@
+#pragma once
+// One I/O thread with its own io_context. A connection lives on one shard for
+// its whole life, so nothing a session touches needs a lock. The shard maps
+// connection ids to session inboxes; the id's low byte is the shard index, so
+// the bus thread finds a connection's shard without a table.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "inbox.hpp"
+
+namespace asgi_bridge::gateway {
+
+// Anything living on a shard that must react to a graceful shutdown.
+class Drainable {
+ public:
+  virtual ~Drainable() = default;
+  virtual void drain() = 0;  // stop taking new work; finish what is in flight
+};
+
+class Shard {
+ public:
+  static constexpr unsigned k_max_shards = 256;
+
+  explicit Shard(unsigned index);
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  boost::asio::io_context& io() { return io_; }
+  unsigned index() const { return index_; }
+  static unsigned index_of(std::uint64_t conn_id) { return conn_id % k_max_shards; }
+
+  // Shard thread only.
+  std::uint64_t new_conn_id() { return (++conn_counter_ * k_max_shards) + index_; }
+  void attach(std::uint64_t conn_id, std::shared_ptr<Inbox> inbox) { inboxes_[conn_id] = std::move(inbox); }
+  void detach(std::uint64_t conn_id) { inboxes_.erase(conn_id); }
+  std::uint64_t track(std::weak_ptr<Drainable> session);
+  void untrack(std::uint64_t token) {
+    if (token != 0 && sessions_.erase(token) > 0) --live_sessions_;
+  }
+  bool draining() const { return draining_; }
+  // Any thread: how many sessions live on this shard.
+  std::size_t session_count() const { return live_sessions_.load(std::memory_order_relaxed); }
+
+  // Any thread: hands an event to the connection's session, if it still exists.
+  void post_event(std::uint64_t conn_id, SessionEvent event);
+  // Any thread: every session drains; new ones are refused.
+  void post_drain();
+
+  void run_thread();
+  void stop();
+  void join();
+
+ private:
+  void deliver(std::uint64_t conn_id, SessionEvent event);
+
+  unsigned index_;
+  boost::asio::io_context io_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread thread_;
+  std::uint64_t conn_counter_ = 0;
+  std::uint64_t session_counter_ = 0;
+  bool draining_ = false;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> inboxes_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<Drainable>> sessions_;
+  std::atomic<std::size_t> live_sessions_{0};
+};
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,396 @@
+#include "websocket_session.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/beast/websocket/error.hpp>
+#include <fmt/format.h>
+
+#include "asgi_adapter.hpp"
+#include "asgi_bridge/protocol/codec.hpp"
+#include "log.hpp"
+
+namespace asgi_bridge::gateway {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using asio::awaitable;
+using asio::redirect_error;
+using asio::use_awaitable;
+
+namespace {
+
+// 0 when the upgrade request is acceptable, else the status to answer.
+int handshake_status(const WebSocketSession::Request& request) {
+  if (!has_valid_host(request)) return 400;
+  auto key = request[http::field::sec_websocket_key];
+  if (key.size() != 24 || beast::detail::base64::decoded_size(key.size()) < 16) return 400;
+  auto version = request[http::field::sec_websocket_version];
+  if (version.empty()) return 400;
+  if (version != "13") return 426;
+  return 0;
+}
+
+}  // namespace
+
+void start_websocket_session(asio::ip::tcp::socket socket, http::request<http::buffer_body> request,
+                             beast::flat_buffer /*buffer*/, Shard& shard, Dispatcher& dispatcher,
+                             const Config& config) {
+  // Bytes after the upgrade request cannot come before our 101 (RFC 6455
+  // §4.1: the client waits), so the parse buffer holds nothing to carry over.
+  WebSocketSession::Request head(std::move(request.base()));
+  std::make_shared<WebSocketSession>(std::move(socket), std::move(head), shard, dispatcher, config)->start();
+}
+
+WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request, Shard& shard,
+                                   Dispatcher& dispatcher, const Config& config)
+    : ws_(std::move(socket)),
+      request_(std::move(request)),
+      shard_(shard),
+      dispatcher_(dispatcher),
+      config_(config),
+      credit_wake_(ws_.get_executor()),
+      lifetime_(ws_.get_executor()) {
+  boost::system::error_code ignored;
+  client_ = ws_.next_layer().remote_endpoint(ignored);
+  server_ = ws_.next_layer().local_endpoint(ignored);
+}
+
+WebSocketSession::~WebSocketSession() {
+  shard_.untrack(drain_token_);
+  if (conn_id_ != 0) end_connection();
+}
+
+void WebSocketSession::start() {
+  drain_token_ = shard_.track(weak_from_this());
+  asio::co_spawn(
+      ws_.get_executor(), [self = shared_from_this()]() { return self->run(); },
+      [](std::exception_ptr error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          log::websocket().error("session ended by an unexpected error: {}", e.what());
+        }
+      });
+}
+
+// SIGTERM: an open WebSocket gets the drain period to finish, then 1001.
+void WebSocketSession::drain() {
+  draining_ = true;
+  lifetime_.expires_after(std::chrono::duration_cast<Clock::duration>(config_.drain_timeout));
+  lifetime_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec && self->inbox_) self->inbox_->push(LocalClose{1001});
+  });
+}
+
+awaitable<void> WebSocketSession::run() {
+  if (int status = handshake_status(request_)) {
+    log::websocket().info("{}: bad WebSocket handshake ({})", client_.address().to_string(), status);
+    co_await reject(status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : "");
+    co_return;
+  }
+  auto scope = make_scope(request_, protocol::ScopeType::websocket, client_, server_, config_);
+  if (!scope) {
+    co_await reject(400, "bad request target");
+    co_return;
+  }
+  conn_id_ = shard_.new_conn_id();
+  inbox_ = std::make_shared<Inbox>(ws_.get_executor());
+  shard_.attach(conn_id_, inbox_);
+  send_event(protocol::WebSocketConnect{}, std::move(scope));
+  co_await hold_handshake();
+  if (state_ == State::open) co_await serve_open();
+  teardown();
+}
+
+// --- the held handshake -------------------------------------------------------
+
+awaitable<void> WebSocketSession::hold_handshake() {
+  watcher_running_ = true;
+  asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->watch_handshake_client(); },
+                 asio::detached);
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.websocket_connect_timeout);
+  while (state_ == State::handshake) {
+    auto event = co_await inbox_->pop(deadline);
+    if (!event) {
+      send_disconnect(1006);
+      co_await reject(504, "no accept or close within --websocket-connect-timeout");
+    } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
+      bool no_capacity = *failure == BusFailure::no_capacity;
+      if (!no_capacity) send_disconnect(1006);
+      co_await reject(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost",
+                      no_capacity ? "retry-after: 1\r\n" : "");
+    } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
+      log::websocket().debug("conn {}: client left during the handshake", conn_id_);
+      send_disconnect(gone->code);
+      state_ = State::done;
+    } else if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
+      if (envelope->kind == protocol::Kind::error) {
+        log::websocket().warn("conn {}: application error: {}", conn_id_, envelope->message.value_or(""));
+        co_await reject(500, "application error");
+        continue;
+      }
+      if (envelope->kind != protocol::Kind::event || !check_sequence(*envelope)) continue;
+      if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*envelope->event)) {
+        co_await accept(*accepted);
+      } else if (std::holds_alternative<protocol::WebSocketClose>(*envelope->event)) {
+        co_await reject(403, "the application closed before accepting");
+      } else if (auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&*envelope->event)) {
+        co_await deny(*start);
+      } else {
+        send_disconnect(1006);
+        co_await reject(502, "invalid event before accept");
+      }
+    }
+  }
+}
+
+// The client must stay silent until our 101; readable with nothing to read
+// means it closed.
+awaitable<void> WebSocketSession::watch_handshake_client() {
+  auto inbox = inbox_;
+  auto& socket = ws_.next_layer();
+  boost::system::error_code ec;
+  co_await socket.async_wait(asio::ip::tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+  boost::system::error_code ignored;
+  if (state_ == State::handshake && (ec != asio::error::operation_aborted) && socket.available(ignored) == 0) {
+    inbox->push(ClientGone{});
+  }
+  watcher_running_ = false;
+  inbox->push(ReaderStopped{});
+}
+
+awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
+  boost::system::error_code ec;
+  ws_.next_layer().cancel(ec);  // stop the handshake watcher before Beast owns the socket
+  while (watcher_running_) co_await inbox_->pop();
+  auto server_name = config_.server_name;
+  ws_.set_option(websocket::stream_base::decorator(
+      [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
+        if (!server_name.empty()) response.set(http::field::server, server_name);
+        for (const auto& header : headers) {
+          auto name = lower(header.name);
+          if (name == "sec-websocket-protocol" || name == "connection" || name == "upgrade") continue;
+          response.insert(header.name, header.value);
+        }
+        if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
+      }));
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = std::chrono::seconds(5);
+  bool pings = config_.ping_interval.count() > 0;
+  timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
+                                : websocket::stream_base::none();
+  timeouts.keep_alive_pings = pings;
+  ws_.set_option(timeouts);
+  ws_.read_message_max(config_.max_message_size);
+  co_await ws_.async_accept(request_, redirect_error(use_awaitable, ec));
+  if (ec) {
+    log::websocket().info("conn {}: handshake failed: {}", conn_id_, ec.message());
+    send_disconnect(1006);
+    state_ = State::done;
+    co_return;
+  }
+  state_ = State::open;
+  log::websocket().debug("conn {}: accepted", conn_id_);
+}
+
+// The denial response extension: the app's status, headers and body, then close.
+awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& start) {
+  auto head = format_response_head({start.status, &start.headers, false, true, false, config_.server_name});
+  state_ = State::done;
+  if (!co_await write_raw(head)) co_return;
+  for (;;) {
+    auto event = co_await inbox_->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
+    if (!event) break;
+    auto* envelope = std::get_if<protocol::Envelope>(&*event);
+    if (!envelope) break;
+    if (envelope->kind != protocol::Kind::event || !check_sequence(*envelope)) continue;
+    auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&*envelope->event);
+    if (!body || !co_await write_raw(body->body) || !body->more_body) break;
+  }
+}
+
+// --- the open connection -----------------------------------------------------
+
+awaitable<void> WebSocketSession::serve_open() {
+  if (config_.websocket_timeout.count() > 0) {
+    lifetime_.expires_after(std::chrono::duration_cast<Clock::duration>(config_.websocket_timeout));
+    lifetime_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      if (auto self = weak.lock(); self && !ec && self->inbox_) self->inbox_->push(LocalClose{1000});
+    });
+  }
+  reader_running_ = true;
+  asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->read_frames(); }, asio::detached);
+  while (state_ == State::open || state_ == State::closing) {
+    auto event = co_await inbox_->pop();
+    if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
+      co_await on_open_event(*envelope);
+    } else if (std::holds_alternative<BusFailure>(*event)) {
+      co_await close(1011, "");
+    } else if (auto* local = std::get_if<LocalClose>(&*event)) {
+      send_disconnect(local->code);
+      co_await close(local->code, "");
+    } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
+      send_disconnect(gone->code, gone->reason);
+      state_ = State::done;
+    }
+  }
+}
+
+awaitable<void> WebSocketSession::read_frames() {
+  auto inbox = inbox_;
+  for (;;) {
+    while (events_in_flight_ >= protocol::k_event_window && state_ != State::done) {
+      credit_wake_.expires_at(asio::steady_timer::time_point::max());
+      boost::system::error_code ignored;
+      co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
+    }
+    boost::system::error_code ec;
+    read_buffer_.clear();
+    co_await ws_.async_read(read_buffer_, redirect_error(use_awaitable, ec));
+    if (ec) {
+      ClientGone gone;
+      if (ec == websocket::error::closed) {
+        gone.code = ws_.reason().code == websocket::close_code::none ? 1005 : ws_.reason().code;
+        gone.reason = std::string(ws_.reason().reason.c_str());
+      } else if (ec == websocket::error::message_too_big) {
+        gone.code = 1009;
+      } else if (ec == websocket::error::bad_frame_payload) {
+        gone.code = 1007;
+      } else if (ec != asio::error::operation_aborted) {
+        log::websocket().debug("conn {}: read ended: {}", conn_id_, ec.message());
+      }
+      inbox->push(std::move(gone));
+      break;
+    }
+    auto data = beast::buffers_to_string(read_buffer_.data());
+    protocol::WebSocketReceive receive;
+    receive.text = ws_.got_text();
+    receive.data = std::move(data);
+    send_event(std::move(receive));
+  }
+  reader_running_ = false;
+}
+
+awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
+  using protocol::Kind;
+  if (envelope.kind == Kind::credit) {
+    auto consumed = static_cast<unsigned>(std::min<std::uint64_t>(envelope.events.value_or(0), events_in_flight_));
+    events_in_flight_ -= consumed;
+    credit_wake_.cancel();
+    co_return;
+  }
+  if (envelope.kind == Kind::error) {
+    log::websocket().warn("conn {}: application error: {}", conn_id_, envelope.message.value_or(""));
+    co_await close(1011, "");
+    co_return;
+  }
+  if (envelope.kind != Kind::event || !check_sequence(envelope) || state_ != State::open) co_return;
+  if (auto* send = std::get_if<protocol::WebSocketSend>(&*envelope.event)) {
+    boost::system::error_code ec;
+    ws_.text(send->text);
+    co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
+    if (ec) co_return;  // the reader reports the end of the connection
+    written_unacked_ += send->data.size();
+    if (written_unacked_ >= protocol::k_default_byte_window / 4) {
+      send_credit(written_unacked_);
+      written_unacked_ = 0;
+    }
+  } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*envelope.event)) {
+    co_await close(closing->code, closing->reason);
+  } else {
+    log::websocket().warn("conn {}: invalid event from the worker after accept", conn_id_);
+    co_await close(1011, "");
+  }
+}
+
+// Sends our close frame; the reader then sees the client's answer (or the
+// Beast handshake timeout) and ends the connection.
+awaitable<void> WebSocketSession::close(int code, std::string reason) {
+  if (state_ != State::open) co_return;
+  state_ = State::closing;
+  websocket::close_reason why;
+  why.code = static_cast<std::uint16_t>(code);
+  why.reason = reason;
+  boost::system::error_code ec;
+  co_await ws_.async_close(why, redirect_error(use_awaitable, ec));
+  if (ec && !reader_running_) state_ = State::done;
+}
+
+// --- plumbing -----------------------------------------------------------------
+
+awaitable<void> WebSocketSession::reject(int status, const char* why, std::string_view extra_headers) {
+  state_ = State::done;
+  log::websocket().info("conn {}: answering {}: {}", conn_id_, status, why);
+  co_await write_raw(format_error_response(status, config_.server_name, extra_headers));
+}
+
+awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view b) {
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(a), asio::buffer(b)};
+  boost::system::error_code ec;
+  co_await asio::async_write(ws_.next_layer(), buffers, redirect_error(use_awaitable, ec));
+  co_return !ec;
+}
+
+bool WebSocketSession::check_sequence(const protocol::Envelope& envelope) {
+  if (envelope.seq == in_seq_) {
+    ++in_seq_;
+    return true;
+  }
+  log::websocket().warn("conn {}: event out of sequence from the worker", conn_id_);
+  inbox_->push(BusFailure::worker_lost);
+  return false;
+}
+
+void WebSocketSession::send_event(protocol::Event event, std::optional<protocol::Scope> scope) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::event;
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.seq = out_seq_++;
+  bool first = scope.has_value();
+  if (first) envelope.window = protocol::k_default_byte_window;
+  envelope.scope = std::move(scope);
+  envelope.event = std::move(event);
+  ++events_in_flight_;
+  dispatcher_.post({first ? ToBus::Type::first : ToBus::Type::message, conn_id_, protocol::encode(envelope), first});
+}
+
+void WebSocketSession::send_credit(std::uint64_t bytes) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::credit;
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.bytes = bytes;
+  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
+}
+
+void WebSocketSession::send_disconnect(int code, std::string reason) {
+  if (disconnect_sent_ || conn_id_ == 0) return;
+  disconnect_sent_ = true;
+  send_event(protocol::WebSocketDisconnect{code, std::move(reason)});
+}
+
+void WebSocketSession::end_connection() {
+  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
+  shard_.detach(conn_id_);
+  conn_id_ = 0;
+}
+
+void WebSocketSession::teardown() {
+  lifetime_.cancel();
+  credit_wake_.cancel();
+  boost::system::error_code ignored;
+  auto& socket = ws_.next_layer();
+  socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
+  if (conn_id_ != 0) end_connection();
+}
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,93 @@
+#pragma once
+// One WebSocket connection. The upgrade request is held — no 101 is sent —
+// until the owning worker answers websocket.accept (101), websocket.close
+// (403) or a denial response (the app's own status, headers and body). Once
+// open, a reader coroutine turns frames into websocket.receive events (gated
+// by the worker's credits) while the session's main coroutine is the single
+// writer of frames the worker sends.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include "config.hpp"
+#include "dispatcher.hpp"
+#include "inbox.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+
+void start_websocket_session(boost::asio::ip::tcp::socket socket,
+                             boost::beast::http::request<boost::beast::http::buffer_body> request,
+                             boost::beast::flat_buffer buffer, Shard& shard, Dispatcher& dispatcher,
+                             const Config& config);
+
+class WebSocketSession : public Drainable, public std::enable_shared_from_this<WebSocketSession> {
+ public:
+  using Request = boost::beast::http::request<boost::beast::http::empty_body>;
+
+  WebSocketSession(boost::asio::ip::tcp::socket socket, Request request, Shard& shard, Dispatcher& dispatcher,
+                   const Config& config);
+  ~WebSocketSession() override;
+
+  void start();
+  void drain() override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  enum class State { handshake, open, closing, done };
+
+  boost::asio::awaitable<void> run();
+  boost::asio::awaitable<void> hold_handshake();
+  boost::asio::awaitable<void> watch_handshake_client();
+  boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
+  boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
+  boost::asio::awaitable<void> serve_open();
+  boost::asio::awaitable<void> read_frames();
+  boost::asio::awaitable<void> on_open_event(protocol::Envelope& envelope);
+  boost::asio::awaitable<void> close(int code, std::string reason);
+  boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
+  boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
+
+  bool check_sequence(const protocol::Envelope& envelope);
+  void send_event(protocol::Event event, std::optional<protocol::Scope> scope = std::nullopt);
+  void send_credit(std::uint64_t bytes);
+  void send_disconnect(int code, std::string reason = {});
+  void end_connection();
+  void teardown();
+
+  boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
+  Request request_;
+  Shard& shard_;
+  Dispatcher& dispatcher_;
+  const Config& config_;
+  std::uint64_t drain_token_ = 0;
+  boost::asio::ip::tcp::endpoint client_;
+  boost::asio::ip::tcp::endpoint server_;
+  std::uint64_t conn_id_ = 0;
+  std::shared_ptr<Inbox> inbox_;
+  State state_ = State::handshake;
+  std::uint64_t out_seq_ = 0;
+  std::uint64_t in_seq_ = 0;
+  unsigned events_in_flight_ = 0;
+  std::uint64_t written_unacked_ = 0;
+  bool disconnect_sent_ = false;
+  bool watcher_running_ = false;
+  bool reader_running_ = false;
+  bool draining_ = false;
+  boost::asio::steady_timer credit_wake_;
+  boost::asio::steady_timer lifetime_;
+  boost::beast::flat_buffer read_buffer_;
+};
+
+}  // namespace asgi_bridge::gateway

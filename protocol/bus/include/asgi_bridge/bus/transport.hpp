@@ -1,0 +1,51 @@
+#pragma once
+// A bus transport moves opaque messages (encoded envelopes) between a gateway
+// and its workers. It lives on one io_context (the bus thread) and is never
+// touched from another thread: ZeroMQ sockets and hiredis contexts are
+// single-threaded.
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+
+namespace asgi_bridge::bus {
+
+enum class Role { gateway, worker };
+
+enum class SendStatus {
+  sent,          // handed to the transport
+  would_block,   // the peer's queue is full: backpressure, try later or fail the connection
+  peer_unknown,  // no such peer is connected (gateway side)
+  failed,        // the transport is broken or stopped
+};
+
+struct TransportOptions {
+  Role role = Role::gateway;
+  std::string identity;               // this process's id: worker id or gateway id
+  std::size_t max_message_size = 0;   // 0: unlimited; larger incoming messages are dropped
+};
+
+class Transport {
+ public:
+  // peer: on the gateway, the sending worker's id; on a worker, empty (its
+  // single gateway). payload is valid only during the call.
+  using OnMessage = std::function<void(std::string_view peer, std::string_view payload)>;
+
+  virtual ~Transport() = default;
+  virtual void start(OnMessage on_message) = 0;
+  // Gateway: peer is a worker id. Worker: peer is ignored. Never blocks.
+  virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
+  // Closes the sockets; idempotent. No callback runs afterwards.
+  virtual void stop() = 0;
+};
+
+// zmq://HOST:PORT, zmq+ipc://PATH. Throws std::invalid_argument naming the
+// URL when it is malformed or its scheme is unknown, std::runtime_error when
+// binding/connecting fails.
+std::unique_ptr<Transport> make_transport(boost::asio::io_context& io, std::string_view url,
+                                          const TransportOptions& options);
+
+}  // namespace asgi_bridge::bus
