@@ -388,13 +388,18 @@ def decode(data):
     if not isinstance(obj, dict):
         raise ProtocolError(f"message: expected a map at the top, got {_type_name(obj)}")
     _check_keys(obj, "message", ProtocolError)
-    gateway = obj.get("g") if type(obj.get("g")) is str else None
-    conn = obj.get("c") if type(obj.get("c")) is int else None
     try:
         return _decode_envelope(obj)
     except ProtocolError as exc:
-        exc.gateway, exc.conn = gateway, conn
+        # What could be read, so that the receiver can log it and fail that connection.
+        exc.kind, exc.gateway, exc.conn = (_readable(obj, "k", str), _readable(obj, "g", str),
+                                           _readable(obj, "c", int))
         raise
+
+
+def _readable(obj, key, expected):
+    value = obj.get(key)
+    return value if type(value) is expected else None
 
 
 def _decode_envelope(obj):

@@ -17,12 +17,13 @@ Three families, because an app (and its tests) must be able to tell them apart:
 class ProtocolError(ValueError):
     """A message that does not follow docs/protocol.md; the text names the field.
 
-    ``gateway`` and ``conn`` are filled in when they could be read from the message, so
-    that the worker can log them and end the affected connection.
+    ``kind``, ``gateway`` and ``conn`` are filled in when they could be read from the
+    message, so that the worker can log them and end the affected connection.
     """
 
-    def __init__(self, message, gateway=None, conn=None):
+    def __init__(self, message, kind=None, gateway=None, conn=None):
         super().__init__(message)
+        self.kind = kind
         self.gateway = gateway
         self.conn = conn
 

@@ -1,0 +1,88 @@
+"""Command line: ``python -m asgi_bridge MODULE:APP --bus zmq://HOST:PORT [options]``.
+
+Every option can also be given as an ``ASGI_BRIDGE_<OPTION>`` environment variable
+(e.g. ``ASGI_BRIDGE_BUS``, ``ASGI_BRIDGE_CONCURRENCY``); the command line wins.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from .transport import split_bus_urls, zmq_endpoint
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _env(name, default):
+    return os.environ.get(f"ASGI_BRIDGE_{name.upper().replace('-', '_')}", default)
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m asgi_bridge",
+        description="Run an ASGI application as an asgi-bridge worker.")
+    p.add_argument("app", help="the application, as MODULE:ATTRIBUTE")
+    p.add_argument("--bus", action="append", default=None,
+                   help="gateway bus URL: zmq://HOST:PORT or zmq+ipc://PATH; repeat or "
+                        "separate with commas for several gateways")
+    p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
+                   help="connections served at once (default 100)")
+    p.add_argument("--processes", type=_positive(int), default=_env("processes", 1),
+                   help="worker processes to fork (default 1)")
+    p.add_argument("--lifespan", choices=("auto", "on", "off"), default=_env("lifespan", "auto"),
+                   help="ASGI lifespan protocol (default auto)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=_env("log-level", "info"))
+    p.add_argument("--heartbeat-interval", type=_positive(float),
+                   default=_env("heartbeat-interval", 1.0),
+                   help="seconds between heartbeats (default 1.0); a gateway silent for "
+                        "3 intervals is taken as dead")
+    p.add_argument("--graceful-timeout", type=_positive(float),
+                   default=_env("graceful-timeout", 30.0),
+                   help="seconds in-flight connections get to finish on SIGTERM (default 30)")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=_env("loop", "auto"),
+                   help="event loop (default auto: uvloop when installed)")
+    p.add_argument("--app-dir", default=_env("app-dir", "."),
+                   help="directory put first on sys.path to import the app (default .)")
+    args = p.parse_args(argv)
+    # Defaults read from the environment arrive as strings: convert like the options.
+    for name, kind in (("concurrency", int), ("processes", int),
+                       ("heartbeat_interval", float), ("graceful_timeout", float)):
+        try:
+            setattr(args, name, _positive(kind)(getattr(args, name)))
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            p.error(f"--{name.replace('_', '-')}: {exc}")
+    args.bus = split_bus_urls(args.bus or [_env("bus", "")])
+    if not args.bus:
+        p.error("--bus is required (or ASGI_BRIDGE_BUS)")
+    for url in args.bus:
+        try:
+            zmq_endpoint(url)
+        except ValueError as exc:
+            p.error(str(exc))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s")
+    from .runtime import run
+    if args.processes == 1:
+        return run(args)
+    from .supervisor import supervise
+    return supervise(args.processes, lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

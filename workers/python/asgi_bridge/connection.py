@@ -1,0 +1,356 @@
+"""One ASGI connection: the app instance's ``receive``/``send`` and its state machine.
+
+A connection knows nothing about sockets or other connections: the worker feeds it the
+gateway's events in order (``feed``, ``add_credit``, ``gateway_lost``) and gives it a
+coroutine function ``send_bytes(data)`` that delivers an encoded message to the owning
+gateway. That keeps it testable without a bus (tests/test_connection.py).
+"""
+
+import asyncio
+import collections
+import logging
+
+from . import codec
+from .errors import ClientDisconnected, InvalidEvent, ProtocolError, UnexpectedMessage
+
+logger = logging.getLogger("asgi_bridge.connection")
+
+CREDIT_BATCH = 8             # §5: acknowledge consumed events 8 at a time
+DEFAULT_WINDOW = 1024 * 1024  # §5: bytes in flight when the first event has no `window`
+
+
+class Connection:
+    """State shared by HTTP and WebSocket: queue, credits, window, sequence numbers."""
+
+    #: event types the gateway may send after the first one
+    incoming_types = frozenset()
+
+    def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
+                 first_event=None):
+        self.scope = scope
+        self.gateway = gateway
+        self.conn_id = conn_id
+        self.worker_id = worker_id
+        self._send_bytes = send_bytes
+        self._window = DEFAULT_WINDOW if window is None else window
+        self._queue = collections.deque()
+        self._wakeup = asyncio.Event()    # set when the queue or the state changed
+        self._writable = asyncio.Event()  # set while unacknowledged bytes <= window
+        self._writable.set()
+        self._unacked = 0
+        self._consumed = 0   # events taken by the app since the last credit
+        self._seq = 0        # next `s` of an event we send
+        self.next_in = 1     # next `s` expected from the gateway (the first event was 0)
+        self.disconnected = False  # the client (or its gateway) is gone
+        self.failed = False        # we reported `error`: send nothing more
+        if first_event is not None:
+            self._queue.append(first_event)
+
+    # --- from the worker ----------------------------------------------------------
+
+    def feed(self, event):
+        """Queue an event of this connection from the gateway (already decoded)."""
+        if event["type"] not in self.incoming_types:
+            raise ProtocolError(f"event.type: {event['type']} is not expected "
+                                f"on a {self.scope['type']} connection")
+        if self.disconnected:
+            return  # nothing the app could do with it
+        self._on_incoming(event)
+        self._wakeup.set()
+
+    def _on_incoming(self, event):
+        self._queue.append(event)
+
+    def add_credit(self, nbytes):
+        """The gateway wrote `nbytes` of our payload to the client (§5)."""
+        self._unacked = max(0, self._unacked - nbytes)
+        if self._unacked <= self._window:
+            self._writable.set()
+
+    def gateway_lost(self):
+        """The gateway said bye, went silent, or reported the connection unknown."""
+        raise NotImplementedError
+
+    @property
+    def over(self):
+        """True once nothing more can reach the client from the app."""
+        return self.disconnected or self.failed or self._complete
+
+    # --- the app's receive --------------------------------------------------------
+
+    async def _take(self):
+        """Pop the next queued event, acknowledging every CREDIT_BATCH of them."""
+        event = self._queue.popleft()
+        self._consumed += 1
+        if self._consumed >= CREDIT_BATCH and not self.over:
+            self._consumed = 0
+            await self._send_bytes(codec.encode({
+                "k": "credit", "g": self.gateway, "w": self.worker_id,
+                "c": self.conn_id, "events": CREDIT_BATCH}))
+        return event
+
+    async def _wait(self):
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    # --- the app's send -----------------------------------------------------------
+
+    async def send(self, message):
+        event = codec.canonical_event(message)  # InvalidEvent: a wrong field
+        self._advance(event)  # UnexpectedMessage / ClientDisconnected
+        size = codec.payload_size(event)
+        if size:
+            await self._wait_window()
+            self._unacked += size
+            if self._unacked > self._window:
+                self._writable.clear()
+        await self._emit_event(event)
+
+    async def _wait_window(self):
+        # §5: a payload waits while more than a window is unacknowledged.
+        while not self._writable.is_set():
+            if self.disconnected:
+                break
+            waiter = asyncio.ensure_future(self._writable.wait())
+            lost = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait((waiter, lost), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                lost.cancel()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+
+    async def _emit_event(self, event):
+        if self.failed:
+            return
+        try:
+            data = codec.encode_event(self.gateway, self.worker_id, self.conn_id,
+                                      self._seq, event)
+        except UnicodeEncodeError:
+            raise InvalidEvent("event: a str field is not valid UTF-8") from None
+        self._seq += 1
+        await self._send_bytes(data)
+
+    async def fail(self, message):
+        """Report the instance as failed (§2.2 `error`); the gateway answers the client."""
+        if self.over:
+            return  # the client is gone or already has its whole answer
+        self.failed = True
+        self._wakeup.set()
+        await self._send_bytes(codec.encode({
+            "k": "error", "g": self.gateway, "w": self.worker_id,
+            "c": self.conn_id, "message": message}))
+
+    # --- the app instance -----------------------------------------------------------
+
+    async def run(self, app):
+        """Run the app for this connection and tidy up after it (never raises)."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            # Only the worker cancels (graceful timeout at shutdown).
+            await self._quietly(self.fail("worker shut down before the application finished"))
+        except ClientDisconnected as exc:
+            if not self.over:
+                logger.error("conn %s/%s: %s", self.gateway, self.conn_id, exc)
+                await self._quietly(self.fail(f"ClientDisconnected: {exc}"))
+            else:
+                # ASGI 2.4: a server swallows this one and does not log it as an error.
+                logger.debug("conn %s/%s: app stopped on %r", self.gateway, self.conn_id, exc)
+        except Exception as exc:
+            logger.exception("conn %s/%s: exception in ASGI application",
+                             self.gateway, self.conn_id)
+            if not self.over:
+                await self._quietly(self.fail(f"{type(exc).__name__}: {exc}"))
+        else:
+            await self._quietly(self._on_return())
+
+    async def _quietly(self, coro):
+        # Tidying up must not turn into an unhandled task exception (e.g. bus closed).
+        try:
+            await coro
+        except Exception:
+            logger.exception("conn %s/%s: while finishing", self.gateway, self.conn_id)
+
+    async def _on_return(self):
+        raise NotImplementedError
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+_START, _BODY, _TRAILERS, _DONE = "start", "body", "trailers", "done"
+
+
+class HttpConnection(Connection):
+    incoming_types = frozenset(("http.request", "http.disconnect"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state = _START
+        self._trailers = False
+
+    @property
+    def _complete(self):
+        return self._state == _DONE
+
+    def _on_incoming(self, event):
+        if event["type"] == "http.disconnect":
+            self.disconnected = True
+        else:
+            self._queue.append(event)
+
+    def gateway_lost(self):
+        self.disconnected = True
+        self._wakeup.set()
+
+    async def receive(self):
+        while True:
+            # ASGI: after the response is complete or the client left, only disconnect.
+            if self.disconnected or self.failed or self._state == _DONE:
+                return {"type": "http.disconnect"}
+            if self._queue:
+                return await self._take()
+            await self._wait()
+
+    def _advance(self, event):
+        etype = event["type"]
+        if self.disconnected or self.failed:
+            raise ClientDisconnected("client disconnected")
+        if self._state == _DONE:
+            raise ClientDisconnected(f"{etype} after the response was completed")
+        if etype == "http.response.start":
+            if self._state != _START:
+                raise UnexpectedMessage("http.response.start sent twice")
+            self._state = _BODY
+            self._trailers = event["trailers"]
+        elif etype == "http.response.body":
+            if self._state == _START:
+                raise UnexpectedMessage("http.response.body before http.response.start")
+            if self._state == _TRAILERS:
+                raise UnexpectedMessage("http.response.body after the final body "
+                                        "(expected http.response.trailers)")
+            if not event["more_body"]:
+                self._finish_body()
+        elif etype == "http.response.trailers":
+            if self._state != _TRAILERS:
+                raise UnexpectedMessage("http.response.trailers is only allowed after the "
+                                        "final body of a response started with trailers=True")
+            if not event["more_trailers"]:
+                self._set_done()
+        else:
+            raise UnexpectedMessage(f"{etype} cannot be sent on an HTTP connection")
+
+    def _finish_body(self):
+        if self._trailers:
+            self._state = _TRAILERS
+        else:
+            self._set_done()
+
+    def _set_done(self):
+        self._state = _DONE
+        self._wakeup.set()  # a pending receive() now returns http.disconnect
+
+    async def _on_return(self):
+        if not self.over:
+            await self.fail("application returned without completing the response")
+
+
+# --- WebSocket ---------------------------------------------------------------------------
+
+_CONNECTING, _DENYING, _OPEN, _CLOSED = "connecting", "denying", "open", "closed"
+
+
+class WebSocketConnection(Connection):
+    incoming_types = frozenset(("websocket.receive", "websocket.disconnect"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state = _CONNECTING
+        self._accepted = False
+        self._last_disconnect = None  # returned again by every later receive()
+
+    @property
+    def _complete(self):
+        return self._state == _CLOSED
+
+    def _on_incoming(self, event):
+        if event["type"] == "websocket.disconnect":
+            self.disconnected = True  # sends raise from now on; queued messages still go
+        self._queue.append(event)
+
+    def gateway_lost(self):
+        # §6: the apps of a dead gateway see an abnormal closure.
+        self.feed({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+
+    async def receive(self):
+        while True:
+            if self._last_disconnect is not None:
+                return dict(self._last_disconnect)
+            if self._queue:
+                event = await self._take()
+                if event["type"] == "websocket.disconnect":
+                    self._last_disconnect = event
+                return event
+            if self.failed or (self._state == _CLOSED and not self._accepted):
+                # Refused or failed before the handshake completed: the gateway sends
+                # no disconnect for it, so make one rather than hang the app.
+                self._last_disconnect = {"type": "websocket.disconnect", "code": 1006,
+                                         "reason": ""}
+                continue
+            await self._wait()
+
+    def _advance(self, event):
+        etype = event["type"]
+        if self.disconnected or self.failed:
+            raise ClientDisconnected("client disconnected")
+        state = self._state
+        if state == _CLOSED:
+            raise ClientDisconnected(f"{etype} after the WebSocket was closed")
+        if etype == "websocket.send":
+            if state != _OPEN:
+                raise UnexpectedMessage("websocket.send before websocket.accept")
+        elif etype == "websocket.accept":
+            if state != _CONNECTING:
+                raise UnexpectedMessage("websocket.accept sent twice" if state == _OPEN else
+                                        "websocket.accept after websocket.http.response.start")
+            self._state = _OPEN
+            self._accepted = True
+        elif etype == "websocket.close":
+            if state == _DENYING:
+                raise UnexpectedMessage("websocket.close during a denial response")
+            self._close()
+        elif etype == "websocket.http.response.start":
+            if state != _CONNECTING:
+                raise UnexpectedMessage("websocket.http.response.start is only allowed "
+                                        "before websocket.accept, once")
+            self._state = _DENYING
+        elif etype == "websocket.http.response.body":
+            if state != _DENYING:
+                raise UnexpectedMessage("websocket.http.response.body before "
+                                        "websocket.http.response.start")
+            if not event["more_body"]:
+                self._close()
+        else:
+            raise UnexpectedMessage(f"{etype} cannot be sent on a WebSocket connection")
+
+    def _close(self):
+        self._state = _CLOSED
+        self._wakeup.set()
+
+    async def _on_return(self):
+        if self.over:
+            return
+        if self._state == _OPEN:
+            # The app forgot to close: close normally on its behalf (§7.4).
+            self._close()
+            await self._emit_event({"type": "websocket.close", "code": 1000, "reason": ""})
+        elif self._state == _DENYING:
+            await self.fail("application returned without completing the denial response")
+        else:
+            await self.fail("application returned without accepting or closing the WebSocket")
+
+
+def make_connection(scope, *args, **kwargs):
+    cls = HttpConnection if scope["type"] == "http" else WebSocketConnection
+    return cls(scope, *args, **kwargs)

@@ -1,0 +1,261 @@
+"""The worker: gateways, connections and capacity (docs/protocol.md §§2–7).
+
+Messages from the bus arrive in ``on_message`` and are demultiplexed by
+``(gateway id, connection id)``. A first event creates a connection and a task that runs
+one app instance, at most ``concurrency`` at a time (more are queued locally: the gateway
+routes by announced capacity, so they are rare). The worker announces itself (``ready``)
+at start and to every gateway id it hears for the first time, sends heartbeats, and
+forgets a gateway that said bye or went silent, ending its connections.
+"""
+
+import asyncio
+import collections
+import functools
+import logging
+import os
+
+from . import codec
+from .connection import make_connection
+from .errors import ProtocolError
+
+logger = logging.getLogger("asgi_bridge.worker")
+
+SILENT_INTERVALS = 3      # §6: a peer silent for 3 heartbeat intervals is dead
+RECENT_CONNECTIONS = 4096  # finished connections whose late events we ignore silently
+
+
+def new_worker_id():
+    return f"wk-{os.urandom(4).hex()}"
+
+
+class Gateway:
+    """What we know of one gateway: where to reply, when it spoke, what it has here."""
+
+    __slots__ = ("id", "link", "last_seen", "conns")
+
+    def __init__(self, gateway_id, link, now):
+        self.id = gateway_id
+        self.link = link
+        self.last_seen = now
+        self.conns = set()
+
+
+class Worker:
+    def __init__(self, app, transport, worker_id, concurrency=100,
+                 heartbeat_interval=1.0, state=None):
+        self.app = app
+        self.transport = transport
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.heartbeat_interval = heartbeat_interval
+        self.state = state  # lifespan state, or None when lifespan did not run
+        self.conns = {}     # (gateway id, conn id) -> Connection
+        self.gateways = {}  # gateway id -> Gateway
+        self.draining = False
+        self._departed = set()  # gateways that said bye: ignore their stragglers
+        # Connections we finished, so that a gateway's late events for them (a disconnect,
+        # a credit) are ignored instead of answered with "unknown connection".
+        self._recent = collections.OrderedDict()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks = set()
+        self._ticker = None
+        self._loop = asyncio.get_running_loop()
+        self._handlers = {"event": self._on_event, "credit": self._on_credit,
+                          "error": self._on_error, "bye": self._on_bye,
+                          "heartbeat": lambda gateway, msg: None}
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self):
+        self.transport.start(self.on_message)
+        for link in self.transport.links:
+            self._announce(link)
+        self._ticker = self._loop.create_task(self._tick())
+        logger.info("worker %s serving up to %d connections", self.worker_id, self.concurrency)
+
+    async def drain(self, graceful_timeout):
+        """Tell every gateway to send nothing new; wait for our connections to finish."""
+        self.draining = True
+        for link in self.transport.links:
+            await self._send(link, {"k": "drain", "w": self.worker_id})
+        logger.info("draining: waiting for %d connection(s), at most %ss",
+                    len(self.conns), graceful_timeout)
+        deadline = self._loop.time() + graceful_timeout
+        # Loop: a first event already on its way when we drained is still served.
+        while self._tasks:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        if self._tasks:
+            logger.warning("graceful timeout: cancelling %d connection(s)", len(self._tasks))
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    async def close(self):
+        """Say bye to every gateway and close the bus."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for link in self.transport.links:
+            try:
+                await asyncio.wait_for(self._send(link, {"k": "bye", "w": self.worker_id}), 1.0)
+            except asyncio.TimeoutError:
+                logger.warning("bus %s: could not send bye", link.url)
+        await self.transport.close()
+
+    # --- outgoing ---------------------------------------------------------------------
+
+    async def _send(self, link, envelope):
+        await self.transport.send(link, codec.encode(envelope))
+
+    def _send_nowait(self, link, envelope):
+        self.transport.send_nowait(link, codec.encode(envelope))
+
+    def _announce(self, link):
+        """`ready` (or `drain`, once draining) to a new gateway or at start."""
+        if self.draining:
+            self._send_nowait(link, {"k": "drain", "w": self.worker_id})
+        else:
+            self._send_nowait(link, {"k": "ready", "w": self.worker_id,
+                                     "capacity": self.concurrency, "active": len(self.conns)})
+
+    def _reply_error(self, gateway_id, link, conn_id, message):
+        self._send_nowait(link, {"k": "error", "g": gateway_id, "w": self.worker_id,
+                                 "c": conn_id, "message": message})
+
+    async def _tick(self):
+        """Heartbeats out, and the liveness check of the gateways, every interval."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            heartbeat = {"k": "heartbeat", "w": self.worker_id,
+                         "capacity": self.concurrency, "active": len(self.conns)}
+            for link in self.transport.links:
+                self._send_nowait(link, heartbeat)
+            limit = self._loop.time() - SILENT_INTERVALS * self.heartbeat_interval
+            for gateway in [g for g in self.gateways.values() if g.last_seen < limit]:
+                self._forget(gateway, "silent for %d heartbeat intervals" % SILENT_INTERVALS)
+
+    # --- incoming ---------------------------------------------------------------------
+
+    def on_message(self, link, data):
+        try:
+            msg = codec.decode(data)
+        except ProtocolError as exc:
+            self._on_malformed(link, exc)
+            return
+        kind = msg["k"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            logger.debug("bus %s: ignoring a message of kind %r", link.url, kind)
+            return
+        gateway_id = msg.get("g")
+        if gateway_id is None:
+            logger.warning("bus %s: dropped a %s message without a gateway id", link.url, kind)
+            return
+        if gateway_id in self._departed:
+            return
+        gateway = self.gateways.get(gateway_id)
+        if gateway is None:
+            gateway = self._meet(gateway_id, link)
+        gateway.last_seen = self._loop.time()
+        handler(gateway, msg)
+
+    def _meet(self, gateway_id, link):
+        logger.info("gateway %s on %s", gateway_id, link.url)
+        gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time())
+        self._announce(link)
+        return gateway
+
+    def _on_malformed(self, link, exc):
+        where = f" conn {exc.gateway}/{exc.conn}" if exc.conn is not None else ""
+        logger.warning("bus %s:%s malformed message dropped: %s", link.url, where, exc)
+        # A bad event of a connection fails that connection (the gateway answers the
+        # client); we never answer other kinds, so two peers cannot ping-pong errors.
+        if exc.kind != "event" or exc.gateway is None or exc.conn is None:
+            return
+        conn = self.conns.get((exc.gateway, exc.conn))
+        if conn is not None:
+            conn.gateway_lost()
+        self._reply_error(exc.gateway, link, exc.conn, f"malformed event: {exc}")
+
+    def _on_event(self, gateway, msg):
+        key = (gateway.id, msg["c"])
+        conn = self.conns.get(key)
+        if conn is None:
+            if "scope" in msg and msg["s"] == 0:
+                self._open(gateway, msg)
+            elif key not in self._recent:
+                self._reply_error(gateway.id, gateway.link, msg["c"], "unknown connection")
+            return
+        problem = None
+        if msg["s"] != conn.next_in:
+            problem = f"event s={msg['s']} out of order (expected {conn.next_in})"
+        else:
+            conn.next_in += 1
+            try:
+                conn.feed(msg["event"])
+            except ProtocolError as exc:
+                problem = str(exc)
+        if problem:
+            logger.warning("conn %s/%s: %s", gateway.id, msg["c"], problem)
+            conn.gateway_lost()
+            self._reply_error(gateway.id, gateway.link, msg["c"], problem)
+
+    def _open(self, gateway, msg):
+        scope, event, conn_id = msg["scope"], msg["event"], msg["c"]
+        first = "http.request" if scope["type"] == "http" else "websocket.connect"
+        if event["type"] != first:
+            self._reply_error(gateway.id, gateway.link, conn_id,
+                              f"first event of a {scope['type']} connection must be {first}")
+            return
+        if self.state is not None:
+            scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
+        send_bytes = functools.partial(self.transport.send, gateway.link)
+        conn = make_connection(scope, gateway.id, conn_id, self.worker_id, send_bytes,
+                               window=msg.get("window"), first_event=event)
+        key = (gateway.id, conn_id)
+        self.conns[key] = conn
+        gateway.conns.add(key)
+        task = self._loop.create_task(self._serve(gateway, key, conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, gateway, key, conn):
+        try:
+            async with self._slots:  # --concurrency
+                if not conn.disconnected:  # gone while queued: nobody to answer
+                    await conn.run(self.app)
+        finally:
+            del self.conns[key]
+            gateway.conns.discard(key)
+            # Remember it only if its gateway is still with us; after a silence the
+            # gateway may come back and must then hear "unknown connection" for it.
+            if self.gateways.get(gateway.id) is gateway:
+                self._recent[key] = None
+                if len(self._recent) > RECENT_CONNECTIONS:
+                    self._recent.popitem(last=False)
+
+    def _on_credit(self, gateway, msg):
+        conn = self.conns.get((gateway.id, msg.get("c")))
+        if conn is not None and "bytes" in msg:
+            conn.add_credit(msg["bytes"])
+
+    def _on_error(self, gateway, msg):
+        # The gateway does not know the connection (any more): end the instance.
+        conn = self.conns.get((gateway.id, msg.get("c")))
+        if conn is not None:
+            logger.debug("conn %s/%s: gateway error: %s", gateway.id, msg.get("c"),
+                         msg.get("message"))
+            conn.gateway_lost()
+
+    def _on_bye(self, gateway, msg):
+        self._forget(gateway, "said bye", logging.INFO)
+        self._departed.add(gateway.id)  # a bye is final: its id will not come back
+
+    def _forget(self, gateway, why, level=logging.WARNING):
+        logger.log(level, "gateway %s %s: ending its %d connection(s)",
+                   gateway.id, why, len(gateway.conns))
+        del self.gateways[gateway.id]
+        for key in list(gateway.conns):
+            self.conns[key].gateway_lost()
