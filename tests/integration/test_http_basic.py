@@ -1,0 +1,325 @@
+"""HTTP/1.1 through gateway + bus + Python worker: requests, scope, bodies."""
+
+import http.client
+import json
+import subprocess
+import time
+
+from .harness import (RawConnection, free_port, raw_request, read_response, request,
+                      wait_until)
+
+
+def unjson(value):
+    """Inverse of basic_app.jsonable for bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$bytes"}:
+            return value["$bytes"].encode("latin-1")
+        return {k: unjson(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unjson(v) for v in value]
+    return value
+
+
+def get_scope(port, raw_head: bytes):
+    with RawConnection(port) as c:
+        c.send(raw_head)
+        r = c.read_response()
+        local = c.sock.getsockname()
+    assert r.status == 200, r
+    return unjson(json.loads(r.body)), local
+
+
+def test_get_and_post_round_trip(bridge):
+    r = request(bridge.port, "GET", "/")
+    assert (r.status, r.body) == (200, b"hello")
+    assert r.header("content-type") == "text/plain"
+    assert r.header("content-length") == "5"
+
+    payload = bytes(range(256)) * 4
+    r = request(bridge.port, "POST", "/echo", body=payload,
+                headers={"Content-Type": "application/x-test"})
+    assert r.status == 200
+    assert r.body == payload
+    assert r.header("content-type") == "application/x-test"
+
+    r = request(bridge.port, "GET", "/no-such-route")
+    assert (r.status, r.body) == (404, b"not found")
+
+
+def test_status_codes_pass_through(bridge):
+    for code in (201, 204, 302, 404, 418, 503):
+        r = request(bridge.port, "GET", f"/status?code={code}")
+        assert r.status == code
+        if code != 204:
+            assert r.body == f"status {code}".encode()
+
+
+def test_curl_round_trip(bridge):
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-D", "-", "--data-binary", "from curl",
+         "-H", "Content-Type: text/x-curl", f"http://127.0.0.1:{bridge.port}/echo"],
+        capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"content-type: text/x-curl" in head.lower()
+    assert body == b"from curl"
+
+
+def test_scope_is_complete_and_exact(bridge):
+    port = bridge.port
+    raw_path = b"/scope/caf%C3%A9%20x/%2F"
+    query = b"a=1&b=%20%FF&a=2&empty="
+    head = (b"GET " + raw_path + b"?" + query + b" HTTP/1.1\r\n"
+            b"Host: 127.0.0.1:" + str(port).encode() + b"\r\n"
+            b"X-Dup: 1\r\n"
+            b"X-Mixed-CASE: Value With Case\r\n"
+            b"X-Dup: 2\r\n"
+            b"X-Latin: caf\xe9\r\n"
+            b"\r\n")
+    scope, (client_host, client_port) = get_scope(port, head)
+
+    assert scope["type"] == "http"
+    assert scope["asgi"]["version"] == "3.0"
+    assert scope["asgi"]["spec_version"] == "2.5"
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/scope/café x//"
+    assert scope["raw_path"] == raw_path
+    assert scope["query_string"] == query
+    assert scope["root_path"] == ""
+    assert scope["headers"] == [
+        [b"host", b"127.0.0.1:" + str(port).encode()],
+        [b"x-dup", b"1"],
+        [b"x-mixed-case", b"Value With Case"],
+        [b"x-dup", b"2"],
+        [b"x-latin", b"caf\xe9"],
+    ]
+    assert scope["client"] == [client_host, client_port]
+    assert scope["server"] == ["127.0.0.1", port]
+
+
+def test_scope_advertises_trailers_extension(bridge):
+    scope, _ = get_scope(bridge.port, b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert "http.response.trailers" in scope.get("extensions", {}), scope.get("extensions")
+
+
+def test_scope_path_invalid_utf8_is_replaced(bridge):
+    scope, _ = get_scope(bridge.port, b"GET /scope/%FF%41 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert scope["path"] == "/scope/\ufffdA"
+    assert scope["raw_path"] == b"/scope/%FF%41"
+    assert scope["query_string"] == b""
+
+
+def test_scope_method_and_post_headers(bridge):
+    body = b"x=1"
+    head = (b"PUT /scope?q HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 3\r\n\r\n" + body)
+    scope, _ = get_scope(bridge.port, head)
+    assert scope["method"] == "PUT"
+    assert scope["query_string"] == b"q"
+    assert [b"content-length", b"3"] in scope["headers"]
+    assert [b"content-type", b"text/plain"] in scope["headers"]
+
+
+def test_scope_root_path_option(bridge_factory):
+    b = bridge_factory(gateway_args=["--root-path", "/mount"])
+    scope, _ = get_scope(b.port, b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert scope["root_path"] == "/mount"
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(bridge):
+    conn = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=10)
+    try:
+        client_ports = set()
+        for i in range(5):
+            conn.request("GET", f"/scope?i={i}")
+            r = read_response(conn)
+            assert r.status == 200
+            assert (r.header("connection") or "").lower() != "close"
+            scope = unjson(json.loads(r.body))
+            assert scope["query_string"] == f"i={i}".encode()
+            client_ports.add(scope["client"][1])
+            conn.request("POST", "/echo", body=f"body {i}".encode())
+            r = read_response(conn)
+            assert (r.status, r.body) == (200, f"body {i}".encode())
+        assert len(client_ports) == 1, "requests did not share one connection"
+    finally:
+        conn.close()
+
+
+def test_http_1_0_request(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET /scope HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert r.status_line.startswith("HTTP/1.")
+        assert json.loads(r.body)["http_version"] == "1.0"
+        assert c.at_eof(), "HTTP/1.0 connection without keep-alive stayed open"
+
+
+def test_http_1_0_streamed_response_is_not_chunked(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET /stream HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200
+    assert "chunked" not in (r.header("transfer-encoding") or "").lower()
+    assert r.body == b"one,two,three"
+
+
+def test_chunked_request_body_reaches_app_in_chunks(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Type: text/plain\r\n\r\n"
+               b"5\r\nhello\r\n1\r\n \r\n6;ext=1\r\nworld!\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    assert r.body == b"hello world!"
+    chunks = json.loads(r.header("x-chunks"))
+    assert sum(n for n, _ in chunks) == 12
+    assert chunks[-1][1] is False
+    assert all(more for _, more in chunks[:-1])
+
+
+def streamed_body_test(port, state, head: bytes, pieces, ident: str):
+    """Sends (wire bytes, payload length) pieces one by one; before sending the
+    next one, the app must have received every payload byte sent so far:
+    proves the body streams to the app, without any timing."""
+    def received():
+        lines = (state.read(f"body-{ident}") or "").splitlines()
+        return sum(int(line.split()[0]) for line in lines if line[0].isdigit())
+
+    with RawConnection(port) as c:
+        c.send(head)
+        sent = 0
+        for n, (wire, length) in enumerate(pieces, 1):
+            c.send(wire)
+            sent += length
+            wait_until(lambda: received() >= sent, 10,
+                       f"the app to receive body piece {n} ({sent} bytes in all)"
+                       " before the next piece is sent")
+        r = c.read_response()
+    return r, (state.read(f"body-{ident}") or "").splitlines()
+
+
+def test_chunked_request_body_is_streamed(bridge):
+    ident = "chunked"
+    head = (f"POST /record-body?id={ident} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    pieces = [(b"3\r\nabc\r\n", 3), (b"4\r\ndefg\r\n", 4), (b"2\r\nhi\r\n0\r\n\r\n", 2)]
+    r, lines = streamed_body_test(bridge.port, bridge.state, head, pieces, ident)
+    assert (r.status, r.body) == (200, b"abcdefghi")
+    assert lines[-1].endswith(" 0")  # last event: more_body false
+    assert all(line.endswith(" 1") for line in lines[:-1])
+
+
+def test_content_length_request_body_is_streamed(bridge):
+    ident = "cl"
+    head = (f"POST /record-body?id={ident} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Length: 9\r\n\r\n").encode()
+    pieces = [(b"abc", 3), (b"defg", 4), (b"hi", 2)]
+    r, lines = streamed_body_test(bridge.port, bridge.state, head, pieces, ident)
+    assert (r.status, r.body) == (200, b"abcdefghi")
+    assert lines[-1].endswith(" 0")
+    assert all(line.endswith(" 1") for line in lines[:-1])
+
+
+def test_large_body_both_ways(bridge):
+    payload = bytes((i * 7) & 0xFF for i in range(3 * 1024 * 1024 + 17))
+    r = request(bridge.port, "POST", "/echo", body=payload, timeout=30)
+    assert r.status == 200
+    assert len(r.body) == len(payload)
+    assert r.body == payload
+    chunks = json.loads(r.header("x-chunks"))
+    assert sum(n for n, _ in chunks) == len(payload)
+
+
+def test_streamed_response_without_length_is_chunked(bridge):
+    r = raw_request(bridge.port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.status == 200
+    assert r.chunked, r
+    assert r.header("content-length") is None
+    assert r.complete
+    assert r.body == b"one,two,three"
+
+
+def test_streamed_response_with_length_is_not_chunked(bridge):
+    r = raw_request(bridge.port, b"GET /stream-cl HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.status == 200
+    assert not r.chunked, r
+    assert r.header("transfer-encoding") is None
+    assert r.header("content-length") == "13"
+    assert r.body == b"one,two,three"
+
+
+def test_response_streams_before_app_finishes(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET /stream-wait?id=s1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_head()
+        assert r.status == 200
+        # The app is now waiting for go-s1: the first chunk must already be here.
+        assert c.read_chunk() == b"first"
+        bridge.state.touch("go-s1")
+        assert c.read_chunk() == b"second"
+        assert c.read_chunk() is None
+
+
+def test_head_has_no_body(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_head()
+        assert r.status == 200
+        assert r.header("content-length") == "5"
+        # Same connection: the next bytes must be the next response, no body.
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        r2 = c.read_response()
+        assert r2.status_line.startswith("HTTP/1.1 200"), r2
+        assert r2.body == b"hello"
+
+
+def test_head_of_streamed_response_has_no_body(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_head()
+        assert r.status == 200
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        r2 = c.read_response()
+        assert r2.status_line.startswith("HTTP/1.1 200"), r2
+        assert r2.body == b"hello"
+
+
+def test_repeated_response_headers_are_preserved(bridge):
+    r = request(bridge.port, "GET", "/cookies")
+    assert r.status == 200
+    assert r.all("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert r.all("x-multi") == ["one", "two"]
+
+
+def test_expect_100_continue(bridge):
+    with RawConnection(bridge.port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        interim = c.read_head()
+        assert interim.status == 100, interim
+        c.send(b"hello")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"hello")
+
+
+def test_idle_keep_alive_connection_is_closed(bridge_factory):
+    b = bridge_factory(gateway_args=["--keepalive-timeout", "0.5"])
+    with RawConnection(b.port, timeout=10) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().status == 200
+        start = time.monotonic()
+        assert c.at_eof(), "idle keep-alive connection not closed"
+        assert time.monotonic() - start < 8
+
+
+def test_several_binds_and_threads(bridge_factory):
+    extra = free_port()
+    b = bridge_factory(gateway_args=["--threads", "2", "--bind", f"127.0.0.1:{extra}"])
+    for port in (b.port, extra, b.port, extra):
+        r = request(port, "GET", "/")
+        assert (r.status, r.body) == (200, b"hello")
