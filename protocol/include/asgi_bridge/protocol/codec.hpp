@@ -1,5 +1,7 @@
 #pragma once
 // The msgpack codec: the only place in C++ that knows the wire format.
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -11,17 +13,23 @@ namespace asgi_bridge::protocol {
 struct DecodeError {
   std::string message;  // what was wrong, naming the field, e.g. "event.status: 1000 out of range 100..599"
   bool unknown_kind = false;  // a well-formed message of a kind this version does not know: ignore it
+  std::optional<std::uint64_t> conn_id;  // "c", when it could be read before the error: the
+                                         // connection the malformed message belongs to (§4.3)
 };
 
 template <typename T>
 using Result = std::variant<T, DecodeError>;
 
 // Encodes in the canonical form of docs/protocol.md (fixed key order, absent
-// optionals omitted), so both languages produce identical bytes.
+// optionals omitted, empty gateway/worker ids omitted, event and scope fields
+// always written), so both languages produce identical bytes. Does not
+// validate: decode() does. Throws std::length_error for a field over 4 GiB.
 std::string encode(const Envelope& envelope);
 
 // Validates while decoding: wrong types, missing required fields, values out
 // of range and trailing bytes are errors; unknown keys are ignored. Never throws.
+// Str and bin fields are copied out of `bytes` once, into the result's strings.
+// Limits: nesting 16 levels, 65536 elements per array or map.
 Result<Envelope> decode(std::string_view bytes);
 
 }  // namespace asgi_bridge::protocol
