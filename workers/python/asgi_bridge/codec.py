@@ -150,6 +150,7 @@ def _headers(value, field, err):
 
 
 def _extensions(value, field, err):
+    # Canonical form: name -> empty map. Like the C++ codec, keep only the names.
     if not isinstance(value, dict):
         raise err(f"{field}: expected a map, got {_type_name(value)}")
     for name, ext in value.items():
@@ -157,7 +158,7 @@ def _extensions(value, field, err):
             raise err(f"{field}: extension name {name!r} is not a str")
         if not isinstance(ext, dict):
             raise err(f"{field}.{name}: expected a map, got {_type_name(ext)}")
-    return value
+    return {name: {} for name in value}
 
 
 def _endpoint(allow_nil_port):

@@ -15,10 +15,11 @@ logger = logging.getLogger("asgi_bridge.supervisor")
 
 def supervise(processes, child_main):
     children = {}
+    parent = os.getpid()
     for _ in range(processes):
         pid = os.fork()
         if pid == 0:
-            _child(child_main)  # never returns
+            _child(child_main, parent)  # never returns
         children[pid] = None
     logger.info("supervisor %d: started %d workers: %s", os.getpid(), processes,
                 " ".join(map(str, children)))
@@ -44,9 +45,22 @@ def supervise(processes, child_main):
     return 0 if all(code == 0 for code in children.values()) else 1
 
 
-def _child(child_main):
+def _die_with_parent(parent):
+    """Linux: get SIGTERM if the supervisor dies (even by SIGKILL), so none is orphaned."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the supervisor's signal forwarding is all there is
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(child_main, parent):
     code = 1
     try:
+        _die_with_parent(parent)
         code = child_main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -113,12 +113,15 @@ class Worker:
         self.transport.send_nowait(link, codec.encode(envelope))
 
     def _announce(self, link):
-        """`ready` (or `drain`, once draining) to a new gateway or at start."""
+        """`ready` to a new gateway or at start; followed by `drain` once draining.
+
+        A draining worker still says ready first: a gateway ignores `drain` from a worker
+        it does not know, and would then register it from its next heartbeat as serving.
+        """
+        self._send_nowait(link, {"k": "ready", "w": self.worker_id,
+                                 "capacity": self.concurrency, "active": len(self.conns)})
         if self.draining:
             self._send_nowait(link, {"k": "drain", "w": self.worker_id})
-        else:
-            self._send_nowait(link, {"k": "ready", "w": self.worker_id,
-                                     "capacity": self.concurrency, "active": len(self.conns)})
 
     def _reply_error(self, gateway_id, link, conn_id, message):
         self._send_nowait(link, {"k": "error", "g": gateway_id, "w": self.worker_id,
