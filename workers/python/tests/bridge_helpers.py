@@ -2,7 +2,44 @@
 
 import asyncio
 
+from asgi_bridge import codec
+
 
 def run(coro, timeout=10):
     """Run a coroutine on a fresh event loop, bounded in time."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Link:
+    def __init__(self, url):
+        self.url = url
+
+
+class FakeTransport:
+    """The transport interface of asgi_bridge.transport, recording what is sent."""
+
+    def __init__(self, urls=("zmq://a",)):
+        self.links = [Link(url) for url in urls]
+        self.sent = []  # (link url, decoded message)
+        self.closed = False
+
+    def start(self, on_message):
+        self.on_message = on_message
+
+    async def send(self, link, data):
+        self.sent.append((link.url, codec.decode(data)))
+
+    def send_nowait(self, link, data):
+        self.sent.append((link.url, codec.decode(data)))
+
+    async def close(self):
+        self.closed = True
+
+    def deliver(self, envelope, link=0):
+        self.on_message(self.links[link], codec.encode(envelope))
+
+    def kinds(self):
+        return [m["k"] for _, m in self.sent]
+
+    def of_kind(self, kind):
+        return [m for _, m in self.sent if m["k"] == kind]

@@ -4,44 +4,8 @@ import asyncio
 
 import msgpack
 
-from asgi_bridge import codec
 from asgi_bridge.worker import Worker
-from bridge_helpers import run
-
-
-class Link:
-    def __init__(self, url):
-        self.url = url
-
-
-class FakeTransport:
-    """The transport interface of asgi_bridge.transport, recording what is sent."""
-
-    def __init__(self, urls=("zmq://a",)):
-        self.links = [Link(url) for url in urls]
-        self.sent = []  # (link url, decoded message)
-        self.closed = False
-
-    def start(self, on_message):
-        self.on_message = on_message
-
-    async def send(self, link, data):
-        self.sent.append((link.url, codec.decode(data)))
-
-    def send_nowait(self, link, data):
-        self.sent.append((link.url, codec.decode(data)))
-
-    async def close(self):
-        self.closed = True
-
-    def deliver(self, envelope, link=0):
-        self.on_message(self.links[link], codec.encode(envelope))
-
-    def kinds(self):
-        return [m["k"] for _, m in self.sent]
-
-    def of_kind(self, kind):
-        return [m for _, m in self.sent if m["k"] == kind]
+from bridge_helpers import FakeTransport, run
 
 
 def first_http(conn=1, gateway="gw-1", body=b"", more_body=False):
