@@ -23,15 +23,12 @@ asgi_bridge_require(Boost_FOUND "libboost-dev libboost-system-dev" "Boost 1.74 (
 find_package(cppzmq CONFIG QUIET)
 asgi_bridge_require(cppzmq_FOUND "cppzmq-dev libzmq3-dev" "ZeroMQ with cppzmq")
 
-find_package(Hiredis CONFIG QUIET)
-if(NOT Hiredis_FOUND)
-  find_package(PkgConfig QUIET)
-  if(PkgConfig_FOUND)
-    pkg_check_modules(HIREDIS QUIET IMPORTED_TARGET hiredis)
-    set(Hiredis_FOUND ${HIREDIS_FOUND})
-  endif()
+# Debian 12's HiredisConfigVersion.cmake is broken; pkg-config is reliable.
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(HIREDIS QUIET IMPORTED_TARGET hiredis)
 endif()
-asgi_bridge_require(Hiredis_FOUND libhiredis-dev "hiredis")
+asgi_bridge_require(HIREDIS_FOUND libhiredis-dev "hiredis")
 
 find_package(spdlog CONFIG QUIET)
 asgi_bridge_require(spdlog_FOUND libspdlog-dev "spdlog")
