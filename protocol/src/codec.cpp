@@ -283,6 +283,13 @@ std::string_view type_label(const msgpack::object& object) {
   return "unknown type";
 }
 
+// The type of a value, with the length of an array: "array of 3".
+std::string shape_of(const msgpack::object& object) {
+  std::string label(type_label(object));
+  if (object.type == msgpack::type::ARRAY) label += " of " + std::to_string(object.via.array.size);
+  return label;
+}
+
 void expect_type(const msgpack::object& object, msgpack::type::object_type type,
                  std::string_view expected, const Path& path) {
   if (object.type != type) {
@@ -348,8 +355,7 @@ const msgpack::object_map& read_map(const msgpack::object& object, const Path& p
 
 Header read_header(const msgpack::object& object, const Path& path) {
   if (object.type != msgpack::type::ARRAY || object.via.array.size != 2) {
-    fail(path, "expected a [name, value] array of two bin, got " +
-                   std::string(type_label(object)));
+    fail(path, "expected a [name, value] array of two bin, got " + shape_of(object));
   }
   std::string_view name = read_bin(object.via.array.ptr[0], Path(path, "name"));
   std::string_view value = read_bin(object.via.array.ptr[1], Path(path, "value"));
@@ -363,7 +369,7 @@ Header read_header(const msgpack::object& object, const Path& path) {
 
 Endpoint read_endpoint(const msgpack::object& object, NilPort nil_port, const Path& path) {
   if (object.type != msgpack::type::ARRAY || object.via.array.size != 2) {
-    fail(path, "expected nil or a [host, port] array, got " + std::string(type_label(object)));
+    fail(path, "expected nil or a [host, port] array, got " + shape_of(object));
   }
   const auto* items = object.via.array.ptr;
   Endpoint endpoint{Text(read_str(items[0], Path(path, "host"))), std::nullopt};

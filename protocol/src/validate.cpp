@@ -79,7 +79,13 @@ bool is_token(std::string_view name) {
 }
 
 bool is_safe_header_value(std::string_view value) {
-  return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  // Three memchr scans (vectorised by libc) beat one find_first_of, which
+  // tests each byte against each of the three.
+  if (value.empty()) return true;
+  for (int c : {'\r', '\n', '\0'}) {
+    if (std::memchr(value.data(), c, value.size()) != nullptr) return false;
+  }
+  return true;
 }
 
 bool is_valid_close_code(std::uint64_t code) {
