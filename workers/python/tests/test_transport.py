@@ -1,0 +1,88 @@
+"""The ZeroMQ transport against a plain ROUTER socket on 127.0.0.1."""
+
+import asyncio
+
+import pytest
+import zmq
+
+from asgi_bridge.transport import ZmqTransport, make_transport, split_bus_urls, zmq_endpoint
+from bridge_helpers import run
+
+
+@pytest.fixture
+def router():
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    yield sock, f"zmq://127.0.0.1:{port}"
+    sock.close()
+    context.term()
+
+
+def test_bus_urls():
+    assert split_bus_urls(["zmq://a:1,zmq://b:2", " zmq+ipc:///tmp/x "]) == [
+        "zmq://a:1", "zmq://b:2", "zmq+ipc:///tmp/x"]
+    assert zmq_endpoint("zmq://127.0.0.1:5555") == "tcp://127.0.0.1:5555"
+    assert zmq_endpoint("zmq://[::1]:5555") == "tcp://[::1]:5555"
+    assert zmq_endpoint("zmq+ipc:///run/gw.sock") == "ipc:///run/gw.sock"
+    for bad, message in (("zmq://host", "expected zmq://HOST:PORT"),
+                         ("redis://localhost:6379/0", "not supported by the Python worker yet"),
+                         ("tcp://x:1", "unknown scheme")):
+        with pytest.raises(ValueError, match=message):
+            zmq_endpoint(bad)
+
+
+def test_messages_both_ways_with_the_worker_id_as_routing_id(router):
+    router, url = router
+
+    async def main():
+        got = asyncio.Queue()
+        transport = make_transport([url], "wk-route")
+        transport.start(lambda link, data: got.put_nowait((link, data)))
+        link = transport.links[0]
+        await transport.send(link, b"hello gateway")
+        loop = asyncio.get_running_loop()
+        identity, data = await loop.run_in_executor(None, recv, router)
+        assert (identity, data) == (b"wk-route", b"hello gateway")
+        for i in range(200):  # more than one batch
+            router.send_multipart([identity, b"m%d" % i])
+        received = [await asyncio.wait_for(got.get(), 5) for _ in range(200)]
+        assert [data for _, data in received] == [b"m%d" % i for i in range(200)]
+        assert all(lnk is link for lnk, _ in received)
+        await transport.close(0.1)
+    run(main())
+
+
+def recv(sock, timeout=5000):
+    assert sock.poll(timeout), "nothing arrived"
+    return sock.recv_multipart()
+
+
+class TinyBuffers(ZmqTransport):
+    SNDHWM = 1
+
+
+def test_backpressure_keeps_order_and_releases_senders(router):
+    router, url = router
+
+    async def main():
+        transport = TinyBuffers([(url, zmq_endpoint(url))], "wk-slow")
+        transport.start(lambda link, data: None)
+        link = transport.links[0]
+        big = [bytes([i]) * (512 * 1024) for i in range(40)]  # 20 MiB: more than TCP buffers
+        sends = [asyncio.ensure_future(transport.send(link, data)) for data in big]
+        await asyncio.sleep(0)  # each send task takes its place in order
+        transport.send_nowait(link, b"heartbeat")
+        await asyncio.sleep(0.3)
+        assert link.backlog, "the router reads nothing: ZeroMQ must have pushed back"
+        assert not all(s.done() for s in sends)
+        loop = asyncio.get_running_loop()
+        received = await loop.run_in_executor(
+            None, lambda: [recv(router)[1] for _ in range(len(big) + 1)])
+        assert received == big + [b"heartbeat"]
+        await asyncio.wait_for(asyncio.gather(*sends), 5)
+        assert not link.backlog
+        await transport.close(0.1)
+    run(main(), timeout=30)
