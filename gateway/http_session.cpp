@@ -96,7 +96,10 @@ void HttpSession::drain() {
 }
 
 awaitable<void> HttpSession::run() {
-  while (!draining_ && co_await read_head()) {
+  // GCC 12 miscompiles co_await inside && / || (SIGILL): await on its own line.
+  while (!draining_) {
+    bool have_request = co_await read_head();
+    if (!have_request) break;
     if (boost::beast::websocket::is_upgrade(parser_->get())) {
       shard_.untrack(drain_token_);
       drain_token_ = 0;
@@ -162,13 +165,19 @@ awaitable<bool> HttpSession::serve() {
 
   std::string chunk;
   if (!parser_->is_done()) {
-    if (header_contains_token(request, http::field::expect, "100-continue") && !co_await write(k_continue)) {
-      end_exchange();
-      co_return false;
+    if (header_contains_token(request, http::field::expect, "100-continue")) {
+      bool written = co_await write(k_continue);
+      if (!written) {
+        end_exchange();
+        co_return false;
+      }
     }
     auto result = co_await read_body_chunk(chunk);
     if (result != ReadResult::ok) {
-      if (result != ReadResult::client_gone) co_await write(format_error_response(result == ReadResult::too_large ? 413 : 400, config_.server_name));
+      if (result != ReadResult::client_gone) {
+        int status = result == ReadResult::too_large ? 413 : 400;
+        co_await write(format_error_response(status, config_.server_name));
+      }
       end_exchange();
       co_return false;
     }

@@ -212,7 +212,9 @@ awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& sta
     if (!envelope) break;
     if (envelope->kind != protocol::Kind::event || !check_sequence(*envelope)) continue;
     auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&*envelope->event);
-    if (!body || !co_await write_raw(body->body) || !body->more_body) break;
+    if (!body) break;
+    bool written = co_await write_raw(body->body);
+    if (!written || !body->more_body) break;
   }
 }
 
