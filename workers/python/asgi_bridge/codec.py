@@ -288,10 +288,9 @@ def canonical_scope(scope, err=ProtocolError):
     stype = scope.get("type")
     if stype not in ("http", "websocket"):
         raise err(f"scope.type: expected 'http' or 'websocket', got {stype!r}")
-    http = stype == "http"
     out = {"type": stype, "asgi": _asgi(scope.get("asgi", _MISSING), err)}
     path = None
-    for name, check, default in _scope_fields(http):
+    for name, check, default in _SCOPE_FIELDS[stype]:
         value = scope.get(name, _MISSING)
         if value is _MISSING:
             if default is _REQUIRED:
@@ -321,7 +320,7 @@ def _scope_fields(http):
     fields += [
         ("scheme", _str, "http" if http else "ws"),
         ("path", _str, _REQUIRED),
-        ("raw_path", _bin, None),  # default: path in UTF-8, computed above
+        ("raw_path", _bin, None),  # default: path in UTF-8, see _scope_default
         ("query_string", _bin, b""),
         ("root_path", _str, ""),
         ("headers", _headers, _EMPTY_LIST),
@@ -331,7 +330,10 @@ def _scope_fields(http):
     if not http:
         fields.append(("subprotocols", _str_list, _EMPTY_LIST))
     fields.append(("extensions", _extensions, None))  # default: a fresh {}
-    return fields
+    return tuple(fields)
+
+
+_SCOPE_FIELDS = {"http": _scope_fields(True), "websocket": _scope_fields(False)}
 
 
 def _asgi(value, err):

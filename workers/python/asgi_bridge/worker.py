@@ -77,7 +77,8 @@ class Worker:
         """Tell every gateway to send nothing new; wait for our connections to finish."""
         self.draining = True
         for link in self.transport.links:
-            await self._send(link, {"k": "drain", "w": self.worker_id})
+            # Never blocks: a gateway that is down must not hold up our shutdown.
+            self._send_nowait(link, {"k": "drain", "w": self.worker_id})
         logger.info("draining: waiting for %d connection(s), at most %ss",
                     len(self.conns), graceful_timeout)
         deadline = self._loop.time() + graceful_timeout
@@ -98,16 +99,10 @@ class Worker:
         if self._ticker is not None:
             self._ticker.cancel()
         for link in self.transport.links:
-            try:
-                await asyncio.wait_for(self._send(link, {"k": "bye", "w": self.worker_id}), 1.0)
-            except asyncio.TimeoutError:
-                logger.warning("bus %s: could not send bye", link.url)
-        await self.transport.close()
+            self._send_nowait(link, {"k": "bye", "w": self.worker_id})
+        await self.transport.close()  # gives the byes a moment to leave
 
     # --- outgoing ---------------------------------------------------------------------
-
-    async def _send(self, link, envelope):
-        await self.transport.send(link, codec.encode(envelope))
 
     def _send_nowait(self, link, envelope):
         self.transport.send_nowait(link, codec.encode(envelope))
