@@ -107,19 +107,16 @@ class Connection:
         await self._emit_event(event)
 
     async def _wait_window(self):
-        # §5: a payload waits while more than a window is unacknowledged.
-        while not self._writable.is_set():
-            if self.disconnected:
-                break
-            waiter = asyncio.ensure_future(self._writable.wait())
-            lost = asyncio.ensure_future(self._wakeup.wait())
-            try:
-                await asyncio.wait((waiter, lost), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                lost.cancel()
+        # §5: a payload waits while more than a window is unacknowledged. A disconnect
+        # or a failure also opens `_writable`, so that the wait ends with them.
+        await self._writable.wait()
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
+
+    def _set_disconnected(self):
+        self.disconnected = True
+        self._writable.set()
+        self._wakeup.set()
 
     async def _emit_event(self, event):
         if self.failed:
@@ -138,6 +135,7 @@ class Connection:
             return  # the client is gone or already has its whole answer
         self.failed = True
         self._wakeup.set()
+        self._writable.set()
         await self._send_bytes(codec.encode({
             "k": "error", "g": self.gateway, "w": self.worker_id,
             "c": self.conn_id, "message": message}))
@@ -196,13 +194,12 @@ class HttpConnection(Connection):
 
     def _on_incoming(self, event):
         if event["type"] == "http.disconnect":
-            self.disconnected = True
+            self._set_disconnected()
         else:
             self._queue.append(event)
 
     def gateway_lost(self):
-        self.disconnected = True
-        self._wakeup.set()
+        self._set_disconnected()
 
     async def receive(self):
         while True:
@@ -276,7 +273,7 @@ class WebSocketConnection(Connection):
 
     def _on_incoming(self, event):
         if event["type"] == "websocket.disconnect":
-            self.disconnected = True  # sends raise from now on; queued messages still go
+            self._set_disconnected()  # sends raise from now on; queued messages still go
         self._queue.append(event)
 
     def gateway_lost(self):

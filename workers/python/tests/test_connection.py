@@ -280,6 +280,31 @@ def test_send_waits_while_more_than_the_window_is_unacknowledged():
     run(main())
 
 
+def test_window_wait_is_idle_while_request_events_arrive():
+    async def main():
+        import time
+        gw = Gateway()
+        conn = http(gw, window=1, more_body=True)
+        done = []
+
+        async def app(scope, receive, send):
+            await send(START)
+            await send({"type": "http.response.body", "body": b"xx", "more_body": True})
+            await send({"type": "http.response.body", "body": b"yy"})  # waits for credit
+            done.append(True)
+        task = asyncio.ensure_future(conn.run(app))
+        await asyncio.sleep(0.01)
+        conn.feed({"type": "http.request", "body": b"more", "more_body": True})
+        cpu = time.process_time()
+        await asyncio.sleep(0.2)
+        assert time.process_time() - cpu < 0.1, "the waiting send spins"
+        assert done == []
+        conn.add_credit(2)
+        await asyncio.wait_for(task, 1)
+        assert done == [True] and gw.errors == []
+    run(main())
+
+
 def test_window_wait_ends_on_disconnect():
     async def main():
         gw = Gateway()
