@@ -52,7 +52,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   CLI::App app{"asgi-bridge: HTTP/1.1 and WebSocket gateway to ASGI workers over a message bus"};
   std::vector<std::string> binds;
   add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000)");
-  add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH");
+  add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB");
+  add(app, "bus-prefix", config.bus_prefix, "Redis key prefix");
   add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
   add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off");
   add_seconds(app, "dispatch-timeout", config.dispatch_timeout, "503 when no worker takes a connection");

@@ -19,6 +19,7 @@ struct BindAddress {
 struct Config {
   std::vector<BindAddress> binds;
   std::string bus_url = "zmq://127.0.0.1:5555";
+  std::string bus_prefix = "asgi";        // Redis key prefix
   unsigned threads = 1;
   Seconds http_timeout{60};               // response not started: 504; 0 = off
   Seconds dispatch_timeout{5};            // no worker with capacity: 503

@@ -36,7 +36,9 @@ void Dispatcher::start() {
   bus::TransportOptions options;
   options.role = bus::Role::gateway;
   options.identity = gateway_id_;
+  options.key_prefix = config_.bus_prefix;
   transport_ = bus::make_transport(io_, config_.bus_url, options);
+  shared_queue_ = transport_->has_shared_queue();
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
   next_heartbeat_ = Clock::now();
   schedule_tick();
@@ -75,7 +77,29 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.first = std::move(message.bytes);
   connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
-  dispatch_waiting();
+  if (shared_queue_) {
+    offer_to_shared_queue(message.conn_id, connection);
+  } else {
+    dispatch_waiting();
+  }
+}
+
+// Redis: every worker with free capacity may pull it; the first message of
+// a worker about it (its claim) makes that worker the owner.
+void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
+  if (transport_->send({}, connection.first) != bus::SendStatus::sent) {
+    log::bus().warn("conn {}: the bus is unavailable", conn_id);
+    boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
+  }
+}
+
+void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id) {
+  auto& worker = workers_[worker_id];
+  worker.last_seen = Clock::now();
+  connection.owner = worker_id;
+  ++worker.in_flight;
+  for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
+  connection.queued.clear();
 }
 
 void Dispatcher::on_session_message(ToBus&& message) {
@@ -99,7 +123,7 @@ void Dispatcher::on_end(std::uint64_t conn_id) {
 }
 
 void Dispatcher::dispatch_waiting() {
-  while (!waiting_.empty()) {
+  while (!shared_queue_ && !waiting_.empty()) {
     auto conn_id = waiting_.front();
     auto it = connections_.find(conn_id);
     if (it == connections_.end() || !it->second.owner.empty()) {
@@ -162,13 +186,18 @@ void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, s
 // --- workers -> sessions ----------------------------------------------------
 
 void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload) {
-  std::string worker_id(peer);
   auto decoded = protocol::decode(payload);
+  // ZeroMQ names the sender (its routing id); Redis leaves it to the envelope.
+  std::string worker_id(peer);
+  if (auto* envelope = std::get_if<Envelope>(&decoded); envelope && worker_id.empty()) {
+    worker_id = envelope->worker_id;
+  }
   if (auto* error = std::get_if<protocol::DecodeError>(&decoded)) {
     if (error->unknown_kind) {
       log::bus().debug("worker {}: ignoring a message of unknown kind: {}", worker_id, error->message);
     } else {
       log::bus().warn("worker {}: malformed message dropped: {}", worker_id, error->message);
+      fail_malformed(worker_id, error->conn_id);
     }
     if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.last_seen = Clock::now();
     return;
@@ -209,6 +238,7 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   if (!envelope.conn_id) return;
   auto conn_id = *envelope.conn_id;
   auto it = connections_.find(conn_id);
+  if (it != connections_.end() && it->second.owner.empty() && shared_queue_) claim(conn_id, it->second, worker_id);
   if (it == connections_.end() || it->second.owner != worker_id) {
     if (envelope.kind == Kind::event) {
       log::bus().debug("conn {}: event from worker {} for an unknown connection", conn_id, worker_id);
@@ -231,6 +261,21 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
 
 // --- failures and time ----------------------------------------------------
 
+// A worker's garbage about one connection fails that connection (502, abort
+// or 1011), never more; the worker is told so it can drop the instance.
+void Dispatcher::fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id) {
+  if (!conn_id) return;
+  auto it = connections_.find(*conn_id);
+  if (it == connections_.end() || it->second.owner != worker_id) return;
+  Envelope error;
+  error.kind = Kind::error;
+  error.gateway_id = gateway_id_;
+  error.conn_id = *conn_id;
+  error.message = "malformed message";
+  transport_->send(worker_id, protocol::encode(error));
+  fail(*conn_id, BusFailure::worker_lost);
+}
+
 void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
   auto it = connections_.find(conn_id);
   if (it == connections_.end()) return;
@@ -252,6 +297,7 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
       connection.redispatched = true;
       connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
       waiting_.push_front(conn_id);
+      if (shared_queue_) offer_to_shared_queue(conn_id, connection);
       ++requeued;
     } else {
       failed.push_back(conn_id);
@@ -294,6 +340,7 @@ void Dispatcher::tick() {
     waiting_.pop_front();
     if (it != connections_.end() && it->second.owner.empty()) {
       log::bus().warn("conn {}: no worker with capacity within the dispatch timeout", conn_id);
+      if (shared_queue_) transport_->withdraw_shared(it->second.first);
       fail(conn_id, BusFailure::no_capacity);
     }
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -61,11 +62,14 @@ class Dispatcher {
   void on_worker_status(const std::string& worker_id, const protocol::Envelope& envelope);
   void on_connection_message(const std::string& worker_id, protocol::Envelope&& envelope);
 
+  void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
+  void claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id);
   void dispatch_waiting();
   Worker* pick_worker(std::string& id_out);
   void assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id, Worker& worker);
   void worker_lost(const std::string& worker_id, std::string_view why);
   void fail(std::uint64_t conn_id, BusFailure failure);
+  void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
   void tick();
   void schedule_tick();
@@ -75,6 +79,7 @@ class Dispatcher {
   std::vector<Shard*> shards_;
   std::string gateway_id_;
   std::unique_ptr<bus::Transport> transport_;
+  bool shared_queue_ = false;  // Redis: workers pull new connections themselves
   std::string heartbeat_bytes_;
   boost::asio::steady_timer ticker_;
   Clock::time_point next_heartbeat_;

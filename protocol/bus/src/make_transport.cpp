@@ -2,6 +2,7 @@
 #include <string>
 
 #include "asgi_bridge/bus/transport.hpp"
+#include "redis/redis_transport.hpp"
 #include "zmq/zmq_transport.hpp"
 
 namespace asgi_bridge::bus {
@@ -30,6 +31,11 @@ std::unique_ptr<Transport> make_transport(boost::asio::io_context& io, std::stri
                                           const TransportOptions& options) {
   if (starts_with(url, "zmq://") || starts_with(url, "zmq+ipc://")) {
     return std::make_unique<ZmqTransport>(io, zmq_endpoint(url), options);
+  }
+  if (starts_with(url, "redis://")) {
+    auto parsed = parse_redis_url(url);
+    check_redis(parsed);  // a wrong password or an unreachable server is a start-up error
+    return std::make_unique<RedisTransport>(io, parsed, options);
   }
   throw std::invalid_argument("unknown bus URL scheme in '" + std::string(url) +
                               "' (expected zmq://, zmq+ipc:// or redis://)");

@@ -26,23 +26,35 @@ struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
   std::size_t max_message_size = 0;   // 0: unlimited; larger incoming messages are dropped
+  std::string key_prefix = "asgi";    // Redis: prefix of every key
 };
 
 class Transport {
  public:
-  // peer: on the gateway, the sending worker's id; on a worker, empty (its
-  // single gateway). payload is valid only during the call.
+  // peer: on ZeroMQ, the sending worker's id (gateway side) or empty (worker
+  // side); on Redis always empty: the envelope names its sender. payload is
+  // valid only during the call.
   using OnMessage = std::function<void(std::string_view peer, std::string_view payload)>;
 
   virtual ~Transport() = default;
   virtual void start(OnMessage on_message) = 0;
-  // Gateway: peer is a worker id. Worker: peer is ignored. Never blocks.
+  // Gateway: peer is a worker id, or empty for the shared queue of new
+  // connections (only where has_shared_queue()). Worker: peer is the gateway
+  // id (ZeroMQ ignores it: one transport per gateway). Never blocks.
   virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
+
+  // Redis: new connections go to a shared queue that workers pull from;
+  // ZeroMQ: the gateway picks the worker itself.
+  virtual bool has_shared_queue() const { return false; }
+  // Gateway: takes back a first event nobody pulled in time (best effort).
+  virtual void withdraw_shared(std::string_view /*payload*/) {}
+  // Worker: how many new connections it may pull from the shared queue now.
+  virtual void set_free_capacity(std::size_t /*connections*/) {}
 };
 
-// zmq://HOST:PORT, zmq+ipc://PATH. Throws std::invalid_argument naming the
+// zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB. Throws std::invalid_argument naming the
 // URL when it is malformed or its scheme is unknown, std::runtime_error when
 // binding/connecting fails.
 std::unique_ptr<Transport> make_transport(boost::asio::io_context& io, std::string_view url,

@@ -1,0 +1,271 @@
+#include "redis/redis_connection.hpp"
+
+#include "bus_log.hpp"
+
+#include <sys/ioctl.h>
+
+#include <stdexcept>
+
+#include <boost/asio/post.hpp>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+namespace asgi_bridge::bus {
+namespace {
+
+constexpr std::chrono::milliseconds k_max_backoff{2000};
+
+RedisConnection* owner(const redisAsyncContext* context) { return static_cast<RedisConnection*>(context->data); }
+
+void dispatch_reply(redisAsyncContext*, void* reply, void* privdata) {
+  std::unique_ptr<RedisConnection::Callback> callback(static_cast<RedisConnection::Callback*>(privdata));
+  (*callback)(static_cast<redisReply*>(reply));
+}
+
+bool is_error(const redisReply* reply) { return !reply || reply->type == REDIS_REPLY_ERROR; }
+
+std::string describe(const redisReply* reply) {
+  if (!reply) return "connection lost";
+  return std::string(reply->str ? reply->str : "", reply->len);
+}
+
+}  // namespace
+
+RedisConnection::RedisConnection(boost::asio::io_context& io, RedisUrl url, std::string name, StateHandler on_state)
+    : io_(io), url_(std::move(url)), name_(std::move(name)), on_state_(std::move(on_state)), socket_(io),
+      reconnect_timer_(io) {}
+
+RedisConnection::~RedisConnection() {
+  close();
+  *alive_ = false;
+}
+
+void RedisConnection::connect() {
+  if (closing_ || context_) return;
+  redisAsyncContext* context = redisAsyncConnect(url_.host.c_str(), url_.port);
+  if (!context || context->err) {
+    if (context) redisAsyncFree(context);
+    went_down("cannot connect");
+    schedule_reconnect();
+    return;
+  }
+  attach(context);
+  // Authenticate and select before anything else: commands queue until connected.
+  if (!url_.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(url_.password);
+    command(auth, [this, alive = alive_](redisReply* reply) {
+      if (*alive && is_error(reply) && reply) {
+        bus_log().error("redis {}: AUTH failed: {}", name_, describe(reply));
+      }
+    });
+  }
+  std::string db = std::to_string(url_.db);
+  command({"SELECT", db}, [this, alive = alive_](redisReply* reply) {
+    if (!*alive || is_error(reply)) return;
+    up_ = true;
+    logged_down_ = false;
+    backoff_ = std::chrono::milliseconds(100);
+    bus_log().info("redis {}: connected to {}:{}", name_, url_.host, url_.port);
+    if (on_state_) on_state_(true);
+  });
+}
+
+bool RedisConnection::command(const std::vector<std::string_view>& argv, Callback callback) {
+  if (!context_) return false;
+  std::vector<const char*> pointers;
+  std::vector<size_t> lengths;
+  pointers.reserve(argv.size());
+  lengths.reserve(argv.size());
+  for (auto arg : argv) {
+    pointers.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  auto* boxed = new Callback(std::move(callback));
+  if (redisAsyncCommandArgv(context_, dispatch_reply, boxed, static_cast<int>(argv.size()), pointers.data(),
+                            lengths.data()) != REDIS_OK) {
+    delete boxed;
+    return false;
+  }
+  return true;
+}
+
+void RedisConnection::close() {
+  closing_ = true;
+  reconnect_timer_.cancel();
+  if (context_) redisAsyncFree(context_);  // hiredis calls cleanup(), which detaches us
+}
+
+// --- hiredis event hooks -----------------------------------------------------
+
+void RedisConnection::attach(redisAsyncContext* context) {
+  // The descriptor first: setting the connect callback already asks for writability.
+  socket_.assign(context->c.fd);
+  connected_ = false;
+  context_ = context;
+  context->data = this;
+  context->ev.data = this;
+  context->ev.addRead = add_read;
+  context->ev.delRead = del_read;
+  context->ev.addWrite = add_write;
+  context->ev.delWrite = del_write;
+  context->ev.cleanup = cleanup;
+  redisAsyncSetConnectCallback(context, on_connect);
+  redisAsyncSetDisconnectCallback(context, on_disconnect);
+}
+
+void RedisConnection::on_connect(const redisAsyncContext* context, int status) {
+  auto* self = owner(context);
+  if (status == REDIS_OK) {
+    self->connected_ = true;
+    return;
+  }
+  // hiredis frees the context after this returns.
+  self->went_down(context->errstr);
+  self->schedule_reconnect();
+}
+
+void RedisConnection::on_disconnect(const redisAsyncContext* context, int /*status*/) {
+  auto* self = owner(context);
+  self->went_down(context->errstr[0] ? context->errstr : "disconnected");
+  self->schedule_reconnect();
+}
+
+void RedisConnection::add_read(void* data) {
+  auto* self = static_cast<RedisConnection*>(data);
+  self->want_read_ = true;
+  self->wait_readable();
+}
+
+void RedisConnection::del_read(void* data) { static_cast<RedisConnection*>(data)->want_read_ = false; }
+
+void RedisConnection::add_write(void* data) {
+  auto* self = static_cast<RedisConnection*>(data);
+  self->want_write_ = true;
+  self->schedule_write();
+}
+
+void RedisConnection::del_write(void* data) { static_cast<RedisConnection*>(data)->want_write_ = false; }
+
+void RedisConnection::cleanup(void* data) {
+  auto* self = static_cast<RedisConnection*>(data);
+  self->context_ = nullptr;
+  self->connected_ = false;
+  self->want_read_ = self->want_write_ = false;
+  self->read_waiting_ = self->write_scheduled_ = false;
+  // The descriptor belongs to hiredis, which closes it: release, never close.
+  if (self->socket_.is_open()) self->socket_.release();
+}
+
+// --- readiness ----------------------------------------------------------------
+
+void RedisConnection::wait_readable() {
+  if (read_waiting_ || !context_) return;
+  read_waiting_ = true;
+  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                     [this, alive = alive_](const boost::system::error_code& ec) {
+                       if (!*alive) return;
+                       read_waiting_ = false;
+                       if (!ec) handle_readable();
+                     });
+}
+
+// hiredis reads at most 16 KiB per call and Asio's epoll is edge-triggered:
+// read until the socket is empty, or the rest would wait for the next edge.
+void RedisConnection::handle_readable() {
+  while (context_ && want_read_) {
+    redisAsyncHandleRead(context_);
+    if (!context_) return;
+    int pending = 0;
+    if (::ioctl(context_->c.fd, FIONREAD, &pending) != 0 || pending <= 0) break;
+  }
+  if (context_ && want_read_) wait_readable();
+}
+
+// Writable is the normal state of a socket, so an edge-triggered wait would
+// never fire: try at once, and wait for writability only while connecting
+// or after the kernel buffer filled up.
+void RedisConnection::schedule_write() {
+  if (write_scheduled_ || !context_) return;
+  write_scheduled_ = true;
+  auto handler = [this, alive = alive_](const boost::system::error_code& ec = {}) {
+    if (!*alive) return;
+    write_scheduled_ = false;
+    if (!ec) handle_writable();
+  };
+  if (connected_) {
+    boost::asio::post(io_, [handler] { handler(); });
+  } else {
+    socket_.async_wait(boost::asio::posix::stream_descriptor::wait_write, handler);
+  }
+}
+
+void RedisConnection::handle_writable() {
+  if (!context_ || !want_write_) return;
+  redisAsyncHandleWrite(context_);
+  if (!context_ || !want_write_ || write_scheduled_) return;
+  write_scheduled_ = true;
+  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                     [this, alive = alive_](const boost::system::error_code& ec) {
+                       if (!*alive) return;
+                       write_scheduled_ = false;
+                       if (!ec) handle_writable();
+                     });
+}
+
+// --- reconnecting ---------------------------------------------------------------
+
+void RedisConnection::went_down(const char* why) {
+  bool was_up = up_;
+  up_ = false;
+  if (!logged_down_) {
+    logged_down_ = true;
+    bus_log().warn("redis {}: {}:{} unavailable ({}); reconnecting", name_, url_.host, url_.port, why ? why : "?");
+  }
+  if (was_up && on_state_) on_state_(false);
+}
+
+void RedisConnection::schedule_reconnect() {
+  if (closing_) return;
+  reconnect_timer_.expires_after(backoff_);
+  backoff_ = std::min(backoff_ * 2, k_max_backoff);
+  reconnect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!*alive || ec || closing_) return;
+    connect();
+  });
+}
+
+void check_redis(const RedisUrl& url) {
+  timeval timeout{3, 0};
+  std::unique_ptr<redisContext, decltype(&redisFree)> context(
+      redisConnectWithTimeout(url.host.c_str(), url.port, timeout), redisFree);
+  auto fail = [&](const std::string& what) {
+    throw std::runtime_error("redis " + url.host + ":" + std::to_string(url.port) + ": " + what);
+  };
+  if (!context || context->err) fail(context ? context->errstr : "cannot allocate a context");
+  auto run = [&](std::vector<std::string> argv) {
+    std::vector<const char*> pointers;
+    std::vector<size_t> lengths;
+    for (auto& arg : argv) {
+      pointers.push_back(arg.c_str());
+      lengths.push_back(arg.size());
+    }
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(context.get(), static_cast<int>(argv.size()), pointers.data(), lengths.data()));
+    std::unique_ptr<redisReply, decltype(&freeReplyObject)> owned(reply, freeReplyObject);
+    if (!reply) fail(context->errstr);
+    if (reply->type == REDIS_REPLY_ERROR) fail(argv[0] + ": " + describe(reply));
+  };
+  if (!url.password.empty()) {
+    if (url.user.empty()) {
+      run({"AUTH", url.password});
+    } else {
+      run({"AUTH", url.user, url.password});
+    }
+  }
+  run({"SELECT", std::to_string(url.db)});
+  run({"PING"});
+}
+
+}  // namespace asgi_bridge::bus

@@ -1,0 +1,82 @@
+#pragma once
+// One hiredis async connection driven by an Asio io_context, reconnecting with
+// backoff. hiredis owns and frees its context (after a disconnect, inside its
+// own calls), so every path below re-checks `context_` and the alive flag
+// after handing control to hiredis.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "redis/redis_url.hpp"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace asgi_bridge::bus {
+
+class RedisConnection {
+ public:
+  // reply is null when the connection was lost before the answer came.
+  using Callback = std::function<void(redisReply* reply)>;
+  // Called on the io_context each time the connection comes up (true) or goes down (false).
+  using StateHandler = std::function<void(bool up)>;
+
+  RedisConnection(boost::asio::io_context& io, RedisUrl url, std::string name, StateHandler on_state);
+  ~RedisConnection();
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  void connect();
+  bool up() const { return up_; }
+  // Queues a command (sent once connected). Returns false when not connected.
+  bool command(const std::vector<std::string_view>& argv, Callback callback);
+  void close();
+
+ private:
+  static void on_connect(const redisAsyncContext* context, int status);
+  static void on_disconnect(const redisAsyncContext* context, int status);
+  static void add_read(void* self);
+  static void del_read(void* self);
+  static void add_write(void* self);
+  static void del_write(void* self);
+  static void cleanup(void* self);
+
+  void attach(redisAsyncContext* context);
+  void wait_readable();
+  void handle_readable();
+  void schedule_write();
+  void handle_writable();
+  void went_down(const char* why);
+  void schedule_reconnect();
+
+  boost::asio::io_context& io_;
+  RedisUrl url_;
+  std::string name_;
+  StateHandler on_state_;
+  redisAsyncContext* context_ = nullptr;
+  boost::asio::posix::stream_descriptor socket_;
+  boost::asio::steady_timer reconnect_timer_;
+  std::chrono::milliseconds backoff_{100};
+  bool connected_ = false;  // TCP connected (hiredis' view)
+  bool up_ = false;         // connected, authenticated, database selected
+  bool want_read_ = false;
+  bool want_write_ = false;
+  bool read_waiting_ = false;
+  bool write_scheduled_ = false;
+  bool closing_ = false;
+  bool logged_down_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// Connects, authenticates and selects the database once, synchronously:
+// the start-up check. Throws std::runtime_error with Redis' own words.
+void check_redis(const RedisUrl& url);
+
+}  // namespace asgi_bridge::bus

@@ -1,0 +1,145 @@
+#include "redis/redis_transport.hpp"
+
+#include <boost/asio/post.hpp>
+#include <hiredis/hiredis.h>
+
+#include "bus_log.hpp"
+
+namespace asgi_bridge::bus {
+namespace {
+
+constexpr std::string_view k_pop_timeout = "1";       // seconds: keeps a lost connection noticed
+constexpr std::size_t k_pop_batch = 128;
+constexpr std::string_view k_queue_ttl_ms = "30000";  // a dead process's queue disappears
+
+}  // namespace
+
+RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url, const TransportOptions& options)
+    : io_(io),
+      options_(options),
+      own_queue_(queue_key(options.role == Role::gateway ? "gw" : "wk", options.identity)),
+      shared_queue_(options.key_prefix + ":{new}"),
+      commands_(io, url, "commands", nullptr),
+      own_pops_(io, url, "own queue",
+                [this](bool up) {
+                  if (up) pop(own_pops_, own_queue_, false);
+                }),
+      shared_pops_(io, url, "shared queue", [this](bool up) {
+        if (up) pop(shared_pops_, shared_queue_, true);
+      }) {}
+
+RedisTransport::~RedisTransport() { stop(); }
+
+std::string RedisTransport::queue_key(std::string_view kind, std::string_view id) const {
+  return options_.key_prefix + ":{" + std::string(kind) + ":" + std::string(id) + "}";
+}
+
+void RedisTransport::start(OnMessage on_message) {
+  on_message_ = std::move(on_message);
+  commands_.connect();
+  own_pops_.connect();
+  if (options_.role == Role::worker) shared_pops_.connect();
+}
+
+void RedisTransport::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  *alive_ = false;
+  commands_.close();
+  own_pops_.close();
+  shared_pops_.close();
+}
+
+SendStatus RedisTransport::send(std::string_view peer, std::string_view payload) {
+  if (stopped_ || !commands_.up()) return SendStatus::failed;
+  std::string key;
+  if (peer.empty()) {
+    key = shared_queue_;
+  } else {
+    key = queue_key(options_.role == Role::gateway ? "wk" : "gw", peer);
+  }
+  outbox_[key].emplace_back(payload);
+  schedule_flush();
+  return SendStatus::sent;
+}
+
+void RedisTransport::withdraw_shared(std::string_view payload) {
+  if (!commands_.up()) return;
+  commands_.command({"LREM", shared_queue_, "1", payload}, [](redisReply*) {});
+}
+
+void RedisTransport::set_free_capacity(std::size_t connections) {
+  bool was_zero = free_capacity_ == 0;
+  free_capacity_ = connections;
+  if (was_zero && connections > 0 && shared_pops_.up()) pop(shared_pops_, shared_queue_, true);
+}
+
+// Everything sent in one turn of the event loop leaves as one pipeline:
+// one RPUSH per destination with all its messages.
+void RedisTransport::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  boost::asio::post(io_, [this, alive = alive_] {
+    if (!*alive) return;
+    flush_scheduled_ = false;
+    flush();
+  });
+}
+
+void RedisTransport::flush() {
+  for (auto& [key, messages] : outbox_) {
+    if (messages.empty()) continue;
+    std::vector<std::string_view> argv{"RPUSH", key};
+    for (const auto& message : messages) argv.emplace_back(message);
+    auto count = messages.size();
+    bool queued = commands_.command(argv, [key, count](redisReply* reply) {
+      if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        bus_log().warn("redis: {} messages to {} lost: {}", count, key,
+                       reply ? std::string(reply->str, reply->len) : "connection lost");
+      }
+    });
+    if (queued && key != shared_queue_) commands_.command({"PEXPIRE", key, k_queue_ttl_ms}, [](redisReply*) {});
+    if (!queued) bus_log().warn("redis: {} messages to {} lost: not connected", count, key);
+    messages.clear();
+  }
+}
+
+void RedisTransport::pop(RedisConnection& connection, const std::string& key, bool shared) {
+  bool& popping = shared ? shared_popping_ : own_popping_;
+  if (popping || stopped_) return;
+  std::size_t count = k_pop_batch;
+  if (shared) {
+    if (free_capacity_ == 0) return;
+    count = std::min(count, free_capacity_);
+  }
+  popping = true;
+  std::string count_text = std::to_string(count);
+  bool queued = connection.command(
+      {"BLMPOP", k_pop_timeout, "1", key, "LEFT", "COUNT", count_text},
+      [this, alive = alive_, &connection, key, shared](redisReply* reply) {
+        if (!*alive) return;
+        (shared ? shared_popping_ : own_popping_) = false;
+        if (!reply) return;  // connection lost: popping resumes when it is back up
+        if (reply->type == REDIS_REPLY_ERROR) {
+          bus_log().error("redis: BLMPOP {}: {} (Redis 7 or newer is required)", key, std::string(reply->str, reply->len));
+          return;
+        }
+        on_popped(reply);
+        if (connection.up()) pop(connection, key, shared);
+      });
+  if (!queued) popping = false;
+}
+
+// BLMPOP answers nil on timeout, else [key, [message, ...]].
+void RedisTransport::on_popped(redisReply* reply) {
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
+  redisReply* messages = reply->element[1];
+  if (messages->type != REDIS_REPLY_ARRAY) return;
+  for (std::size_t i = 0; i < messages->elements && !stopped_; ++i) {
+    redisReply* message = messages->element[i];
+    if (message->type != REDIS_REPLY_STRING) continue;
+    if (on_message_) on_message_({}, std::string_view(message->str, message->len));
+  }
+}
+
+}  // namespace asgi_bridge::bus

@@ -1,0 +1,50 @@
+#include "redis/redis_url.hpp"
+
+#include <charconv>
+#include <stdexcept>
+
+namespace asgi_bridge::bus {
+namespace {
+
+int parse_number(std::string_view text, std::string_view what, std::string_view url) {
+  int value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size() || value < 0) {
+    throw std::invalid_argument("bus URL '" + std::string(url) + "': bad " + std::string(what));
+  }
+  return value;
+}
+
+}  // namespace
+
+RedisUrl parse_redis_url(std::string_view url) {
+  constexpr std::string_view scheme = "redis://";
+  if (url.substr(0, scheme.size()) != scheme) throw std::invalid_argument("not a redis:// URL: " + std::string(url));
+  RedisUrl parsed;
+  auto rest = url.substr(scheme.size());
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    auto credentials = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    auto colon = credentials.find(':');
+    if (colon == std::string_view::npos) {
+      parsed.password = std::string(credentials);
+    } else {
+      parsed.user = std::string(credentials.substr(0, colon));
+      parsed.password = std::string(credentials.substr(colon + 1));
+    }
+  }
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    auto db = rest.substr(slash + 1);
+    if (!db.empty()) parsed.db = parse_number(db, "database number", url);
+    rest = rest.substr(0, slash);
+  }
+  if (auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+    parsed.port = parse_number(rest.substr(colon + 1), "port", url);
+    rest = rest.substr(0, colon);
+  }
+  if (!rest.empty()) parsed.host = std::string(rest);
+  if (parsed.port == 0 || parsed.port > 65535) throw std::invalid_argument("bus URL '" + std::string(url) + "': bad port");
+  return parsed;
+}
+
+}  // namespace asgi_bridge::bus

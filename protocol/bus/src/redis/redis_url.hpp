@@ -1,0 +1,19 @@
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace asgi_bridge::bus {
+
+// redis://[user:password@]HOST:PORT/DB
+struct RedisUrl {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string user;
+  std::string password;
+  int db = 0;
+};
+
+// Throws std::invalid_argument naming what is wrong.
+RedisUrl parse_redis_url(std::string_view url);
+
+}  // namespace asgi_bridge::bus
