@@ -14,7 +14,7 @@ using asio::ip::tcp;
 
 Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
                    Dispatcher& dispatcher, const Config& config)
-    : acceptor_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {
+    : acceptor_(io), retry_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {
   boost::system::error_code ec;
   auto ip = asio::ip::make_address(address.host, ec);
   if (ec) throw std::runtime_error(fmt::format("--bind {}:{}: not an IP address", address.host, address.port));
@@ -33,6 +33,7 @@ void Listener::stop() {
   asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
     boost::system::error_code ignored;
     self->acceptor_.close(ignored);
+    self->retry_.cancel();
   });
 }
 
@@ -42,8 +43,13 @@ void Listener::accept_next() {
                                                                        tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
     if (ec) {
-      // Out of descriptors or similar: log and keep accepting.
+      // Out of descriptors or similar: log, pause, keep accepting.
       log::server().warn("accept failed: {}", ec.message());
+      self->retry_.expires_after(std::chrono::milliseconds(100));
+      self->retry_.async_wait([self](const boost::system::error_code& wait_error) {
+        if (!wait_error && self->acceptor_.is_open()) self->accept_next();
+      });
+      return;
     } else {
       asio::post(shard.io(), [&shard, socket = std::move(socket), &dispatcher = self->dispatcher_,
                               &config = self->config_]() mutable {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "config.hpp"
 #include "dispatcher.hpp"
@@ -26,6 +27,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   void accept_next();
 
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer retry_;
   std::vector<Shard*> shards_;
   Dispatcher& dispatcher_;
   const Config& config_;
