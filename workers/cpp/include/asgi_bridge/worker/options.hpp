@@ -1,0 +1,38 @@
+#pragma once
+// How a worker process runs: which gateways, how many connections at once,
+// how many app threads. Every example worker takes the same command line.
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace asgi_bridge::worker {
+
+struct Options {
+  // One gateway per URL (zmq://HOST:PORT, zmq+ipc://PATH); at least one.
+  std::vector<std::string> bus_urls;
+  // Connections served at once, announced to every gateway.
+  unsigned concurrency = 100;
+  // Threads running app coroutines; the bus always has one thread of its
+  // own, and with 1 the apps share it.
+  unsigned threads = 1;
+  // trace, debug, info, warning, error, critical, off.
+  std::string log_level = "info";
+  // After SIGTERM/SIGINT: how long connections may take to finish before
+  // they are ended for the client (HTTP: error; WebSocket: close 1001).
+  std::chrono::duration<double> graceful_timeout{30.0};
+  // Our heartbeat period; a gateway silent for 3 of them is dead.
+  std::chrono::duration<double> heartbeat_interval{1.0};
+};
+
+struct ParsedOptions {
+  std::optional<Options> options;  // empty: print nothing more, exit with exit_code
+  int exit_code = 0;
+};
+
+// --bus URL (repeatable or comma-separated), --concurrency N, --threads N,
+// --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
+// Prints help or the error itself.
+ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
+
+}  // namespace asgi_bridge::worker

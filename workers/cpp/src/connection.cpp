@@ -1,0 +1,167 @@
+#include "connection.hpp"
+
+#include <exception>
+
+#include <boost/core/demangle.hpp>
+
+#include "event_check.hpp"
+#include "http_connection.hpp"
+#include "log.hpp"
+#include "websocket_connection.hpp"
+
+namespace asgi_bridge::worker::detail {
+
+std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executor& executor, protocol::Scope scope,
+                                               protocol::Event first, ConnectionInfo info, Emit emit) {
+  std::shared_ptr<Connection> connection;
+  if (scope.type == protocol::ScopeType::http) {
+    connection.reset(new HttpConnection(executor, std::move(scope), std::move(info), std::move(emit)));
+  } else {
+    connection.reset(new WebSocketConnection(executor, std::move(scope), std::move(info), std::move(emit)));
+  }
+  connection->queue_.push_back(std::move(first));
+  return connection;
+}
+
+Connection::Connection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info,
+                       Emit emit)
+    : executor_(executor),
+      scope_(std::move(scope)),
+      info_(std::move(info)),
+      emit_(std::move(emit)),
+      changed_(executor),
+      flow_(info_.window) {}
+
+// --- from the worker ----------------------------------------------------------
+
+bool Connection::feed(protocol::Event event) {
+  if (!expects(event)) return false;
+  if (disconnected_) return true;  // nothing the app could do with it
+  on_incoming(std::move(event));
+  changed();
+  return true;
+}
+
+void Connection::add_credit(std::uint64_t bytes) {
+  flow_.acknowledged(bytes);
+  if (flow_.can_send()) changed();
+}
+
+// --- the app instance -----------------------------------------------------------
+
+boost::asio::awaitable<void> Connection::run(const App& app) {
+  auto self = shared_from_this();
+  std::string failure;
+  bool client_gone = false;
+  // No co_await in a handler: remember the failure, report it after.
+  try {
+    co_await app(scope_, Receive(self), Send(self));
+  } catch (const ClientDisconnected& e) {
+    failure = std::string("ClientDisconnected: ") + e.what();
+    client_gone = true;
+  } catch (const std::exception& e) {
+    failure = boost::core::demangle(typeid(e).name()) + ": " + e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  finish_after_app(failure, client_gone);
+}
+
+void Connection::finish_after_app(const std::string& failure, bool client_gone) {
+  if (failure.empty()) {
+    on_return();
+    return;
+  }
+  if (client_gone && over()) {
+    // ASGI 2.4: the expected end of an app that kept sending to a gone client.
+    log().debug("conn {}/{}: app stopped on {}", info_.gateway_id, info_.conn_id, failure);
+    return;
+  }
+  log().error("conn {}/{}: exception in the application: {}", info_.gateway_id, info_.conn_id, failure);
+  fail(failure);
+}
+
+// --- receive and send ------------------------------------------------------------
+
+protocol::Event Connection::take() {
+  protocol::Event event = std::move(queue_.front());
+  queue_.pop_front();
+  if (auto events = flow_.consumed(); events > 0 && !over()) {
+    protocol::Envelope credit;
+    credit.kind = protocol::Kind::credit;
+    credit.gateway_id = info_.gateway_id;
+    credit.worker_id = info_.worker_id;
+    credit.conn_id = info_.conn_id;
+    credit.events = events;
+    emit_(std::move(credit));
+  }
+  return event;
+}
+
+boost::asio::awaitable<void> Connection::send(protocol::Event event) {
+  check_event_values(event);
+  auto size = payload_size(event);
+  auto ticket = next_ticket_++;
+  // Wait for the earlier sends, then (for a payload) for the window; a
+  // connection that ends meanwhile makes advance() throw below.
+  while (!disconnected_ && !failed_ && (serving_ != ticket || (size > 0 && !flow_.can_send()))) {
+    co_await wait_for_change();
+  }
+  try {
+    advance(event);
+  } catch (...) {
+    pass_turn(ticket);
+    throw;
+  }
+  flow_.sent(size);
+  emit_event(std::move(event));
+  pass_turn(ticket);
+}
+
+void Connection::pass_turn(std::uint64_t ticket) {
+  if (serving_ != ticket) return;  // left early on a connection that is over
+  ++serving_;
+  changed();
+}
+
+void Connection::emit_event(protocol::Event event) {
+  if (failed_) return;
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::event;
+  envelope.gateway_id = info_.gateway_id;
+  envelope.worker_id = info_.worker_id;
+  envelope.conn_id = info_.conn_id;
+  envelope.seq = seq_++;
+  envelope.event = std::move(event);
+  emit_(std::move(envelope));
+}
+
+void Connection::abort(std::string problem) {
+  if (!failed_) report_error(std::move(problem));
+  gateway_lost();
+}
+
+void Connection::fail(std::string message) {
+  if (over()) return;  // the client is gone or already has its whole answer
+  report_error(std::move(message));
+}
+
+void Connection::report_error(std::string message) {
+  failed_ = true;
+  changed();
+  protocol::Envelope error;
+  error.kind = protocol::Kind::error;
+  error.gateway_id = info_.gateway_id;
+  error.worker_id = info_.worker_id;
+  error.conn_id = info_.conn_id;
+  // `message` is a msgpack str: keep it valid UTF-8 whatever the app's what() holds.
+  if (!is_valid_utf8(message)) {
+    for (auto& c : message) {
+      if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+    }
+  }
+  error.message = std::move(message);
+  emit_(std::move(error));
+}
+
+}  // namespace asgi_bridge::worker::detail

@@ -1,0 +1,77 @@
+#include "asgi_bridge/worker/http.hpp"
+
+#include <algorithm>
+
+#include "asgi_bridge/worker/events.hpp"
+
+namespace asgi_bridge::worker {
+namespace {
+
+using boost::asio::awaitable;
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// The whole body, or nullopt when the client left first.
+awaitable<std::optional<std::string>> read_body(const Receive& receive) {
+  std::string body;
+  for (;;) {
+    auto event = co_await receive();
+    auto* chunk = std::get_if<protocol::HttpRequest>(&event);
+    if (!chunk) co_return std::nullopt;  // http.disconnect
+    body += chunk->body;
+    if (!chunk->more_body) co_return body;
+  }
+}
+
+// Not a coroutine: GCC 12 mishandles braced initialisers in coroutine bodies
+// (asgi_bridge/worker/events.hpp).
+protocol::HttpResponseStart start_of(Response& response) {
+  bool has_length = std::any_of(response.headers.begin(), response.headers.end(),
+                                [](const protocol::Header& h) { return iequals(h.name, "content-length"); });
+  if (!has_length) response.headers.push_back({"content-length", std::to_string(response.body.size())});
+  return {response.status, std::move(response.headers), false};
+}
+
+awaitable<void> send_response(Response response, const Send& send) {
+  co_await send(start_of(response));
+  co_await send(response_body(std::move(response.body)));
+}
+
+}  // namespace
+
+std::optional<std::string_view> Request::header(std::string_view name) const {
+  for (const auto& h : scope.headers) {
+    if (h.name == name) return std::string_view(h.value);
+  }
+  return std::nullopt;
+}
+
+Response Response::text(std::string body, int status) {
+  return Response{status, {{"content-type", "text/plain; charset=utf-8"}}, std::move(body)};
+}
+
+App async_http_app(AsyncHttpHandler handler) {
+  return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
+    if (scope.type != protocol::ScopeType::http) {
+      co_await send(websocket_close());  // before accept: the client gets 403
+      co_return;
+    }
+    auto body = co_await read_body(receive);
+    if (!body) co_return;
+    Request request{std::move(scope), std::move(*body)};  // not inside co_await: see events.hpp
+    auto response = co_await handler(std::move(request));
+    co_await send_response(std::move(response), send);
+  };
+}
+
+App http_app(HttpHandler handler) {
+  return async_http_app([handler = std::move(handler)](Request request) -> awaitable<Response> {
+    co_return handler(request);
+  });
+}
+
+}  // namespace asgi_bridge::worker

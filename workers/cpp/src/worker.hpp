@@ -1,0 +1,119 @@
+#pragma once
+// The worker process: the bus thread and its app threads.
+//
+// The bus thread runs `bus_io_`: the transports (one GatewayLink per --bus
+// URL), the gateways met on them, heartbeats and liveness, signals and
+// draining, capacity, and the routing table that says which shard runs which
+// connection. App coroutines run on shards; with --threads N > 1 each shard
+// has its own io_context and thread. The two sides exchange only owned values
+// through asio::post (decoded envelopes one way, encoded messages and
+// "finished" the other), so no lock guards any of it.
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/common.h>
+
+#include "asgi_bridge/protocol/envelope.hpp"
+#include "asgi_bridge/worker/app.hpp"
+#include "asgi_bridge/worker/options.hpp"
+#include "conn_key.hpp"
+#include "gateway_link.hpp"
+#include "recent_connections.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::worker::detail {
+
+class Worker {
+ public:
+  Worker(App app, Options options);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Serves until drained; returns the exit code.
+  int run();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+  enum class Phase { serving, draining, shutting_down, done };
+
+  struct Gateway {
+    std::size_t link = 0;  // where it spoke: where its replies go
+    Clock::time_point last_seen;
+  };
+  struct Route {
+    Shard* shard = nullptr;
+    std::size_t link = 0;
+    std::uint64_t next_seq = 1;  // of the gateway's next event (the first was 0)
+    bool launched = false;       // its app holds one of the --concurrency slots
+  };
+
+  void make_shards();
+  void open_links();
+  void stop_threads();
+
+  // From gateways.
+  void on_message(std::size_t link, std::string_view payload);
+  void meet(const std::string& gateway_id, std::size_t link);
+  void on_event(std::size_t link, protocol::Envelope&& envelope);
+  void open(std::size_t link, protocol::Envelope&& envelope);
+  void to_connection(protocol::Envelope&& envelope);
+  void gateway_gone(const std::string& gateway_id, std::string_view why, spdlog::level::level_enum level);
+  void reply_error(std::size_t link, const ConnKey& key, std::string message);
+
+  // Capacity.
+  void launch(const ConnKey& key, Route& route);
+  void launch_waiting();
+  void connection_finished(const ConnKey& key);  // posted by shards
+
+  // To gateways.
+  void send(std::size_t link, std::string_view bytes);
+  void announce_to(std::size_t link);  // ready (and drain, once draining)
+  void broadcast(protocol::Kind kind);  // heartbeat, drain or bye on every link
+  std::string status_message(protocol::Kind kind) const;
+
+  // Time and shutdown.
+  void schedule_tick();
+  void tick();
+  void wait_for_signal();
+  void begin_drain();
+  void shut_down_connections();
+  void finish();
+
+  App app_;
+  Options options_;
+  std::string worker_id_;
+  boost::asio::io_context bus_io_;
+  // App threads (none with --threads 1: the one shard uses bus_io_).
+  std::vector<std::unique_ptr<boost::asio::io_context>> app_ios_;
+  std::vector<WorkGuard> work_guards_;
+  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::size_t next_shard_ = 0;
+  std::vector<std::unique_ptr<GatewayLink>> links_;
+  std::unordered_map<std::string, Gateway> gateways_;
+  std::unordered_set<std::string> departed_;  // said bye: their stragglers are ignored
+  // Every connection we own, running or waiting; its size is our `active`.
+  std::unordered_map<ConnKey, Route, ConnKeyHash> routes_;
+  std::deque<ConnKey> waiting_;  // first events beyond --concurrency, in arrival order
+  std::size_t running_ = 0;
+  RecentConnections recent_{4096};
+  boost::asio::steady_timer ticker_;
+  boost::asio::steady_timer shutdown_timer_;
+  boost::asio::signal_set signals_;
+  Phase phase_ = Phase::serving;
+};
+
+}  // namespace asgi_bridge::worker::detail
