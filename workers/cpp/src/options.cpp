@@ -1,15 +1,30 @@
 #include "asgi_bridge/worker/options.hpp"
 
+#include <cctype>
+
 #include <CLI/CLI.hpp>
 
 namespace asgi_bridge::worker {
 namespace {
+
+// --graceful-timeout reads ASGI_BRIDGE_GRACEFUL_TIMEOUT, as in the Python worker.
+std::string env_name(const std::string& option) {
+  std::string env = "ASGI_BRIDGE_";
+  for (char c : option) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return env;
+}
+
+template <typename T>
+CLI::Option* add(CLI::App& cli, const std::string& name, T& value, const std::string& help) {
+  return cli.add_option("--" + name, value, help)->envname(env_name(name));
+}
 
 void add_seconds(CLI::App& cli, const std::string& name, std::chrono::duration<double>& value,
                  const std::string& help) {
   cli.add_option_function<double>(
          "--" + name, [&value](double seconds) { value = std::chrono::duration<double>(seconds); },
          help + " (seconds)")
+      ->envname(env_name(name))
       ->check(CLI::PositiveNumber)
       ->default_str(std::to_string(value.count()));
 }
@@ -19,16 +34,16 @@ void add_seconds(CLI::App& cli, const std::string& name, std::chrono::duration<d
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults) {
   Options options = std::move(defaults);
   CLI::App cli{description};
-  cli.add_option("--bus", options.bus_urls, "gateway bus URL: zmq://HOST:PORT or zmq+ipc://PATH (repeatable)")
+  add(cli, "bus", options.bus_urls, "gateway bus URL: zmq://HOST:PORT or zmq+ipc://PATH (repeatable)")
       ->delimiter(',')
       ->required();
-  cli.add_option("--concurrency", options.concurrency, "connections served at once")
+  add(cli, "concurrency", options.concurrency, "connections served at once")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();
-  cli.add_option("--threads", options.threads, "threads running the application")
+  add(cli, "threads", options.threads, "threads running the application")
       ->check(CLI::Range(1u, 256u))
       ->capture_default_str();
-  cli.add_option("--log-level", options.log_level, "trace, debug, info, warning, error, critical, off")
+  add(cli, "log-level", options.log_level, "trace, debug, info, warning, error, critical, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}))
       ->capture_default_str();
   add_seconds(cli, "graceful-timeout", options.graceful_timeout,
@@ -38,7 +53,8 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return {std::nullopt, cli.exit(e)};
+    int code = cli.exit(e);  // prints the help or the error
+    return {std::nullopt, code == 0 ? 0 : 2};  // 2 for bad options, like the Python worker
   }
   return {std::move(options), 0};
 }

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 
 #include "log.hpp"
 #include "worker.hpp"
@@ -19,6 +20,9 @@ int run_main(App app, int argc, char** argv, const std::string& description) {
   if (!parsed.options) return parsed.exit_code;
   try {
     return run(std::move(app), *parsed.options);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;  // a bad --bus URL is a bad option
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

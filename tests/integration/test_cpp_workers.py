@@ -1,0 +1,389 @@
+"""The C++ worker SDK's example workers (build/bin/asgi-bridge-example-*) behind
+a real gateway, with real clients: http.client for HTTP, the ``websockets``
+package (10.4, asyncio API) for WebSocket.
+
+Covers what the SDK does on the bus side and only a real gateway shows:
+credits both ways on large bodies and many messages, capacity, --threads,
+several gateways, a gateway restart, SIGTERM drain, and a C++ and a Python
+worker serving one gateway together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+from .harness import (Background, Bridge, Gateway, Proc, RawConnection,
+                      free_port, gateway_binary, request, wait_until)
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def example_binary(name: str) -> Path:
+    """build/bin/asgi-bridge-example-NAME, next to the gateway executable."""
+    path = gateway_binary().parent / f"asgi-bridge-example-{name}"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"C++ example worker not found at {path}: build it with "
+                    "`cmake --build build --target asgi-bridge-example-{name}`",
+                    pytrace=False)
+    return path
+
+
+def start_cpp_worker(bridge: Bridge, name: str, *args: str,
+                     bus_urls: tuple[str, ...] = ()) -> Proc:
+    """An example worker on the bridge's bus (or on bus_urls), closed with it."""
+    index = sum(1 for p in bridge.procs if p.name.startswith("cpp-")) + 1
+    argv = [example_binary(name)]
+    for url in bus_urls or (bridge.bus_url,):
+        argv += ["--bus", url]
+    argv += ["--log-level", "debug", *args]
+    proc = Proc(f"cpp-{name}{index}", argv, bridge.log_dir / f"cpp-{name}{index}.log")
+    bridge.procs.append(proc)
+    return proc
+
+
+@pytest.fixture
+def cpp_bridge(bridge_factory, bus_url):
+    """start(example, *worker_args, gateway_args=()) -> (bridge, worker):
+    a gateway and one C++ example worker, served and ready."""
+    if not bus_url.startswith("zmq"):
+        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
+
+    def start(name: str, *args: str, gateway_args=(), ready_path="/__ready"):
+        bridge = bridge_factory(None, workers=0, gateway_args=gateway_args)
+        worker = start_cpp_worker(bridge, name, *args)
+        bridge.wait_ready(ready_path)
+        assert worker.alive(), worker.log()
+        return bridge, worker
+    return start
+
+
+def ws_url(bridge: Bridge, path: str) -> str:
+    return f"ws://127.0.0.1:{bridge.port}{path}"
+
+
+def run(coro, timeout: float = 30.0):
+    """Runs one asyncio test body, bounded."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def wait_for_log(proc: Proc, text: str, timeout: float = 10.0, more_than: int = 0) -> None:
+    """Until text occurs in proc's log more than `more_than` times."""
+    wait_until(lambda: proc.log().count(text) > more_than, timeout,
+               f"{proc.name} to log {text!r}")
+
+
+def dispatched(bridge: Bridge) -> int:
+    """How many connections the gateway has handed to a worker so far."""
+    return bridge.gateway.log().count("-> worker")
+
+
+# -- HTTP ------------------------------------------------------------------
+
+
+def test_hello(cpp_bridge):
+    b, _ = cpp_bridge("hello")
+    r = request(b.port, "GET", "/anything?x=1")
+    assert (r.status, r.body) == (200, b"Hello, world!")
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+    assert r.header("content-length") == "13"
+
+
+def test_hello_keep_alive_many_requests(cpp_bridge):
+    b, _ = cpp_bridge("hello")
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=10)
+    try:
+        for _ in range(50):
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"Hello, world!")
+    finally:
+        conn.close()
+
+
+def test_echo_small_body_and_content_type(cpp_bridge):
+    b, _ = cpp_bridge("echo")
+    r = request(b.port, "POST", "/echo", body=b"some body",
+                headers={"Content-Type": "application/x-test"})
+    assert (r.status, r.body) == (200, b"some body")
+    assert r.header("content-type") == "application/x-test"
+    r = request(b.port, "GET", "/")
+    assert (r.status, r.body) == (200, b"")
+
+
+def test_echo_large_body_uses_credits_both_ways(cpp_bridge):
+    # 5 MB in: far more than 16 request events, so the worker must credit
+    # them; 5 MB out: five byte windows, so the gateway must credit back.
+    b, _ = cpp_bridge("echo")
+    body = os.urandom(5 * 1024 * 1024)
+    r = request(b.port, "POST", "/", body=body, timeout=30)
+    assert r.status == 200
+    assert len(r.body) == len(body)
+    assert r.body == body
+
+
+def test_echo_chunked_request_body(cpp_bridge):
+    b, _ = cpp_bridge("echo")
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=10)
+    try:
+        chunks = [b"x" * 1000, b"y" * 70000, b"z"]
+        conn.request("POST", "/", body=iter(chunks), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"".join(chunks))
+    finally:
+        conn.close()
+
+
+def test_threads_serve_concurrent_requests(cpp_bridge):
+    b, _ = cpp_bridge("echo", "--threads", "3", "--concurrency", "50")
+    calls = [Background(request, b.port, "POST", f"/{i}", body=(b"%d" % i) * 5000,
+                        timeout=20) for i in range(30)]
+    for i, call in enumerate(calls):
+        r = call.result()
+        assert (r.status, r.body) == (200, (b"%d" % i) * 5000)
+
+
+def test_capacity_is_announced_and_honoured(cpp_bridge):
+    # --concurrency 1: while one request holds the slot (its body is not all
+    # in), the gateway keeps the next one waiting; it is served afterwards.
+    b, worker = cpp_bridge("echo", "--concurrency", "1",
+                           gateway_args=["--dispatch-timeout", "20"])
+    with RawConnection(b.port) as first:
+        before = dispatched(b)
+        first.send(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        wait_for_log(b.gateway, "-> worker", more_than=before)
+        second = Background(request, b.port, "POST", "/second", body=b"two", timeout=30)
+        time.sleep(1.0)
+        assert second.finished_at is None, "the second request overtook a full worker"
+        first.send(b"56789")
+        r = first.read_response()
+        assert (r.status, r.body) == (200, b"0123456789")
+    r = second.result()
+    assert (r.status, r.body) == (200, b"two")
+
+
+# -- WebSocket -------------------------------------------------------------
+
+
+def test_websocket_echo_text_bytes_and_many_messages(cpp_bridge):
+    b, _ = cpp_bridge("echo")
+
+    async def body():
+        async with websockets.connect(ws_url(b, "/ws"), max_size=None) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await ws.send(b"\x00\xffbinary")
+            assert await ws.recv() == b"\x00\xffbinary"
+            # More than the gateway's 16-event window: the worker's credits
+            # must keep the gateway reading.
+            for i in range(200):
+                await ws.send(f"message {i}")
+            for i in range(200):
+                assert await ws.recv() == f"message {i}"
+            big = "é" * 1_500_000  # 3 MB of UTF-8: several byte windows
+            await ws.send(big)
+            assert await ws.recv() == big
+    run(body())
+
+
+def test_websocket_on_http_only_example_is_refused(cpp_bridge):
+    b, _ = cpp_bridge("hello")
+
+    async def body():
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as info:
+            async with websockets.connect(ws_url(b, "/ws")):
+                pass
+        assert info.value.status_code == 403
+    run(body())
+
+
+def test_chat_broadcasts_within_a_room_only(cpp_bridge):
+    b, _ = cpp_bridge("chat")
+
+    async def body():
+        async with websockets.connect(ws_url(b, "/chat/a")) as a1, \
+                websockets.connect(ws_url(b, "/chat/a")) as a2, \
+                websockets.connect(ws_url(b, "/chat/b")) as b1:
+            await a1.send("hi room a")
+            assert await a1.recv() == "hi room a"  # the sender too
+            assert await a2.recv() == "hi room a"
+            await b1.send(b"bytes for b")
+            assert await b1.recv() == b"bytes for b"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(a2.recv(), 0.5)  # nothing from room b
+            await a2.close()
+            await a1.send("after a2 left")
+            assert await a1.recv() == "after a2 left"
+    run(body())
+
+
+def test_chat_rooms_span_app_threads(cpp_bridge):
+    # Connections are spread over the 4 app threads; a broadcast reaches
+    # members on every thread.
+    b, _ = cpp_bridge("chat", "--threads", "4")
+
+    async def body():
+        members = [await websockets.connect(ws_url(b, "/chat/big")) for _ in range(9)]
+        try:
+            await members[0].send("to everyone")
+            for m in members:
+                assert await asyncio.wait_for(m.recv(), 10) == "to everyone"
+            await members[5].send("again")
+            for m in members:
+                assert await asyncio.wait_for(m.recv(), 10) == "again"
+        finally:
+            for m in members:
+                await m.close()
+    run(body())
+
+
+def test_chat_refuses_other_paths_and_answers_http_404(cpp_bridge):
+    b, _ = cpp_bridge("chat")
+
+    async def body():
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as info:
+            async with websockets.connect(ws_url(b, "/elsewhere")):
+                pass
+        assert info.value.status_code == 403
+    run(body())
+    r = request(b.port, "GET", "/chat/a")
+    assert r.status == 404
+
+
+# -- C++ and Python workers together -----------------------------------------
+
+
+def test_cpp_and_python_workers_serve_one_gateway(bridge_factory, bus_url):
+    if not bus_url.startswith("zmq"):
+        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
+    b = bridge_factory("basic_app:app", workers=1)  # a Python worker, ready
+    cpp = start_cpp_worker(b, "hello")
+    wait_for_log(b.gateway, "joined", more_than=1)  # the Python worker, then ours
+    # Equal load goes to the worker assigned longest ago: sequential requests
+    # alternate between the two.
+    bodies = set()
+    for _ in range(20):
+        r = request(b.port, "GET", "/")
+        assert r.status == 200
+        bodies.add(r.body)
+    assert bodies == {b"hello", b"Hello, world!"}, bodies
+    assert cpp.alive() and b.workers[0].alive()
+
+
+# -- gateways ----------------------------------------------------------------
+
+
+def test_one_worker_serves_two_gateways(bridge_factory, bus_url):
+    if not bus_url.startswith("zmq"):
+        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
+    b = bridge_factory(None, workers=0)
+    other_bus = f"zmq://127.0.0.1:{free_port()}"
+    gw2 = Gateway(other_bus, b.log_dir, name="gateway2")
+    b.procs.insert(0, gw2)  # closed after the workers
+    gw2.wait_listening()
+    start_cpp_worker(b, "hello", bus_urls=(b.bus_url, other_bus))
+    b.wait_ready()
+    for port in (b.port, gw2.port):
+        wait_until(lambda: request(port, "GET", "/").status == 200, 10,
+                   f"gateway on {port} to be served")
+        r = request(port, "GET", "/")
+        assert (r.status, r.body) == (200, b"Hello, world!")
+
+
+def test_worker_outlives_its_gateway_and_meets_the_next(cpp_bridge):
+    # Heartbeats every 0.3 s on both sides (they must agree): a dead gateway
+    # is noticed within about a second.
+    b, worker = cpp_bridge("echo", "--heartbeat-interval", "0.3",
+                           gateway_args=["--heartbeat-interval", "0.3"])
+
+    async def body():
+        async with websockets.connect(ws_url(b, "/ws")) as ws:
+            await ws.send("up")
+            assert await ws.recv() == "up"
+            # The gateway dies with the WebSocket open: the worker ends that
+            # connection (its app sees a disconnect) once the gateway is silent.
+            b.gateway.kill()
+            await asyncio.to_thread(wait_for_log, worker, "silent for 3 heartbeat intervals")
+    run(body())
+    assert "ending its 1 connection(s)" in worker.log()
+    new = Gateway(b.bus_url, b.log_dir, args=["--heartbeat-interval", "0.3"], name="gateway-new")
+    b.procs.insert(0, new)
+    new.wait_listening()
+    wait_until(lambda: request(new.port, "POST", "/", body=b"again").status == 200,
+               15, "the new gateway to be served by the old worker")
+    r = request(new.port, "POST", "/", body=b"again")
+    assert (r.status, r.body) == (200, b"again")
+    assert worker.alive()
+
+
+# -- signals -------------------------------------------------------------------
+
+
+def test_sigterm_finishes_in_flight_request_then_exits_0(cpp_bridge):
+    b, worker = cpp_bridge("echo")
+    with RawConnection(b.port) as c:
+        before = dispatched(b)
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        wait_for_log(b.gateway, "-> worker", more_than=before)
+        time.sleep(0.2)  # the first body event reaches the worker
+        worker.signal(signal.SIGTERM)
+        wait_for_log(worker, "draining")
+        c.send(b"56789")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"0123456789")
+    assert worker.wait(10) == 0
+    log = worker.log()
+    assert "waiting for 1 connection(s)" in log
+    assert "bye" in log
+
+
+def test_sigterm_graceful_timeout_closes_websocket_1001(cpp_bridge):
+    b, worker = cpp_bridge("echo", "--graceful-timeout", "0.5")
+
+    async def body():
+        async with websockets.connect(ws_url(b, "/ws")) as ws:
+            await ws.send("up")
+            assert await ws.recv() == "up"
+            worker.signal(signal.SIGTERM)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert info.value.rcvd.code == 1001
+    run(body())
+    assert worker.wait(10) == 0
+
+
+def test_idle_worker_sigint_exits_0_and_gateway_forgets_it(cpp_bridge):
+    b, worker = cpp_bridge("hello")
+    worker.signal(signal.SIGINT)
+    assert worker.wait(5) == 0
+    wait_for_log(b.gateway, "said bye", timeout=5)
+
+
+# -- command line --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [[], ["--bus", "zmq://127.0.0.1:1", "--concurrency", "0"],
+                                  ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"]])
+def test_bad_command_line_exits_2(args):
+    result = subprocess.run([str(example_binary("hello")), *args], capture_output=True,
+                            timeout=10)
+    assert result.returncode == 2, result
+
+
+def test_help_exits_0():
+    result = subprocess.run([str(example_binary("echo")), "--help"], capture_output=True,
+                            timeout=10, text=True)
+    assert result.returncode == 0
+    for option in ("--bus", "--concurrency", "--threads", "--log-level"):
+        assert option in result.stdout
