@@ -133,7 +133,8 @@ std::vector<std::string> offered_subprotocols(const RequestHeader& request) {
   return protocols;
 }
 
-std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::ScopeType type,
+std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::Headers headers,
+                                          protocol::ScopeType type,
                                           const boost::asio::ip::tcp::endpoint& client,
                                           const boost::asio::ip::tcp::endpoint& server, const Config& config) {
   auto parts = split_target(request.target());
@@ -154,10 +155,7 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   scope.path = percent_decode_utf8(parts->first);
   scope.query_string = std::string(parts->second);
   scope.root_path = config.root_path;
-  scope.headers.reserve(std::distance(request.begin(), request.end()));
-  for (const auto& field : request) {
-    scope.headers.push_back({lower(field.name_string()), std::string(field.value())});
-  }
+  scope.headers = std::move(headers);
   scope.client = to_endpoint(client);
   scope.server = to_endpoint(server);
   return scope;

@@ -20,9 +20,11 @@ using RequestHeader = boost::beast::http::request_header<boost::beast::http::fie
 // Percent-decodes and returns valid UTF-8 (invalid sequences become U+FFFD).
 std::string percent_decode_utf8(std::string_view raw);
 
-// The scope for a parsed request head; nullopt when the request target is
+// The scope for a parsed request head and its headers in arrival order
+// (lower-cased names); nullopt when the request target is
 // neither origin-form, absolute-form nor "*" (the caller answers 400).
-std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::ScopeType type,
+std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::Headers headers,
+                                          protocol::ScopeType type,
                                           const boost::asio::ip::tcp::endpoint& client,
                                           const boost::asio::ip::tcp::endpoint& server, const Config& config);
 

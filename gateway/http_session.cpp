@@ -100,11 +100,11 @@ awaitable<void> HttpSession::run() {
   while (!draining_) {
     bool have_request = co_await read_head();
     if (!have_request) break;
-    if (boost::beast::websocket::is_upgrade(parser_->get())) {
+    if (boost::beast::websocket::is_upgrade(parser_->request())) {
       shard_.untrack(drain_token_);
       drain_token_ = 0;
-      start_websocket_session(std::move(socket_), parser_->release(), std::move(buffer_), shard_, dispatcher_,
-                              config_);
+      start_websocket_session(std::move(socket_), std::move(parser_->request()), std::move(parser_->headers()),
+                              shard_, dispatcher_, config_);
       co_return;
     }
     if (!co_await serve()) break;
@@ -139,8 +139,8 @@ awaitable<bool> HttpSession::read_head() {
 }
 
 awaitable<bool> HttpSession::serve() {
-  auto& request = parser_->get();
-  auto scope = make_scope(request, protocol::ScopeType::http, client_, server_, config_);
+  auto& request = parser_->request();
+  auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, client_, server_, config_);
   if (!scope || !has_valid_host(request)) {
     log::http().info("{}: bad request (400): invalid target or Host", client_.address().to_string());
     co_await write(format_error_response(400, config_.server_name));
@@ -194,18 +194,21 @@ awaitable<bool> HttpSession::serve() {
 
 awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chunk) {
   chunk.resize(k_body_chunk);
-  auto& body = parser_->get().body();
-  body.data = chunk.data();
-  body.size = chunk.size();
+  parser_->lend_body_buffer(chunk.data(), chunk.size());
   boost::system::error_code ec;
   arm(read_deadline_, config_.request_timeout);
-  while (!parser_->is_done() && body.size == chunk.size() && !ec) {
+  // Bodies move in chunks of up to 64 KiB: keep reading while bytes are
+  // already there, rather than sending an event per socket read.
+  buffer_.reserve(k_body_chunk);
+  while (!parser_->is_done() && parser_->body_bytes() < chunk.size() && !ec) {
+    boost::system::error_code ignored;
+    if (parser_->body_bytes() > 0 && socket_.available(ignored) == 0) break;  // never wait holding data
     co_await http::async_read_some(socket_, buffer_, *parser_, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
   }
   read_deadline_.cancel();
-  chunk.resize(chunk.size() - body.size);
-  body.data = nullptr;
+  chunk.resize(parser_->body_bytes());
+  parser_->lend_body_buffer(nullptr, 0);
   if (!ec) co_return ReadResult::ok;
   if (ec == http::error::body_limit) co_return ReadResult::too_large;
   if (timed_out_ || is_disconnect(ec) || ec == http::error::partial_message) co_return ReadResult::client_gone;
@@ -350,7 +353,7 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
     int status = start_->status;
     body_allowed_ = !(head_request_ || status < 200 || status == 204 || status == 304);
     content_length_ = content_length_of(start_->headers);
-    bool http10 = parser_->get().version() < 11;
+    bool http10 = parser_->request().version() < 11;
     chunked_ = body_allowed_ && !content_length_ && !http10;
     close_after_ = close_after_ || !keep_alive_ || draining_ || !body_complete_ ||
                    (body_allowed_ && !content_length_ && !chunked_);
@@ -405,7 +408,7 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
   }
   if (config_.access_log) {
     log::access().info("{}:{} \"{} {}\" {}", client_.address().to_string(), client_.port(),
-                       std::string(parser_->get().method_string()), std::string(parser_->get().target()),
+                       std::string(parser_->request().method_string()), std::string(parser_->request().target()),
                        start_ ? start_->status : 0);
   }
 }

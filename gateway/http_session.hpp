@@ -14,12 +14,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
 
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "inbox.hpp"
+#include "request_parser.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
@@ -33,7 +32,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void drain() override;
 
  private:
-  using Parser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+  using Parser = RequestParser;
   using Clock = std::chrono::steady_clock;
   enum class Response { awaiting_start, started, awaiting_trailers, done };
 

@@ -38,19 +38,18 @@ int handshake_status(const WebSocketSession::Request& request) {
 
 }  // namespace
 
-void start_websocket_session(asio::ip::tcp::socket socket, http::request<http::buffer_body> request,
-                             beast::flat_buffer /*buffer*/, Shard& shard, Dispatcher& dispatcher,
-                             const Config& config) {
-  // Bytes after the upgrade request cannot come before our 101 (RFC 6455
-  // §4.1: the client waits), so the parse buffer holds nothing to carry over.
-  WebSocketSession::Request head(std::move(request.base()));
-  std::make_shared<WebSocketSession>(std::move(socket), std::move(head), shard, dispatcher, config)->start();
+void start_websocket_session(asio::ip::tcp::socket socket, WebSocketSession::Request request,
+                             protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config) {
+  std::make_shared<WebSocketSession>(std::move(socket), std::move(request), std::move(headers), shard, dispatcher,
+                                     config)
+      ->start();
 }
 
-WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request, Shard& shard,
-                                   Dispatcher& dispatcher, const Config& config)
+WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request, protocol::Headers headers,
+                                   Shard& shard, Dispatcher& dispatcher, const Config& config)
     : ws_(std::move(socket)),
       request_(std::move(request)),
+      headers_(std::move(headers)),
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
@@ -95,7 +94,7 @@ awaitable<void> WebSocketSession::run() {
     co_await reject(status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : "");
     co_return;
   }
-  auto scope = make_scope(request_, protocol::ScopeType::websocket, client_, server_, config_);
+  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, client_, server_, config_);
   if (!scope) {
     co_await reject(400, "bad request target");
     co_return;

@@ -15,7 +15,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/websocket/stream.hpp>
@@ -27,17 +26,18 @@
 
 namespace asgi_bridge::gateway {
 
+// Bytes after the upgrade request cannot come before our 101 (RFC 6455
+// §4.1: the client waits), so nothing of the HTTP read buffer carries over.
 void start_websocket_session(boost::asio::ip::tcp::socket socket,
-                             boost::beast::http::request<boost::beast::http::buffer_body> request,
-                             boost::beast::flat_buffer buffer, Shard& shard, Dispatcher& dispatcher,
-                             const Config& config);
+                             boost::beast::http::request<boost::beast::http::empty_body> request,
+                             protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config);
 
 class WebSocketSession : public Drainable, public std::enable_shared_from_this<WebSocketSession> {
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
-  WebSocketSession(boost::asio::ip::tcp::socket socket, Request request, Shard& shard, Dispatcher& dispatcher,
-                   const Config& config);
+  WebSocketSession(boost::asio::ip::tcp::socket socket, Request request, protocol::Headers headers, Shard& shard,
+                   Dispatcher& dispatcher, const Config& config);
   ~WebSocketSession() override;
 
   void start();
@@ -68,6 +68,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
 
   boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
   Request request_;
+  protocol::Headers headers_;  // in arrival order, for the scope
   Shard& shard_;
   Dispatcher& dispatcher_;
   const Config& config_;
