@@ -301,6 +301,30 @@ def test_one_worker_serves_two_gateways(bridge_factory, bus_url):
         assert (r.status, r.body) == (200, b"Hello, world!")
 
 
+def test_chat_room_spans_gateways_served_by_one_worker(bridge_factory, bus_url):
+    # Rooms live in the worker process: members that came in through
+    # different gateways share a room when one worker serves both gateways.
+    if not bus_url.startswith("zmq"):
+        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
+    b = bridge_factory(None, workers=0)
+    other_bus = f"zmq://127.0.0.1:{free_port()}"
+    gw2 = Gateway(other_bus, b.log_dir, name="gateway2")
+    b.procs.insert(0, gw2)
+    gw2.wait_listening()
+    start_cpp_worker(b, "chat", bus_urls=(b.bus_url, other_bus))
+    b.wait_ready()
+    wait_until(lambda: request(gw2.port, "GET", "/").status == 404, 10,
+               "the second gateway to be served")
+
+    async def body():
+        async with websockets.connect(f"ws://127.0.0.1:{b.port}/chat/r") as one, \
+                websockets.connect(f"ws://127.0.0.1:{gw2.port}/chat/r") as two:
+            await two.send("across gateways")
+            assert await one.recv() == "across gateways"
+            assert await two.recv() == "across gateways"
+    run(body())
+
+
 def test_worker_outlives_its_gateway_and_meets_the_next(cpp_bridge):
     # Heartbeats every 0.3 s on both sides (they must agree): a dead gateway
     # is noticed within about a second.

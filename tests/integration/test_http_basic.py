@@ -89,13 +89,15 @@ def test_scope_is_complete_and_exact(bridge):
     assert scope["raw_path"] == raw_path
     assert scope["query_string"] == query
     assert scope["root_path"] == ""
-    assert scope["headers"] == [
+    sent = [
         [b"host", b"127.0.0.1:" + str(port).encode()],
         [b"x-dup", b"1"],
         [b"x-mixed-case", b"Value With Case"],
         [b"x-dup", b"2"],
         [b"x-latin", b"caf\xe9"],
     ]
+    assert scope["headers"] == sent, (
+        f"headers must keep the order sent and duplicates:\n sent {sent}\n  got {scope['headers']}")
     assert scope["client"] == [client_host, client_port]
     assert scope["server"] == ["127.0.0.1", port]
 
@@ -233,6 +235,17 @@ def test_large_body_both_ways(bridge):
     assert r.body == payload
     chunks = json.loads(r.header("x-chunks"))
     assert sum(n for n, _ in chunks) == len(payload)
+
+
+def test_body_under_backpressure_arrives_whole(bridge):
+    # The app reads slowly: the gateway must stop at its event window and go
+    # on with every credit the worker sends, until the last byte.
+    payload = b"b" * (4 * 1024 * 1024)
+    r = request(bridge.port, "POST", "/slow-reader", body=payload, timeout=60)
+    assert r.status == 200
+    total, events = map(int, r.body.split())
+    assert total == len(payload)
+    assert events > 16, "too few events to have filled the window"
 
 
 def test_streamed_response_without_length_is_chunked(bridge):

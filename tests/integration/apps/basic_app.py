@@ -135,6 +135,20 @@ async def app(scope, receive, send):
             if not message.get("more_body", False):
                 break
         await respond(send, 200, total)
+    elif path == "/slow-reader":
+        # Consumes the body slowly, so that the gateway's event window fills
+        # and only the worker's credits let the rest through.
+        total, events = 0, 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            total += len(message.get("body", b""))
+            events += 1
+            await asyncio.sleep(0.005)
+            if not message.get("more_body", False):
+                break
+        await respond(send, 200, f"{total} {events}".encode())
     elif path == "/stream":
         # No content-length: the gateway must send it chunked (HTTP/1.1).
         await send({"type": "http.response.start", "status": 200,
