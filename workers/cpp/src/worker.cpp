@@ -183,7 +183,9 @@ void Worker::open(std::size_t link, Envelope&& envelope) {
     auto first = envelope.scope->type == protocol::ScopeType::http ? "http.request" : "websocket.connect";
     return reply_error(link, key, fmt::format("first event of a {} connection must be {}", type, first));
   }
-  // A first event that lost the race with our `drain` is still served.
+  // A first event that lost the race with our `drain` is still served; one
+  // that arrives after our `bye` cannot be.
+  if (phase_ == Phase::done) return reply_error(link, key, "worker is stopping");
   Shard* shard = shards_[next_shard_++ % shards_.size()].get();
   auto& route = routes_[key];
   route.shard = shard;
