@@ -303,9 +303,13 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
       failed.push_back(conn_id);
     }
   }
-  log::bus().warn("worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why, failed.size(),
-                  requeued);
-  for (auto conn_id : failed) fail(conn_id, BusFailure::worker_lost);
+  auto level = failed.empty() && requeued == 0 ? spdlog::level::info : spdlog::level::warn;
+  log::bus().log(level, "worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why,
+                 failed.size(), requeued);
+  for (auto conn_id : failed) {
+    log::bus().info("conn {}: failed with worker {}", conn_id, worker_id);
+    fail(conn_id, BusFailure::worker_lost);
+  }
   dispatch_waiting();
 }
 

@@ -303,7 +303,8 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     co_return;
   }
   if (envelope.kind == Kind::error) {
-    log::http().warn("conn {}: application error: {}", conn_id_, envelope.message.value_or(""));
+    log::http().warn("conn {}: application error on worker {}: {}", conn_id_, envelope.worker_id,
+                     envelope.message.value_or(""));
     co_await fail_exchange(500, "application error");
     co_return;
   }
@@ -339,7 +340,7 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from the worker: {}", conn_id_, violation);
+    log::http().warn("conn {}: invalid event from worker {}: {}", conn_id_, envelope.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
     co_return;
