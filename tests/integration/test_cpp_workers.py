@@ -351,6 +351,19 @@ def test_worker_outlives_its_gateway_and_meets_the_next(cpp_bridge):
     assert worker.alive()
 
 
+def test_gateway_bye_is_heard_and_the_worker_stays(cpp_bridge):
+    b, worker = cpp_bridge("hello")
+    b.gateway.signal(signal.SIGTERM)
+    assert b.gateway.wait(15) == 0
+    wait_for_log(worker, "said bye")
+    new = Gateway(b.bus_url, b.log_dir, name="gateway-new")
+    b.procs.insert(0, new)
+    new.wait_listening()
+    wait_until(lambda: request(new.port, "GET", "/").status == 200, 15,
+               "the new gateway to be served by the same worker")
+    assert worker.alive()
+
+
 # -- signals -------------------------------------------------------------------
 
 
