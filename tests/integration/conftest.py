@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Iterable, Optional
 
 import pytest
 
 from .harness import (LIVE, Bridge, HarnessError, Proc, free_port,
                       gateway_binary, wait_until)
-import socket
 
 BUS_SCHEMES = [s.strip() for s in
                os.environ.get("ASGI_BRIDGE_TEST_BUSES", "zmq").split(",") if s.strip()]

@@ -1,11 +1,14 @@
-"""The README's main command: scripts/run-demo serves the example app and
-stops both processes cleanly on Ctrl-C (SIGINT)."""
+"""The README's main command: scripts/run-demo serves the example app (HTTP
+and WebSocket echo) and stops both processes cleanly on Ctrl-C (SIGINT)."""
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 from pathlib import Path
+
+import websockets
 
 from .harness import REPO, Proc, free_port, gateway_binary, request, wait_until
 
@@ -39,6 +42,7 @@ def test_run_demo_serves_and_stops_on_ctrl_c(tmp_path):
         out = subprocess.run(["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{port}/"],
                              capture_output=True, timeout=20)
         assert out.stdout.startswith(b"Hello from asgi-bridge!"), out
+        assert asyncio.run(asyncio.wait_for(ws_echo(port), 15)) == ["hi", b"\x00\xff"]
 
         demo.signal(signal.SIGINT)  # what Ctrl-C sends
         assert demo.wait(30) == 0, demo.log()
@@ -53,6 +57,15 @@ def test_run_demo_serves_and_stops_on_ctrl_c(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+async def ws_echo(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        got = []
+        for message in ("hi", b"\x00\xff"):
+            await ws.send(message)
+            got.append(await ws.recv())
+        return got
 
 
 def _is_zombie(pid):
