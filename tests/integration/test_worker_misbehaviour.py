@@ -72,17 +72,23 @@ def test_worker_error_before_start_gives_500(fake_bridge):
     assert pending.result().status == 500
 
 
+def start_streaming(fake, c):
+    """A GET on raw connection c that the fake answers with a started,
+    unfinished chunked response; returns the connection id."""
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    msg = fake.next_event(type_="http.request")
+    fake.reply(msg["c"], start(200))
+    fake.reply(msg["c"], body(b"some", more=True))
+    assert c.read_head().status == 200
+    assert c.read_chunk() == b"some"
+    return msg["c"]
+
+
 def test_worker_error_after_start_aborts(fake_bridge):
     fake = fake_bridge.add_fake()
     with RawConnection(fake_bridge.port, timeout=15) as c:
-        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        msg = fake.next_event(type_="http.request")
-        fake.reply(msg["c"], start(200))
-        fake.reply(msg["c"], body(b"some", more=True))
-        head = c.read_head()
-        assert head.status == 200
-        assert c.read_chunk() == b"some"
-        fake.error(msg["c"], "the app raised after start")
+        conn = start_streaming(fake, c)
+        fake.error(conn, "the app raised after start")
         with pytest.raises(EOFError):
             c.read_chunk()
 
@@ -90,13 +96,8 @@ def test_worker_error_after_start_aborts(fake_bridge):
 def test_invalid_event_after_start_aborts(fake_bridge):
     fake = fake_bridge.add_fake()
     with RawConnection(fake_bridge.port, timeout=15) as c:
-        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        msg = fake.next_event(type_="http.request")
-        fake.reply(msg["c"], start(200))
-        fake.reply(msg["c"], body(b"some", more=True))
-        assert c.read_head().status == 200
-        assert c.read_chunk() == b"some"
-        fake.reply(msg["c"], start(200))  # a second start: invalid
+        conn = start_streaming(fake, c)
+        fake.reply(conn, start(200))  # a second start: invalid
         with pytest.raises(EOFError):
             c.read_chunk()
 
