@@ -1,4 +1,5 @@
-"""Command line: ``python -m asgi_bridge MODULE:APP --bus zmq://HOST:PORT [options]``.
+"""Command line: ``python -m asgi_bridge MODULE:APP --bus zmq://HOST:PORT [options]``
+(or ``--bus redis://HOST:PORT/DB``).
 
 Every option can also be given as an ``ASGI_BRIDGE_<OPTION>`` environment variable
 (e.g. ``ASGI_BRIDGE_BUS``, ``ASGI_BRIDGE_CONCURRENCY``); the command line wins.
@@ -9,7 +10,7 @@ import logging
 import os
 import sys
 
-from .transport import split_bus_urls, zmq_endpoint
+from .transport import check_bus_urls, split_bus_urls
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -33,8 +34,12 @@ def parse_args(argv=None):
         description="Run an ASGI application as an asgi-bridge worker.")
     p.add_argument("app", help="the application, as MODULE:ATTRIBUTE")
     p.add_argument("--bus", action="append", default=None,
-                   help="gateway bus URL: zmq://HOST:PORT or zmq+ipc://PATH; repeat or "
-                        "separate with commas for several gateways")
+                   help="bus URL: zmq://HOST:PORT or zmq+ipc://PATH of a gateway (repeat or "
+                        "separate with commas for several gateways), or "
+                        "redis://[user:password@]HOST:PORT/DB shared by every gateway")
+    p.add_argument("--bus-prefix", default=_env("bus-prefix", "asgi"),
+                   help="Redis bus: prefix of every key (default asgi; the gateways' "
+                        "--bus-prefix)")
     p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
                    help="connections served at once (default 100)")
     p.add_argument("--processes", type=_positive(int), default=_env("processes", 1),
@@ -64,11 +69,12 @@ def parse_args(argv=None):
     args.bus = split_bus_urls(args.bus or [_env("bus", "")])
     if not args.bus:
         p.error("--bus is required (or ASGI_BRIDGE_BUS)")
-    for url in args.bus:
-        try:
-            zmq_endpoint(url)
-        except ValueError as exc:
-            p.error(str(exc))
+    try:
+        check_bus_urls(args.bus)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.bus_prefix:
+        p.error("--bus-prefix must not be empty")
     return args
 
 

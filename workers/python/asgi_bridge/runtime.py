@@ -6,7 +6,7 @@ import signal
 
 from .lifespan import Lifespan
 from .loader import AppLoadError, load_app
-from .transport import make_transport
+from .transport import BusError, make_transport
 from .worker import Worker, new_worker_id
 
 logger = logging.getLogger("asgi_bridge")
@@ -56,6 +56,12 @@ async def serve(args, loop_name="asyncio"):
     except AppLoadError as exc:
         logger.error("%s", exc)
         return 1
+    try:
+        # Before lifespan: Redis refusing our credentials must not cost a startup.
+        transport = make_transport(args.bus, worker_id, args.bus_prefix)
+    except BusError as exc:
+        logger.error("%s", exc)
+        return 1
     stop = _stop_on_signals()
 
     lifespan = Lifespan(app, args.lifespan) if args.lifespan != "off" else None
@@ -68,7 +74,6 @@ async def serve(args, loop_name="asyncio"):
             return 1
     state = lifespan.state if lifespan is not None and lifespan.supported else None
 
-    transport = make_transport(args.bus, worker_id)
     worker = Worker(app, transport, worker_id, concurrency=args.concurrency,
                     heartbeat_interval=args.heartbeat_interval, state=state)
     worker.start()

@@ -3,15 +3,22 @@
 * ``start(on_message)`` — connect; then ``on_message(link, data)`` is called (on the event
   loop, synchronously) for every message received;
 * ``links`` — one per configured bus endpoint: ``ready``/``heartbeat``/``drain``/``bye`` go
-  to each of them;
+  to each of them (none on Redis, where no gateway is configured);
+* ``reply_link(link, gateway_id)`` — the link that reaches gateway ``gateway_id``, whose
+  message arrived on ``link``;
 * ``await send(link, data)`` — send one message in order; waits when the bus pushes back;
 * ``send_nowait(link, data)`` — for control messages that must never block (heartbeats);
+* ``shared_queue`` — True when workers pull new connections from a shared queue (Redis):
+  then there is no ``ready``, the worker claims every new connection at once, and tells
+  the transport how many more it may take with ``set_free_capacity(n)`` (a no-op on
+  ZeroMQ, where the gateway routes by the announced capacity);
 * ``await close(linger)`` — stop, after giving queued messages ``linger`` seconds.
 
 A *link* is how replies reach a gateway: the worker remembers, for each gateway id, the
-link its messages arrived on. ZeroMQ (docs/protocol.md §1): one DEALER per gateway URL,
-its routing id set to the worker id, one frame per message. Redis will implement the
-same interface later.
+link ``reply_link`` gave it. ZeroMQ (docs/protocol.md §1): one DEALER per gateway URL,
+its routing id set to the worker id, one frame per message; a reply goes back on the
+link its connection arrived on. Redis (docs/redis.md, ``redis_transport.py``): one
+server for every gateway; a reply goes to the gateway's own queue.
 """
 
 import asyncio
@@ -20,6 +27,8 @@ import logging
 from urllib.parse import urlsplit
 
 import zmq
+
+from .redis_transport import BusError, RedisTransport, check_redis, parse_redis_url  # noqa: F401
 
 logger = logging.getLogger("asgi_bridge.transport")
 
@@ -42,15 +51,33 @@ def zmq_endpoint(url):
         if not path:
             raise ValueError(f"bus URL {url!r}: expected zmq+ipc://PATH")
         return f"ipc://{path}"
-    if parts.scheme == "redis":
-        raise ValueError(f"bus URL {url!r}: the Redis bus is not supported by the "
-                         "Python worker yet")
-    raise ValueError(f"bus URL {url!r}: unknown scheme (expected zmq:// or zmq+ipc://)")
+    raise ValueError(f"bus URL {url!r}: unknown scheme "
+                     "(expected zmq://, zmq+ipc:// or redis://)")
 
 
-def make_transport(urls, worker_id):
-    endpoints = [zmq_endpoint(url) for url in urls]  # ValueError before anything connects
-    return ZmqTransport(list(zip(urls, endpoints)), worker_id)
+def check_bus_urls(urls):
+    """ValueError naming the problem unless `urls` make one bus: ZeroMQ URLs (one per
+    gateway), or exactly one redis:// URL (one server carries every gateway)."""
+    redis_urls = [url for url in urls if url.startswith("redis:")]
+    if redis_urls and len(urls) > 1:
+        raise ValueError(f"bus URL {redis_urls[0]!r}: a Redis bus is the only --bus "
+                         "(every gateway shares it)")
+    if redis_urls:
+        parse_redis_url(redis_urls[0])
+    else:
+        for url in urls:
+            zmq_endpoint(url)
+
+
+def make_transport(urls, worker_id, prefix="asgi"):
+    """The transport for `urls`. ValueError for bad URLs; BusError when Redis refuses us
+    (wrong password, unknown user, bad database) or cannot be reached at start."""
+    check_bus_urls(urls)  # ValueError before anything connects
+    if urls[0].startswith("redis:"):
+        url = parse_redis_url(urls[0])
+        check_redis(url)
+        return RedisTransport(url, worker_id, prefix)
+    return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id)
 
 
 class Link:
@@ -80,6 +107,7 @@ class ZmqTransport:
     EVENTS are checked again (``_check``).
     """
 
+    shared_queue = False      # the gateway routes new connections by announced capacity
     BATCH = 64               # messages handled per loop iteration and link (fairness)
     MAX_NOWAIT_BACKLOG = 10000  # heartbeats to a gateway that never comes: bounded
     SNDHWM = 1000            # ZeroMQ's default; tests lower it to provoke backpressure
@@ -110,6 +138,12 @@ class ZmqTransport:
             self._loop.add_reader(sock.getsockopt(zmq.FD), self._service, link)
             self._check(link)
             logger.info("bus: connecting to %s (%s)", url, endpoint)
+
+    def reply_link(self, link, gateway_id):
+        return link  # a gateway's URL is its link
+
+    def set_free_capacity(self, connections):
+        pass  # the gateway knows our capacity from ready/heartbeat
 
     def _service(self, link):
         """Receive what is waiting and flush the backlog; the FD said something changed."""

@@ -6,6 +6,10 @@ one app instance, at most ``concurrency`` at a time (more are queued locally: th
 routes by announced capacity, so they are rare). The worker announces itself (``ready``)
 at start and to every gateway id it hears for the first time, sends heartbeats, and
 forgets a gateway that said bye or went silent, ending its connections.
+
+On a shared queue (Redis, docs/redis.md) there is no ``ready``: the worker keeps the
+transport told of its free capacity, claims each new connection at once, and sends
+heartbeats to the gateways whose connections it serves (and for 3 intervals after).
 """
 
 import asyncio
@@ -31,13 +35,14 @@ def new_worker_id():
 class Gateway:
     """What we know of one gateway: where to reply, when it spoke, what it has here."""
 
-    __slots__ = ("id", "link", "last_seen", "conns")
+    __slots__ = ("id", "link", "last_seen", "conns", "last_conn_end")
 
     def __init__(self, gateway_id, link, now):
         self.id = gateway_id
         self.link = link
         self.last_seen = now
         self.conns = set()
+        self.last_conn_end = float("-inf")  # when one of its connections last ended
 
 
 class Worker:
@@ -68,6 +73,7 @@ class Worker:
 
     def start(self):
         self.transport.start(self.on_message)
+        self._update_capacity()
         for link in self.transport.links:
             self._announce(link)
         self._ticker = self._loop.create_task(self._tick())
@@ -76,7 +82,8 @@ class Worker:
     async def drain(self, graceful_timeout):
         """Tell every gateway to send nothing new; wait for our connections to finish."""
         self.draining = True
-        for link in self.transport.links:
+        self._update_capacity()
+        for link in self._peer_links():
             # Never blocks: a gateway that is down must not hold up our shutdown.
             self._send_nowait(link, {"k": "drain", "w": self.worker_id})
         logger.info("draining: waiting for %d connection(s), at most %ss",
@@ -98,7 +105,7 @@ class Worker:
         """Say bye to every gateway and close the bus."""
         if self._ticker is not None:
             self._ticker.cancel()
-        for link in self.transport.links:
+        for link in self._peer_links():
             self._send_nowait(link, {"k": "bye", "w": self.worker_id})
         await self.transport.close()  # gives the byes a moment to leave
 
@@ -112,7 +119,10 @@ class Worker:
 
         A draining worker still says ready first: a gateway ignores `drain` from a worker
         it does not know, and would then register it from its next heartbeat as serving.
+        Nothing on a shared queue: workers pull new connections there, nobody routes.
         """
+        if self.transport.shared_queue:
+            return
         self._send_nowait(link, {"k": "ready", "w": self.worker_id,
                                  "capacity": self.concurrency, "active": len(self.conns)})
         if self.draining:
@@ -128,11 +138,30 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             heartbeat = {"k": "heartbeat", "w": self.worker_id,
                          "capacity": self.concurrency, "active": len(self.conns)}
-            for link in self.transport.links:
+            for link in self._peer_links():
                 self._send_nowait(link, heartbeat)
             limit = self._loop.time() - SILENT_INTERVALS * self.heartbeat_interval
             for gateway in [g for g in self.gateways.values() if g.last_seen < limit]:
-                self._forget(gateway, "silent for %d heartbeat intervals" % SILENT_INTERVALS)
+                # On a shared queue a gateway we no longer serve falls silent by design.
+                quiet = self.transport.shared_queue and not gateway.conns
+                self._forget(gateway, "silent for %d heartbeat intervals" % SILENT_INTERVALS,
+                             logging.INFO if quiet else logging.WARNING)
+
+    def _peer_links(self):
+        """Where heartbeats, drain and bye go: every configured link (ZeroMQ), and the
+        link of each gateway whose connections we serve or served within 3 intervals
+        (on a shared queue we only know the gateways whose connections we took)."""
+        links = list(self.transport.links)
+        recent = self._loop.time() - SILENT_INTERVALS * self.heartbeat_interval
+        for gateway in self.gateways.values():
+            if (gateway.conns or gateway.last_conn_end > recent) and gateway.link not in links:
+                links.append(gateway.link)
+        return links
+
+    def _update_capacity(self):
+        """Tell the transport how many more connections we may take (shared queue)."""
+        free = 0 if self.draining else max(0, self.concurrency - len(self.conns))
+        self.transport.set_free_capacity(free)
 
     # --- incoming ---------------------------------------------------------------------
 
@@ -160,6 +189,7 @@ class Worker:
         handler(gateway, msg)
 
     def _meet(self, gateway_id, link):
+        link = self.transport.reply_link(link, gateway_id)
         logger.info("gateway %s on %s", gateway_id, link.url)
         gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time())
         self._announce(link)
@@ -175,7 +205,8 @@ class Worker:
         conn = self.conns.get((exc.gateway, exc.conn))
         if conn is not None:
             conn.gateway_lost()
-        self._reply_error(exc.gateway, link, exc.conn, f"malformed event: {exc}")
+        self._reply_error(exc.gateway, self.transport.reply_link(link, exc.gateway), exc.conn,
+                          f"malformed event: {exc}")
 
     def _on_event(self, gateway, msg):
         key = (gateway.id, msg["c"])
@@ -207,6 +238,10 @@ class Worker:
             self._reply_error(gateway.id, gateway.link, conn_id,
                               f"first event of a {scope['type']} connection must be {first}")
             return
+        if self.transport.shared_queue:
+            # The claim: the gateway learns the owner at once and will not re-dispatch.
+            self._send_nowait(gateway.link, {"k": "credit", "g": gateway.id,
+                                             "w": self.worker_id, "c": conn_id, "events": 0})
         if self.state is not None:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
         send_bytes = functools.partial(self.transport.send, gateway.link)
@@ -215,6 +250,7 @@ class Worker:
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
+        self._update_capacity()
         task = self._loop.create_task(self._serve(gateway, key, conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -227,6 +263,8 @@ class Worker:
         finally:
             del self.conns[key]
             gateway.conns.discard(key)
+            gateway.last_conn_end = self._loop.time()
+            self._update_capacity()
             # Remember it only if its gateway is still with us; after a silence the
             # gateway may come back and must then hear "unknown connection" for it.
             if self.gateways.get(gateway.id) is gateway:

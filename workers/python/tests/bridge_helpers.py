@@ -18,13 +18,22 @@ class Link:
 class FakeTransport:
     """The transport interface of asgi_bridge.transport, recording what is sent."""
 
+    shared_queue = False
+
     def __init__(self, urls=("zmq://a",)):
         self.links = [Link(url) for url in urls]
         self.sent = []  # (link url, decoded message)
+        self.free = []  # every free capacity the worker reported
         self.closed = False
 
     def start(self, on_message):
         self.on_message = on_message
+
+    def reply_link(self, link, gateway_id):
+        return link
+
+    def set_free_capacity(self, connections):
+        self.free.append(connections)
 
     async def send(self, link, data):
         self.sent.append((link.url, codec.decode(data)))
@@ -43,3 +52,19 @@ class FakeTransport:
 
     def of_kind(self, kind):
         return [m for _, m in self.sent if m["k"] == kind]
+
+
+class SharedQueueTransport(FakeTransport):
+    """Like the Redis transport: no configured links, one link per gateway id."""
+
+    shared_queue = True
+
+    def __init__(self):
+        super().__init__(urls=())
+        self.inbox = Link("redis://inbox")
+
+    def reply_link(self, link, gateway_id):
+        return Link(f"redis://{gateway_id}")
+
+    def deliver(self, envelope, link=None):
+        self.on_message(self.inbox, codec.encode(envelope))

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 import zmq
 
-from asgi_bridge.transport import ZmqTransport, make_transport, split_bus_urls, zmq_endpoint
+from asgi_bridge.transport import (ZmqTransport, check_bus_urls, make_transport, split_bus_urls,
+                                  zmq_endpoint)
 from bridge_helpers import run
 
 
@@ -28,10 +29,18 @@ def test_bus_urls():
     assert zmq_endpoint("zmq://[::1]:5555") == "tcp://[::1]:5555"
     assert zmq_endpoint("zmq+ipc:///run/gw.sock") == "ipc:///run/gw.sock"
     for bad, message in (("zmq://host", "expected zmq://HOST:PORT"),
-                         ("redis://localhost:6379/0", "not supported by the Python worker yet"),
                          ("tcp://x:1", "unknown scheme")):
         with pytest.raises(ValueError, match=message):
             zmq_endpoint(bad)
+    check_bus_urls(["redis://localhost:6379/0"])
+    check_bus_urls(["zmq://a:1", "zmq+ipc:///tmp/x"])
+    for bad, message in ((["redis://localhost:6379/0", "zmq://a:1"], "the only --bus"),
+                         (["redis://h:1/0", "redis://h:2/0"], "the only --bus"),
+                         (["redis://h:x/0"], "bad port"),
+                         (["redis://h:1/zero"], "bad database number"),
+                         (["zmq://a:1", "tcp://x:1"], "unknown scheme")):
+        with pytest.raises(ValueError, match=message):
+            check_bus_urls(bad)
 
 
 def test_messages_both_ways_with_the_worker_id_as_routing_id(router):
