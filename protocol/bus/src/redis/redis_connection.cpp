@@ -2,6 +2,7 @@
 
 #include "bus_log.hpp"
 
+#include <poll.h>
 #include <sys/ioctl.h>
 
 #include <stdexcept>
@@ -51,19 +52,24 @@ void RedisConnection::connect() {
   }
   attach(context);
   // Authenticate and select before anything else: commands queue until connected.
+  // A refusal (wrong password after a restart, LOADING...) drops the
+  // connection so that it is retried with backoff; left open, it would never
+  // come up.
   if (!url_.password.empty()) {
     std::vector<std::string_view> auth{"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(url_.password);
     command(auth, [this, alive = alive_](redisReply* reply) {
-      if (*alive && is_error(reply) && reply) {
-        bus_log().error("redis {}: AUTH failed: {}", name_, describe(reply));
-      }
+      if (*alive && reply && is_error(reply)) reset("AUTH failed: " + describe(reply));
     });
   }
   std::string db = std::to_string(url_.db);
   command({"SELECT", db}, [this, alive = alive_](redisReply* reply) {
-    if (!*alive || is_error(reply)) return;
+    if (!*alive || !reply) return;
+    if (is_error(reply)) {
+      reset("SELECT failed: " + describe(reply));
+      return;
+    }
     up_ = true;
     logged_down_ = false;
     backoff_ = std::chrono::milliseconds(100);
@@ -91,10 +97,33 @@ bool RedisConnection::command(const std::vector<std::string_view>& argv, Callbac
   return true;
 }
 
+void RedisConnection::reset(const std::string& why) {
+  if (!context_ || closing_) return;
+  went_down(why.c_str());
+  redisAsyncDisconnect(context_);  // at once, or after the callback running now: on_disconnect reconnects
+}
+
 void RedisConnection::close() {
+  if (closing_) return;
   closing_ = true;
   reconnect_timer_.cancel();
-  if (context_) redisAsyncFree(context_);  // hiredis calls cleanup(), which detaches us
+  if (!context_) return;
+  if (connected_) flush_output();
+  redisAsyncFree(context_);  // hiredis calls cleanup(), which detaches us
+}
+
+// hiredis frees a context without writing its output buffer: a `bye` queued
+// just before closing would never leave. Write it now, waiting a little for
+// a full socket buffer.
+void RedisConnection::flush_output() {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  int done = 0;
+  while (context_ && redisBufferWrite(&context_->c, &done) == REDIS_OK && !done) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    pollfd writable{context_->c.fd, POLLOUT, 0};
+    ::poll(&writable, 1, static_cast<int>(left.count()));
+  }
 }
 
 // --- hiredis event hooks -----------------------------------------------------
@@ -128,6 +157,7 @@ void RedisConnection::on_connect(const redisAsyncContext* context, int status) {
 
 void RedisConnection::on_disconnect(const redisAsyncContext* context, int /*status*/) {
   auto* self = owner(context);
+  if (self->closing_) return;  // our own close(): nothing was lost
   self->went_down(context->errstr[0] ? context->errstr : "disconnected");
   self->schedule_reconnect();
 }

@@ -37,6 +37,11 @@ class RedisConnection {
   bool up() const { return up_; }
   // Queues a command (sent once connected). Returns false when not connected.
   bool command(const std::vector<std::string_view>& argv, Callback callback);
+  // Drops the connection (logged once, as any loss) and reconnects with
+  // backoff: for a server that answers errors a new connection may cure
+  // (LOADING, READONLY after a failover...).
+  void reset(const std::string& why);
+  // Writes what is already queued (best effort, at most 100 ms), then closes.
   void close();
 
  private:
@@ -54,6 +59,7 @@ class RedisConnection {
   void schedule_write();
   void handle_writable();
   void went_down(const char* why);
+  void flush_output();
   void schedule_reconnect();
 
   boost::asio::io_context& io_;

@@ -24,9 +24,7 @@ RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url,
                 [this](bool up) {
                   if (up) pop(own_pops_, own_queue_, false);
                 }),
-      shared_pops_(io, url, "shared queue", [this](bool up) {
-        if (up) pop(shared_pops_, shared_queue_, true);
-      }) {}
+      shared_pops_(io, url, "shared queue", [this](bool up) { on_shared_pops_state(up); }) {}
 
 RedisTransport::~RedisTransport() { stop(); }
 
@@ -43,6 +41,9 @@ void RedisTransport::start(OnMessage on_message) {
 
 void RedisTransport::stop() {
   if (stopped_) return;
+  // What was sent in this turn of the loop (a gateway's or a worker's bye)
+  // still leaves: close() writes it before closing.
+  if (flush_scheduled_) flush();
   stopped_ = true;
   *alive_ = false;
   commands_.close();
@@ -72,6 +73,23 @@ void RedisTransport::set_free_capacity(std::size_t connections) {
   bool was_zero = free_capacity_ == 0;
   free_capacity_ = connections;
   if (was_zero && connections > 0 && shared_pops_.up()) pop(shared_pops_, shared_queue_, true);
+  // Free capacity only shrinks by what we pop (no pop is under way then) or
+  // to 0 when the worker drains: a pop under way now would hand it new
+  // connections as it leaves, or lose them when it closes. Redis answers
+  // the unblocked BLMPOP as a timeout, and nothing is popped twice or lost.
+  if (connections == 0 && shared_popping_ && !shared_client_id_.empty() && commands_.up()) {
+    commands_.command({"CLIENT", "UNBLOCK", shared_client_id_}, [](redisReply*) {});
+  }
+}
+
+void RedisTransport::on_shared_pops_state(bool up) {
+  shared_client_id_.clear();
+  if (!up) return;
+  // Pipelined ahead of the first pop: the id is known before it could be needed.
+  shared_pops_.command({"CLIENT", "ID"}, [this, alive = alive_](redisReply* reply) {
+    if (*alive && reply && reply->type == REDIS_REPLY_INTEGER) shared_client_id_ = std::to_string(reply->integer);
+  });
+  pop(shared_pops_, shared_queue_, true);
 }
 
 // Everything sent in one turn of the event loop leaves as one pipeline:
@@ -92,7 +110,8 @@ void RedisTransport::flush() {
     std::vector<std::string_view> argv{"RPUSH", key};
     for (const auto& message : messages) argv.emplace_back(message);
     auto count = messages.size();
-    bool queued = commands_.command(argv, [key, count](redisReply* reply) {
+    bool queued = commands_.command(argv, [key, count, alive = alive_](redisReply* reply) {
+      if (!*alive) return;  // stopped: close() wrote what it could, nobody waits for the answer
       if (!reply || reply->type == REDIS_REPLY_ERROR) {
         bus_log().warn("redis: {} messages to {} lost: {}", count, key,
                        reply ? std::string(reply->str, reply->len) : "connection lost");
@@ -100,8 +119,8 @@ void RedisTransport::flush() {
     });
     if (queued && key != shared_queue_) commands_.command({"PEXPIRE", key, k_queue_ttl_ms}, [](redisReply*) {});
     if (!queued) bus_log().warn("redis: {} messages to {} lost: not connected", count, key);
-    messages.clear();
   }
+  outbox_.clear();  // keys of peers long gone must not pile up
 }
 
 void RedisTransport::pop(RedisConnection& connection, const std::string& key, bool shared) {
@@ -121,7 +140,13 @@ void RedisTransport::pop(RedisConnection& connection, const std::string& key, bo
         (shared ? shared_popping_ : own_popping_) = false;
         if (!reply) return;  // connection lost: popping resumes when it is back up
         if (reply->type == REDIS_REPLY_ERROR) {
-          bus_log().error("redis: BLMPOP {}: {} (Redis 7 or newer is required)", key, std::string(reply->str, reply->len));
+          // Unknown command (Redis before 7), LOADING, READONLY after a
+          // failover...: retried on a new connection, with backoff, rather
+          // than never popping again.
+          std::string error(reply->str, reply->len);
+          bool unknown = error.find("unknown command") != std::string::npos;
+          bus_log().error("redis: BLMPOP {}: {}{}", key, error, unknown ? " (Redis 7 or newer is required)" : "");
+          connection.reset("BLMPOP failed");
           return;
         }
         on_popped(reply);

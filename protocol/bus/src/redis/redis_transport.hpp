@@ -11,7 +11,10 @@ namespace asgi_bridge::bus {
 // The bus over Redis lists (docs/redis.md). One connection sends pipelined
 // batches; blocking pops run on their own connections: one for this
 // process's queue and, on a worker, one for the shared queue of new
-// connections, popped only while the worker has free capacity.
+// connections, popped only while the worker has free capacity. A worker whose
+// free capacity drops to 0 (it drains) has its pending pop of the shared
+// queue cut short with CLIENT UNBLOCK, so that no new connection reaches it
+// as it leaves.
 class RedisTransport final : public Transport {
  public:
   RedisTransport(boost::asio::io_context& io, const RedisUrl& url, const TransportOptions& options);
@@ -30,6 +33,7 @@ class RedisTransport final : public Transport {
   void flush();
   void pop(RedisConnection& connection, const std::string& key, bool shared);
   void on_popped(redisReply* reply);
+  void on_shared_pops_state(bool up);
 
   boost::asio::io_context& io_;
   TransportOptions options_;
@@ -44,6 +48,7 @@ class RedisTransport final : public Transport {
   bool own_popping_ = false;
   bool shared_popping_ = false;
   std::size_t free_capacity_ = 0;
+  std::string shared_client_id_;  // CLIENT ID of shared_pops_, to unblock its pop
   bool stopped_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
