@@ -2,12 +2,15 @@
 
 namespace asgi_bridge::worker::detail {
 
-GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id)
+GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
+                         const std::string& key_prefix)
     : url_(std::move(url)) {
   bus::TransportOptions options;
   options.role = bus::Role::worker;
   options.identity = worker_id;
+  options.key_prefix = key_prefix;
   transport_ = bus::make_transport(bus_io, url_, options);
+  shared_ = transport_->has_shared_queue();
 }
 
 void GatewayLink::start(std::function<void(std::string_view payload)> on_message) {
@@ -16,8 +19,21 @@ void GatewayLink::start(std::function<void(std::string_view payload)> on_message
   });
 }
 
-bool GatewayLink::send(std::string_view bytes) { return transport_->send({}, bytes) == bus::SendStatus::sent; }
+bool GatewayLink::send(std::string_view gateway_id, std::string_view bytes) {
+  return transport_->send(gateway_id, bytes) == bus::SendStatus::sent;
+}
 
 void GatewayLink::stop() { transport_->stop(); }
+
+void GatewayLink::set_free_capacity(std::size_t connections) {
+  if (!shared_ || connections == free_capacity_) return;
+  free_capacity_ = connections;
+  transport_->set_free_capacity(connections);
+}
+
+// On the worker side of a shared bus, an empty peer is the shared queue.
+void GatewayLink::give_back(std::string_view first_event) {
+  if (shared_) transport_->send({}, first_event);
+}
 
 }  // namespace asgi_bridge::worker::detail

@@ -1,8 +1,11 @@
 #pragma once
 // One --bus URL: the transport to the gateway(s) behind it. Lives on the bus
 // thread, like the transport it owns. Which gateway ids speak on which link
-// is the Worker's business: with ZeroMQ one gateway binds each URL, with a
-// shared bus (Redis, later) many gateways may share one link.
+// is the Worker's business: with ZeroMQ one gateway binds each URL; on a
+// shared bus (Redis) every gateway on that server shares one link, new
+// connections come from a shared queue popped while we have free capacity,
+// and a message goes to the gateway its id names.
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,19 +20,31 @@ namespace asgi_bridge::worker::detail {
 class GatewayLink {
  public:
   // Connects (ZeroMQ connects lazily: a gateway that is not up yet is fine).
-  // Throws std::invalid_argument for a malformed URL.
-  GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id);
+  // Throws std::invalid_argument for a malformed URL, std::runtime_error when
+  // a Redis server cannot be reached or refuses the credentials.
+  GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
+              const std::string& key_prefix);
 
   void start(std::function<void(std::string_view payload)> on_message);
-  // False when the transport refused it (full queue, stopped).
-  bool send(std::string_view bytes);
+  // To gateway `gateway_id` (ZeroMQ: the link's one gateway, whatever the id).
+  // False when the transport refused it (full queue, stopped, Redis down).
+  bool send(std::string_view gateway_id, std::string_view bytes);
   void stop();
 
   const std::string& url() const { return url_; }
+  // Redis: many gateways, new connections pulled from a shared queue, no `ready`.
+  bool shared() const { return shared_; }
+  // Shared bus: how many new connections we may take now.
+  void set_free_capacity(std::size_t connections);
+  // Shared bus: puts back a first event we took but cannot serve (we are
+  // leaving), for another worker to take.
+  void give_back(std::string_view first_event);
 
  private:
   std::string url_;
   std::unique_ptr<bus::Transport> transport_;
+  bool shared_ = false;
+  std::size_t free_capacity_ = 0;
 };
 
 }  // namespace asgi_bridge::worker::detail

@@ -34,9 +34,12 @@ void add_seconds(CLI::App& cli, const std::string& name, std::chrono::duration<d
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults) {
   Options options = std::move(defaults);
   CLI::App cli{description};
-  add(cli, "bus", options.bus_urls, "gateway bus URL: zmq://HOST:PORT or zmq+ipc://PATH (repeatable)")
+  add(cli, "bus", options.bus_urls,
+      "gateway bus URL: zmq://HOST:PORT, zmq+ipc://PATH or redis://[user:password@]HOST:PORT/DB (repeatable)")
       ->delimiter(',')
       ->required();
+  add(cli, "bus-prefix", options.bus_prefix, "Redis key prefix, as the gateways' --bus-prefix")
+      ->capture_default_str();
   add(cli, "concurrency", options.concurrency, "connections served at once")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();

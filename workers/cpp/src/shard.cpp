@@ -15,7 +15,9 @@ void Shard::start(ConnKey key, std::size_t link, protocol::Envelope first) {
   ConnectionInfo info{key.gateway_id, worker_id_, key.conn_id,
                       first.window.value_or(protocol::k_default_byte_window)};
   // Encoding happens here, on the app's thread, not on the shared bus thread.
-  auto emit = [send = to_bus_.send, link](protocol::Envelope envelope) { send(link, protocol::encode(envelope)); };
+  auto emit = [send = to_bus_.send, link, gateway_id = key.gateway_id](protocol::Envelope envelope) {
+    send(link, gateway_id, protocol::encode(envelope));
+  };
   connections_.emplace(std::move(key),
                        Connection::create(io_.get_executor(), std::move(*first.scope), std::move(*first.event),
                                           std::move(info), std::move(emit)));

@@ -23,8 +23,9 @@ class Shard {
   // Both are called on the shard's thread and must hand their (owned)
   // arguments to the bus thread.
   struct ToBus {
-    std::function<void(std::size_t link, std::string bytes)> send;  // an encoded message for a gateway
-    std::function<void(ConnKey key)> finished;                      // an app instance ended
+    // An encoded message for gateway `gateway_id`, which spoke on `link`.
+    std::function<void(std::size_t link, const std::string& gateway_id, std::string bytes)> send;
+    std::function<void(ConnKey key)> finished;  // an app instance ended
   };
 
   Shard(boost::asio::io_context& io, const App& app, std::string worker_id, ToBus to_bus);

@@ -56,6 +56,7 @@ int Worker::run() {
   open_links();
   for (auto& io : app_ios_) threads_.emplace_back([io = io.get()] { io->run(); });
   for (std::size_t link = 0; link < links_.size(); ++link) announce_to(link);
+  update_free_capacity();
   schedule_tick();
   wait_for_signal();
   log().info("worker {} serving {} bus link(s) (capacity {}, {} app thread(s))", worker_id_, links_.size(),
@@ -68,8 +69,10 @@ int Worker::run() {
 
 void Worker::make_shards() {
   Shard::ToBus to_bus{
-      [this](std::size_t link, std::string bytes) {
-        boost::asio::post(bus_io_, [this, link, bytes = std::move(bytes)] { send(link, bytes); });
+      [this](std::size_t link, const std::string& gateway_id, std::string bytes) {
+        boost::asio::post(bus_io_, [this, link, gateway_id, bytes = std::move(bytes)] {
+          send(link, gateway_id, bytes);
+        });
       },
       [this](ConnKey key) {
         boost::asio::post(bus_io_, [this, key = std::move(key)] { connection_finished(key); });
@@ -88,7 +91,7 @@ void Worker::make_shards() {
 void Worker::open_links() {
   for (const auto& url : options_.bus_urls) {
     auto index = links_.size();
-    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_));
+    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix));
     links_.back()->start([this, index](std::string_view payload) { on_message(index, payload); });
   }
 }
@@ -124,6 +127,13 @@ void Worker::on_message(std::size_t link, std::string_view payload) {
     log().warn("bus {}: dropped a {} message without a gateway id", links_[link]->url(), protocol::kind_name(kind));
     return;
   }
+  if (phase_ == Phase::done && kind == Kind::event && envelope.scope && links_[link]->shared()) {
+    // Taken from the shared queue as we left (the pop was under way): it is
+    // still nobody's, so another worker may serve it.
+    log().debug("conn {}/{}: given back to the shared queue", envelope.gateway_id, envelope.conn_id.value_or(0));
+    links_[link]->give_back(payload);
+    return;
+  }
   if (departed_.count(envelope.gateway_id)) return;
   auto it = gateways_.find(envelope.gateway_id);
   if (it == gateways_.end()) {
@@ -147,8 +157,21 @@ void Worker::on_message(std::size_t link, std::string_view payload) {
 
 void Worker::meet(const std::string& gateway_id, std::size_t link) {
   log().info("gateway {} on {}", gateway_id, links_[link]->url());
-  gateways_[gateway_id] = Gateway{link, Clock::now()};
+  gateways_[gateway_id] = Gateway{link, Clock::now(), Clock::time_point::min()};
   announce_to(link);
+}
+
+// Shared bus: we took the connection from the shared queue; saying so at
+// once (credit, events 0) makes us its owner for the gateway, which then
+// sends its later events to our own queue and never re-dispatches it.
+void Worker::claim(std::size_t link, const ConnKey& key) {
+  Envelope credit;
+  credit.kind = Kind::credit;
+  credit.gateway_id = key.gateway_id;
+  credit.worker_id = worker_id_;
+  credit.conn_id = key.conn_id;
+  credit.events = 0;
+  send(link, key.gateway_id, protocol::encode(credit));
 }
 
 void Worker::on_event(std::size_t link, Envelope&& envelope) {
@@ -186,6 +209,13 @@ void Worker::open(std::size_t link, Envelope&& envelope) {
   // A first event that lost the race with our `drain` is still served; one
   // that arrives after our `bye` cannot be.
   if (phase_ == Phase::done) return reply_error(link, key, "worker is stopping");
+  bool shared = links_[link]->shared();
+  log().debug("conn {}/{}: new {} connection{}", key.gateway_id, key.conn_id,
+              envelope.scope->type == protocol::ScopeType::http ? "http" : "websocket", shared ? ", claimed" : "");
+  if (shared) claim(link, key);
+  if (auto gateway = gateways_.find(key.gateway_id); gateway != gateways_.end()) {
+    gateway->second.last_busy = Clock::now();
+  }
   Shard* shard = shards_[next_shard_++ % shards_.size()].get();
   auto& route = routes_[key];
   route.shard = shard;
@@ -199,6 +229,7 @@ void Worker::open(std::size_t link, Envelope&& envelope) {
     log().debug("conn {}/{}: waits for a free slot ({} running)", key.gateway_id, key.conn_id, running_);
     waiting_.push_back(std::move(key));
   }
+  update_free_capacity();
 }
 
 void Worker::to_connection(Envelope&& envelope) {
@@ -231,7 +262,7 @@ void Worker::reply_error(std::size_t link, const ConnKey& key, std::string messa
   error.worker_id = worker_id_;
   error.conn_id = key.conn_id;
   error.message = std::move(message);
-  send(link, protocol::encode(error));
+  send(link, key.gateway_id, protocol::encode(error));
 }
 
 // --- capacity ---------------------------------------------------------------------
@@ -259,15 +290,28 @@ void Worker::connection_finished(const ConnKey& key) {
   routes_.erase(it);
   // Only while its gateway is with us: one that comes back after a silence
   // must hear "unknown connection" for it.
-  if (gateways_.count(key.gateway_id)) recent_.insert(key);
+  if (auto gateway = gateways_.find(key.gateway_id); gateway != gateways_.end()) {
+    recent_.insert(key);
+    gateway->second.last_busy = Clock::now();
+  }
   launch_waiting();
+  update_free_capacity();
   if ((phase_ == Phase::draining || phase_ == Phase::shutting_down) && routes_.empty()) finish();
+}
+
+// Shared links pull new connections while the worker has room for them:
+// every connection it owns counts (running or waiting for a slot), and a
+// worker that drains takes none.
+void Worker::update_free_capacity() {
+  std::size_t free = 0;
+  if (phase_ == Phase::serving && routes_.size() < options_.concurrency) free = options_.concurrency - routes_.size();
+  for (auto& link : links_) link->set_free_capacity(free);  // ZeroMQ links ignore it
 }
 
 // --- to gateways -----------------------------------------------------------------
 
-void Worker::send(std::size_t link, std::string_view bytes) {
-  if (!links_[link]->send(bytes)) log().debug("bus {}: message not sent", links_[link]->url());
+void Worker::send(std::size_t link, const std::string& gateway_id, std::string_view bytes) {
+  if (!links_[link]->send(gateway_id, bytes)) log().debug("bus {}: message to {} not sent", links_[link]->url(), gateway_id);
 }
 
 std::string Worker::status_message(Kind kind) const {
@@ -283,14 +327,24 @@ std::string Worker::status_message(Kind kind) const {
 
 // A draining worker still says ready first: a gateway ignores `drain` from a
 // worker it does not know, and would register it as serving on its next heartbeat.
+// A shared bus has no `ready`: gateways learn of a worker from its claims.
 void Worker::announce_to(std::size_t link) {
-  send(link, status_message(Kind::ready));
-  if (phase_ != Phase::serving) send(link, status_message(Kind::drain));
+  if (links_[link]->shared()) return;
+  send(link, {}, status_message(Kind::ready));
+  if (phase_ != Phase::serving) send(link, {}, status_message(Kind::drain));
 }
 
 void Worker::broadcast(Kind kind) {
   auto bytes = status_message(kind);
-  for (std::size_t link = 0; link < links_.size(); ++link) send(link, bytes);
+  for (std::size_t link = 0; link < links_.size(); ++link) {
+    if (!links_[link]->shared()) send(link, {}, bytes);
+  }
+  auto quiet_since = Clock::now() - ticks(options_.heartbeat_interval * k_silent_intervals);
+  for (const auto& [id, gateway] : gateways_) {
+    if (!links_[gateway.link]->shared()) continue;
+    if (kind == Kind::heartbeat && gateway.last_busy < quiet_since) continue;
+    send(gateway.link, id, bytes);
+  }
 }
 
 // --- time and shutdown ---------------------------------------------------------
@@ -305,14 +359,23 @@ void Worker::schedule_tick() {
 }
 
 void Worker::tick() {
+  auto now = Clock::now();
+  for (const auto& [key, route] : routes_) {
+    if (auto gateway = gateways_.find(key.gateway_id); gateway != gateways_.end()) gateway->second.last_busy = now;
+  }
   broadcast(Kind::heartbeat);
-  auto limit = Clock::now() - ticks(options_.heartbeat_interval * k_silent_intervals);
+  auto limit = now - ticks(options_.heartbeat_interval * k_silent_intervals);
   std::vector<std::string> silent;
   for (const auto& [id, gateway] : gateways_) {
     if (gateway.last_seen < limit) silent.push_back(id);
   }
   for (const auto& id : silent) {
-    gateway_gone(id, fmt::format("silent for {} heartbeat intervals", k_silent_intervals), spdlog::level::warn);
+    // On a shared bus a gateway stops heartbeating a worker that stopped
+    // heartbeating it (no connections for 3 intervals): that silence is normal.
+    auto& gateway = gateways_[id];
+    bool idle = links_[gateway.link]->shared() && gateway.last_busy < limit;
+    gateway_gone(id, fmt::format("silent for {} heartbeat intervals", k_silent_intervals),
+                 idle ? spdlog::level::debug : spdlog::level::warn);
   }
 }
 
@@ -331,6 +394,7 @@ void Worker::wait_for_signal() {
 
 void Worker::begin_drain() {
   phase_ = Phase::draining;
+  update_free_capacity();  // shared links: take no more new connections
   broadcast(Kind::drain);
   log().info("draining: waiting for {} connection(s), at most {}s", routes_.size(),
              options_.graceful_timeout.count());

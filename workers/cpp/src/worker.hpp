@@ -4,7 +4,10 @@
 // The bus thread runs `bus_io_`: the transports (one GatewayLink per --bus
 // URL), the gateways met on them, heartbeats and liveness, signals and
 // draining, capacity, and the routing table that says which shard runs which
-// connection. App coroutines run on shards; with --threads N > 1 each shard
+// connection. A ZeroMQ link has one gateway, which chose us for each new
+// connection after our `ready`; a shared link (Redis) has any number, and we
+// take new connections ourselves while we have free capacity, claim each at
+// once, and heartbeat only the gateways we have (or just had) connections with. App coroutines run on shards; with --threads N > 1 each shard
 // has its own io_context and thread. The two sides exchange only owned values
 // through asio::post (decoded envelopes one way, encoded messages and
 // "finished" the other), so no lock guards any of it.
@@ -52,6 +55,9 @@ class Worker {
   struct Gateway {
     std::size_t link = 0;  // where it spoke: where its replies go
     Clock::time_point last_seen;
+    // Shared links: when we last had a connection of it; it hears our
+    // heartbeats until 3 intervals after.
+    Clock::time_point last_busy;
   };
   struct Route {
     Shard* shard = nullptr;
@@ -67,6 +73,7 @@ class Worker {
   // From gateways.
   void on_message(std::size_t link, std::string_view payload);
   void meet(const std::string& gateway_id, std::size_t link);
+  void claim(std::size_t link, const ConnKey& key);
   void on_event(std::size_t link, protocol::Envelope&& envelope);
   void open(std::size_t link, protocol::Envelope&& envelope);
   void to_connection(protocol::Envelope&& envelope);
@@ -77,11 +84,15 @@ class Worker {
   void launch(const ConnKey& key, Route& route);
   void launch_waiting();
   void connection_finished(const ConnKey& key);  // posted by shards
+  void update_free_capacity();                   // tells the shared links
 
   // To gateways.
-  void send(std::size_t link, std::string_view bytes);
-  void announce_to(std::size_t link);  // ready (and drain, once draining)
-  void broadcast(protocol::Kind kind);  // heartbeat, drain or bye on every link
+  void send(std::size_t link, const std::string& gateway_id, std::string_view bytes);
+  void announce_to(std::size_t link);  // ZeroMQ: ready (and drain, once draining)
+  // Heartbeat, drain or bye to every gateway: on a ZeroMQ link its one
+  // gateway; on a shared link the gateways we know (heartbeats: only those
+  // we had connections with in the last 3 intervals).
+  void broadcast(protocol::Kind kind);
   std::string status_message(protocol::Kind kind) const;
 
   // Time and shutdown.

@@ -9,8 +9,12 @@
 namespace asgi_bridge::worker {
 
 struct Options {
-  // One gateway per URL (zmq://HOST:PORT, zmq+ipc://PATH); at least one.
+  // At least one. zmq://HOST:PORT or zmq+ipc://PATH: the one gateway bound
+  // there. redis://[user:password@]HOST:PORT/DB: every gateway on that Redis
+  // server (and key prefix).
   std::vector<std::string> bus_urls;
+  // Redis: prefix of every key (the gateways' --bus-prefix).
+  std::string bus_prefix = "asgi";
   // Connections served at once, announced to every gateway.
   unsigned concurrency = 100;
   // Threads running app coroutines; the bus always has one thread of its
@@ -30,7 +34,7 @@ struct ParsedOptions {
   int exit_code = 0;
 };
 
-// --bus URL (repeatable or comma-separated), --concurrency N, --threads N,
+// --bus URL (repeatable or comma-separated), --bus-prefix P, --concurrency N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
