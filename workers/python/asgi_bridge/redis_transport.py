@@ -189,6 +189,8 @@ class RedisTransport:
         self._free = 0             # new connections we may take now
         self._capacity = None      # event: _free > 0
         self._popping_new = None   # event, set while no BLMPOP of P:{new} is in flight
+        self._new_client_id = None  # CLIENT ID of the connection popping P:{new}
+        self._control = []         # commands for the next write (CLIENT UNBLOCK)
         self._sender_up = None     # None: not connected yet (sends are kept until then)
         self._up = set()           # names of the connections that are up
         self._available = None     # None at start, then True/False: for the logs
@@ -218,11 +220,19 @@ class RedisTransport:
 
     def set_free_capacity(self, connections):
         self._free = 0 if self._closing else connections
-        if self._capacity is not None:
-            if self._free > 0:
-                self._capacity.set()
-            else:
-                self._capacity.clear()
+        if self._capacity is None:
+            return
+        if self._free > 0:
+            self._capacity.set()
+            return
+        self._capacity.clear()
+        if not self._popping_new.is_set() and self._new_client_id is not None:
+            # Capacity only shrinks by what we pop (no pop is under way then), or to 0
+            # when draining or closing: cut the pop under way short rather than wait
+            # up to POP_TIMEOUT for it. Redis answers it as a timeout; whatever it
+            # popped before is given back (_pop_new).
+            self._control.append(("CLIENT", "UNBLOCK", self._new_client_id))
+            self._wake.set()
 
     async def send(self, link, data):
         if self._enqueue(link, data) and self._queued_bytes > self.HIGH_WATER:
@@ -288,7 +298,7 @@ class RedisTransport:
     async def _write_loop(self, conn):
         response_error = self._redis.exceptions.ResponseError
         while True:
-            if not self._outbox:
+            if not self._outbox and not self._control:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.IDLE_PING)
@@ -298,7 +308,7 @@ class RedisTransport:
             batch, self._outbox = self._outbox, {}
             count, self._queued, self._queued_bytes = self._queued, 0, 0
             written, self._written = self._written, None
-            commands = []
+            commands, self._control = self._control, []
             for key, messages in batch.items():
                 commands.append(("RPUSH", key, *messages))
                 commands.append(("PEXPIRE", key, self.QUEUE_TTL_MS))
@@ -332,6 +342,10 @@ class RedisTransport:
 
     async def _pop_new(self, conn):
         """Take new connections, never more than the free capacity."""
+        try:
+            self._new_client_id = await self._command(conn, "CLIENT", "ID")
+        except self._redis.exceptions.ResponseError:  # an ACL user without CLIENT
+            self._new_client_id = None
         while True:
             while self._free <= 0:
                 await self._capacity.wait()

@@ -192,19 +192,47 @@ def test_new_connections_only_up_to_the_free_capacity(server):
     run(main())
 
 
-def blocked_pops(db, key):
-    return sum(1 for c in db.client_list() if c["cmd"] == "blmpop")
+def blocked_pops(db):
+    return sum(1 for c in db.client_list() if "b" in c["flags"])  # blocked now
 
 
-def test_connections_popped_after_capacity_went_away_are_given_back(server):
+def test_a_pop_under_way_is_cut_short_when_capacity_goes_to_0(server):
     db = server.client()
 
     async def main():
         got = []
-        transport = RedisTransport(server.url(), "wk-c")
+        transport = RedisTransport(server.url(), "wk-u")
+        transport.POP_TIMEOUT = 30  # only CLIENT UNBLOCK can end it in time
         transport.set_free_capacity(3)
         transport.start(taking(transport, got))
-        await until(lambda: blocked_pops(db, "asgi:{new}") == 2, what="both pops blocked")
+        await until(lambda: blocked_pops(db) == 2, what="both pops blocked")
+        transport.set_free_capacity(0)  # a drain
+        await until(lambda: blocked_pops(db) == 1, what="the pop of P:{new} unblocked")
+        await in_thread(db.rpush, "asgi:{new}", b"a")
+        await asyncio.sleep(0.2)
+        assert got == [] and db.llen("asgi:{new}") == 1
+        transport.set_free_capacity(1)
+        await until(lambda: got == [b"a"], what="taken once capacity is back")
+        transport.set_free_capacity(1)  # the connection ended
+        await until(lambda: blocked_pops(db) == 2, what="both pops blocked")
+        started = time.monotonic()
+        await transport.close(0.5)
+        assert time.monotonic() - started < 2
+    run(main())
+
+
+def test_connections_popped_after_capacity_went_away_are_given_back(server):
+    """Without CLIENT UNBLOCK (an ACL user may lack it) a pop under way ends by itself."""
+    admin = server.client()
+    admin.execute_command("ACL", "SETUSER", "noclient", "on", ">pw", "~*", "+@all", "-client")
+    db = server.client(username="noclient", password="pw")
+
+    async def main():
+        got = []
+        transport = RedisTransport(server.url("noclient:pw@"), "wk-c")
+        transport.set_free_capacity(3)
+        transport.start(taking(transport, got))
+        await until(lambda: blocked_pops(admin) == 2, what="both pops blocked")
         transport.set_free_capacity(0)  # a drain while the pop of P:{new} waits
         await in_thread(db.rpush, "asgi:{new}", b"a", b"b")
         await until(lambda: db.llen("asgi:{new}") == 2, what="the connections given back")
@@ -212,7 +240,7 @@ def test_connections_popped_after_capacity_went_away_are_given_back(server):
         # close() waits for a pop under way instead of losing what it brings.
         transport.set_free_capacity(5)
         await until(lambda: got == [b"a", b"b"], what="taken again")
-        await until(lambda: blocked_pops(db, "asgi:{new}") == 2, what="both pops blocked")
+        await until(lambda: blocked_pops(admin) == 2, what="both pops blocked")
         closing = asyncio.ensure_future(transport.close(0.5))
         await asyncio.sleep(0.05)
         await in_thread(db.rpush, "asgi:{new}", b"c")
