@@ -6,22 +6,38 @@ Covers what the SDK does on the bus side and only a real gateway shows:
 credits both ways on large bodies and many messages, capacity, --threads,
 several gateways, a gateway restart, SIGTERM drain, and a C++ and a Python
 worker serving one gateway together.
+
+Every test that takes the ``bus_url`` fixture runs over ZeroMQ and over
+Redis (the module is marked ``every_bus``). The Redis tests at the end play
+the gateway themselves (with redis-py) to check what docs/redis.md asks of a
+worker: a claim at once, no ``ready``, no more connections taken than its
+capacity, heartbeats only to gateways it has connections with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 import websockets
 
 from .harness import (Background, Bridge, Gateway, Proc, RawConnection,
                       free_port, gateway_binary, request, wait_until)
+
+try:
+    import redis
+except ImportError:  # only the Redis tests need it
+    redis = None
+
+pytestmark = pytest.mark.every_bus
 
 
 # -- helpers ---------------------------------------------------------------
@@ -50,12 +66,20 @@ def start_cpp_worker(bridge: Bridge, name: str, *args: str,
     return proc
 
 
+def is_redis(bus_url: str) -> bool:
+    return bus_url.startswith("redis://")
+
+
+def second_gateway_bus(bridge: Bridge) -> str:
+    """The bus URL of a second gateway: ZeroMQ needs one URL (one bound
+    socket) per gateway; on Redis every gateway shares the server."""
+    return bridge.bus_url if is_redis(bridge.bus_url) else f"zmq://127.0.0.1:{free_port()}"
+
+
 @pytest.fixture
 def cpp_bridge(bridge_factory, bus_url):
     """start(example, *worker_args, gateway_args=()) -> (bridge, worker):
     a gateway and one C++ example worker, served and ready."""
-    if not bus_url.startswith("zmq"):
-        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
 
     def start(name: str, *args: str, gateway_args=(), ready_path="/__ready"):
         bridge = bridge_factory(None, workers=0, gateway_args=gateway_args)
@@ -81,9 +105,20 @@ def wait_for_log(proc: Proc, text: str, timeout: float = 10.0, more_than: int = 
                f"{proc.name} to log {text!r}")
 
 
-def dispatched(bridge: Bridge) -> int:
-    """How many connections the gateway has handed to a worker so far."""
-    return bridge.gateway.log().count("-> worker")
+def wait_until_both_serve(bridge: Bridge, *workers: Proc) -> None:
+    """Until every one of these workers is on the bus: ZeroMQ, the gateway
+    heard its ready; Redis, it waits on the shared queue."""
+    if is_redis(bridge.bus_url):
+        for w in workers:
+            wait_for_log(w, "redis shared queue: connected")
+    else:
+        wait_for_log(bridge.gateway, "joined", more_than=len(workers) - 1)
+    bridge.wait_ready()
+
+
+def taken(worker: Proc) -> int:
+    """How many connections the worker has taken so far (from its debug log)."""
+    return len(re.findall(r": new (?:http|websocket) connection", worker.log()))
 
 
 # -- HTTP ------------------------------------------------------------------
@@ -160,9 +195,9 @@ def test_capacity_is_announced_and_honoured(cpp_bridge):
     b, worker = cpp_bridge("echo", "--concurrency", "1",
                            gateway_args=["--dispatch-timeout", "20"])
     with RawConnection(b.port) as first:
-        before = dispatched(b)
+        before = taken(worker)
         first.send(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
-        wait_for_log(b.gateway, "-> worker", more_than=before)
+        wait_until(lambda: taken(worker) > before, 10, "the worker to take the first request")
         second = Background(request, b.port, "POST", "/second", body=b"two", timeout=30)
         time.sleep(1.0)
         assert second.finished_at is None, "the second request overtook a full worker"
@@ -265,13 +300,15 @@ def test_chat_refuses_other_paths_and_answers_http_404(cpp_bridge):
 
 
 def test_cpp_and_python_workers_serve_one_gateway(bridge_factory, bus_url):
-    if not bus_url.startswith("zmq"):
-        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
     b = bridge_factory("basic_app:app", workers=1)  # a Python worker, ready
     cpp = start_cpp_worker(b, "hello")
-    wait_for_log(b.gateway, "joined", more_than=1)  # the Python worker, then ours
-    # Equal load goes to the worker assigned longest ago: sequential requests
-    # alternate between the two.
+    if is_redis(bus_url):
+        # Both pop the shared queue; Redis serves the longest-blocked first.
+        wait_for_log(cpp, "redis shared queue: connected")
+    else:
+        wait_for_log(b.gateway, "joined", more_than=1)  # the Python worker, then ours
+    # ZeroMQ: equal load goes to the worker assigned longest ago, so
+    # sequential requests alternate. Redis: whoever is waiting on the queue.
     bodies = set()
     for _ in range(20):
         r = request(b.port, "GET", "/")
@@ -285,14 +322,13 @@ def test_cpp_and_python_workers_serve_one_gateway(bridge_factory, bus_url):
 
 
 def test_one_worker_serves_two_gateways(bridge_factory, bus_url):
-    if not bus_url.startswith("zmq"):
-        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
+    # ZeroMQ: one --bus per gateway; Redis: one --bus for both.
     b = bridge_factory(None, workers=0)
-    other_bus = f"zmq://127.0.0.1:{free_port()}"
+    other_bus = second_gateway_bus(b)
     gw2 = Gateway(other_bus, b.log_dir, name="gateway2")
     b.procs.insert(0, gw2)  # closed after the workers
     gw2.wait_listening()
-    start_cpp_worker(b, "hello", bus_urls=(b.bus_url, other_bus))
+    start_cpp_worker(b, "hello", bus_urls=tuple(dict.fromkeys((b.bus_url, other_bus))))
     b.wait_ready()
     for port in (b.port, gw2.port):
         wait_until(lambda: request(port, "GET", "/").status == 200, 10,
@@ -304,14 +340,12 @@ def test_one_worker_serves_two_gateways(bridge_factory, bus_url):
 def test_chat_room_spans_gateways_served_by_one_worker(bridge_factory, bus_url):
     # Rooms live in the worker process: members that came in through
     # different gateways share a room when one worker serves both gateways.
-    if not bus_url.startswith("zmq"):
-        pytest.skip("the C++ SDK has only the ZeroMQ transport so far")
     b = bridge_factory(None, workers=0)
-    other_bus = f"zmq://127.0.0.1:{free_port()}"
+    other_bus = second_gateway_bus(b)
     gw2 = Gateway(other_bus, b.log_dir, name="gateway2")
     b.procs.insert(0, gw2)
     gw2.wait_listening()
-    start_cpp_worker(b, "chat", bus_urls=(b.bus_url, other_bus))
+    start_cpp_worker(b, "chat", bus_urls=tuple(dict.fromkeys((b.bus_url, other_bus))))
     b.wait_ready()
     wait_until(lambda: request(gw2.port, "GET", "/").status == 404, 10,
                "the second gateway to be served")
@@ -370,9 +404,9 @@ def test_gateway_bye_is_heard_and_the_worker_stays(cpp_bridge):
 def test_sigterm_finishes_in_flight_request_then_exits_0(cpp_bridge):
     b, worker = cpp_bridge("echo")
     with RawConnection(b.port) as c:
-        before = dispatched(b)
+        before = taken(worker)
         c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
-        wait_for_log(b.gateway, "-> worker", more_than=before)
+        wait_until(lambda: taken(worker) > before, 10, "the worker to take the request")
         time.sleep(0.2)  # the first body event reaches the worker
         worker.signal(signal.SIGTERM)
         wait_for_log(worker, "draining")
@@ -407,11 +441,38 @@ def test_idle_worker_sigint_exits_0_and_gateway_forgets_it(cpp_bridge):
     wait_for_log(b.gateway, "said bye", timeout=5)
 
 
+def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
+    # Two workers, requests back to back; one drains and leaves. ZeroMQ: the
+    # gateway stops choosing it. Redis: it stops popping at once (its pending
+    # pop is cut short), so no new connection reaches it as it leaves.
+    b = bridge_factory(None, workers=0)
+    leaving = start_cpp_worker(b, "hello")
+    staying = start_cpp_worker(b, "hello")
+    wait_until_both_serve(b, leaving, staying)
+    statuses = []
+    stop_at = time.monotonic() + 3.0
+
+    def load():
+        while time.monotonic() < stop_at:
+            statuses.append(request(b.port, "GET", "/", timeout=10).status)
+    clients = [Background(load) for _ in range(3)]
+    time.sleep(0.8)
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(10) == 0
+    for client in clients:
+        client.result(20)
+    assert statuses and set(statuses) == {200}, statuses
+    assert staying.alive()
+    r = request(b.port, "GET", "/")
+    assert (r.status, r.body) == (200, b"Hello, world!")
+
+
 # -- command line --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("args", [[], ["--bus", "zmq://127.0.0.1:1", "--concurrency", "0"],
-                                  ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"]])
+                                  ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"],
+                                  ["--bus", "redis://127.0.0.1:notaport/0"]])
 def test_bad_command_line_exits_2(args):
     result = subprocess.run([str(example_binary("hello")), *args], capture_output=True,
                             timeout=10)
@@ -422,5 +483,226 @@ def test_help_exits_0():
     result = subprocess.run([str(example_binary("echo")), "--help"], capture_output=True,
                             timeout=10, text=True)
     assert result.returncode == 0
-    for option in ("--bus", "--concurrency", "--threads", "--log-level"):
+    for option in ("--bus", "--bus-prefix", "--concurrency", "--threads", "--log-level"):
         assert option in result.stdout
+
+
+def test_unreachable_redis_exits_1_naming_it():
+    port = free_port()
+    result = subprocess.run([str(example_binary("hello")), "--bus", f"redis://127.0.0.1:{port}/0"],
+                            capture_output=True, timeout=10, text=True)
+    assert result.returncode == 1, result
+    assert f"redis 127.0.0.1:{port}" in result.stderr
+
+
+# -- Redis: the worker's side of docs/redis.md -----------------------------------
+
+
+@pytest.fixture
+def redis_bus(bus_url):
+    if not is_redis(bus_url):
+        pytest.skip("a Redis bus test")
+    if redis is None:
+        pytest.fail("the Redis tests need redis-py (python3-redis)", pytrace=False)
+    return bus_url
+
+
+class FakeGateway:
+    """Plays one gateway on a Redis bus, with redis-py: pushes first events
+    to P:{new} and later ones to P:{wk:ID}, reads its own queue P:{gw:ID}."""
+
+    def __init__(self, bus_url: str, gateway_id: str = "gw-fake", prefix: str = "asgi"):
+        self.r = redis.Redis.from_url(bus_url)
+        self.id = gateway_id
+        self.prefix = prefix
+        self._beating = threading.Event()
+
+    def heartbeat(self, worker_id: str, interval: float = 0.2) -> None:
+        """From now on, heartbeats to that worker (until close()), as a real
+        gateway does to the workers it knows: a silent gateway is dead."""
+        def beat():
+            while not self._beating.wait(interval):
+                self._push(f"{{wk:{worker_id}}}", {"v": 1, "k": "heartbeat", "g": self.id})
+        threading.Thread(target=beat, daemon=True).start()
+
+    def close(self) -> None:
+        self._beating.set()
+
+    def first_http(self, conn: int, body: bytes = b"") -> None:
+        self._push("{new}", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
+                             "scope": {"type": "http", "path": "/", "method": "POST"},
+                             "event": {"type": "http.request", "body": body, "more_body": False}})
+
+    def first_websocket(self, conn: int) -> None:
+        self._push("{new}", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
+                             "scope": {"type": "websocket", "path": "/ws"},
+                             "event": {"type": "websocket.connect"}})
+
+    def to_worker(self, worker_id: str, conn: int, seq: int, event: dict) -> None:
+        self._push(f"{{wk:{worker_id}}}", {"v": 1, "k": "event", "g": self.id, "c": conn,
+                                           "s": seq, "event": event})
+
+    def _push(self, queue: str, message: dict) -> None:
+        self.r.rpush(f"{self.prefix}:{queue}", msgpack.packb(message, use_bin_type=True))
+
+    def pending_new(self) -> int:
+        return self.r.llen(f"{self.prefix}:{{new}}")
+
+    def receive(self, seconds: float) -> list[tuple[float, dict]]:
+        """Every message for this gateway within `seconds`, with arrival times."""
+        out = []
+        deadline = time.monotonic() + seconds
+        key = f"{self.prefix}:{{gw:{self.id}}}"
+        while time.monotonic() < deadline:
+            item = self.r.blpop([key], timeout=0.05)  # redis-py 4: float timeouts
+            if item is not None:
+                out.append((time.monotonic(), msgpack.unpackb(item[1], raw=False)))
+        return out
+
+    def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while not predicate(got):
+            assert time.monotonic() < deadline, f"timed out; received {got!r}"
+            got += [m for _, m in self.receive(0.1)]
+        return got
+
+
+@pytest.fixture
+def lone_cpp_worker(redis_bus, tmp_path):
+    """start(example, *args) -> Proc: a C++ worker on the Redis bus, with no
+    gateway (the test plays it), waiting on the shared queue."""
+    procs = []
+
+    def start(name: str, *args: str) -> Proc:
+        proc = Proc(f"cpp-{name}", [example_binary(name), "--bus", redis_bus,
+                                    "--log-level", "debug", *args],
+                    tmp_path / f"cpp-{name}{len(procs)}.log")
+        procs.append(proc)
+        wait_for_log(proc, "redis shared queue: connected")
+        return proc
+    yield start
+    for proc in procs:
+        proc.close()
+
+
+def kinds(messages: list[dict]) -> list[str]:
+    return [m["k"] if m["k"] != "event" else m["event"]["type"] for m in messages]
+
+
+def test_redis_claim_at_once_no_ready_and_heartbeats_only_while_busy(redis_bus, lone_cpp_worker):
+    worker = lone_cpp_worker("echo", "--heartbeat-interval", "0.2", "--concurrency", "4")
+    gw = FakeGateway(redis_bus)
+    time.sleep(0.6)
+    # No `ready` on Redis, and nobody to heartbeat: nothing was sent.
+    assert gw.r.keys("asgi:{gw:*") == []
+    gw.first_http(1, b"ping")
+    got = gw.receive_until(lambda ms: "http.response.body" in kinds(ms))
+    worker_id = got[0]["w"]
+    gw.heartbeat(worker_id)  # the gateway stays alive for the worker throughout
+    # The claim comes first, before any event of the app.
+    assert got[0] == {"v": 1, "k": "credit", "g": "gw-fake", "w": worker_id, "c": 1, "events": 0}
+    events = [m for m in got if m["k"] == "event"]
+    assert [(m["s"], m["event"]["type"]) for m in events] == [
+        (0, "http.response.start"), (1, "http.response.body")]
+    assert events[1]["event"]["body"] == b"ping"
+    # Heartbeats go on for 3 intervals (0.6 s) after the connection ended,
+    # then stop although the gateway is alive: ticks at 0.2, 0.4 and 0.6 s.
+    ended = time.monotonic()
+    later = gw.receive(2.5)
+    gw.close()
+    assert {m["k"] for _, m in later} == {"heartbeat"}, later
+    assert 2 <= len(later) <= 4, later
+    assert all(m == {"v": 1, "k": "heartbeat", "w": worker_id, "capacity": 4, "active": 0}
+               for _, m in later), later
+    assert max(t for t, _ in later) - ended < 1.2, "heartbeats went on after 3 intervals"
+    assert worker.alive()
+    assert "silent" not in worker.log()
+
+
+def test_redis_takes_no_more_connections_than_its_concurrency(redis_bus, lone_cpp_worker):
+    worker = lone_cpp_worker("echo", "--concurrency", "2", "--heartbeat-interval", "0.3")
+    gw = FakeGateway(redis_bus)
+    for conn in (1, 2, 3, 4):
+        gw.first_websocket(conn)
+    got = gw.receive_until(lambda ms: "credit" in kinds(ms))
+    gw.heartbeat(got[0]["w"])  # else it ends our connections after 0.9 s
+    got += gw.receive_until(lambda ms: kinds(got + ms).count("websocket.accept") == 2)
+    got += [m for _, m in gw.receive(1.5)]
+    claimed = [m["c"] for m in got if m["k"] == "credit"]
+    assert sorted(claimed) == [1, 2], got
+    assert gw.pending_new() == 2
+    assert {m["active"] for m in got if m["k"] == "heartbeat"} == {2}
+    # One client leaves: a slot is free, and the worker takes one more.
+    worker_id = got[0]["w"]
+    gw.to_worker(worker_id, 1, 1, {"type": "websocket.disconnect", "code": 1000})
+    got = gw.receive_until(lambda ms: "websocket.accept" in kinds(ms))
+    assert [m["c"] for m in got if m["k"] == "credit"] == [3], got
+    assert gw.pending_new() == 1
+    assert worker.alive()
+    gw.close()
+
+
+def test_redis_first_event_for_leaving_worker_stays_queued(redis_bus, lone_cpp_worker):
+    # An idle worker drains: its pending pop is cut short, so a connection
+    # offered while it says bye stays on the queue for another worker.
+    worker = lone_cpp_worker("hello")
+    gw = FakeGateway(redis_bus)
+    gw.first_http(1)
+    gw.receive_until(lambda ms: "http.response.body" in kinds(ms))
+    worker.signal(signal.SIGTERM)
+    wait_for_log(worker, "bye")
+    gw.first_http(2)
+    assert worker.wait(10) == 0
+    assert gw.pending_new() == 1
+    assert "conn gw-fake/2" not in worker.log() or "given back" in worker.log()
+
+
+def test_redis_bus_prefix_must_match_the_gateways(redis_bus, bridge_factory):
+    b = bridge_factory(None, workers=0, gateway_args=["--bus-prefix", "blue",
+                                                      "--dispatch-timeout", "1"])
+    start_cpp_worker(b, "hello", "--bus-prefix", "green")
+    r = request(b.port, "GET", "/")
+    assert r.status == 503  # nobody pops blue:{new}
+    start_cpp_worker(b, "hello", "--bus-prefix", "blue")
+    b.wait_ready("/")
+    r = request(b.port, "GET", "/")
+    assert (r.status, r.body) == (200, b"Hello, world!")
+    assert FakeGateway(redis_bus).r.keys("asgi:*") == []
+
+
+def test_redis_restart_worker_and_gateway_carry_on(redis_bus, tmp_path):
+    # A Redis server of our own, restarted on the same port.
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> Proc:
+        proc = Proc("redis-own", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                    tmp_path / "redis-own.log")
+        wait_until(lambda: redis.Redis(port=port).ping() if _answers(port) else False, 10,
+                   "redis-server to answer")
+        return proc
+    server = start_redis()
+    b = Bridge(url, tmp_path / "bridge", None, gateway_args=["--heartbeat-interval", "0.3"])
+    try:
+        b.start_gateway()
+        worker = start_cpp_worker(b, "hello", "--heartbeat-interval", "0.3")
+        b.wait_ready("/")
+        server.kill()
+        server.close()
+        time.sleep(1.0)
+        server = start_redis()
+        wait_until(lambda: request(b.port, "GET", "/").status == 200, 15,
+                   "the bridge to serve again after the Redis restart")
+        assert worker.alive() and b.gateway.alive()
+    finally:
+        b.close()
+        server.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.exceptions.ConnectionError:
+        return False
