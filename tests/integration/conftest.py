@@ -1,8 +1,13 @@
 """Fixtures for the integration tests: real gateway, real workers.
 
-- ``bus_url``: a fresh bus URL per test, parametrized over the transports
-  named in ASGI_BRIDGE_TEST_BUSES (comma-separated, default ``zmq``; ``redis``
-  starts a private redis-server on a free port).
+- ``bus_url``: a fresh bus URL per test, parametrized over the buses it runs
+  on: ``zmq`` by default; ``zmq`` and ``redis`` for a test (or module) marked
+  ``every_bus`` (bus-independent behaviour). ``zmq_only("why")`` marks a test
+  that relies on what only ZeroMQ does (``ready``, the gateway routing by
+  capacity...) inside such a module. ASGI_BRIDGE_TEST_BUSES (comma-separated:
+  ``zmq``, ``zmq+ipc``, ``redis``) runs every test over each of those buses
+  instead, ZeroMQ-only ones over its ZeroMQ buses. Redis: one private
+  redis-server per session (free port, no persistence), a database per test.
 - ``bridge_factory``: ``start(app, gateway_args=..., workers=N, ...)``
   starts a gateway and N workers on that bus and waits until they serve;
   everything started is stopped when the test ends.
@@ -12,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from typing import Iterable, Optional
@@ -21,8 +27,12 @@ import pytest
 from .harness import (LIVE, Bridge, HarnessError, Proc, free_port,
                       gateway_binary, wait_until)
 
-BUS_SCHEMES = [s.strip() for s in
-               os.environ.get("ASGI_BRIDGE_TEST_BUSES", "zmq").split(",") if s.strip()]
+ALL_BUSES = ["zmq", "redis"]
+# None: each test's markers choose (see above).
+BUS_SCHEMES = ([s.strip() for s in os.environ["ASGI_BRIDGE_TEST_BUSES"].split(",") if s.strip()]
+               if os.environ.get("ASGI_BRIDGE_TEST_BUSES") else None)
+REDIS_DATABASES = 10000  # one per test; the session's server is never flushed
+_redis_dbs = itertools.count(1)
 LOG_TAIL_LINES = int(os.environ.get("ASGI_BRIDGE_TEST_LOG_LINES", "150"))
 
 
@@ -35,11 +45,40 @@ def gateway_path():
         pytest.fail(str(e), pytrace=False)
 
 
-def _start_redis(tmp_path) -> tuple[Proc, int]:
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "every_bus: bus-independent behaviour: runs over ZeroMQ and Redis")
+    config.addinivalue_line(
+        "markers", "zmq_only(reason): relies on what only the ZeroMQ bus does")
+
+
+def buses_for(item) -> list[str]:
+    if BUS_SCHEMES is not None:
+        schemes = BUS_SCHEMES
+    elif item.get_closest_marker("every_bus") is not None:
+        schemes = ALL_BUSES
+    else:
+        schemes = ["zmq"]
+    if item.get_closest_marker("zmq_only") is not None:
+        schemes = [s for s in schemes if s.startswith("zmq")]
+    return schemes
+
+
+def pytest_generate_tests(metafunc):
+    if "bus_url" not in metafunc.fixturenames:
+        return
+    schemes = buses_for(metafunc.definition)
+    if not schemes:
+        schemes = [pytest.param("zmq", marks=pytest.mark.skip(
+            reason="ZeroMQ-only test; ASGI_BRIDGE_TEST_BUSES names no ZeroMQ bus"))]
+    metafunc.parametrize("bus_url", schemes, indirect=True)
+
+
+def _start_redis(tmp_path, *args: str) -> tuple[Proc, int]:
     port = free_port()
     proc = Proc("redis-server",
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path), *args],
                 tmp_path / "redis.log")
 
     def up():
@@ -53,19 +92,28 @@ def _start_redis(tmp_path) -> tuple[Proc, int]:
     return proc, port
 
 
-@pytest.fixture(params=BUS_SCHEMES)
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server (Proc, with .port) shared by the session's Redis tests."""
+    proc, port = _start_redis(tmp_path_factory.mktemp("redis"),
+                              "--databases", str(REDIS_DATABASES))
+    proc.port = port
+    yield proc
+    proc.close()
+
+
+@pytest.fixture
 def bus_url(request, tmp_path):
-    scheme = request.param
+    scheme = request.param  # set by pytest_generate_tests
     if scheme == "zmq":
         yield f"zmq://127.0.0.1:{free_port()}"
     elif scheme == "zmq+ipc":
         yield f"zmq+ipc://{tmp_path}/bus.sock"
     elif scheme == "redis":
-        proc, port = _start_redis(tmp_path)
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.close()
+        server = request.getfixturevalue("redis_server")
+        if not server.alive():
+            raise HarnessError(f"the session's redis-server exited: {server.log(20)}")
+        yield f"redis://127.0.0.1:{server.port}/{next(_redis_dbs) % REDIS_DATABASES}"
     else:
         raise ValueError(f"unknown bus scheme {scheme!r} in ASGI_BRIDGE_TEST_BUSES")
 

@@ -5,8 +5,12 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from .harness import (RawConnection, free_port, raw_request, read_response, request,
                       wait_until)
+
+pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
 
 def unjson(value):

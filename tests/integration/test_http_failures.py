@@ -10,6 +10,8 @@ import pytest
 
 from .harness import Background, RawConnection, raw_request, request
 
+pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
+
 
 def requests_logged(bridge):
     return (bridge.state.read("requests.log") or "").splitlines()
