@@ -115,6 +115,15 @@ void Dispatcher::on_session_message(ToBus&& message) {
 void Dispatcher::on_end(std::uint64_t conn_id) {
   auto it = connections_.find(conn_id);
   if (it == connections_.end()) return;
+  if (shared_queue_ && it->second.owner.empty()) {
+    // Redis: take the first event back from the shared queue; a worker may
+    // have popped it already, and must then hear the end of it (the
+    // disconnect queued last) when its claim arrives, or its app would wait
+    // for the rest of a request forever.
+    transport_->withdraw_shared(it->second.first);
+    it->second.ended = true;
+    return;
+  }
   if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
     worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
   }
@@ -238,7 +247,10 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   if (!envelope.conn_id) return;
   auto conn_id = *envelope.conn_id;
   auto it = connections_.find(conn_id);
-  if (it != connections_.end() && it->second.owner.empty() && shared_queue_) claim(conn_id, it->second, worker_id);
+  if (it != connections_.end() && it->second.owner.empty() && shared_queue_) {
+    claim(conn_id, it->second, worker_id);
+    if (it->second.ended) return on_end(conn_id);  // claim() handed it what the session sent
+  }
   if (it == connections_.end() || it->second.owner != worker_id) {
     if (envelope.kind == Kind::event) {
       log::bus().debug("conn {}: event from worker {} for an unknown connection", conn_id, worker_id);
@@ -342,7 +354,9 @@ void Dispatcher::tick() {
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;
     auto conn_id = waiting_.front();
     waiting_.pop_front();
-    if (it != connections_.end() && it->second.owner.empty()) {
+    if (it != connections_.end() && it->second.owner.empty() && it->second.ended) {
+      connections_.erase(it);  // its session is gone and no worker took it
+    } else if (it != connections_.end() && it->second.owner.empty()) {
       log::bus().warn("conn {}: no worker with capacity within the dispatch timeout", conn_id);
       if (shared_queue_) transport_->withdraw_shared(it->second.first);
       fail(conn_id, BusFailure::no_capacity);

@@ -51,6 +51,9 @@ class Dispatcher {
     bool redispatchable = false;
     bool redispatched = false;
     bool acknowledged = false;
+    // Redis: the session ended before any worker claimed it; kept (with what the
+    // session sent last, its disconnect) for a claim until the dispatch deadline.
+    bool ended = false;
     Clock::time_point deadline;        // dispatch deadline while waiting
   };
 
