@@ -1,11 +1,11 @@
 // asgi-bridge-raw-beast: the ceiling of the benchmarks (docs/performance.md).
 //
-// A minimal in-process Boost.Beast server with the same three endpoints as the
-// benchmark app (bench/app.py) and the C++ example workers:
+// A minimal in-process Boost.Beast server answering like the benchmark app
+// (bench/app.py) and the C++ example workers, on any path:
 //
-//   GET  /      "Hello, world!" (text/plain)
-//   POST /echo  the request body back, with its content type
-//   /ws         WebSocket echo (text as text, bytes as bytes)
+//   GET, HEAD   "Hello, world!" (text/plain)
+//   POST        the request body back, with its content type
+//   upgrade     WebSocket echo (text as text, bytes as bytes)
 //
 // No bus, no scope, no limits beyond Beast's defaults: what one Beast thread
 // can do on this machine. Same coroutine style as the gateway, so the gap
@@ -63,19 +63,19 @@ http::response<http::string_body> answer(const http::request<http::string_body>&
   response.version(request.version());
   response.keep_alive(request.keep_alive());
   response.set(http::field::server, "raw-beast");
-  if (request.target() == "/" && (request.method() == http::verb::get || request.method() == http::verb::head)) {
+  if (request.method() == http::verb::get || request.method() == http::verb::head) {
     response.result(http::status::ok);
     response.set(http::field::content_type, "text/plain");
     response.body() = "Hello, world!";
-  } else if (request.target() == "/echo" && request.method() == http::verb::post) {
+  } else if (request.method() == http::verb::post) {
     response.result(http::status::ok);
     auto type = request[http::field::content_type];
     response.set(http::field::content_type, type.empty() ? "application/octet-stream" : type);
     response.body() = request.body();
   } else {
-    response.result(http::status::not_found);
+    response.result(http::status::method_not_allowed);
     response.set(http::field::content_type, "text/plain");
-    response.body() = "Not found\n";
+    response.body() = "Method not allowed\n";
   }
   response.prepare_payload();
   return response;
