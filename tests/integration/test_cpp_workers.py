@@ -655,7 +655,7 @@ def test_redis_first_event_for_leaving_worker_stays_queued(redis_bus, lone_cpp_w
     gw.first_http(2)
     assert worker.wait(10) == 0
     assert gw.pending_new() == 1
-    assert "conn gw-fake/2" not in worker.log() or "given back" in worker.log()
+    assert "conn gw-fake/2" not in worker.log()  # never taken: it waits for another worker
 
 
 def test_redis_bus_prefix_must_match_the_gateways(redis_bus, bridge_factory):

@@ -31,9 +31,4 @@ void GatewayLink::set_free_capacity(std::size_t connections) {
   transport_->set_free_capacity(connections);
 }
 
-// On the worker side of a shared bus, an empty peer is the shared queue.
-void GatewayLink::give_back(std::string_view first_event) {
-  if (shared_) transport_->send({}, first_event);
-}
-
 }  // namespace asgi_bridge::worker::detail

@@ -34,11 +34,9 @@ class GatewayLink {
   const std::string& url() const { return url_; }
   // Redis: many gateways, new connections pulled from a shared queue, no `ready`.
   bool shared() const { return shared_; }
-  // Shared bus: how many new connections we may take now.
+  // Shared bus: how many new connections we may take now (0: none, and
+  // what a pop under way brings goes back to the queue).
   void set_free_capacity(std::size_t connections);
-  // Shared bus: puts back a first event we took but cannot serve (we are
-  // leaving), for another worker to take.
-  void give_back(std::string_view first_event);
 
  private:
   std::string url_;

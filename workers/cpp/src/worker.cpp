@@ -127,13 +127,6 @@ void Worker::on_message(std::size_t link, std::string_view payload) {
     log().warn("bus {}: dropped a {} message without a gateway id", links_[link]->url(), protocol::kind_name(kind));
     return;
   }
-  if (phase_ == Phase::done && kind == Kind::event && envelope.scope && links_[link]->shared()) {
-    // Taken from the shared queue as we left (the pop was under way): it is
-    // still nobody's, so another worker may serve it.
-    log().debug("conn {}/{}: given back to the shared queue", envelope.gateway_id, envelope.conn_id.value_or(0));
-    links_[link]->give_back(payload);
-    return;
-  }
   if (departed_.count(envelope.gateway_id)) return;
   auto it = gateways_.find(envelope.gateway_id);
   if (it == gateways_.end()) {

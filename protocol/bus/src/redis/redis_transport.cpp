@@ -149,21 +149,43 @@ void RedisTransport::pop(RedisConnection& connection, const std::string& key, bo
           connection.reset("BLMPOP failed");
           return;
         }
-        on_popped(reply);
+        on_popped(reply, shared);
         if (connection.up()) pop(connection, key, shared);
       });
   if (!queued) popping = false;
 }
 
-// BLMPOP answers nil on timeout, else [key, [message, ...]].
-void RedisTransport::on_popped(redisReply* reply) {
+// BLMPOP answers nil on timeout, else [key, [message, ...]]. The worker
+// lowers its free capacity as it takes each new connection; one popped when
+// there is none left (the worker began draining while the pop was under way)
+// goes back to the head of the shared queue, in order, for another worker.
+void RedisTransport::on_popped(redisReply* reply, bool shared) {
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
   redisReply* messages = reply->element[1];
   if (messages->type != REDIS_REPLY_ARRAY) return;
-  for (std::size_t i = 0; i < messages->elements && !stopped_; ++i) {
+  std::size_t i = 0;
+  for (; i < messages->elements && !stopped_; ++i) {
+    if (shared && free_capacity_ == 0) break;
     redisReply* message = messages->element[i];
     if (message->type != REDIS_REPLY_STRING) continue;
     if (on_message_) on_message_({}, std::string_view(message->str, message->len));
+  }
+  if (!shared || stopped_ || i >= messages->elements) return;
+  std::vector<std::string_view> back{"LPUSH", shared_queue_};
+  for (std::size_t k = messages->elements; k-- > i;) {  // LPUSH a b c leaves c b a: last first
+    back.emplace_back(messages->element[k]->str, messages->element[k]->len);
+  }
+  auto count = back.size() - 2;
+  bool queued = commands_.command(back, [count, alive = alive_](redisReply* answer) {
+    if (*alive && (!answer || answer->type == REDIS_REPLY_ERROR)) {
+      bus_log().warn("redis: {} new connection(s) popped while draining lost: {}", count,
+                     answer ? std::string(answer->str, answer->len) : "connection lost");
+    }
+  });
+  if (queued) {
+    bus_log().debug("redis: {} new connection(s) popped while draining given back", count);
+  } else {
+    bus_log().warn("redis: {} new connection(s) popped while draining lost: not connected", count);
   }
 }
 

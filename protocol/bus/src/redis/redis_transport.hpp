@@ -13,8 +13,9 @@ namespace asgi_bridge::bus {
 // process's queue and, on a worker, one for the shared queue of new
 // connections, popped only while the worker has free capacity. A worker whose
 // free capacity drops to 0 (it drains) has its pending pop of the shared
-// queue cut short with CLIENT UNBLOCK, so that no new connection reaches it
-// as it leaves.
+// queue cut short with CLIENT UNBLOCK, and what a pop brings beyond the free
+// capacity goes back to the head of the queue: no new connection reaches a
+// worker that is leaving.
 class RedisTransport final : public Transport {
  public:
   RedisTransport(boost::asio::io_context& io, const RedisUrl& url, const TransportOptions& options);
@@ -32,7 +33,7 @@ class RedisTransport final : public Transport {
   void schedule_flush();
   void flush();
   void pop(RedisConnection& connection, const std::string& key, bool shared);
-  void on_popped(redisReply* reply);
+  void on_popped(redisReply* reply, bool shared);
   void on_shared_pops_state(bool up);
 
   boost::asio::io_context& io_;

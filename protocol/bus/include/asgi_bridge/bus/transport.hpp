@@ -40,8 +40,7 @@ class Transport {
   virtual void start(OnMessage on_message) = 0;
   // Gateway: peer is a worker id, or empty for the shared queue of new
   // connections (only where has_shared_queue()). Worker: peer is the gateway
-  // id (ZeroMQ ignores it: one transport per gateway), or empty on a shared
-  // queue to give back a first event it took and cannot serve. Never blocks.
+  // id (ZeroMQ ignores it: one transport per gateway). Never blocks.
   virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
