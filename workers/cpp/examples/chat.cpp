@@ -1,7 +1,9 @@
 // asgi-bridge-example-chat: chat rooms over WebSocket. Connect to /chat/ROOM;
 // every message sent on one socket goes to every socket in the same room
-// served by this worker process (the sender included). Rooms spanning worker
-// processes or gateways need the Redis bus: see docs/workers-cpp.md.
+// served by this worker process (the sender included). A room spans the
+// gateways this worker serves (on Redis: every gateway on the server), never
+// other worker processes: cross-worker broadcast is not implemented, on
+// either bus (docs/workers-cpp.md, "Chat rooms").
 #include <optional>
 #include <string>
 
