@@ -39,6 +39,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::size_t kMaxBody = 100 * 1024 * 1024;
+constexpr std::size_t kReadBuffer = 64 * 1024;
 
 awaitable<void> serve_websocket(tcp::socket socket, http::request<http::string_body> request) {
   websocket::stream<tcp::socket> ws(std::move(socket));
@@ -84,13 +85,18 @@ http::response<http::string_body> answer(const http::request<http::string_body>&
 awaitable<void> serve(tcp::socket socket) {
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
+  // Beast reads at most the buffer's spare capacity (at least 512 bytes) at
+  // a time: without room, a 64 KiB body would take over a hundred reads.
   beast::flat_buffer buffer;
+  buffer.reserve(kReadBuffer);
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(kMaxBody);
     co_await http::async_read(socket, buffer, parser, redirect_error(use_awaitable, ec));
     if (ec) co_return;
     if (websocket::is_upgrade(parser.get())) {
+      buffer.clear();
+      buffer.shrink_to_fit();  // an idle WebSocket keeps only its own buffer
       co_await serve_websocket(std::move(socket), parser.release());
       co_return;
     }
