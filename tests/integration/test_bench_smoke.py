@@ -1,0 +1,53 @@
+"""Smoke test of the benchmarks: ``bench/run --quick`` runs to the end.
+
+It starts every server of the comparison (asgi-bridge with the C++ and the
+Python worker, uvicorn, daphne, raw Beast) and every quick workload for about
+a second each, and prints Markdown tables. Only the shape of the output is
+checked: exit status 0, the table header, a row per server in every table.
+No timing assertion: the figures depend on the machine and its load.
+
+Needs the bench tools (built with the rest: asgi-bridge-raw-beast and
+asgi-bridge-wsload in build/bin or build-bench/bin), wrk, taskset, uvicorn
+and daphne.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .harness import REPO
+
+RUN = REPO / "bench" / "run"
+SERVER_ROWS = ["asgi-bridge + C++ worker", "asgi-bridge + Python worker",
+               "uvicorn (httptools, uvloop)", "daphne", "raw Beast (ceiling)"]
+TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
+HOLD_HEADER = "| server | held sockets | handshake p50 µs |"
+QUICK_TIMEOUT = 240  # bench/run --quick takes under a minute on an idle machine
+
+
+def test_bench_run_quick(tmp_path):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        ["/usr/bin/python3", str(RUN), "--quick", "--logs", str(tmp_path),
+         "--json", str(tmp_path / "results.json")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=QUICK_TIMEOUT)
+    report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, report
+    out = result.stdout
+    assert TABLE_HEADER in out, report
+    assert HOLD_HEADER in out, report
+    tables = [t for t in out.split("### ")[1:]]
+    assert len(tables) >= 6, report  # hello, POST, WS 1, WS 64, handshakes, hold
+    for table in tables:
+        rows = [line for line in table.splitlines() if line.startswith("| ")]
+        for server in SERVER_ROWS:
+            assert any(row.startswith(f"| {server} |") for row in rows), (
+                f"no row for {server!r} in table {table.splitlines()[0]!r}\n{report}")
+    assert (tmp_path / "results.json").is_file()
+
+
+if __name__ == "__main__":
+    sys.exit(subprocess.call(["/usr/bin/python3", "-m", "pytest", "-q", __file__]))
