@@ -22,6 +22,15 @@ std::string random_gateway_id() {
 
 constexpr auto k_tick = std::chrono::milliseconds(50);
 
+// redis://user:password@HOST:PORT/DB -> redis://HOST:PORT/DB: no secrets in logs.
+std::string without_credentials(std::string_view url) {
+  constexpr std::string_view scheme = "redis://";
+  if (url.substr(0, scheme.size()) != scheme) return std::string(url);
+  auto rest = url.substr(scheme.size());
+  auto at = rest.rfind('@');
+  return at == std::string_view::npos ? std::string(url) : std::string(scheme) + std::string(rest.substr(at + 1));
+}
+
 }  // namespace
 
 Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::vector<Shard*> shards)
@@ -42,7 +51,7 @@ void Dispatcher::start() {
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
   next_heartbeat_ = Clock::now();
   schedule_tick();
-  log::bus().info("gateway {} on bus {}", gateway_id_, config_.bus_url);
+  log::bus().info("gateway {} on bus {}", gateway_id_, without_credentials(config_.bus_url));
 }
 
 void Dispatcher::stop() {
