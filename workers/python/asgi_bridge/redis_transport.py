@@ -195,6 +195,7 @@ class RedisTransport:
         self._up = set()           # names of the connections that are up
         self._available = None     # None at start, then True/False: for the logs
         self._dropped = 0
+        self._losses = 0           # connection losses of the pops, for the writer
         self._closing = False
 
     # --- interface ---------------------------------------------------------------------
@@ -297,14 +298,20 @@ class RedisTransport:
 
     async def _write_loop(self, conn):
         response_error = self._redis.exceptions.ResponseError
+        losses = self._losses
         while True:
+            if self._losses != losses:
+                # A pop lost its connection: ours, idle, may be just as dead without
+                # knowing it. Start afresh with the others (no message is lost by it:
+                # Redis was unavailable a moment ago).
+                raise self._redis.exceptions.ConnectionError("another connection was lost")
             if not self._outbox and not self._control:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.IDLE_PING)
                 except asyncio.TimeoutError:
                     await self._command(conn, "PING")  # notices a lost connection
-                    continue
+                continue
             batch, self._outbox = self._outbox, {}
             count, self._queued, self._queued_bytes = self._queued, 0, 0
             written, self._written = self._written, None
@@ -406,6 +413,9 @@ class RedisTransport:
                     if name == "sends":
                         self._sender_up = False
                         self._release_writers()
+                    else:
+                        self._losses += 1
+                        self._wake.set()
                     self._state(name, exc)
                     await conn.disconnect()
                     await asyncio.sleep(backoff)
