@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
 from typing import Iterable, Optional
 
@@ -75,6 +76,9 @@ def pytest_generate_tests(metafunc):
 
 
 def _start_redis(tmp_path, *args: str) -> tuple[Proc, int]:
+    if shutil.which("redis-server") is None:
+        raise HarnessError("redis-server not found: scripts/install-deps installs it "
+                           "(the tests start their own, never a system service)")
     port = free_port()
     proc = Proc("redis-server",
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ class RedisServer:
     """A private redis-server that a test may kill and start again on the same port."""
 
     def __init__(self, directory: Path, *args: str):
+        if shutil.which("redis-server") is None:
+            raise HarnessError("redis-server not found: scripts/install-deps installs it")
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
