@@ -671,18 +671,22 @@ def test_redis_bus_prefix_must_match_the_gateways(redis_bus, bridge_factory):
     assert FakeGateway(redis_bus).r.keys("asgi:*") == []
 
 
+def own_redis(tmp_path, port: int, *args: str) -> Proc:
+    """A Redis server of the test's own (the session's one cannot be
+    restarted or given a password)."""
+    proc = Proc("redis-own", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(tmp_path), *args],
+                tmp_path / "redis-own.log")
+    wait_until(lambda: _answers(port), 10, "redis-server to answer")
+    return proc
+
+
 def test_redis_restart_worker_and_gateway_carry_on(redis_bus, tmp_path):
-    # A Redis server of our own, restarted on the same port.
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
 
     def start_redis() -> Proc:
-        proc = Proc("redis-own", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                    tmp_path / "redis-own.log")
-        wait_until(lambda: redis.Redis(port=port).ping() if _answers(port) else False, 10,
-                   "redis-server to answer")
-        return proc
+        return own_redis(tmp_path, port)
     server = start_redis()
     b = Bridge(url, tmp_path / "bridge", None, gateway_args=["--heartbeat-interval", "0.3"])
     try:
@@ -704,5 +708,37 @@ def test_redis_restart_worker_and_gateway_carry_on(redis_bus, tmp_path):
 def _answers(port: int) -> bool:
     try:
         return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.exceptions.AuthenticationError:
+        return True  # up, and wants a password
+    except redis.exceptions.ResponseError as e:
+        return "NOAUTH" in str(e)
     except redis.exceptions.ConnectionError:
         return False
+
+
+def test_redis_password_works_and_is_never_shown(redis_bus, tmp_path):
+    port = free_port()
+    server = own_redis(tmp_path, port, "--requirepass", "s3cret-pw")
+    url = f"redis://:s3cret-pw@127.0.0.1:{port}/0"
+    b = Bridge(url, tmp_path / "bridge", None)
+    try:
+        b.start_gateway()
+        worker = start_cpp_worker(b, "hello")
+        b.wait_ready("/")
+        r = request(b.port, "GET", "/")
+        assert (r.status, r.body) == (200, b"Hello, world!")
+        wait_for_log(worker, "gateway gw-")
+        assert "s3cret-pw" not in worker.log().split("\n", 1)[1]  # past the command line
+        assert ":***@127.0.0.1" in worker.log()
+        wrong = subprocess.run([str(example_binary("hello")), "--bus",
+                                f"redis://:wrong-pw@127.0.0.1:{port}/0"],
+                               capture_output=True, timeout=10, text=True)
+        assert wrong.returncode == 1, wrong
+        assert "AUTH" in wrong.stderr and "wrong-pw" not in wrong.stderr, wrong.stderr
+        bad = subprocess.run([str(example_binary("hello")), "--bus",
+                              f"redis://:s3cret-pw@127.0.0.1:{port}/notadb"],
+                             capture_output=True, timeout=10, text=True)
+        assert bad.returncode == 2 and "s3cret-pw" not in bad.stderr, bad.stderr
+    finally:
+        b.close()
+        server.close()

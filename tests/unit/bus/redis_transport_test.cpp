@@ -306,5 +306,18 @@ TEST_F(RedisTransportTest, KeepsPoppingAfterAnErrorAnswer) {
   ASSERT_TRUE(run_until([&] { return received_.size() == 1; }, 5s));
 }
 
+TEST(RedisUrl, MessagesAndLogsNeverShowThePassword) {
+  EXPECT_EQ(redact_redis_url("redis://user:s3cret@h:1/2"), "redis://user:***@h:1/2");
+  EXPECT_EQ(redact_redis_url("redis://:s3cret@h:1/2"), "redis://:***@h:1/2");
+  EXPECT_EQ(redact_redis_url("redis://s3cret@h:1/2"), "redis://***@h:1/2");
+  EXPECT_EQ(redact_redis_url("redis://h:1/2"), "redis://h:1/2");
+  try {
+    parse_redis_url("redis://:s3cret@h:notaport/0");
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()).find("s3cret"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace asgi_bridge::bus

@@ -1,10 +1,24 @@
 #include "gateway_link.hpp"
 
 namespace asgi_bridge::worker::detail {
+namespace {
+
+// scheme://user:secret@host... -> scheme://user:***@host...
+std::string without_password(const std::string& url) {
+  auto start = url.find("://");
+  start = start == std::string::npos ? 0 : start + 3;
+  auto at = url.rfind('@');
+  if (at == std::string::npos || at < start) return url;
+  auto colon = url.find(':', start);
+  auto secret = colon == std::string::npos || colon > at ? start : colon + 1;
+  return url.substr(0, secret) + "***" + url.substr(at);
+}
+
+}  // namespace
 
 GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
                          const std::string& key_prefix)
-    : url_(std::move(url)) {
+    : url_(std::move(url)), display_url_(without_password(url_)) {
   bus::TransportOptions options;
   options.role = bus::Role::worker;
   options.identity = worker_id;

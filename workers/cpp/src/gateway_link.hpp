@@ -31,7 +31,8 @@ class GatewayLink {
   bool send(std::string_view gateway_id, std::string_view bytes);
   void stop();
 
-  const std::string& url() const { return url_; }
+  // For logs: the URL without its password.
+  const std::string& url() const { return display_url_; }
   // Redis: many gateways, new connections pulled from a shared queue, no `ready`.
   bool shared() const { return shared_; }
   // Shared bus: how many new connections we may take now (0: none, and
@@ -40,6 +41,7 @@ class GatewayLink {
 
  private:
   std::string url_;
+  std::string display_url_;
   std::unique_ptr<bus::Transport> transport_;
   bool shared_ = false;
   std::size_t free_capacity_ = 0;

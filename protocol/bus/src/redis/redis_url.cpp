@@ -10,16 +10,27 @@ int parse_number(std::string_view text, std::string_view what, std::string_view 
   int value = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc{} || end != text.data() + text.size() || value < 0) {
-    throw std::invalid_argument("bus URL '" + std::string(url) + "': bad " + std::string(what));
+    throw std::invalid_argument("bus URL '" + redact_redis_url(url) + "': bad " + std::string(what));
   }
   return value;
 }
 
 }  // namespace
 
+// redis://user:secret@host -> redis://user:***@host; redis://secret@host -> redis://***@host.
+std::string redact_redis_url(std::string_view url) {
+  auto start = url.find("://");
+  start = start == std::string_view::npos ? 0 : start + 3;
+  auto at = url.rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(url);
+  auto colon = url.substr(start, at - start).find(':');
+  auto secret = colon == std::string_view::npos ? start : start + colon + 1;
+  return std::string(url.substr(0, secret)) + "***" + std::string(url.substr(at));
+}
+
 RedisUrl parse_redis_url(std::string_view url) {
   constexpr std::string_view scheme = "redis://";
-  if (url.substr(0, scheme.size()) != scheme) throw std::invalid_argument("not a redis:// URL: " + std::string(url));
+  if (url.substr(0, scheme.size()) != scheme) throw std::invalid_argument("not a redis:// URL: " + redact_redis_url(url));
   RedisUrl parsed;
   auto rest = url.substr(scheme.size());
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
@@ -43,7 +54,7 @@ RedisUrl parse_redis_url(std::string_view url) {
     rest = rest.substr(0, colon);
   }
   if (!rest.empty()) parsed.host = std::string(rest);
-  if (parsed.port == 0 || parsed.port > 65535) throw std::invalid_argument("bus URL '" + std::string(url) + "': bad port");
+  if (parsed.port == 0 || parsed.port > 65535) throw std::invalid_argument("bus URL '" + redact_redis_url(url) + "': bad port");
   return parsed;
 }
 

@@ -13,7 +13,11 @@ struct RedisUrl {
   int db = 0;
 };
 
-// Throws std::invalid_argument naming what is wrong.
+// Throws std::invalid_argument naming what is wrong (and the URL, without
+// its password).
 RedisUrl parse_redis_url(std::string_view url);
+
+// The URL with its password replaced by "***", for messages and logs.
+std::string redact_redis_url(std::string_view url);
 
 }  // namespace asgi_bridge::bus
