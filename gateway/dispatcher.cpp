@@ -324,7 +324,9 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
       failed.push_back(conn_id);
     }
   }
-  auto level = failed.empty() && requeued == 0 ? spdlog::level::info : spdlog::level::warn;
+  // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
+  auto quiet = shared_queue_ ? spdlog::level::debug : spdlog::level::info;
+  auto level = failed.empty() && requeued == 0 ? quiet : spdlog::level::warn;
   log::bus().log(level, "worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why,
                  failed.size(), requeued);
   for (auto conn_id : failed) {
