@@ -6,7 +6,11 @@ import signal
 import socket
 import time
 
+import pytest
+
 from .harness import Background, RawConnection, request, wait_until
+
+pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
 
 def refuses_connections(port):

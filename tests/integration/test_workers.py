@@ -5,7 +5,11 @@ import json
 import signal
 import time
 
+import pytest
+
 from .harness import Background, request, wait_until
+
+pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
 
 def pids_serving(port, concurrent=2, rounds=10, path="/slow?t=0.3&id=share"):
