@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis
 import websockets
@@ -179,6 +180,57 @@ def test_websocket_worker_killed_after_accept_closes_1011(bridge_factory):
             await asyncio.wait_for(ws.wait_closed(), 10)
             assert ws.close_code == 1011
     run(main())
+
+
+# -- a client that leaves before any worker took its connection ---------------------------------
+
+
+@pytest.mark.every_bus
+def test_request_whose_client_left_while_waiting_never_reaches_the_app(bridge_factory):
+    b = bridge_factory(APP, worker_args=["--concurrency", "1"])
+    busy = threading.Thread(target=request, args=(b.port, "GET", "/slow?t=1.5&id=busy"),
+                            kwargs={"timeout": 20})
+    busy.start()
+    b.state.wait_for("started-busy")
+    with RawConnection(b.port) as c:  # waits: the only worker is busy
+        c.send(b"GET /status?code=201 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+    busy.join(20)
+    assert request(b.port, "GET", "/status?code=202").status == 202  # the worker is free
+    log = b.state.read("requests.log") or ""
+    assert "GET /status" in log and log.count("GET /status") == 1, log  # only the 202
+
+
+def test_a_claim_after_the_client_left_gets_its_disconnect(redis_env):
+    """A worker popped the connection, then the client left, then its claim arrives."""
+    server, bridge = redis_env
+    srv = server()
+    b = bridge(srv.url(), workers=0)
+    db = srv.client()
+    with RawConnection(b.port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf.")
+        popped = db.blpop(["asgi:{new}"], timeout=10)  # we are the worker now
+        assert popped is not None, "no first event on the shared queue"
+    first = msgpack.unpackb(popped[1], raw=False)
+    assert first["event"]["type"] == "http.request" and first["s"] == 0
+    gateway, conn = first["g"], first["c"]
+    time.sleep(0.5)  # the gateway saw the client leave, before any claim
+    db.rpush(f"asgi:{{gw:{gateway}}}", msgpack.packb(
+        {"v": 1, "k": "credit", "g": gateway, "w": "wk-fake", "c": conn, "events": 0}))
+    deadline = time.monotonic() + 10
+    seen = []
+    while time.monotonic() < deadline:
+        reply = db.blpop(["asgi:{wk:wk-fake}"], timeout=1)
+        if reply is None:
+            continue
+        msg = msgpack.unpackb(reply[1], raw=False)
+        seen.append(msg)
+        if msg["k"] == "event" and msg["c"] == conn:
+            assert msg["event"]["type"] == "http.disconnect", seen
+            assert msg["s"] == 1, seen
+            break
+    else:
+        raise AssertionError(f"the claimer never heard of the disconnect: {seen}")
 
 
 # -- Redis restart under load --------------------------------------------------------------------
