@@ -1,0 +1,109 @@
+"""A raw WebSocket client over a plain socket, for what client libraries hide:
+the HTTP answer to a handshake that was not accepted, frames fragmented by hand,
+invalid UTF-8, pings left unanswered, a client that never reads.
+
+Frames are written masked (RFC 6455 §5.3: a client must mask) and read unmasked.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from typing import Iterable, Optional
+
+from .harness import RawConnection, RawResponse
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def handshake(path: str, port: int, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """One masked client frame."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack("!H", code) + reason.encode()
+
+
+class RawWebSocket(RawConnection):
+    """A socket that sends one handshake and then speaks frames by hand."""
+
+    def __init__(self, port: int, path: str, headers: Iterable[tuple[str, str]] = (),
+                 timeout: float = 10.0, rcvbuf: Optional[int] = None):
+        super().__init__(port, timeout)
+        if rcvbuf is not None:
+            # Small and fixed: a client that stops reading pushes back sooner.
+            import socket
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.send(handshake(path, port, headers))
+
+    def read_handshake(self) -> RawResponse:
+        """The 101 head, or (when refused) the whole HTTP response."""
+        head = self.read_head()
+        if head.status == 101:
+            head.complete = True
+            return head
+        try:
+            length = head.header("content-length")
+            head.body = self.read_exact(int(length)) if length is not None else self.read_to_eof()
+            head.complete = True
+        except EOFError:
+            head.body = self.buf
+        return head
+
+    def send_frame(self, opcode: int, payload: bytes = b"", fin: bool = True) -> None:
+        self.send(frame(opcode, payload, fin))
+
+    def read_frame(self) -> tuple[bool, int, bytes]:
+        """(fin, opcode, payload) of the next server frame; EOFError if the peer closed."""
+        b0, b1 = self.read_exact(2)
+        if b1 & 0x80:
+            raise AssertionError("a server frame must not be masked")
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self.read_exact(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self.read_exact(8))[0]
+        return bool(b0 & 0x80), b0 & 0x0F, self.read_exact(n)
+
+    def read_message(self, answer_pings: bool = True) -> tuple[int, bytes]:
+        """(opcode, payload) of the next data or close frame, answering pings on the way."""
+        while True:
+            fin, opcode, payload = self.read_frame()
+            if opcode == PING:
+                if answer_pings:
+                    self.send_frame(PONG, payload)
+                continue
+            if opcode == PONG:
+                continue
+            assert fin, "the gateway fragments no message it writes in one piece"
+            return opcode, payload
+
+    def read_close(self) -> tuple[Optional[int], str]:
+        """Skips data frames until the close frame: (code or None, reason)."""
+        while True:
+            opcode, payload = self.read_message()
+            if opcode == CLOSE:
+                if len(payload) < 2:
+                    return None, ""
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
