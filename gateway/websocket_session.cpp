@@ -54,6 +54,7 @@ WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request
       dispatcher_(dispatcher),
       config_(config),
       credit_wake_(ws_.get_executor()),
+      watcher_stopped_(ws_.get_executor()),
       lifetime_(ws_.get_executor()) {
   boost::system::error_code ignored;
   client_ = ws_.next_layer().remote_endpoint(ignored);
@@ -162,13 +163,17 @@ awaitable<void> WebSocketSession::watch_handshake_client() {
     inbox->push(ClientGone{});
   }
   watcher_running_ = false;
-  inbox->push(ReaderStopped{});
+  watcher_stopped_.cancel();
 }
 
 awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   boost::system::error_code ec;
   ws_.next_layer().cancel(ec);  // stop the handshake watcher before Beast owns the socket
-  while (watcher_running_) co_await inbox_->pop();
+  while (watcher_running_) {
+    // Not on the inbox: the app's first sends may already be queued there.
+    watcher_stopped_.expires_at(asio::steady_timer::time_point::max());
+    co_await watcher_stopped_.async_wait(redirect_error(use_awaitable, ec));
+  }
   auto server_name = config_.server_name;
   ws_.set_option(websocket::stream_base::decorator(
       [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
@@ -188,6 +193,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   timeouts.keep_alive_pings = pings;
   ws_.set_option(timeouts);
   ws_.read_message_max(config_.max_message_size);
+  ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   co_await ws_.async_accept(request_, redirect_error(use_awaitable, ec));
   if (ec) {
     log::websocket().info("conn {}: handshake failed: {}", conn_id_, ec.message());

@@ -87,6 +87,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   bool reader_running_ = false;
   bool draining_ = false;
   boost::asio::steady_timer credit_wake_;
+  boost::asio::steady_timer watcher_stopped_;  // cancelled when the handshake watcher ends
   boost::asio::steady_timer lifetime_;
   boost::beast::flat_buffer read_buffer_;
 };
