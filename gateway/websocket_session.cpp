@@ -36,6 +36,22 @@ int handshake_status(const WebSocketSession::Request& request) {
   return 0;
 }
 
+// True when a text message ends inside a multi-byte UTF-8 sequence. Beast
+// validates every byte as it arrives, but (Boost 1.74) skips its end-of-message
+// check when the final frame is empty, so such a message would get through.
+bool ends_inside_utf8_sequence(std::string_view text) {
+  std::size_t continuation_bytes = 0;
+  for (auto it = text.rbegin(); it != text.rend() && continuation_bytes < 4; ++it) {
+    auto c = static_cast<unsigned char>(*it);
+    if ((c & 0xC0) != 0x80) {
+      std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
+      return continuation_bytes + 1 < length;
+    }
+    ++continuation_bytes;
+  }
+  return false;
+}
+
 }  // namespace
 
 void start_websocket_session(asio::ip::tcp::socket socket, WebSocketSession::Request request,
@@ -252,6 +268,7 @@ awaitable<void> WebSocketSession::serve_open() {
 
 awaitable<void> WebSocketSession::read_frames() {
   auto inbox = inbox_;
+  bool failing = false;  // we are closing with 1007: forward nothing more
   for (;;) {
     while (events_in_flight_ >= protocol::k_event_window && state_ != State::done) {
       credit_wake_.expires_at(asio::steady_timer::time_point::max());
@@ -276,7 +293,13 @@ awaitable<void> WebSocketSession::read_frames() {
       inbox->push(std::move(gone));
       break;
     }
+    if (failing) continue;
     auto data = beast::buffers_to_string(read_buffer_.data());
+    if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
+      failing = true;  // keep reading: the client's answer to our close ends the reader
+      inbox->push(LocalClose{1007});
+      continue;
+    }
     protocol::WebSocketReceive receive;
     receive.text = ws_.got_text();
     receive.data = std::move(data);

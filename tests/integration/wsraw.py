@@ -86,17 +86,28 @@ class RawWebSocket(RawConnection):
         return bool(b0 & 0x80), b0 & 0x0F, self.read_exact(n)
 
     def read_message(self, answer_pings: bool = True) -> tuple[int, bytes]:
-        """(opcode, payload) of the next data or close frame, answering pings on the way."""
+        """(opcode, payload) of the next data or close frame, answering pings on the way
+        and joining a fragmented message (the gateway may fragment what it writes)."""
+        opcode, parts = None, []
         while True:
-            fin, opcode, payload = self.read_frame()
-            if opcode == PING:
+            fin, op, payload = self.read_frame()
+            if op == PING:
                 if answer_pings:
                     self.send_frame(PONG, payload)
                 continue
-            if opcode == PONG:
+            if op == PONG:
                 continue
-            assert fin, "the gateway fragments no message it writes in one piece"
-            return opcode, payload
+            if op == CLOSE:
+                assert opcode is None, "a close frame inside a fragmented message"
+                return op, payload
+            if opcode is None:
+                assert op != CONTINUATION, "a continuation frame without a start"
+                opcode = op
+            else:
+                assert op == CONTINUATION, "a new message inside a fragmented one"
+            parts.append(payload)
+            if fin:
+                return opcode, b"".join(parts)
 
     def read_close(self) -> tuple[Optional[int], str]:
         """Skips data frames until the close frame: (code or None, reason)."""

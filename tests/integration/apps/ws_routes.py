@@ -10,9 +10,9 @@
 - ``/refuse?code=&reason=``: closes before accepting (the client gets 403).
 - ``/deny``: the denial response extension: status 418, own headers, a body in parts.
 - ``/raise-before-accept``, ``/return-before-accept``: fail before accepting (500).
-- ``/hold``: takes the connect, marks ``started-NAME`` with its pid, then records the
-  next event it receives (the disconnect of a client or gateway that gave up) in
-  ``ws-NAME`` without ever answering.
+- ``/hold``: takes the connect, marks ``started-NAME`` with its pid (after ``?settle=``
+  seconds), then records the next event it receives (the disconnect of a client or
+  gateway that gave up) in ``ws-NAME`` without ever answering.
 - ``/hang``: accepts, marks ``started-NAME`` with its pid, records the disconnect.
 - ``/order?n=N``: accepts; sends ``s0``..``sN-1`` while it receives ``c0``..``cN-1``,
   then sends ``in-order N`` if those came in order (else what was wrong).
@@ -108,6 +108,8 @@ async def return_before_accept(scope, receive, send, query, ident):
 
 
 async def hold_route(scope, receive, send, query, ident):
+    # ?settle=S: let the worker's own messages (a Redis claim) leave before the mark.
+    await asyncio.sleep(float(query.get("settle", "0")))
     mark(f"started-{ident}", str(os.getpid()))
     message = await asyncio.wait_for(receive(), 60)
     append(f"ws-{ident}", f"{message['type']} {message.get('code')}")

@@ -1,0 +1,295 @@
+"""WebSocket after accept (design.md section 5, WebSocket column): messages both ways and
+in order, fragmented frames, the message size limit (1009), invalid UTF-8 (1007),
+keep-alive pings, close codes and reasons both ways, --websocket-timeout, a worker dying
+(1011), and what the client sees when the app breaks the ASGI state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import websockets
+
+from .wsraw import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, close_payload
+
+pytestmark = pytest.mark.every_bus
+
+APP = "ws_routes:app"
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def ws_url(port: int, path: str) -> str:
+    return f"ws://127.0.0.1:{port}{path}"
+
+
+def opened(port: int, path: str, **kwargs) -> RawWebSocket:
+    c = RawWebSocket(port, path, **kwargs)
+    r = c.read_handshake()
+    assert r.status == 101, r
+    return c
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def test_text_and_bytes_both_ways(bridge_factory):
+    b = bridge_factory(APP)
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/echo?id=tb"), max_size=None) as ws:
+            for message in ["hello", "", "ünïcödé ✓", b"\x00\x01\xff", b"",
+                            "t" * 70000, b"b" * (2 * 1024 * 1024 + 3)]:
+                await ws.send(message)
+                echoed = await ws.recv()
+                assert type(echoed) is type(message) and echoed == message
+
+    run(client())
+
+
+def test_order_kept_under_load_both_directions(bridge_factory):
+    """10,000 messages each way at once: the app sees the client's in order, the client
+    sees the app's in order (credits and windows open and close many times)."""
+    n = 10_000
+    b = bridge_factory(APP)
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, f"/order?id=o&n={n}")) as ws:
+            async def produce():
+                for i in range(n):
+                    await ws.send(f"c{i}")
+
+            producer = asyncio.ensure_future(produce())
+            received = [await ws.recv() for _ in range(n + 1)]
+            await producer
+            return received
+
+    received = run(client(), timeout=120)
+    assert received[:n] == [f"s{i}" for i in range(n)]
+    assert received[n] == f"in-order {n}"
+
+
+def test_fragmented_frames_are_reassembled(bridge_factory):
+    b = bridge_factory(APP)
+    with opened(b.port, "/echo?id=frag") as c:
+        text = "Hello wörld".encode()
+        split = text.index("ö".encode()) + 1  # inside the two bytes of "ö"
+        c.send_frame(TEXT, text[:3], fin=False)
+        c.send_frame(PING, b"between fragments")  # control frames may interleave
+        c.send_frame(CONTINUATION, text[3:split], fin=False)
+        c.send_frame(CONTINUATION, text[split:], fin=True)
+        fin, opcode, payload = c.read_frame()
+        assert (fin, opcode, payload) == (True, PONG, b"between fragments")
+        assert c.read_message() == (TEXT, text)
+
+        big = b"\x00" * 70_000  # a 64-bit length, then a 7-bit one
+        c.send_frame(BINARY, big, fin=False)
+        c.send_frame(CONTINUATION, b"", fin=False)
+        c.send_frame(CONTINUATION, b"\x01" * 10, fin=True)
+        assert c.read_message() == (BINARY, big + b"\x01" * 10)
+
+        c.send_frame(CLOSE, close_payload(1000))
+        assert c.read_close() == (1000, "")
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_message_over_max_size_closes_1009(bridge_factory):
+    b = bridge_factory(APP, gateway_args=["--max-message-size", "1000"])
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/echo?id=big")) as ws:
+            await ws.send("x" * 1000)  # at the limit: fine
+            assert await ws.recv() == "x" * 1000
+            await ws.send(b"y" * 1001)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            return ws.close_code
+
+    assert run(client()) == 1009
+    assert b.state.wait_for("ws-big").startswith("disconnect 1009")
+
+    # A message that grows over the limit one fragment at a time.
+    with opened(b.port, "/echo?id=bigfrag") as c:
+        for _ in range(3):
+            c.send_frame(BINARY if _ == 0 else CONTINUATION, b"z" * 400, fin=False)
+        code, _ = c.read_close()
+        assert code == 1009
+    assert b.state.wait_for("ws-bigfrag").startswith("disconnect 1009")
+
+
+def test_invalid_utf8_in_text_frame_closes_1007(bridge_factory):
+    b = bridge_factory(APP)
+    with opened(b.port, "/echo?id=utf") as c:
+        c.send_frame(TEXT, "fine ✓".encode())
+        assert c.read_message() == (TEXT, "fine ✓".encode())
+        c.send_frame(TEXT, b"bad \xff\xfe")
+        code, _ = c.read_close()
+        assert code == 1007
+    assert b.state.wait_for("ws-utf").startswith("disconnect 1007")
+
+    # Invalid only once the message is complete: a truncated sequence at the end.
+    with opened(b.port, "/echo?id=utf2") as c:
+        c.send_frame(TEXT, b"ok \xe2\x9c", fin=False)
+        c.send_frame(CONTINUATION, b"", fin=True)
+        code, _ = c.read_close()
+        assert code == 1007
+    assert b.state.wait_for("ws-utf2").startswith("disconnect 1007")
+
+
+# -- keep-alive --------------------------------------------------------------------------------
+
+
+def test_pings_keep_an_answering_client_open(bridge_factory):
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5"])
+    with opened(b.port, "/echo?id=ping") as c:
+        pings = 0
+        deadline = time.monotonic() + 3  # six ping intervals, all answered
+        while time.monotonic() < deadline:
+            fin, opcode, payload = c.read_frame()
+            assert opcode == PING, (opcode, payload)
+            pings += 1
+            c.send_frame(PONG, payload)
+        assert pings >= 2
+        c.send_frame(TEXT, b"still here")
+        assert c.read_message() == (TEXT, b"still here")
+    assert b.state.read("ws-ping") is None or "1006" not in b.state.read("ws-ping")
+
+
+def test_a_client_that_never_answers_pings_is_closed(bridge_factory):
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5"])
+    started = time.monotonic()
+    with opened(b.port, "/echo?id=deaf", timeout=15) as c:
+        pings = 0
+        with pytest.raises(EOFError):
+            while True:
+                fin, opcode, payload = c.read_frame()
+                assert opcode in (PING, CLOSE), opcode
+                pings += opcode == PING
+        assert pings >= 1
+    assert time.monotonic() - started < 15, "no hang"
+    assert b.state.wait_for("ws-deaf").startswith("disconnect 1006")
+
+
+def test_pings_off_with_interval_zero(bridge_factory):
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0"])
+    with opened(b.port, "/echo?id=quiet", timeout=1.5) as c:
+        with pytest.raises(TimeoutError):
+            c.read_frame()  # no ping, and no close either
+        c.sock.settimeout(10)
+        c.send_frame(TEXT, b"hi")
+        assert c.read_message() == (TEXT, b"hi")
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+
+def test_app_close_code_and_reason_reach_the_client(bridge_factory):
+    b = bridge_factory(APP)
+
+    async def client(command):
+        async with websockets.connect(ws_url(b.port, "/echo?id=ac")) as ws:
+            await ws.send(command)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            return ws.close_code, ws.close_reason
+
+    assert run(client("close:4321:done here, ✓")) == (4321, "done here, ✓")
+    assert run(client("close:1000:")) == (1000, "")
+    assert run(client("close:1001:going")) == (1001, "going")
+
+
+def test_client_close_code_and_reason_reach_the_app(bridge_factory):
+    b = bridge_factory(APP)
+
+    async def client(ident, code, reason):
+        async with websockets.connect(ws_url(b.port, f"/echo?id={ident}")) as ws:
+            await ws.close(code=code, reason=reason)
+            return ws.close_code
+
+    assert run(client("c1", 4002, "bye now")) == 4002
+    assert b.state.wait_for("ws-c1").strip() == "disconnect 4002 bye now"
+    run(client("c2", 1000, ""))
+    assert b.state.wait_for("ws-c2").strip() == "disconnect 1000"
+
+    with opened(b.port, "/echo?id=c3") as c:  # a close frame without a code
+        c.send_frame(CLOSE)
+        assert c.read_close() in ((None, ""), (1000, ""))
+    assert b.state.wait_for("ws-c3").strip() == "disconnect 1005"
+
+    c = opened(b.port, "/echo?id=c4")  # no close frame at all
+    c.close()
+    assert b.state.wait_for("ws-c4").strip() == "disconnect 1006"
+
+
+def test_websocket_timeout_closes(bridge_factory):
+    b = bridge_factory(APP, gateway_args=["--websocket-timeout", "1"])
+
+    async def client():
+        started = time.monotonic()
+        async with websockets.connect(ws_url(b.port, "/hang?id=life")) as ws:
+            await asyncio.wait_for(ws.wait_closed(), 15)
+            return ws.close_code, time.monotonic() - started
+
+    code, elapsed = run(client())
+    assert code == 1000
+    assert elapsed >= 0.9
+    assert b.state.wait_for("ws-life").startswith("disconnect")
+
+
+def test_worker_killed_after_accept_closes_1011(bridge_factory):
+    heartbeat = 0.5
+    b = bridge_factory(APP, gateway_args=["--heartbeat-interval", str(heartbeat)],
+                       worker_args=["--heartbeat-interval", str(heartbeat)])
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/hang?id=k")) as ws:
+            await asyncio.get_running_loop().run_in_executor(
+                None, b.state.wait_for, "started-k")
+            b.workers[0].kill()
+            killed = time.monotonic()
+            await asyncio.wait_for(ws.wait_closed(), 15)
+            return ws.close_code, time.monotonic() - killed
+
+    code, elapsed = run(client())
+    assert code == 1011
+    # 3 silent intervals make a worker dead; the gateway looks once per interval.
+    assert elapsed < 4 * heartbeat + 2.0, f"1011 only after {elapsed:.1f} s"
+
+
+# -- the ASGI state machine, as the client sees it ---------------------------------------------
+
+
+def test_send_before_accept_is_500_and_raises_in_app(bridge_factory):
+    b = bridge_factory(APP)
+    with RawWebSocket(b.port, "/violate?id=sba&case=send-before-accept") as c:
+        assert c.read_handshake().status == 500
+    assert b.state.wait_for("violation-sba").startswith("UnexpectedMessage")
+
+
+def test_accept_twice_raises_in_app_and_closes_1011(bridge_factory):
+    b = bridge_factory(APP)
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/violate?id=at&case=accept-twice")) as ws:
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            return ws.close_code
+
+    assert run(client()) == 1011
+    assert b.state.wait_for("violation-at").startswith("UnexpectedMessage")
+
+
+def test_send_after_close_raises_in_app_client_sees_the_close(bridge_factory):
+    b = bridge_factory(APP)
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/violate?id=sac&case=send-after-close")) as ws:
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                await ws.recv()  # the refused send never arrives
+            return ws.close_code, ws.close_reason
+
+    assert run(client()) == (4000, "closed first")
+    assert b.state.wait_for("violation-sac").startswith("ClientDisconnected")
