@@ -278,6 +278,10 @@ def test_redis_restart_under_load(redis_env):
     srv = server()
     b = bridge(srv.url(), workers=2, gateway_args=["--dispatch-timeout", "2"])
     b.wait_ready()
+    # wait_ready needs one worker; this test needs both connected before Redis goes
+    # (a worker that starts while Redis is down exits at its start-up check).
+    wait_until(lambda: all("serving up to" in w.log() for w in b.workers), 15,
+               "both workers to be serving")
     gateway_pid, worker_pids = b.gateway.pid, [w.pid for w in b.workers]
     load = Load(b.port)
     wait_until(lambda: sum(1 for r in load.results if r[2] == 200) > 50, 20,
