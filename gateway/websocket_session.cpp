@@ -25,6 +25,9 @@ using asio::use_awaitable;
 
 namespace {
 
+// How long the closing handshake and TCP teardown may take (Beast's handshake timeout too).
+constexpr auto k_close_timeout = std::chrono::seconds(5);
+
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
   if (!has_valid_host(request)) return 400;
@@ -71,6 +74,7 @@ WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request
       config_(config),
       credit_wake_(ws_.get_executor()),
       watcher_stopped_(ws_.get_executor()),
+      close_deadline_(ws_.get_executor()),
       lifetime_(ws_.get_executor()) {
   boost::system::error_code ignored;
   client_ = ws_.next_layer().remote_endpoint(ignored);
@@ -202,7 +206,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
         if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
       }));
   websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = std::chrono::seconds(5);
+  timeouts.handshake_timeout = k_close_timeout;  // Beast also applies it to our close
   bool pings = config_.ping_interval.count() > 0;
   timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
                                 : websocket::stream_base::none();
@@ -210,6 +214,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.set_option(timeouts);
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
+  ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
   co_await ws_.async_accept(request_, redirect_error(use_awaitable, ec));
   if (ec) {
     log::websocket().info("conn {}: handshake failed: {}", conn_id_, ec.message());
@@ -281,7 +286,7 @@ awaitable<void> WebSocketSession::read_frames() {
     if (ec) {
       ClientGone gone;
       if (ec == websocket::error::closed) {
-        gone.code = ws_.reason().code == websocket::close_code::none ? 1005 : ws_.reason().code;
+        gone.code = client_close_code();
         gone.reason = std::string(ws_.reason().reason.c_str());
       } else if (ec == websocket::error::message_too_big) {
         gone.code = 1009;
@@ -338,6 +343,27 @@ awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
     log::websocket().warn("conn {}: invalid event from the worker after accept", conn_id_);
     co_await close(1011, "");
   }
+}
+
+// The client's close frame. Beast completes the read only after the TCP
+// teardown (it waits for the client's FIN), so the app hears the close now; and
+// that wait gets a deadline, which Beast does not give it when pings are off.
+void WebSocketSession::on_control_frame(websocket::frame_type kind) {
+  if (kind != websocket::frame_type::close) return;
+  if (state_ == State::open) send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
+  close_deadline_.expires_after(k_close_timeout);
+  close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) {
+      boost::system::error_code ignored;
+      self->ws_.next_layer().close(ignored);  // the reader then ends the session
+    }
+  });
+}
+
+// The code of the client's close frame for websocket.disconnect (1005: none).
+int WebSocketSession::client_close_code() const {
+  auto code = ws_.reason().code;
+  return code == websocket::close_code::none ? 1005 : code;
 }
 
 // Sends our close frame; the reader then sees the client's answer (or the
@@ -415,6 +441,7 @@ void WebSocketSession::end_connection() {
 
 void WebSocketSession::teardown() {
   lifetime_.cancel();
+  close_deadline_.cancel();
   credit_wake_.cancel();
   boost::system::error_code ignored;
   auto& socket = ws_.next_layer();

@@ -56,6 +56,8 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> read_frames();
   boost::asio::awaitable<void> on_open_event(protocol::Envelope& envelope);
   boost::asio::awaitable<void> close(int code, std::string reason);
+  void on_control_frame(boost::beast::websocket::frame_type kind);
+  int client_close_code() const;
   boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
 
@@ -88,6 +90,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   bool draining_ = false;
   boost::asio::steady_timer credit_wake_;
   boost::asio::steady_timer watcher_stopped_;  // cancelled when the handshake watcher ends
+  boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
   boost::beast::flat_buffer read_buffer_;
 };

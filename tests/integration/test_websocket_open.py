@@ -12,6 +12,7 @@ import time
 import pytest
 import websockets
 
+from .harness import wait_until
 from .wsraw import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, close_payload
 
 pytestmark = pytest.mark.every_bus
@@ -223,6 +224,34 @@ def test_client_close_code_and_reason_reach_the_app(bridge_factory):
     c = opened(b.port, "/echo?id=c4")  # no close frame at all
     c.close()
     assert b.state.wait_for("ws-c4").strip() == "disconnect 1006"
+
+
+def test_client_close_reaches_the_app_before_the_tcp_close(bridge_factory):
+    """The app hears the client's close frame at once, not when the TCP connection ends;
+    a client that never closes its TCP side is cut after the closing handshake's limit."""
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0"])
+    with opened(b.port, "/echo?id=half", timeout=30) as c:
+        c.send_frame(CLOSE, close_payload(4100, "leaving"))
+        assert c.read_close()[0] == 4100  # Beast echoes the code
+        # The client keeps its TCP side open; the app already knows.
+        assert b.state.wait_for("ws-half").strip() == "disconnect 4100 leaving"
+        assert c.at_eof()  # the gateway's FIN; it then waits for ours, but not forever
+        client_port = c.sock.getsockname()[1]
+        wait_until(lambda: not gateway_holds_socket(b.port, client_port), 20,
+                   "the gateway to close its socket")
+
+
+def gateway_holds_socket(server_port: int, client_port: int) -> bool:
+    """True while a process holds the server side of that TCP connection (in
+    /proc/net/tcp a socket no process holds any more shows inode 0)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                return inode != 0
+    return False
 
 
 def test_websocket_timeout_closes(bridge_factory):
