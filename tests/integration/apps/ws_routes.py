@@ -18,6 +18,9 @@
   then sends ``in-order N`` if those came in order (else what was wrong).
 - ``/flood?total=&size=``: accepts and sends ``total`` bytes in ``size``-byte binary
   messages, recording in ``progress-NAME`` how many bytes its sends have returned for.
+- ``/stall``: accepts, marks ``started-NAME``, then receives nothing until the file
+  ``go-NAME`` exists; then counts the bytes it receives until the disconnect, in
+  ``received-NAME``.
 - ``/violate?case=``: breaks the ASGI state machine; records in ``violation-NAME`` the
   exception ``send`` raised (``send-before-accept``, ``accept-twice``,
   ``send-after-close``) and lets it propagate.
@@ -29,7 +32,7 @@ import os
 import urllib.parse
 
 from basic_app import app as http_app
-from basic_app import append, jsonable, mark
+from basic_app import append, jsonable, mark, wait_file
 
 
 def query_of(scope):
@@ -162,6 +165,19 @@ async def flood_route(scope, receive, send, query, ident):
     mark(f"flood-done-{ident}", str(sent))
 
 
+async def stall_route(scope, receive, send, query, ident):
+    await send({"type": "websocket.accept"})
+    mark(f"started-{ident}", str(os.getpid()))
+    await wait_file(f"go-{ident}", timeout=120)
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            mark(f"received-{ident}", str(received))
+            return
+        received += len(message.get("bytes") or b"")
+
+
 async def violate_route(scope, receive, send, query, ident):
     case = query["case"]
     if case in ("accept-twice", "send-after-close"):
@@ -190,5 +206,6 @@ ROUTES = {
     "/hang": hang_route,
     "/order": order_route,
     "/flood": flood_route,
+    "/stall": stall_route,
     "/violate": violate_route,
 }
