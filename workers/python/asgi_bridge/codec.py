@@ -449,7 +449,7 @@ def _unpack(data):
     except msgpack.ExtraData:
         raise ProtocolError("message: trailing bytes after the map") from None
     except UnicodeDecodeError:
-        raise ProtocolError(_find_bad_utf8(data)) from None
+        raise _bad_utf8_error(data) from None
     except ValueError as exc:
         if "map key" in str(exc):
             raise ProtocolError(f"message: a map key is not a str ({exc})") from None
@@ -464,15 +464,26 @@ def _check_keys(mapping, where, err):
             raise err(f"{where}: map key {key!r} is not a str")
 
 
-def _find_bad_utf8(data):
-    """Name the field holding invalid UTF-8 (only runs for a message that has one)."""
+def _bad_utf8_error(data):
+    """The error for a message holding invalid UTF-8 (only runs for such a message): it
+    names the field and, like decode()'s other errors, what could be read of kind,
+    gateway and connection, so that the receiver can fail that connection."""
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False,
                               unicode_errors="surrogateescape")
     except Exception:
-        return "message: a str is not valid UTF-8"
+        return ProtocolError("message: a str is not valid UTF-8")
     path = _bad_str_path(obj, "")
-    return f"{path or 'message'}: not valid UTF-8"
+    exc = ProtocolError(f"{path or 'message'}: not valid UTF-8")
+    if isinstance(obj, dict):
+        exc.kind, exc.gateway, exc.conn = (_readable_utf8(obj, "k"), _readable_utf8(obj, "g"),
+                                           _readable(obj, "c", int))
+    return exc
+
+
+def _readable_utf8(obj, key):
+    value = _readable(obj, key, str)
+    return value if value is not None and _bad_str_path(value, key) is None else None
 
 
 def _bad_str_path(obj, path):

@@ -277,6 +277,9 @@ def test_protocol_error_carries_what_could_be_read():
     with pytest.raises(ProtocolError) as info:
         codec.decode(ev({"type": "http.request", "body": "text"}))
     assert (info.value.kind, info.value.gateway, info.value.conn) == ("event", "gw", 1)
+    with pytest.raises(ProtocolError) as info:  # invalid UTF-8 fails before the envelope is read
+        codec.decode(bad_utf8_text())
+    assert (info.value.kind, info.value.gateway, info.value.conn) == ("event", "gw", 1)
 
 
 # --- what an app may pass to send() ------------------------------------------------------------
