@@ -19,6 +19,8 @@ import websockets
 from .harness import wait_until
 from .wsraw import BINARY, CLOSE, RawWebSocket, close_payload, frame
 
+pytestmark = pytest.mark.every_bus  # credits and windows are the same on every bus
+
 APP = "ws_routes:app"
 MiB = 1024 * 1024
 TOTAL = 200 * MiB        # what the producer would send if nothing stopped it
