@@ -205,13 +205,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
         }
         if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
       }));
-  websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = k_close_timeout;  // Beast also applies it to our close
-  bool pings = config_.ping_interval.count() > 0;
-  timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
-                                : websocket::stream_base::none();
-  timeouts.keep_alive_pings = pings;
-  ws_.set_option(timeouts);
+  set_keepalive(true);
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
@@ -275,10 +269,15 @@ awaitable<void> WebSocketSession::read_frames() {
   auto inbox = inbox_;
   bool failing = false;  // we are closing with 1007: forward nothing more
   for (;;) {
-    while (events_in_flight_ >= protocol::k_event_window && state_ != State::done) {
-      credit_wake_.expires_at(asio::steady_timer::time_point::max());
-      boost::system::error_code ignored;
-      co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
+    if (events_in_flight_ >= protocol::k_event_window) {
+      // Paused for credits, we leave the client's pongs unread too: not its fault.
+      set_keepalive(false);
+      while (events_in_flight_ >= protocol::k_event_window && state_ != State::done) {
+        credit_wake_.expires_at(asio::steady_timer::time_point::max());
+        boost::system::error_code ignored;
+        co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
+      }
+      set_keepalive(true);  // the next read re-arms Beast's idle timer
     }
     boost::system::error_code ec;
     read_buffer_.clear();
@@ -343,6 +342,18 @@ awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
     log::websocket().warn("conn {}: invalid event from the worker after accept", conn_id_);
     co_await close(1011, "");
   }
+}
+
+// Beast's timeouts: pings after --ping-interval of silence and a close after
+// twice that, or (off) no idle limit at all; the closing handshake's limit always.
+void WebSocketSession::set_keepalive(bool on) {
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = k_close_timeout;  // Beast also applies it to our close
+  bool pings = on && config_.ping_interval.count() > 0;
+  timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
+                                : websocket::stream_base::none();
+  timeouts.keep_alive_pings = pings;
+  ws_.set_option(timeouts);
 }
 
 // The client's close frame. Beast completes the read only after the TCP

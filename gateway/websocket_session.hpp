@@ -56,6 +56,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> read_frames();
   boost::asio::awaitable<void> on_open_event(protocol::Envelope& envelope);
   boost::asio::awaitable<void> close(int code, std::string reason);
+  void set_keepalive(bool on);
   void on_control_frame(boost::beast::websocket::frame_type kind);
   int client_close_code() const;
   boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});

@@ -168,3 +168,28 @@ def test_large_messages_cross_many_windows(bridge_factory, size):
                 assert await ws.recv() == payload
 
     asyncio.run(asyncio.wait_for(client(), 120))
+
+
+def test_a_paused_reader_does_not_time_the_client_out(bridge_factory):
+    """While an app is slow to receive, the gateway stops reading the client's socket, so
+    the client's pongs sit unread too: that must not count as a dead client."""
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.3"])
+    with RawWebSocket(b.port, "/stall?id=p", timeout=20) as c:
+        assert c.read_handshake().status == 101
+        b.state.wait_for("started-p")
+        for _ in range(40):  # more than the 16 events in flight: the reader pauses
+            c.send(frame(BINARY, b"p" * 1000))
+        deadline = time.monotonic() + 3  # ten ping intervals, every ping answered
+        c.sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                fin, opcode, payload = c.read_frame()
+            except TimeoutError:
+                continue
+            assert opcode == 0x9, f"frame {opcode} while the app is paused"
+            c.send(frame(0xA, payload))
+        c.sock.settimeout(20)
+        b.state.touch("go-p")
+        c.send(frame(CLOSE, close_payload(1000)))
+        assert c.read_close()[0] == 1000
+    assert int(b.state.wait_for("received-p")) == 40 * 1000
