@@ -254,5 +254,9 @@ def test_bad_handshakes_never_reach_the_app(bridge_factory):
     r = raw_request(b.port, (base + "Sec-WebSocket-Key: short\r\n"
                              "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     assert r.status == 400
+    huge = "X-Big: " + "b" * (20 * 1024) + "\r\n"  # over the default 16 KiB head limit
+    r = raw_request(b.port, (base + huge + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert r.status == 431
     time.sleep(0.3)
     assert b.state.read("started-bad") is None
