@@ -14,6 +14,7 @@ heartbeats to the gateways whose connections it serves (and for 3 intervals afte
 
 import asyncio
 import collections
+import contextvars
 import functools
 import logging
 import os
@@ -65,6 +66,11 @@ class Worker:
         self._tasks = set()
         self._ticker = None
         self._loop = asyncio.get_running_loop()
+        # Each app instance starts from this context, not from whatever context the bus
+        # callback that created it ran in: that can be an app's own (a send schedules the
+        # transport's next service), and an app's context vars must not leak into another
+        # connection (asgiref's thread-sensitive guard then refuses: "would deadlock").
+        self._app_context = contextvars.copy_context()
         self._handlers = {"event": self._on_event, "credit": self._on_credit,
                           "error": self._on_error, "bye": self._on_bye,
                           "heartbeat": lambda gateway, msg: None}
@@ -251,7 +257,8 @@ class Worker:
         self.conns[key] = conn
         gateway.conns.add(key)
         self._update_capacity()
-        task = self._loop.create_task(self._serve(gateway, key, conn))
+        task = self._loop.create_task(self._serve(gateway, key, conn),
+                                      context=self._app_context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
