@@ -238,6 +238,33 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     case Kind::credit:
     case Kind::error:
       return on_connection_message(worker_id, std::move(envelope));
+    case Kind::group:
+      return relay_group(worker_id, envelope, payload);
+  }
+}
+
+// ZeroMQ: workers have no other path to each other, so the gateway forwards
+// a group message, bytes unchanged, to every other worker it knows; each
+// worker de-duplicates the copies that reach it through several gateways
+// (docs/workers-cpp.md, "Chat rooms"). Best effort: a full or vanished peer
+// misses it. On Redis workers publish to each other without us.
+void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope, std::string_view payload) {
+  if (auto it = workers_.find(origin); it != workers_.end()) it->second.last_seen = Clock::now();
+  if (shared_queue_) {
+    log::bus().debug("worker {}: group message ignored (Redis workers publish themselves)", origin);
+    return;
+  }
+  const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
+  if (message.data.size() > config_.max_message_size) {
+    log::bus().warn("worker {}: group message of {} bytes over --max-message-size dropped", origin,
+                    message.data.size());
+    return;
+  }
+  for (const auto& [id, worker] : workers_) {
+    if (id == origin) continue;
+    if (transport_->send(id, payload) != bus::SendStatus::sent) {
+      log::bus().debug("worker {}: group message from {} not relayed (queue full or gone)", id, origin);
+    }
   }
 }
 

@@ -64,6 +64,7 @@ class Dispatcher {
   void on_bus_message(std::string_view peer, std::string_view payload);
   void on_worker_status(const std::string& worker_id, const protocol::Envelope& envelope);
   void on_connection_message(const std::string& worker_id, protocol::Envelope&& envelope);
+  void relay_group(const std::string& origin, const protocol::Envelope& envelope, std::string_view payload);
 
   void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
   void claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id);

@@ -672,6 +672,7 @@ void describe_envelope(V& v, E& e) {
   v.maybe_uint("events", e.events);
   v.maybe_uint("bytes", e.bytes);
   v.maybe_text("message", e.message);
+  v.maybe_text("group", e.group);
   v.maybe_scope("scope", e.scope);
   v.maybe_event("event", e.event);
 }
@@ -744,6 +745,17 @@ void MapReader::maybe_event(std::string_view key, std::optional<Event>& event) {
 
 // --- the envelope ----------------------------------------------------------------------
 
+// A group message names its origin, its place in the origin's sequence, the
+// group, and carries one websocket.send.
+void check_group(const Envelope& envelope, const Path& root) {
+  if (envelope.worker_id.empty()) fail(Path(root, "w"), "missing on a group message");
+  if (!envelope.seq) fail(Path(root, "s"), "missing on a group message");
+  if (!envelope.group || envelope.group->empty()) fail(Path(root, "group"), "missing on a group message");
+  if (!envelope.event || !std::holds_alternative<WebSocketSend>(*envelope.event)) {
+    fail(Path(root, "event"), "a group message carries one websocket.send");
+  }
+}
+
 void read_envelope(const msgpack::object& object, Envelope& envelope) {
   Path root;
   if (object.type != msgpack::type::MAP) {
@@ -756,6 +768,7 @@ void read_envelope(const msgpack::object& object, Envelope& envelope) {
     if (!envelope.seq) fail(Path(root, "s"), "missing on an event");
     if (!envelope.event) fail(Path(root, "event"), "missing on an event");
   }
+  if (envelope.kind == Kind::group) check_group(envelope, root);
 }
 
 // msgpack-c allocates an array's or map's elements when it reads the header,

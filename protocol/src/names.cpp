@@ -8,10 +8,10 @@ namespace asgi_bridge::protocol {
 namespace {
 
 // Indexed by Kind.
-constexpr std::array<std::string_view, 7> k_kind_names = {
-    "event", "ready", "heartbeat", "credit", "drain", "bye", "error",
+constexpr std::array<std::string_view, 8> k_kind_names = {
+    "event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group",
 };
-static_assert(k_kind_names.size() == static_cast<std::size_t>(Kind::error) + 1,
+static_assert(k_kind_names.size() == static_cast<std::size_t>(Kind::group) + 1,
               "k_kind_names must name every Kind, in declaration order");
 
 }  // namespace

@@ -226,6 +226,17 @@ std::vector<Vector> kind_vectors() {
   error_gateway.conn_id = 1ULL << 33;
   error_gateway.message = "unknown connection";
   v.push_back({"error_gateway", error_gateway});
+
+  Envelope group_text = from_worker(Kind::group);
+  group_text.seq = 0;
+  group_text.group = "lobby \xe2\x9c\x93";  // "lobby ✓"
+  group_text.event = ws_send("hello, room", true);
+  v.push_back({"group_text", group_text});
+  Envelope group_bytes = from_worker(Kind::group);
+  group_bytes.seq = 70000;
+  group_bytes.group = "room/42";
+  group_bytes.event = ws_send(pattern(40), false);
+  v.push_back({"group_bytes", group_bytes});
   return v;
 }
 

@@ -1,6 +1,7 @@
 // The worker side of the Redis transport (docs/redis.md) against a real
 // redis-server: where messages go, popping the shared queue no further than
-// the free capacity, unblocking a pending pop when the worker drains, what
+// the free capacity, unblocking a pending pop when the worker drains, group
+// pub/sub (subscriptions, again after a reconnect), what
 // stop() still writes, and coming back after Redis itself went away.
 #include <gtest/gtest.h>
 
@@ -304,6 +305,61 @@ TEST_F(RedisTransportTest, KeepsPoppingAfterAnErrorAnswer) {
   redis_->command({"DEL", "asgi:{new}"});
   redis_->command({"RPUSH", "asgi:{new}", "first"});
   ASSERT_TRUE(run_until([&] { return received_.size() == 1; }, 5s));
+}
+
+// --- broadcast groups: pub/sub -------------------------------------------------------
+
+// Subscribers of a group's channel, as Redis counts them.
+long long subscribers(Redis& redis, const std::string& channel) {
+  auto reply = redis.command({"PUBSUB", "NUMSUB", channel});
+  return reply && reply->elements == 2 ? reply->element[1]->integer : -1;
+}
+
+TEST_F(RedisTransportTest, HearsAGroupOnlyWhileSubscribedToIt) {
+  auto& transport = worker("asgi", 3);
+  const std::string lobby = "asgi:group:3:{lobby}";  // the db is in the name: pub/sub ignores SELECT
+  transport.subscribe("lobby");
+  transport.subscribe("games");
+  ASSERT_TRUE(run_until([&] { return subscribers(*redis_, lobby) == 1; }));
+  ASSERT_TRUE(run_until([&] { return transport.publish("lobby", "ours") == SendStatus::sent; }));
+  ASSERT_TRUE(run_until([&] { return received_.size() == 1; }));
+  redis_->command({"PUBLISH", lobby, "theirs"});
+  ASSERT_TRUE(run_until([&] { return received_.size() == 2; }));
+  EXPECT_EQ(received_, (std::vector<std::string>{"ours", "theirs"}));  // our own echo too: the worker drops it
+  transport.unsubscribe("lobby");
+  ASSERT_TRUE(run_until([&] { return subscribers(*redis_, lobby) == 0; }));
+  redis_->command({"PUBLISH", lobby, "missed"});
+  redis_->command({"PUBLISH", "asgi:group:3:{games}", "still subscribed"});
+  ASSERT_TRUE(run_until([&] { return received_.size() == 3; }));
+  EXPECT_EQ(received_.back(), "still subscribed");  // one connection: in publish order
+}
+
+// hiredis forgets a channel when Redis confirms its UNSUBSCRIBE, even if it
+// was subscribed again meanwhile: leaving and joining in one go must stick.
+TEST_F(RedisTransportTest, LeavingAndJoiningAtOnceStaysSubscribed) {
+  auto& transport = worker();
+  const std::string lobby = "asgi:group:0:{lobby}";
+  transport.subscribe("lobby");
+  ASSERT_TRUE(run_until([&] { return subscribers(*redis_, lobby) == 1; }));
+  transport.unsubscribe("lobby");
+  transport.subscribe("lobby");
+  run_for(100ms);
+  redis_->command({"PUBLISH", lobby, "heard"});
+  ASSERT_TRUE(run_until([&] { return received_.size() == 1; }));
+  EXPECT_EQ(received_[0], "heard");
+}
+
+TEST_F(RedisTransportTest, SubscribesAgainAfterRedisRestarts) {
+  auto& transport = worker();
+  const std::string lobby = "asgi:group:0:{lobby}";
+  transport.subscribe("lobby");
+  ASSERT_TRUE(run_until([&] { return subscribers(*redis_, lobby) == 1; }));
+  redis_->kill();
+  run_for(300ms);
+  redis_->start();
+  ASSERT_TRUE(run_until([&] { return subscribers(*redis_, lobby) == 1; }, 5s));
+  redis_->command({"PUBLISH", lobby, "back"});
+  ASSERT_TRUE(run_until([&] { return received_.size() == 1; }));
 }
 
 TEST(RedisUrl, MessagesAndLogsNeverShowThePassword) {

@@ -156,6 +156,12 @@ Map event_of(std::string type, Map fields = {}) {
   return fields;
 }
 
+// A worker's broadcast to group "lobby".
+Map group_message() {
+  return {{s("v"), u(1)},         {s("k"), s("group")}, {s("w"), s("wk-1")}, {s("s"), u(3)},
+          {s("group"), s("lobby")}, {s("event"), map(event_of("websocket.send", {{s("text"), s("hi")}}))}};
+}
+
 Value header(std::string name, std::string value) { return array({b(std::move(name)), b(std::move(value))}); }
 
 Map http_scope_map() {
@@ -301,6 +307,12 @@ std::vector<Envelope> sample_envelopes() {
   error.conn_id = 12;
   error.message = "boom \xe2\x9c\x93";
   out.push_back(error);
+  Envelope group = kind(Kind::group);
+  group.worker_id = "wk-1";
+  group.seq = 0;
+  group.group = "lobby";
+  group.event = WebSocketSend{{"hi", true}};
+  out.push_back(group);
   return out;
 }
 
@@ -335,7 +347,7 @@ TEST(CodecRoundTrip, EveryEventTypeWithDefaults) {
 TEST(CodecRoundTrip, EveryKind) {
   std::set<Kind> seen;
   for (const auto& envelope : sample_envelopes()) seen.insert(envelope.kind);
-  EXPECT_EQ(seen.size(), 7U);
+  EXPECT_EQ(seen.size(), 8U);
   for (Kind kind : seen) EXPECT_EQ(kind_from_name(kind_name(kind)), kind);
   EXPECT_EQ(kind_from_name("gossip"), std::nullopt);
 }
@@ -382,7 +394,7 @@ TEST(GoldenVectors, CoverEveryEventTypeAndKind) {
     kinds.insert(envelope.kind);
     if (envelope.event) types.emplace(event_type(*envelope.event));
   }
-  EXPECT_EQ(kinds.size(), 7U);
+  EXPECT_EQ(kinds.size(), 8U);
   EXPECT_EQ(types.size(), std::variant_size_v<Event>);
 }
 
@@ -623,6 +635,14 @@ std::vector<Malformed> malformed_samples() {
        "capacity: 4294967296 out of range 0..4294967295"},
       {"message as bin", bytes_of(Map{{s("v"), u(1)}, {s("k"), s("error")}, {s("message"), b("x")}}),
        "message: expected str, got bin"},
+      {"group without origin", bytes_of(without(group_message(), "w")), "w: missing on a group message"},
+      {"group without s", bytes_of(without(group_message(), "s")), "s: missing on a group message"},
+      {"group without name", bytes_of(without(group_message(), "group")), "group: missing on a group message"},
+      {"group with an empty name", bytes_of(with(group_message(), "group", s(""))),
+       "group: missing on a group message"},
+      {"group name as bin", bytes_of(with(group_message(), "group", b("lobby"))), "group: expected str, got bin"},
+      {"group carrying a close", bytes_of(with(group_message(), "event", map(event_of("websocket.close")))),
+       "event: a group message carries one websocket.send"},
       // Events.
       {"event not a map", bytes_of(with(event_message({}), "event", s("http.disconnect"))),
        "event: expected map, got str"},

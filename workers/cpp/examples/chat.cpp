@@ -1,16 +1,16 @@
 // asgi-bridge-example-chat: chat rooms over WebSocket. Connect to /chat/ROOM;
 // every message sent on one socket goes to every socket in the same room
-// served by this worker process (the sender included). A room spans the
-// gateways this worker serves (on Redis: every gateway on the server), never
-// other worker processes: cross-worker broadcast is not implemented, on
-// either bus (docs/workers-cpp.md, "Chat rooms").
+// (the sender included), whichever worker process serves it: rooms are
+// broadcast groups (asgi_bridge/worker/groups.hpp), which reach the other
+// workers through the gateways on ZeroMQ and through pub/sub on Redis
+// (docs/workers-cpp.md, "Chat rooms").
 #include <optional>
 #include <string>
 
+#include "asgi_bridge/worker/groups.hpp"
 #include "asgi_bridge/worker/http.hpp"
 #include "asgi_bridge/worker/run.hpp"
 #include "asgi_bridge/worker/websocket.hpp"
-#include "chat_rooms.hpp"
 
 using namespace asgi_bridge::worker;
 using boost::asio::awaitable;
@@ -25,20 +25,22 @@ std::optional<std::string> room_of(std::string_view path) {
   return std::string(path.substr(k_prefix.size()));
 }
 
-WebSocketHandlers chat_handlers(chat::ChatRooms& rooms) {
+// A socket leaves its room by itself when it ends.
+WebSocketHandlers chat_handlers() {
   WebSocketHandlers handlers;
-  handlers.on_connect = [&rooms](WebSocketPtr ws) -> awaitable<bool> {
+  handlers.on_connect = [](WebSocketPtr ws) -> awaitable<bool> {
     auto room = room_of(ws->path());
     if (!room) co_return false;  // 403
-    rooms.join(*room, ws);
+    groups().add(*room, ws);
     co_return true;
   };
-  handlers.on_message = [&rooms](WebSocketPtr ws, asgi_bridge::protocol::WebSocketMessage message) -> awaitable<void> {
-    rooms.broadcast(*room_of(ws->path()), message);
-    co_return;
-  };
-  handlers.on_disconnect = [&rooms](WebSocketPtr ws, int) -> awaitable<void> {
-    rooms.leave(*room_of(ws->path()), ws);
+  handlers.on_message = [](WebSocketPtr ws, asgi_bridge::protocol::WebSocketMessage message) -> awaitable<void> {
+    auto room = *room_of(ws->path());
+    if (message.text) {
+      groups().send_text(room, std::move(message.data));
+    } else {
+      groups().send_bytes(room, std::move(message.data));
+    }
     co_return;
   };
   return handlers;
@@ -51,7 +53,6 @@ Response usage(const Request&) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  static chat::ChatRooms rooms;  // outlives every connection
-  auto app = combine(http_app(usage), websocket_app(chat_handlers(rooms)));
+  auto app = combine(http_app(usage), websocket_app(chat_handlers()));
   return run_main(std::move(app), argc, argv, "asgi-bridge example worker: WebSocket chat rooms");
 }

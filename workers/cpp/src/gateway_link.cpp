@@ -37,6 +37,10 @@ bool GatewayLink::send(std::string_view gateway_id, std::string_view bytes) {
   return transport_->send(gateway_id, bytes) == bus::SendStatus::sent;
 }
 
+bool GatewayLink::publish(std::string_view group, std::string_view bytes) {
+  return transport_->publish(group, bytes) == bus::SendStatus::sent;
+}
+
 void GatewayLink::stop() { transport_->stop(); }
 
 void GatewayLink::set_free_capacity(std::size_t connections) {

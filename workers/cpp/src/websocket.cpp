@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 
 #include "asgi_bridge/worker/events.hpp"
+#include "asgi_bridge/worker/groups.hpp"
 
 namespace asgi_bridge::worker {
 namespace {
@@ -35,6 +36,12 @@ awaitable<int> serve_messages(const WebSocketHandlers& handlers, const WebSocket
     co_await handlers.on_message(ws, std::move(message));
   }
 }
+
+// Takes a connection out of every group when its app ends, however it ends.
+struct LeaveGroupsAtEnd {
+  const WebSocket& ws;
+  ~LeaveGroupsAtEnd() { groups().discard_all(ws); }
+};
 
 }  // namespace
 
@@ -80,6 +87,7 @@ App websocket_app(WebSocketHandlers handlers) {
     }
     co_await receive();  // websocket.connect
     auto ws = std::make_shared<WebSocket>(std::move(scope), send);
+    LeaveGroupsAtEnd leave_groups{*ws};
     bool accept = handlers.on_connect ? co_await handlers.on_connect(ws) : true;
     if (ws->closed()) co_return;  // on_connect refused with its own close
     if (!accept) {

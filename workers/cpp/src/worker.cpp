@@ -48,12 +48,16 @@ Worker::Worker(App app, Options options)
       shutdown_timer_(bus_io_),
       signals_(bus_io_, SIGINT, SIGTERM) {}
 
-Worker::~Worker() { stop_threads(); }
+Worker::~Worker() {
+  groups().attach(nullptr);
+  stop_threads();
+}
 
 int Worker::run() {
   if (options_.bus_urls.empty()) throw std::invalid_argument("no --bus URL given");
   make_shards();
   open_links();
+  groups().attach(this);
   for (auto& io : app_ios_) threads_.emplace_back([io = io.get()] { io->run(); });
   for (std::size_t link = 0; link < links_.size(); ++link) announce_to(link);
   update_free_capacity();
@@ -62,6 +66,7 @@ int Worker::run() {
   log().info("worker {} serving {} bus link(s) (capacity {}, {} app thread(s))", worker_id_, links_.size(),
              options_.concurrency, options_.threads);
   bus_io_.run();
+  groups().attach(nullptr);
   stop_threads();
   log().info("worker {} stopped", worker_id_);
   return 0;
@@ -119,6 +124,7 @@ void Worker::on_message(std::size_t link, std::string_view payload) {
   }
   auto& envelope = std::get<Envelope>(decoded);
   auto kind = envelope.kind;
+  if (kind == Kind::group) return on_group(std::move(envelope));
   if (kind == Kind::ready || kind == Kind::drain) {
     log().debug("bus {}: ignoring a {} message", links_[link]->url(), protocol::kind_name(kind));
     return;
@@ -256,6 +262,53 @@ void Worker::reply_error(std::size_t link, const ConnKey& key, std::string messa
   error.conn_id = key.conn_id;
   error.message = std::move(message);
   send(link, key.gateway_id, protocol::encode(error));
+}
+
+// Another worker's group message, for our local members. Redis echoes our
+// own (we delivered it locally already); ZeroMQ brings a copy through each
+// gateway we share with its publisher.
+void Worker::on_group(Envelope&& envelope) {
+  if (envelope.worker_id == worker_id_) return;
+  if (!group_sequences_.accept(envelope.worker_id, *envelope.seq)) {
+    log().trace("group {}: duplicate s={} from {} dropped", *envelope.group, *envelope.seq, envelope.worker_id);
+    return;
+  }
+  groups().deliver(*envelope.group, std::get<protocol::WebSocketSend>(*envelope.event));
+}
+
+// --- broadcast groups -------------------------------------------------------------
+
+void Worker::publish(const std::string& group, protocol::WebSocketSend message) {
+  boost::asio::post(bus_io_, [this, group, message = std::move(message)]() mutable {
+    publish_now(group, std::move(message));
+  });
+}
+
+void Worker::subscribe(const std::string& group) {
+  boost::asio::post(bus_io_, [this, group] {
+    for (auto& link : links_) link->subscribe(group);
+  });
+}
+
+void Worker::unsubscribe(const std::string& group) {
+  boost::asio::post(bus_io_, [this, group] {
+    for (auto& link : links_) link->unsubscribe(group);
+  });
+}
+
+// Numbered here, on the bus thread, so that the numbers follow the order in
+// which the messages leave (receivers drop anything not above the last).
+void Worker::publish_now(const std::string& group, protocol::WebSocketSend&& message) {
+  Envelope envelope;
+  envelope.kind = Kind::group;
+  envelope.worker_id = worker_id_;
+  envelope.seq = next_group_seq_++;
+  envelope.group = group;
+  envelope.event = std::move(message);
+  auto bytes = protocol::encode(envelope);
+  for (auto& link : links_) {
+    if (!link->publish(group, bytes)) log().debug("bus {}: group {} message not sent", link->url(), group);
+  }
 }
 
 // --- capacity ---------------------------------------------------------------------

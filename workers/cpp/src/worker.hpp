@@ -10,7 +10,9 @@
 // once, and heartbeat only the gateways we have (or just had) connections with. App coroutines run on shards; with --threads N > 1 each shard
 // has its own io_context and thread. The two sides exchange only owned values
 // through asio::post (decoded envelopes one way, encoded messages and
-// "finished" the other), so no lock guards any of it.
+// "finished" the other), so no lock guards any of it. Broadcast groups
+// (groups.hpp) reach the bus thread the same way: Groups calls our GroupBus
+// methods from any thread, and they post.
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -29,18 +31,20 @@
 
 #include "asgi_bridge/protocol/envelope.hpp"
 #include "asgi_bridge/worker/app.hpp"
+#include "asgi_bridge/worker/groups.hpp"
 #include "asgi_bridge/worker/options.hpp"
 #include "conn_key.hpp"
 #include "gateway_link.hpp"
+#include "group_sequences.hpp"
 #include "recent_connections.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::worker::detail {
 
-class Worker {
+class Worker : private GroupBus {
  public:
   Worker(App app, Options options);
-  ~Worker();
+  ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
@@ -79,6 +83,13 @@ class Worker {
   void to_connection(protocol::Envelope&& envelope);
   void gateway_gone(const std::string& gateway_id, std::string_view why, spdlog::level::level_enum level);
   void reply_error(std::size_t link, const ConnKey& key, std::string message);
+  void on_group(protocol::Envelope&& envelope);
+
+  // Broadcast groups (GroupBus: any thread; each posts to the bus thread).
+  void publish(const std::string& group, protocol::WebSocketSend message) override;
+  void subscribe(const std::string& group) override;
+  void unsubscribe(const std::string& group) override;
+  void publish_now(const std::string& group, protocol::WebSocketSend&& message);
 
   // Capacity.
   void launch(const ConnKey& key, Route& route);
@@ -121,6 +132,8 @@ class Worker {
   std::deque<ConnKey> waiting_;  // first events beyond --concurrency, in arrival order
   std::size_t running_ = 0;
   RecentConnections recent_{4096};
+  std::uint64_t next_group_seq_ = 0;  // of our next group message
+  GroupSequences group_sequences_;    // of other workers' group messages
   boost::asio::steady_timer ticker_;
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::signal_set signals_;

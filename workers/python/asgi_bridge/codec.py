@@ -24,13 +24,13 @@ import msgpack
 from .errors import InvalidEvent, ProtocolError
 
 VERSION = 1
-KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error"))
+KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group"))
 
 # §2.1, in canonical order.
 ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "window",
-                 "events", "bytes", "message", "scope", "event")
+                 "events", "bytes", "message", "group", "scope", "event")
 _UINT_KEYS = frozenset(("c", "s", "capacity", "active", "window", "events", "bytes"))
-_STR_KEYS = frozenset(("k", "g", "w", "message"))
+_STR_KEYS = frozenset(("k", "g", "w", "message", "group"))
 
 # RFC 9110 token (header names) and the bytes that could split a response (values).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -440,7 +440,18 @@ def _decode_envelope(obj):
         for key in ("c", "s", "event"):
             if key not in out:
                 raise ProtocolError(f"{key}: missing (required in an event message)")
+    elif kind == "group":
+        _check_group(out)
     return out
+
+
+def _check_group(msg):
+    """A C++ worker's broadcast: this worker only ever ignores them, but decodes them."""
+    for key in ("w", "s", "group", "event"):
+        if key not in msg or msg[key] == "":
+            raise ProtocolError(f"{key}: missing (required in a group message)")
+    if msg["event"]["type"] != "websocket.send":
+        raise ProtocolError("event: a group message carries one websocket.send")
 
 
 def _unpack(data):

@@ -311,3 +311,17 @@ def test_encode_refuses_invalid_app_event():
     with pytest.raises(InvalidEvent):
         codec.encode({"k": "event", "g": "g", "w": "w", "c": 1, "s": 0,
                       "event": {"type": "http.response.start", "status": 99}})
+
+
+def test_group_message_round_trips_and_is_checked():
+    msg = {"v": 1, "k": "group", "w": "wk-1", "s": 0, "group": "lobby",
+           "event": {"type": "websocket.send", "bytes": b"\x00"}}
+    data = codec.encode(msg)
+    assert list(msgpack.unpackb(data)) == ["v", "k", "w", "s", "group", "event"]
+    assert codec.decode(data) == msg
+    for key in ("w", "s", "group"):
+        broken = {k: v for k, v in msg.items() if k != key}
+        with pytest.raises(ProtocolError, match=f"{key}: missing"):
+            codec.decode(pack(broken))
+    with pytest.raises(ProtocolError, match="websocket.send"):
+        codec.decode(pack({**msg, "event": {"type": "websocket.close"}}))

@@ -304,3 +304,21 @@ def test_drain_waits_for_in_flight_then_cancels_at_the_timeout():
         await worker.close()
         assert bus.kinds()[-1] == "bye" and bus.closed
     run(main())
+
+
+def test_group_messages_of_cpp_workers_are_ignored_quietly(caplog):
+    # On ZeroMQ a gateway relays C++ workers' broadcast-group messages to every
+    # worker, this one included: nothing to answer, nothing to warn about.
+    async def main():
+        worker, bus = make_worker()
+        caplog.set_level("DEBUG", logger="asgi_bridge")
+        bus.deliver({"k": "group", "w": "wk-cpp", "s": 3, "group": "lobby",
+                     "event": {"type": "websocket.send", "text": "hi"}})
+        bus.deliver(first_http(conn=5))
+        await settle()
+        assert bus.kinds().count("event") == 2  # the request's answer, start and body
+        assert set(bus.kinds()) == {"ready", "event"}  # nothing about the group message
+        assert worker.gateways.keys() == {"gw-1"}
+    run(main())
+    quiet = [r for r in caplog.records if "group" in r.getMessage()]
+    assert quiet and all(r.levelname == "DEBUG" for r in quiet)

@@ -97,6 +97,27 @@ bool RedisConnection::command(const std::vector<std::string_view>& argv, Callbac
   return true;
 }
 
+// hiredis keeps a subscription's callback and calls it for every push of
+// that channel (and with no reply when the context goes): unlike command()'s
+// callbacks it is not boxed per call, it is this connection itself.
+bool RedisConnection::pubsub(std::string_view verb, std::string_view channel) {
+  if (!up_ || !context_) return false;
+  const char* pointers[] = {verb.data(), channel.data()};
+  size_t lengths[] = {verb.size(), channel.size()};
+  return redisAsyncCommandArgv(context_, on_pubsub_reply, this, 2, pointers, lengths) == REDIS_OK;
+}
+
+void RedisConnection::on_pubsub_reply(redisAsyncContext*, void* data, void* self) {
+  auto* reply = static_cast<redisReply*>(data);
+  auto* connection = static_cast<RedisConnection*>(self);
+  if (!reply || !connection->on_push_ || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
+  auto text = [](const redisReply* element) {
+    bool has_text = element->type == REDIS_REPLY_STRING && element->str;
+    return has_text ? std::string_view(element->str, element->len) : std::string_view{};
+  };
+  connection->on_push_(text(reply->element[0]), text(reply->element[1]), text(reply->element[2]));
+}
+
 void RedisConnection::reset(const std::string& why) {
   if (!context_ || closing_) return;
   went_down(why.c_str());

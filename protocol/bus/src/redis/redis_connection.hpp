@@ -27,6 +27,9 @@ class RedisConnection {
   using Callback = std::function<void(redisReply* reply)>;
   // Called on the io_context each time the connection comes up (true) or goes down (false).
   using StateHandler = std::function<void(bool up)>;
+  // Pub/sub: every push of a subscribed connection, e.g. ("message", channel,
+  // payload) or ("unsubscribe", channel, "").
+  using PushHandler = std::function<void(std::string_view type, std::string_view channel, std::string_view data)>;
 
   RedisConnection(boost::asio::io_context& io, RedisUrl url, std::string name, StateHandler on_state);
   ~RedisConnection();
@@ -37,6 +40,11 @@ class RedisConnection {
   bool up() const { return up_; }
   // Queues a command (sent once connected). Returns false when not connected.
   bool command(const std::vector<std::string_view>& argv, Callback callback);
+  // SUBSCRIBE / UNSUBSCRIBE one channel; what the channel brings goes to the
+  // push handler (set once, before connect()). False when not connected.
+  void set_push_handler(PushHandler handler) { on_push_ = std::move(handler); }
+  bool subscribe(std::string_view channel) { return pubsub("SUBSCRIBE", channel); }
+  bool unsubscribe(std::string_view channel) { return pubsub("UNSUBSCRIBE", channel); }
   // Drops the connection (logged once, as any loss) and reconnects with
   // backoff: for a server that answers errors a new connection may cure
   // (LOADING, READONLY after a failover...).
@@ -52,6 +60,8 @@ class RedisConnection {
   static void add_write(void* self);
   static void del_write(void* self);
   static void cleanup(void* self);
+  static void on_pubsub_reply(redisAsyncContext* context, void* reply, void* self);
+  bool pubsub(std::string_view verb, std::string_view channel);
 
   void attach(redisAsyncContext* context);
   void wait_readable();
@@ -66,6 +76,7 @@ class RedisConnection {
   RedisUrl url_;
   std::string name_;
   StateHandler on_state_;
+  PushHandler on_push_;
   redisAsyncContext* context_ = nullptr;
   boost::asio::posix::stream_descriptor socket_;
   boost::asio::steady_timer reconnect_timer_;

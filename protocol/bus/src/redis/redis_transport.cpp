@@ -24,7 +24,16 @@ RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url,
                 [this](bool up) {
                   if (up) pop(own_pops_, own_queue_, false);
                 }),
-      shared_pops_(io, url, "shared queue", [this](bool up) { on_shared_pops_state(up); }) {}
+      shared_pops_(io, url, "shared queue", [this](bool up) { on_shared_pops_state(up); }),
+      subscriber_(io, url, "groups",
+                  [this](bool up) {
+                    if (!up) return;
+                    for (const auto& channel : channels_) subscriber_.subscribe(channel);
+                  }),
+      channel_prefix_(options.key_prefix + ":group:" + std::to_string(url.db) + ":") {
+  subscriber_.set_push_handler(
+      [this](std::string_view type, std::string_view channel, std::string_view data) { on_push(type, channel, data); });
+}
 
 RedisTransport::~RedisTransport() { stop(); }
 
@@ -49,6 +58,7 @@ void RedisTransport::stop() {
   commands_.close();
   own_pops_.close();
   shared_pops_.close();
+  subscriber_.close();
 }
 
 SendStatus RedisTransport::send(std::string_view peer, std::string_view payload) {
@@ -79,6 +89,55 @@ void RedisTransport::set_free_capacity(std::size_t connections) {
   // the unblocked BLMPOP as a timeout, and nothing is popped twice or lost.
   if (connections == 0 && shared_popping_ && !shared_client_id_.empty() && commands_.up()) {
     commands_.command({"CLIENT", "UNBLOCK", shared_client_id_}, [](redisReply*) {});
+  }
+}
+
+// --- broadcast groups --------------------------------------------------------------
+
+// One channel per group: PREFIX:group:DB:{NAME}. Pub/sub ignores SELECT, so
+// the database is in the name: buses on one server stay apart, as their
+// queues do. The braces mirror the keys' hash tags.
+std::string RedisTransport::group_channel(std::string_view group) const {
+  return channel_prefix_ + "{" + std::string(group) + "}";
+}
+
+SendStatus RedisTransport::publish(std::string_view group, std::string_view payload) {
+  if (stopped_ || !commands_.up()) return SendStatus::failed;
+  auto channel = group_channel(group);
+  bool queued = commands_.command({"PUBLISH", channel, payload}, [channel, alive = alive_](redisReply* reply) {
+    if (*alive && (!reply || reply->type == REDIS_REPLY_ERROR)) {
+      bus_log().debug("redis: PUBLISH {} lost: {}", channel, reply ? std::string(reply->str, reply->len) : "connection lost");
+    }
+  });
+  return queued ? SendStatus::sent : SendStatus::failed;
+}
+
+void RedisTransport::subscribe(std::string_view group) {
+  auto [it, added] = channels_.insert(group_channel(group));
+  if (!added || stopped_) return;
+  if (!subscriber_started_) {
+    subscriber_started_ = true;
+    subscriber_.connect();  // subscribes to channels_ once up
+    return;
+  }
+  subscriber_.subscribe(*it);  // or when it is back up
+}
+
+void RedisTransport::unsubscribe(std::string_view group) {
+  auto it = channels_.find(group_channel(group));
+  if (it == channels_.end()) return;
+  subscriber_.unsubscribe(*it);
+  channels_.erase(it);
+}
+
+void RedisTransport::on_push(std::string_view type, std::string_view channel, std::string_view data) {
+  if (stopped_) return;
+  if (type == "message") {
+    if (on_message_) on_message_({}, data);
+  } else if (type == "unsubscribe" && channels_.count(channel) != 0) {
+    // Left and joined again before Redis confirmed the leave: hiredis forgets
+    // the channel on that confirmation, so subscribe anew.
+    subscriber_.subscribe(channel);
   }
 }
 

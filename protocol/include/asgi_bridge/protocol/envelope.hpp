@@ -26,6 +26,7 @@ enum class Kind {
   drain,      // worker -> gateway: send me no new connections
   bye,        // either side: I am leaving now
   error,      // one connection failed (app error, unknown connection)
+  group,      // worker -> workers: a message for every member of a broadcast group
 };
 
 struct Envelope {
@@ -41,8 +42,9 @@ struct Envelope {
   std::optional<std::uint64_t> events;    // "events": credit, events consumed by the app
   std::optional<std::uint64_t> bytes;     // "bytes": credit, bytes written to the client
   std::optional<Text> message;            // "message": error text
+  std::optional<Text> group;              // "group": kind == group, the group's name
   std::optional<Scope> scope;             // "scope": first event of a connection only
-  std::optional<Event> event;             // "event": kind == event
+  std::optional<Event> event;             // "event": kind == event; kind == group: its websocket.send
   friend bool operator==(const Envelope&, const Envelope&) = default;
 };
 

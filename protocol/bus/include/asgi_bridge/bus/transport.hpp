@@ -52,6 +52,16 @@ class Transport {
   virtual void withdraw_shared(std::string_view /*payload*/) {}
   // Worker: how many new connections it may pull from the shared queue now.
   virtual void set_free_capacity(std::size_t /*connections*/) {}
+
+  // Worker: broadcast groups (docs/workers-cpp.md, "Chat rooms"). publish()
+  // sends an encoded `group` message towards the other workers: by default
+  // to the peer (ZeroMQ: the gateway, which relays it); Redis publishes it on
+  // the group's channel. A worker hears a group's messages (through
+  // on_message, like any other) only while subscribed to it, on transports
+  // that need subscriptions (Redis); subscriptions survive reconnects.
+  virtual SendStatus publish(std::string_view /*group*/, std::string_view payload) { return send({}, payload); }
+  virtual void subscribe(std::string_view /*group*/) {}
+  virtual void unsubscribe(std::string_view /*group*/) {}
 };
 
 // zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB. Throws std::invalid_argument naming the
