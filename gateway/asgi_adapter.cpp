@@ -158,6 +158,7 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   scope.headers = std::move(headers);
   scope.client = to_endpoint(client);
   scope.server = to_endpoint(server);
+  if (config.proxy_headers) apply_proxy_headers(scope, client.address(), config.trusted_proxies);
   return scope;
 }
 

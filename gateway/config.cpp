@@ -73,11 +73,21 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
   app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
+  app.add_flag("--proxy-headers", config.proxy_headers,
+               "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")
+      ->envname("ASGI_BRIDGE_PROXY_HEADERS");
+  add(app, "trusted-proxies", config.trusted_proxies_list,
+      "comma-separated addresses/CIDR networks (or *) whose X-Forwarded-* headers --proxy-headers believes");
   try {
     app.parse(argc, argv);
     for (const auto& b : binds) config.binds.push_back(parse_bind(b));
     if (config.binds.empty()) config.binds.push_back({"127.0.0.1", 8000});
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
+    try {
+      config.trusted_proxies = TrustedProxies::parse(config.trusted_proxies_list);
+    } catch (const std::invalid_argument& e) {
+      throw CLI::ValidationError("--trusted-proxies", e.what());
+    }
   } catch (const CLI::ParseError& e) {
     return {std::nullopt, app.exit(e)};
   }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "proxy_headers.hpp"
+
 namespace asgi_bridge::gateway {
 
 using Seconds = std::chrono::duration<double>;
@@ -38,6 +40,9 @@ struct Config {
   std::string server_name = "asgi-bridge";
   std::string log_level = "info";
   bool access_log = false;
+  bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
+  std::string trusted_proxies_list = "127.0.0.1,::1";
+  TrustedProxies trusted_proxies = TrustedProxies::parse(trusted_proxies_list);
 };
 
 // Parses argv; on --help or an invalid option prints the message and
