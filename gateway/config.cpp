@@ -72,6 +72,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "server-name", config.server_name, "Server header value (empty: none)");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
+  std::string admin;
+  add(app, "admin", admin, "HOST:PORT of the admin endpoint: /healthz, /readyz, /metrics (default: off)");
   app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
   app.add_flag("--proxy-headers", config.proxy_headers,
                "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")
@@ -82,6 +84,7 @@ ParseOutcome parse_config(int argc, char** argv) {
     app.parse(argc, argv);
     for (const auto& b : binds) config.binds.push_back(parse_bind(b));
     if (config.binds.empty()) config.binds.push_back({"127.0.0.1", 8000});
+    if (!admin.empty()) config.admin = parse_bind(admin);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
     try {
       config.trusted_proxies = TrustedProxies::parse(config.trusted_proxies_list);

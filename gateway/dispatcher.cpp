@@ -274,6 +274,7 @@ void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& 
   worker.last_seen = Clock::now();
   worker.capacity = envelope.capacity.value_or(worker.capacity);
   if (added) log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  publish_worker_gauges();  // /readyz knows at once, not at the next tick
   dispatch_waiting();
 }
 
@@ -336,6 +337,7 @@ void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
 
 void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why) {
   if (workers_.erase(worker_id) == 0) return;
+  publish_worker_gauges();
   std::vector<std::uint64_t> failed;
   std::size_t requeued = 0;
   for (auto& [conn_id, connection] : connections_) {
@@ -400,6 +402,20 @@ void Dispatcher::tick() {
       fail(conn_id, BusFailure::no_capacity);
     }
   }
+  publish_worker_gauges();
+}
+
+void Dispatcher::publish_worker_gauges() {
+  std::uint32_t live = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t in_flight = 0;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.draining) continue;
+    ++live;
+    capacity += worker.capacity;
+    in_flight += worker.in_flight;
+  }
+  metrics_.set_workers(live, capacity, in_flight);
 }
 
 }  // namespace asgi_bridge::gateway

@@ -17,6 +17,7 @@
 
 #include "asgi_bridge/bus/transport.hpp"
 #include "config.hpp"
+#include "metrics.hpp"
 #include "session_event.hpp"
 #include "shard.hpp"
 
@@ -33,6 +34,10 @@ class Dispatcher {
   void post(ToBus message);
   // Bus thread: says bye to every worker and closes the bus.
   void stop();
+  // Any thread (atomics inside).
+  Metrics& metrics() { return metrics_; }
+  // Redis: workers pull new connections; valid after start().
+  bool workers_pull() const { return shared_queue_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -76,6 +81,7 @@ class Dispatcher {
   void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
   void tick();
+  void publish_worker_gauges();
   void schedule_tick();
 
   boost::asio::io_context& io_;
@@ -83,6 +89,7 @@ class Dispatcher {
   std::vector<Shard*> shards_;
   std::string gateway_id_;
   std::unique_ptr<bus::Transport> transport_;
+  Metrics metrics_;
   bool shared_queue_ = false;  // Redis: workers pull new connections themselves
   std::string heartbeat_bytes_;
   boost::asio::steady_timer ticker_;

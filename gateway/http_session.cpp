@@ -134,6 +134,7 @@ awaitable<bool> HttpSession::read_head() {
   if (timed_out_ || is_disconnect(ec)) co_return false;
   int status = ec == http::error::header_limit ? 431 : ec == http::error::body_limit ? 413 : 400;
   log::http().info("{}: bad request ({}): {}", client_.address().to_string(), status, ec.message());
+  dispatcher_.metrics().count_response(Protocol::http, status);
   co_await write(format_error_response(status, config_.server_name));
   co_return false;
 }
@@ -143,6 +144,7 @@ awaitable<bool> HttpSession::serve() {
   auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, client_, server_, config_);
   if (!scope || !has_valid_host(request)) {
     log::http().info("{}: bad request (400): invalid target or Host", client_.address().to_string());
+    dispatcher_.metrics().count_response(Protocol::http, 400);
     co_await write(format_error_response(400, config_.server_name));
     co_return false;
   }
@@ -407,6 +409,7 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
     last += "\r\n";
     if (!co_await write(last)) client_gone_ = true;
   }
+  if (start_) dispatcher_.metrics().count_response(Protocol::http, start_->status);
   if (config_.access_log) {
     log::access().info("{}:{} \"{} {}\" {}", client_.address().to_string(), client_.port(),
                        std::string(parser_->request().method_string()), std::string(parser_->request().target()),
@@ -425,6 +428,7 @@ awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
     co_return;
   }
   log::http().warn("conn {}: answering {}: {}", conn_id_, status, why);
+  dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
 }

@@ -12,18 +12,25 @@ namespace asgi_bridge::gateway {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
+void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_view option) {
+  boost::system::error_code ec;
+  auto ip = asio::ip::make_address(address.host, ec);
+  if (ec) throw std::runtime_error(fmt::format("{} {}:{}: not an IP address", option, address.host, address.port));
+  tcp::endpoint endpoint(ip, address.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw std::runtime_error(
+        fmt::format("{}: cannot listen on {}:{}: {}", option, address.host, address.port, ec.message()));
+  }
+}
+
 Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
                    Dispatcher& dispatcher, const Config& config)
     : acceptor_(io), retry_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {
-  boost::system::error_code ec;
-  auto ip = asio::ip::make_address(address.host, ec);
-  if (ec) throw std::runtime_error(fmt::format("--bind {}:{}: not an IP address", address.host, address.port));
-  tcp::endpoint endpoint(ip, address.port);
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", address.host, address.port, ec.message()));
+  listen_on(acceptor_, address, "--bind");
   log::server().info("listening on http://{}:{}", address.host, acceptor_.local_endpoint().port());
 }
 

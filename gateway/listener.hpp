@@ -2,6 +2,7 @@
 // Accepts TCP connections on one address and places each on the next shard
 // (round robin), where its HttpSession lives from then on.
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -12,6 +13,10 @@
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
+
+// Opens, binds and listens; throws std::runtime_error starting with `option`
+// (--bind, --admin) and naming the address when it cannot.
+void listen_on(boost::asio::ip::tcp::acceptor& acceptor, const BindAddress& address, std::string_view option);
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:

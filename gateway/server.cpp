@@ -33,6 +33,10 @@ int Server::run() {
     for (const auto& bind : config_.binds) {
       listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_));
     }
+    if (config_.admin) {
+      admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,
+                                             dispatcher_->workers_pull());
+    }
   } catch (const std::exception& e) {
     log::server().critical("{}", e.what());
     return 1;
@@ -41,6 +45,7 @@ int Server::run() {
   bus_thread_ = std::thread([this] { bus_io_.run(); });
   for (auto& shard : shards_) shard->run_thread();
   for (auto& listener : listeners_) listener->start();
+  if (admin_) admin_->start();
   signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
     if (!ec) on_signal(signal);
   });
@@ -57,6 +62,7 @@ void Server::on_signal(int signal) {
     return;
   }
   draining_ = true;
+  dispatcher_->metrics().set_draining();  // /readyz turns 503 at once
   log::server().info("signal {}: draining (up to {} s)", signal, config_.drain_timeout.count());
   for (auto& listener : listeners_) listener->stop();
   for (auto& shard : shards_) shard->post_drain();
@@ -85,6 +91,7 @@ void Server::wait_for_drain(std::chrono::steady_clock::time_point deadline) {
 void Server::shut_down() {
   signals_.cancel();
   drain_timer_.cancel();
+  if (admin_) admin_->stop();
   asio::post(bus_io_, [this] {
     dispatcher_->stop();
     bus_io_.stop();

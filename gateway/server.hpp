@@ -10,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "admin_server.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "listener.hpp"
@@ -35,6 +36,7 @@ class Server {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::vector<std::shared_ptr<Listener>> listeners_;
+  std::unique_ptr<AdminServer> admin_;
   boost::asio::signal_set signals_{main_io_, SIGTERM, SIGINT};
   boost::asio::steady_timer drain_timer_{main_io_};
   std::thread bus_thread_;

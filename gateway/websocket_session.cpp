@@ -217,6 +217,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
+  dispatcher_.metrics().count_response(Protocol::websocket, 101);
   log::websocket().debug("conn {}: accepted", conn_id_);
 }
 
@@ -224,6 +225,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
 awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& start) {
   auto head = format_response_head({start.status, &start.headers, false, true, false, config_.server_name});
   state_ = State::done;
+  dispatcher_.metrics().count_response(Protocol::websocket, start.status);
   if (!co_await write_raw(head)) co_return;
   for (;;) {
     auto event = co_await inbox_->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
@@ -395,6 +397,7 @@ awaitable<void> WebSocketSession::close(int code, std::string reason) {
 awaitable<void> WebSocketSession::reject(int status, const char* why, std::string_view extra_headers) {
   state_ = State::done;
   log::websocket().info("conn {}: answering {}: {}", conn_id_, status, why);
+  dispatcher_.metrics().count_response(Protocol::websocket, status);
   co_await write_raw(format_error_response(status, config_.server_name, extra_headers));
 }
 

@@ -36,3 +36,26 @@ def test_dockerfiles_copy_existing_paths():
         for src in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
             assert (REPO / src).exists(), f"{name} copies {src}, which does not exist"
         assert re.search(r"^FROM debian:12", text, re.M), f"{name} is not based on Debian 12"
+
+
+def test_compose_gateway_healthcheck_probes_a_real_admin_endpoint(bridge_factory):
+    """The compose file's healthcheck command, run here against a real gateway's
+    --admin port (the compose file's 9000 swapped for a free port): healthy while
+    the gateway runs, unhealthy where nothing answers."""
+    import yaml
+
+    from .harness import free_port
+
+    gateway = yaml.safe_load(compose("config"))["services"]["gateway"]
+    assert "--admin" in gateway["command"]
+    argv = gateway["healthcheck"]["test"]
+    assert argv[0] == "CMD" and "/healthz" in argv[-1]
+
+    def probe(port):
+        cmd = [a.replace("/9000", f"/{port}") for a in argv[1:]]
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode
+
+    port = free_port()
+    bridge_factory(gateway_args=["--admin", f"127.0.0.1:{port}"])
+    assert probe(port) == 0
+    assert probe(free_port()) != 0

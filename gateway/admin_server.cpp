@@ -1,0 +1,109 @@
+#include "admin_server.hpp"
+
+#include <chrono>
+#include <stdexcept>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <fmt/format.h>
+
+#include "listener.hpp"
+#include "log.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+// An operator's probe that stalls this long is cut: the admin loop shares
+// the main thread with the listeners.
+constexpr auto k_admin_timeout = std::chrono::seconds(5);
+}  // namespace
+
+AdminServer::AdminServer(asio::io_context& io, const BindAddress& address, const Metrics& metrics,
+                         std::vector<Shard*> shards, bool workers_pull)
+    : acceptor_(io), metrics_(metrics), shards_(std::move(shards)), workers_pull_(workers_pull) {
+  listen_on(acceptor_, address, "--admin");
+  log::server().info("admin endpoint on http://{}:{} (/healthz /readyz /metrics)", address.host,
+                     acceptor_.local_endpoint().port());
+}
+
+void AdminServer::start() {
+  asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+}
+
+void AdminServer::stop() {
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+std::size_t AdminServer::open_connections() const {
+  std::size_t open = 0;
+  for (const auto* shard : shards_) open += shard->session_count();
+  return open;
+}
+
+AdminServer::Answer AdminServer::answer(std::string_view method, std::string_view target) const {
+  if (method != "GET" && method != "HEAD") return {405, "text/plain", "method not allowed\n"};
+  auto path = target.substr(0, target.find('?'));
+  if (path == "/healthz") return {200, "text/plain", "ok\n"};
+  if (path == "/readyz") {
+    if (metrics_.draining()) return {503, "text/plain", "draining\n"};
+    if (!workers_pull_ && metrics_.live_workers() == 0) return {503, "text/plain", "no worker\n"};
+    return {200, "text/plain", "ready\n"};
+  }
+  if (path == "/metrics") {
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.prometheus(open_connections())};
+  }
+  return {404, "text/plain", "not found: /healthz, /readyz, /metrics\n"};
+}
+
+asio::awaitable<void> AdminServer::accept_loop() {
+  while (acceptor_.is_open()) {
+    boost::system::error_code ec;
+    auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+    if (ec) {
+      log::server().warn("admin: accept failed: {}", ec.message());
+      continue;
+    }
+    asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer(8192);
+  http::request_parser<http::string_body> parser;  // a body is read (and ignored) so that POST gets 405, not 400
+  parser.header_limit(8192);
+  parser.body_limit(64 * 1024);
+  boost::system::error_code ec;
+  stream.expires_after(k_admin_timeout);
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  Answer result = ec ? Answer{400, "text/plain", "bad request\n"}
+                     : answer(parser.get().method_string(), parser.get().target());
+  if (ec) log::server().info("admin: bad request: {}", ec.message());
+  http::response<http::string_body> response{static_cast<http::status>(result.status), 11};
+  response.set(http::field::content_type, result.content_type);
+  response.set(http::field::cache_control, "no-store");
+  response.keep_alive(false);
+  bool head = !ec && parser.get().method() == http::verb::head;
+  response.body() = std::move(result.body);
+  response.prepare_payload();
+  if (head) response.body().clear();
+  stream.expires_after(k_admin_timeout);
+  co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+}  // namespace asgi_bridge::gateway
