@@ -210,6 +210,17 @@ def utf8_len(text, field="text", err=InvalidEvent):
         raise err(f"{field}: not valid UTF-8 (lone surrogate)") from None
 
 
+# Checkers that return a value of exactly this type unchanged: such a value needs no call.
+_PLAIN_TYPES = {_str: str, _bin: bytes, _bool: bool}
+
+
+def _field_table(where, fields):
+    """(name, checker, default) -> (name, label for errors, checker, default, plain type),
+    labels built once rather than an f-string per field per message."""
+    return tuple((name, f"{where}.{name}", check, default, _PLAIN_TYPES.get(check))
+                 for name, check, default in fields)
+
+
 # --- events (§4.2) -----------------------------------------------------------
 
 _WS_MESSAGE = "ws-message"  # websocket.receive/send: exactly one of bytes/text
@@ -235,7 +246,7 @@ _EVENT_SPECS = {
 
 # (name, label for error messages, checker, default) per field: labels built once.
 EVENTS = {etype: spec if spec is _WS_MESSAGE else
-          tuple((name, f"event.{name}", check, default) for name, check, default in spec)
+          _field_table("event", spec)
           for etype, spec in _EVENT_SPECS.items()}
 
 
@@ -260,13 +271,13 @@ def canonical_event(event, err=InvalidEvent, none_is_default=True):
     if spec is _WS_MESSAGE:
         return _ws_message(event, out, err)
     get = event.get
-    for name, label, check, default in spec:
+    for name, label, check, default, plain in spec:
         value = get(name, _MISSING)
         if value is _MISSING or (value is None and none_is_default and default is not None):
             if default is _REQUIRED:
                 raise err(f"{label}: missing (required in {etype})")
             value = [] if default is _EMPTY_LIST else default
-        else:
+        elif type(value) is not plain:
             value = check(value, label, err)
         out[name] = value
     return out
@@ -314,13 +325,13 @@ def canonical_scope(scope, err=ProtocolError):
         raise err(f"scope.type: expected 'http' or 'websocket', got {stype!r}")
     get = scope.get
     out = {"type": stype, "asgi": _asgi(get("asgi", _MISSING), err)}
-    for name, label, check, default in _SCOPE_FIELDS[stype]:
+    for name, label, check, default, plain in _SCOPE_FIELDS[stype]:
         value = get(name, _MISSING)
         if value is _MISSING:
             if default is _REQUIRED:
                 raise err(f"{label}: missing (required in a {stype} scope)")
             value = _scope_default(name, default, out)
-        else:
+        elif type(value) is not plain:
             value = check(value, label, err)
         out[name] = value
     return out
@@ -352,7 +363,7 @@ def _scope_fields(http):
     if not http:
         fields.append(("subprotocols", _str_list, _EMPTY_LIST))
     fields.append(("extensions", _extensions, None))  # default: a fresh {}
-    return tuple((name, f"scope.{name}", check, default) for name, check, default in fields)
+    return _field_table("scope", fields)
 
 
 _SCOPE_FIELDS = {"http": _scope_fields(True), "websocket": _scope_fields(False)}
