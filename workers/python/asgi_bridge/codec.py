@@ -476,6 +476,12 @@ def _decode_envelope(obj):
     return out
 
 
+def _wire_uint(value, key):
+    if type(value) is int and value >= 0:  # (every c and s of every event)
+        return value
+    return _uint(value, key, ProtocolError)
+
+
 def _wire_id(value, key):
     value = _str(value, key, ProtocolError)
     if not value:
@@ -493,7 +499,7 @@ def _wire_checks():
     """Envelope key -> check(value, key) of a decoded message's field."""
     checks = {"v": lambda value, key: value}  # checked first, by _decode_envelope
     for key in _UINT_KEYS:
-        checks[key] = lambda value, key: _uint(value, key, ProtocolError)
+        checks[key] = _wire_uint
     for key in _STR_KEYS:
         checks[key] = lambda value, key: _str(value, key, ProtocolError)
     checks["g"] = checks["w"] = _wire_id
