@@ -132,10 +132,10 @@ class ZmqTransport:
     Not zmq.asyncio: it costs a future and several enum operations per message, about half
     the worker's CPU. Instead the loop watches each socket's FD and drains every message
     ZeroMQ has (in bounded batches). Sends are queued in the link's backlog and handed to
-    ZeroMQ together once per loop iteration (``_service``): one wake-up of ZeroMQ's I/O
-    thread and one TCP write for every reply of the iteration, not one per message. A
-    sender waits only while more than ``MAX_QUEUED`` bytes wait, i.e. when ZeroMQ pushes
-    back. ZeroMQ's FD is edge-triggered and is consumed by any socket call, so after
+    ZeroMQ together once per loop iteration (``_service``), back to back, so that its I/O
+    thread can take the iteration's replies in one go (see ``_batch_io_thread``) and the
+    socket's EVENTS are checked once per batch, not once per message. A sender waits only
+    while more than ``MAX_QUEUED`` bytes wait, i.e. when ZeroMQ pushes back. ZeroMQ's FD is edge-triggered and is consumed by any socket call, so after
     each service the socket's EVENTS are checked again (``_check``).
     """
 
@@ -144,6 +144,7 @@ class ZmqTransport:
     MAX_QUEUED = 1024 * 1024  # bytes queued on a link before senders wait
     MAX_NOWAIT_BACKLOG = 10000  # heartbeats to a gateway that never comes: bounded
     SNDHWM = 1000            # ZeroMQ's default; tests lower it to provoke backpressure
+
     def __init__(self, url_endpoints, worker_id):
         self._url_endpoints = url_endpoints
         self._worker_id = worker_id
