@@ -15,7 +15,10 @@ STATE = Path(os.environ.get("IT_STATE_DIR", "/tmp"))
 
 
 def mark(name, text=""):
-    tmp = STATE / (name + ".tmp")
+    # A temporary name of our own: two worker processes may mark the same name at once
+    # (pids_serving's concurrent requests), and a shared one is then renamed away under
+    # the other's feet (FileNotFoundError, a 500).
+    tmp = STATE / f"{name}.{os.getpid()}.tmp"
     tmp.write_text(text)
     tmp.rename(STATE / name)
 

@@ -35,6 +35,9 @@ _STR_KEYS = frozenset(("k", "g", "w", "message", "group"))
 # RFC 9110 token (header names) and the bytes that could split a response (values).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
+_is_token = _TOKEN.fullmatch
+_bad_value = _BAD_VALUE.search
+_PAIR_TYPES = (list, tuple)  # exactly these types take the fast path
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _MISSING = object()
@@ -130,23 +133,35 @@ def _headers(value, field, err):
         raise err(f"{field}: expected an array of [name, value] pairs, got {_type_name(value)}")
     out = []
     for i, pair in enumerate(value):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise err(f"{field}[{i}]: expected a [name, value] pair of bytes")
-        name, val = pair
-        if not isinstance(name, _BYTES_LIKE):
-            raise err(f"{field}[{i}]: header name must be bytes, got {_type_name(name)}")
-        if not isinstance(val, _BYTES_LIKE):
-            raise err(f"{field}[{i}]: header value must be bytes, got {_type_name(val)}")
-        if type(name) is not bytes:
-            name = bytes(name)
-        if type(val) is not bytes:
-            val = bytes(val)
-        if not _TOKEN.fullmatch(name):
-            raise err(f"{field}[{i}]: header name {name!r} is not an RFC 9110 token")
-        if _BAD_VALUE.search(val):
-            raise err(f"{field}[{i}]: header value contains CR, LF or NUL")
-        out.append([name, val])
+        # Hot path (every request's headers): a list or tuple of two valid bytes.
+        if type(pair) in _PAIR_TYPES and len(pair) == 2:
+            name, val = pair
+            if (type(name) is bytes and type(val) is bytes and _is_token(name)
+                    and not _bad_value(val)):
+                out.append([name, val])
+                continue
+        out.append(_header(pair, f"{field}[{i}]", err))
     return out
+
+
+def _header(pair, field, err):
+    """One header that is not plainly valid: normalised, or an error naming what is wrong."""
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        raise err(f"{field}: expected a [name, value] pair of bytes")
+    name, val = pair
+    if not isinstance(name, _BYTES_LIKE):
+        raise err(f"{field}: header name must be bytes, got {_type_name(name)}")
+    if not isinstance(val, _BYTES_LIKE):
+        raise err(f"{field}: header value must be bytes, got {_type_name(val)}")
+    if type(name) is not bytes:
+        name = bytes(name)
+    if type(val) is not bytes:
+        val = bytes(val)
+    if not _is_token(name):
+        raise err(f"{field}: header name {name!r} is not an RFC 9110 token")
+    if _bad_value(val):
+        raise err(f"{field}: header value contains CR, LF or NUL")
+    return [name, val]
 
 
 def _extensions(value, field, err):
@@ -169,10 +184,12 @@ def _endpoint(allow_nil_port):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise err(f"{field}: expected [host, port] or nil")
         host, port = value
-        host = _str(host, f"{field}[0]", err)
+        if type(host) is not str:
+            host = _str(host, f"{field}[0]", err)
         if port is None and allow_nil_port:
             return [host, None]
-        port = _int(port, f"{field}[1]", err)
+        if type(port) is not int:
+            port = _int(port, f"{field}[1]", err)
         if not 0 <= port <= 65535:
             raise err(f"{field}[1]: port {port} out of range 0..65535")
         return [host, port]
@@ -193,11 +210,22 @@ def utf8_len(text, field="text", err=InvalidEvent):
         raise err(f"{field}: not valid UTF-8 (lone surrogate)") from None
 
 
+# Checkers that return a value of exactly this type unchanged: such a value needs no call.
+_PLAIN_TYPES = {_str: str, _bin: bytes, _bool: bool}
+
+
+def _field_table(where, fields):
+    """(name, checker, default) -> (name, label for errors, checker, default, plain type),
+    labels built once rather than an f-string per field per message."""
+    return tuple((name, f"{where}.{name}", check, default, _PLAIN_TYPES.get(check))
+                 for name, check, default in fields)
+
+
 # --- events (§4.2) -----------------------------------------------------------
 
 _WS_MESSAGE = "ws-message"  # websocket.receive/send: exactly one of bytes/text
 
-EVENTS = {
+_EVENT_SPECS = {
     "http.request": (("body", _bin, b""), ("more_body", _bool, False)),
     "http.disconnect": (),
     "http.response.start": (("status", _status, _REQUIRED), ("headers", _headers, _EMPTY_LIST),
@@ -214,6 +242,12 @@ EVENTS = {
                                       ("headers", _headers, _EMPTY_LIST)),
     "websocket.http.response.body": (("body", _bin, b""), ("more_body", _bool, False)),
 }
+
+
+# (name, label for error messages, checker, default) per field: labels built once.
+EVENTS = {etype: spec if spec is _WS_MESSAGE else
+          _field_table("event", spec)
+          for etype, spec in _EVENT_SPECS.items()}
 
 
 def canonical_event(event, err=InvalidEvent, none_is_default=True):
@@ -236,14 +270,15 @@ def canonical_event(event, err=InvalidEvent, none_is_default=True):
     out = {"type": etype}
     if spec is _WS_MESSAGE:
         return _ws_message(event, out, err)
-    for name, check, default in spec:
-        value = event.get(name, _MISSING)
+    get = event.get
+    for name, label, check, default, plain in spec:
+        value = get(name, _MISSING)
         if value is _MISSING or (value is None and none_is_default and default is not None):
             if default is _REQUIRED:
-                raise err(f"event.{name}: missing (required in {etype})")
+                raise err(f"{label}: missing (required in {etype})")
             value = [] if default is _EMPTY_LIST else default
-        else:
-            value = check(value, f"event.{name}", err)
+        elif type(value) is not plain:
+            value = check(value, label, err)
         out[name] = value
     return out
 
@@ -288,25 +323,23 @@ def canonical_scope(scope, err=ProtocolError):
     stype = scope.get("type")
     if stype not in ("http", "websocket"):
         raise err(f"scope.type: expected 'http' or 'websocket', got {stype!r}")
-    out = {"type": stype, "asgi": _asgi(scope.get("asgi", _MISSING), err)}
-    path = None
-    for name, check, default in _SCOPE_FIELDS[stype]:
-        value = scope.get(name, _MISSING)
+    get = scope.get
+    out = {"type": stype, "asgi": _asgi(get("asgi", _MISSING), err)}
+    for name, label, check, default, plain in _SCOPE_FIELDS[stype]:
+        value = get(name, _MISSING)
         if value is _MISSING:
             if default is _REQUIRED:
-                raise err(f"scope.{name}: missing (required in a {stype} scope)")
-            value = _scope_default(name, default, path)
-        else:
-            value = check(value, f"scope.{name}", err)
-        if name == "path":
-            path = value
+                raise err(f"{label}: missing (required in a {stype} scope)")
+            value = _scope_default(name, default, out)
+        elif type(value) is not plain:
+            value = check(value, label, err)
         out[name] = value
     return out
 
 
-def _scope_default(name, default, path):
+def _scope_default(name, default, out):
     if name == "raw_path":
-        return path.encode("utf-8")  # path is required and comes first
+        return out["path"].encode("utf-8")  # path is required and comes first
     if name == "extensions":
         return {}
     return [] if default is _EMPTY_LIST else default
@@ -330,14 +363,14 @@ def _scope_fields(http):
     if not http:
         fields.append(("subprotocols", _str_list, _EMPTY_LIST))
     fields.append(("extensions", _extensions, None))  # default: a fresh {}
-    return tuple(fields)
+    return _field_table("scope", fields)
 
 
 _SCOPE_FIELDS = {"http": _scope_fields(True), "websocket": _scope_fields(False)}
 
 
 def _asgi(value, err):
-    if value is _MISSING:
+    if value is _MISSING or value == _ASGI:  # (what our gateway sends)
         return dict(_ASGI)
     if not isinstance(value, dict):
         raise err(f"scope.asgi: expected a map, got {_type_name(value)}")
@@ -375,10 +408,21 @@ def encode(envelope):
     return msgpack.packb(out, use_bin_type=True)
 
 
+# One packer for the hot paths (the worker is single-threaded; it resets itself after
+# every message, even a failed one): msgpack.packb builds a new one per call.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
 def encode_event(gateway, worker, conn, seq, event):
     """Hot path: an ``event`` message whose event is already canonical."""
-    return msgpack.packb({"v": VERSION, "k": "event", "g": gateway, "w": worker,
-                          "c": conn, "s": seq, "event": event}, use_bin_type=True)
+    return _pack({"v": VERSION, "k": "event", "g": gateway, "w": worker,
+                  "c": conn, "s": seq, "event": event})
+
+
+def encode_credit(gateway, worker, conn, events):
+    """Hot path: a worker's ``credit`` of ``events`` consumed events (ids already checked)."""
+    return _pack({"v": VERSION, "k": "credit", "g": gateway, "w": worker,
+                  "c": conn, "events": events})
 
 
 def decode(data):
@@ -418,24 +462,13 @@ def _decode_envelope(obj):
         raise ProtocolError(f"k: expected str, got {_type_name(kind)}")
     if kind not in KINDS:
         return obj
+    # Only the keys the message has (an event has 6 of the 14), in the order they came:
+    # canonical when the sender wrote the canonical form, as every sender of ours does.
     out = {}
-    for key in ENVELOPE_KEYS:
-        value = obj.get(key, _MISSING)
-        if value is _MISSING:
-            continue
-        if key in _UINT_KEYS:
-            value = _uint(value, key, ProtocolError)
-        elif key in _STR_KEYS:
-            value = _str(value, key, ProtocolError)
-            if not value and key in ("g", "w"):
-                raise ProtocolError(f"{key}: empty id")
-        elif key == "scope":
-            value = canonical_scope(value)
-        elif key == "event":
-            if isinstance(value, dict):
-                _check_keys(value, "event", ProtocolError)
-            value = canonical_event(value, ProtocolError, none_is_default=False)
-        out[key] = value
+    for key, value in obj.items():
+        check = _WIRE_CHECKS.get(key)
+        if check is not None:
+            out[key] = check(value, key)
     if kind == "event":
         for key in ("c", "s", "event"):
             if key not in out:
@@ -452,6 +485,42 @@ def _check_group(msg):
             raise ProtocolError(f"{key}: missing (required in a group message)")
     if msg["event"]["type"] != "websocket.send":
         raise ProtocolError("event: a group message carries one websocket.send")
+
+
+def _wire_uint(value, key):
+    if type(value) is int and value >= 0:  # (every c and s of every event)
+        return value
+    return _uint(value, key, ProtocolError)
+
+
+def _wire_id(value, key):
+    value = _str(value, key, ProtocolError)
+    if not value:
+        raise ProtocolError(f"{key}: empty id")
+    return value
+
+
+def _wire_event(value, key):
+    if isinstance(value, dict):
+        _check_keys(value, "event", ProtocolError)
+    return canonical_event(value, ProtocolError, none_is_default=False)
+
+
+def _wire_checks():
+    """Envelope key -> check(value, key) of a decoded message's field."""
+    checks = {"v": lambda value, key: value}  # checked first, by _decode_envelope
+    for key in _UINT_KEYS:
+        checks[key] = _wire_uint
+    for key in _STR_KEYS:
+        checks[key] = lambda value, key: _str(value, key, ProtocolError)
+    checks["g"] = checks["w"] = _wire_id
+    checks["scope"] = lambda value, key: canonical_scope(value)
+    checks["event"] = _wire_event
+    assert set(checks) == set(ENVELOPE_KEYS)
+    return checks
+
+
+_WIRE_CHECKS = _wire_checks()
 
 
 def _unpack(data):

@@ -34,9 +34,11 @@ class Connection:
         self._send_bytes = send_bytes
         self._window = DEFAULT_WINDOW if window is None else window
         self._queue = collections.deque()
-        self._wakeup = asyncio.Event()    # set when the queue or the state changed
-        self._writable = asyncio.Event()  # set while unacknowledged bytes <= window
-        self._writable.set()
+        # Bare futures, not asyncio.Events: created only when receive() or send() actually
+        # has to wait (both may, from two tasks), resolved by _wake() when the queue, the
+        # window or the state changed; the waiters then check again what they wait for.
+        self._waiters = None
+        self._writable = True  # unacknowledged bytes <= window
         self._unacked = 0
         self._consumed = 0   # events taken by the app since the last credit
         self._seq = 0        # next `s` of an event we send
@@ -56,7 +58,7 @@ class Connection:
         if self.disconnected:
             return  # nothing the app could do with it
         self._on_incoming(event)
-        self._wakeup.set()
+        self._wake()
 
     def _on_incoming(self, event):
         self._queue.append(event)
@@ -64,8 +66,9 @@ class Connection:
     def add_credit(self, nbytes):
         """The gateway wrote `nbytes` of our payload to the client (§5)."""
         self._unacked = max(0, self._unacked - nbytes)
-        if self._unacked <= self._window:
-            self._writable.set()
+        if self._unacked <= self._window and not self._writable:
+            self._writable = True
+            self._wake()
 
     def gateway_lost(self):
         """The gateway said bye, went silent, or reported the connection unknown."""
@@ -84,14 +87,26 @@ class Connection:
         self._consumed += 1
         if self._consumed >= CREDIT_BATCH and not self.over:
             self._consumed = 0
-            await self._send_bytes(codec.encode({
-                "k": "credit", "g": self.gateway, "w": self.worker_id,
-                "c": self.conn_id, "events": CREDIT_BATCH}))
+            await self._send_bytes(codec.encode_credit(self.gateway, self.worker_id,
+                                                       self.conn_id, CREDIT_BATCH))
         return event
 
     async def _wait(self):
-        self._wakeup.clear()
-        await self._wakeup.wait()
+        """Until the next _wake()."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        await waiter
+
+    def _wake(self):
+        waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for waiter in waiters:
+                if not waiter.done():  # (cancelled with its task)
+                    waiter.set_result(None)
 
     # --- the app's send -----------------------------------------------------------
 
@@ -100,23 +115,28 @@ class Connection:
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
         size = codec.payload_size(event)
         if size:
-            await self._wait_window()
+            if not self._writable:
+                await self._wait_window()
             self._unacked += size
             if self._unacked > self._window:
-                self._writable.clear()
+                self._writable = False
         await self._emit_event(event)
 
     async def _wait_window(self):
         # §5: a payload waits while more than a window is unacknowledged. A disconnect
-        # or a failure also opens `_writable`, so that the wait ends with them.
-        await self._writable.wait()
+        # or a failure also opens the window, so that the wait ends with them.
+        while not self._writable:
+            await self._wait()
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
 
+    def _open_window(self):
+        self._writable = True
+        self._wake()
+
     def _set_disconnected(self):
         self.disconnected = True
-        self._writable.set()
-        self._wakeup.set()
+        self._open_window()
 
     async def _emit_event(self, event):
         if self.failed:
@@ -134,8 +154,7 @@ class Connection:
         if self.over:
             return  # the client is gone or already has its whole answer
         self.failed = True
-        self._wakeup.set()
-        self._writable.set()
+        self._open_window()
         await self._send_bytes(codec.encode({
             "k": "error", "g": self.gateway, "w": self.worker_id,
             "c": self.conn_id, "message": message}))
@@ -246,7 +265,7 @@ class HttpConnection(Connection):
 
     def _set_done(self):
         self._state = _DONE
-        self._wakeup.set()  # a pending receive() now returns http.disconnect
+        self._wake()  # a pending receive() now returns http.disconnect
 
     async def _on_return(self):
         if not self.over:
@@ -333,7 +352,7 @@ class WebSocketConnection(Connection):
 
     def _close(self):
         self._state = _CLOSED
-        self._wakeup.set()
+        self._wake()
 
     async def _on_return(self):
         if self.over:

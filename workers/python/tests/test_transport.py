@@ -1,6 +1,7 @@
 """The ZeroMQ transport against a plain ROUTER socket on 127.0.0.1."""
 
 import asyncio
+import os
 
 import pytest
 import zmq
@@ -95,3 +96,33 @@ def test_backpressure_keeps_order_and_releases_senders(router):
         assert not link.backlog
         await transport.close(0.1)
     run(main(), timeout=30)
+
+
+def io_thread_policies():
+    """Scheduling policy of each ZeroMQ I/O thread of this process (Linux /proc)."""
+    policies = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            if not f.read().startswith("ZMQbg/IO"):
+                continue
+        with open(f"/proc/self/task/{tid}/sched") as f:
+            policies += [int(line.split(":")[1]) for line in f if line.startswith("policy")]
+    return policies
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_zeromq_io_thread_runs_as_sched_batch(router):
+    # Its wake-ups must not preempt the event loop for every message (transport.py).
+    router, url = router
+
+    async def main():
+        before = io_thread_policies().count(os.SCHED_BATCH)  # (the router's is ordinary)
+        transport = make_transport([url], "wk-batch")
+        transport.start(lambda link, data: None)
+        for _ in range(100):  # the thread names itself once it runs
+            if io_thread_policies().count(os.SCHED_BATCH) > before:
+                break
+            await asyncio.sleep(0.02)
+        assert io_thread_policies().count(os.SCHED_BATCH) == before + 1
+        await transport.close(0.1)
+    run(main())
