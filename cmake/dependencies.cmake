@@ -33,6 +33,9 @@ asgi_bridge_require(HIREDIS_FOUND libhiredis-dev "hiredis")
 find_package(spdlog CONFIG QUIET)
 asgi_bridge_require(spdlog_FOUND libspdlog-dev "spdlog")
 
+find_package(nlohmann_json CONFIG QUIET)
+asgi_bridge_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann-json")
+
 find_package(CLI11 CONFIG QUIET)
 asgi_bridge_require(CLI11_FOUND libcli11-dev "CLI11")
 

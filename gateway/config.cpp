@@ -74,6 +74,8 @@ ParseOutcome parse_config(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
   std::string admin;
   add(app, "admin", admin, "HOST:PORT of the admin endpoint: /healthz, /readyz, /metrics (default: off)");
+  add(app, "log-format", config.log_format, "text, or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
   app.add_flag("--proxy-headers", config.proxy_headers,
                "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")

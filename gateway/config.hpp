@@ -40,6 +40,7 @@ struct Config {
   std::string root_path;
   std::string server_name = "asgi-bridge";
   std::string log_level = "info";
+  std::string log_format = "text";       // text | json
   bool access_log = false;
   bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
   std::string trusted_proxies_list = "127.0.0.1,::1";

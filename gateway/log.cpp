@@ -1,6 +1,10 @@
 #include "log.hpp"
 
+#include <chrono>
 #include <memory>
+
+#include <fmt/chrono.h>
+#include <nlohmann/json.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -25,13 +29,40 @@ spdlog::logger& named(const char* name) {
   return *logger;
 }
 
+// One JSON object per line, keys in a fixed order. nlohmann::json escapes the message (quotes,
+// control characters) and replaces invalid UTF-8, which a client's request
+// target or header quoted in a log line may contain.
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    auto millis = std::chrono::time_point_cast<std::chrono::milliseconds>(msg.time);
+    nlohmann::ordered_json line{
+        {"time", fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(millis)),
+                             millis.time_since_epoch().count() % 1000)},
+        {"level", std::string(spdlog::level::to_string_view(msg.level).data(),
+                              spdlog::level::to_string_view(msg.level).size())},
+        {"logger", std::string(msg.logger_name.data(), msg.logger_name.size())},
+        {"message", std::string(msg.payload.data(), msg.payload.size())},
+    };
+    auto text = line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    dest.append(text.data(), text.data() + text.size());
+    dest.push_back('\n');
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
+};
+
 }  // namespace
 
-void init(const std::string& level) {
+void init(const std::string& level, const std::string& format) {
   auto parsed = spdlog::level::from_str(level == "warning" ? "warn" : level);
   spdlog::set_level(parsed);
   for (const char* name : {"server", "bus", "http", "websocket", "access"}) named(name).set_level(parsed);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");  // applies to the registered loggers
+  // Both apply to every registered logger, the bus library's included.
+  if (format == "json") {
+    spdlog::set_formatter(std::make_unique<JsonFormatter>());
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  }
 }
 
 spdlog::logger& server() {

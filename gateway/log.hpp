@@ -6,7 +6,9 @@
 
 namespace asgi_bridge::gateway::log {
 
-void init(const std::string& level);
+// format: "text" (human-readable lines) or "json" (one JSON object per line:
+// time, level, logger, message; for log collectors).
+void init(const std::string& level, const std::string& format = "text");
 spdlog::logger& server();
 spdlog::logger& bus();
 spdlog::logger& http();

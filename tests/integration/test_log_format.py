@@ -1,0 +1,33 @@
+"""--log-format json: every line the gateway writes is one JSON object (time,
+level, logger, message), the bus library's lines and the access log included,
+even when a message quotes what a client sent."""
+
+from __future__ import annotations
+
+import json
+
+from .harness import RawConnection, request, wait_until
+
+
+def json_lines(log: str) -> list[dict]:
+    # The harness writes the command line first, as "$ argv".
+    return [json.loads(line) for line in log.splitlines() if line and not line.startswith("$ ")]
+
+
+def test_every_gateway_line_is_json(bridge_factory):
+    b = bridge_factory(gateway_args=["--log-format", "json", "--access-log"])
+    assert request(b.port, "GET", '/quoted"path?x=\\').status == 404  # no such path in basic_app
+    with RawConnection(b.port) as c:  # a bad request, logged with what the client sent
+        c.send(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().status == 400
+
+    def access_line():
+        return [e for e in json_lines(b.gateway.log()) if e["logger"] == "access"]
+    wait_until(access_line, 5, "an access log line")
+    entries = json_lines(b.gateway.log())
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert list(entries[0])[:4] == ["time", "level", "logger", "message"]
+    loggers = {e["logger"] for e in entries}
+    assert {"server", "bus", "access"} <= loggers, loggers
+    assert any('"GET /quoted"path?x=\\" 404' in e["message"] for e in access_line()), access_line()
+    assert any("bad request (400)" in e["message"] for e in entries)
