@@ -34,7 +34,9 @@ std::string without_credentials(std::string_view url) {
 }  // namespace
 
 Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::vector<Shard*> shards)
-    : io_(io), config_(config), shards_(std::move(shards)), gateway_id_(random_gateway_id()), ticker_(io) {
+    : io_(io),
+      from_sessions_(io, [this](ToBus&& message) { submit(std::move(message)); }),
+      config_(config), shards_(std::move(shards)), gateway_id_(random_gateway_id()), ticker_(io) {
   Envelope heartbeat;
   heartbeat.kind = Kind::heartbeat;
   heartbeat.gateway_id = gateway_id_;
@@ -66,9 +68,7 @@ void Dispatcher::stop() {
   transport_.reset();
 }
 
-void Dispatcher::post(ToBus message) {
-  boost::asio::post(io_, [this, message = std::move(message)]() mutable { submit(std::move(message)); });
-}
+void Dispatcher::post(ToBus message) { from_sessions_.push(std::move(message)); }
 
 void Dispatcher::submit(ToBus&& message) {
   switch (message.type) {
