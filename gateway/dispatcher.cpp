@@ -34,7 +34,9 @@ std::string without_credentials(std::string_view url) {
 }  // namespace
 
 Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::vector<Shard*> shards)
-    : io_(io), config_(config), shards_(std::move(shards)), gateway_id_(random_gateway_id()), ticker_(io) {
+    : io_(io),
+      from_sessions_(io, [this](ToBus&& message) { submit(std::move(message)); }),
+      config_(config), shards_(std::move(shards)), gateway_id_(random_gateway_id()), ticker_(io) {
   Envelope heartbeat;
   heartbeat.kind = Kind::heartbeat;
   heartbeat.gateway_id = gateway_id_;
@@ -66,9 +68,7 @@ void Dispatcher::stop() {
   transport_.reset();
 }
 
-void Dispatcher::post(ToBus message) {
-  boost::asio::post(io_, [this, message = std::move(message)]() mutable { submit(std::move(message)); });
-}
+void Dispatcher::post(ToBus message) { from_sessions_.push(std::move(message)); }
 
 void Dispatcher::submit(ToBus&& message) {
   switch (message.type) {
@@ -377,18 +377,19 @@ void Dispatcher::schedule_tick() {
 void Dispatcher::tick() {
   auto now = Clock::now();
   auto interval = std::chrono::duration_cast<Clock::duration>(config_.heartbeat_interval);
-  if (now >= next_heartbeat_) {
-    next_heartbeat_ = now + interval;
-    std::vector<std::string> silent;
-    for (auto& [id, worker] : workers_) {
-      if (now - worker.last_seen > 3 * interval) {
-        silent.push_back(id);
-      } else {
-        transport_->send(id, heartbeat_bytes_);
-      }
+  // Silence is checked every tick, so a dead worker is found within a tick
+  // of its third silent interval; heartbeats still go once per interval.
+  bool heartbeat_due = now >= next_heartbeat_;
+  if (heartbeat_due) next_heartbeat_ = now + interval;
+  std::vector<std::string> silent;
+  for (auto& [id, worker] : workers_) {
+    if (now - worker.last_seen > 3 * interval) {
+      silent.push_back(id);
+    } else if (heartbeat_due) {
+      transport_->send(id, heartbeat_bytes_);
     }
-    for (auto& id : silent) worker_lost(id, "silent for 3 heartbeat intervals");
   }
+  for (auto& id : silent) worker_lost(id, "silent for 3 heartbeat intervals");
   while (!waiting_.empty()) {
     auto it = connections_.find(waiting_.front());
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;

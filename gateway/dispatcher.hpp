@@ -17,6 +17,7 @@
 
 #include "asgi_bridge/bus/transport.hpp"
 #include "config.hpp"
+#include "mailbox.hpp"
 #include "metrics.hpp"
 #include "session_event.hpp"
 #include "shard.hpp"
@@ -85,6 +86,7 @@ class Dispatcher {
   void schedule_tick();
 
   boost::asio::io_context& io_;
+  Mailbox<ToBus> from_sessions_;  // batched: one wake-up carries many
   const Config& config_;
   std::vector<Shard*> shards_;
   std::string gateway_id_;

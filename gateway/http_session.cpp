@@ -16,6 +16,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "session_spawn.hpp"
 #include "websocket_session.hpp"
 
 namespace asgi_bridge::gateway {
@@ -64,7 +65,7 @@ HttpSession::HttpSession(asio::ip::tcp::socket socket, Shard& shard, Dispatcher&
       config_(config),
       read_deadline_(socket_.get_executor()),
       write_deadline_(socket_.get_executor()),
-      credit_wake_(socket_.get_executor()) {
+      link_(socket_.get_executor(), shard, dispatcher) {
   boost::system::error_code ignored;
   client_ = socket_.remote_endpoint(ignored);
   server_ = socket_.local_endpoint(ignored);
@@ -72,22 +73,12 @@ HttpSession::HttpSession(asio::ip::tcp::socket socket, Shard& shard, Dispatcher&
 }
 
 HttpSession::~HttpSession() {
-  shard_.untrack(drain_token_);
-  if (conn_id_ != 0) end_exchange();
+  shard_.untrack(drain_token_);  // the link ends an exchange still open
 }
 
 void HttpSession::start() {
   drain_token_ = shard_.track(weak_from_this());
-  asio::co_spawn(
-      socket_.get_executor(), [self = shared_from_this()]() { return self->run(); },
-      [](std::exception_ptr error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          log::http().error("session ended by an unexpected error: {}", e.what());
-        }
-      });
+  spawn_session(socket_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::http());
 }
 
 void HttpSession::drain() {
@@ -148,12 +139,8 @@ awaitable<bool> HttpSession::serve() {
     co_await write(format_error_response(400, config_.server_name));
     co_return false;
   }
-  conn_id_ = shard_.new_conn_id();
-  inbox_ = std::make_shared<Inbox>(socket_.get_executor());
-  shard_.attach(conn_id_, inbox_);
-  out_seq_ = in_seq_ = 0;
-  events_in_flight_ = 0;
-  written_unacked_ = body_bytes_written_ = 0;
+  link_.open();
+  body_bytes_written_ = 0;
   client_gone_ = disconnect_sent_ = head_written_ = close_after_ = false;
   response_ = Response::awaiting_start;
   start_.reset();
@@ -185,7 +172,7 @@ awaitable<bool> HttpSession::serve() {
     }
   }
   body_complete_ = parser_->is_done();
-  send_event(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(scope));
+  link_.send_first(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(*scope), redispatchable_);
   reader_running_ = true;
   asio::co_spawn(socket_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
   co_await respond();
@@ -220,13 +207,9 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
 // Runs beside respond(): streams the rest of the body while the worker grants
 // credit, then watches the idle socket so a client that leaves is noticed.
 awaitable<void> HttpSession::read_rest() {
-  auto inbox = inbox_;
+  auto inbox = link_.inbox();
   while (!body_complete_ && !stop_reading_) {
-    while (events_in_flight_ >= protocol::k_event_window && !stop_reading_) {
-      credit_wake_.expires_at(asio::steady_timer::time_point::max());
-      boost::system::error_code ignored;
-      co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
-    }
+    while (link_.window_full() && !stop_reading_) co_await link_.wait_for_credit();
     if (stop_reading_) break;
     std::string chunk;
     auto result = co_await read_body_chunk(chunk);
@@ -240,7 +223,7 @@ awaitable<void> HttpSession::read_rest() {
       break;
     }
     body_complete_ = parser_->is_done();
-    send_event(protocol::HttpRequest{std::move(chunk), !body_complete_});
+    link_.send_event(protocol::HttpRequest{std::move(chunk), !body_complete_});
   }
   if (body_complete_ && !stop_reading_) co_await watch_for_disconnect();
   reader_running_ = false;
@@ -255,16 +238,16 @@ awaitable<void> HttpSession::watch_for_disconnect() {
     buffer_.commit(n);  // a pipelined request: it waits for its turn
     co_return;
   }
-  if (!stop_reading_) inbox_->push(ClientGone{});
+  if (!stop_reading_) link_.inbox()->push(ClientGone{});
 }
 
 awaitable<void> HttpSession::stop_reader() {
   if (!reader_running_) co_return;
   stop_reading_ = true;
-  credit_wake_.cancel();
+  link_.wake();
   boost::system::error_code ignored;
   socket_.cancel(ignored);
-  while (reader_running_) co_await inbox_->pop();
+  while (reader_running_) co_await link_.inbox()->pop();
   stop_reading_ = false;
 }
 
@@ -275,7 +258,7 @@ awaitable<void> HttpSession::respond() {
   while (response_ != Response::done) {
     auto deadline = response_ == Response::awaiting_start && http_timeout.count() > 0 ? started_at_ + http_timeout
                                                                                       : Clock::time_point::max();
-    auto event = co_await inbox_->pop(deadline);
+    auto event = co_await link_.inbox()->pop(deadline);
     if (!event) {
       send_disconnect();
       co_await fail_exchange(504, "the response did not start within --http-timeout");
@@ -285,7 +268,7 @@ awaitable<void> HttpSession::respond() {
       bool no_capacity = *failure == BusFailure::no_capacity;
       co_await fail_exchange(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost");
     } else if (std::holds_alternative<ClientGone>(*event)) {
-      log::http().debug("conn {}: client left before the response completed", conn_id_);
+      log::http().debug("conn {}: client left before the response completed", link_.conn_id());
       client_gone_ = true;
       send_disconnect();
       response_ = Response::done;
@@ -299,20 +282,18 @@ awaitable<void> HttpSession::respond() {
 awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
   using protocol::Kind;
   if (envelope.kind == Kind::credit) {
-    auto consumed = static_cast<unsigned>(std::min<std::uint64_t>(envelope.events.value_or(0), events_in_flight_));
-    events_in_flight_ -= consumed;
-    credit_wake_.cancel();
+    link_.on_credit(envelope.events.value_or(0));
     co_return;
   }
   if (envelope.kind == Kind::error) {
-    log::http().warn("conn {}: application error on worker {}: {}", conn_id_, envelope.worker_id,
+    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), envelope.worker_id,
                      envelope.message.value_or(""));
     co_await fail_exchange(500, "application error");
     co_return;
   }
   if (envelope.kind != Kind::event || !envelope.event) co_return;
   const char* violation = nullptr;
-  if (envelope.seq != in_seq_) {
+  if (!link_.accept_sequence(envelope)) {
     violation = "event out of sequence";
   } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) {
     if (response_ != Response::awaiting_start) {
@@ -325,7 +306,6 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     if (response_ != Response::started) {
       violation = "http.response.body before http.response.start";
     } else {
-      ++in_seq_;
       co_await on_body(*body);
       co_return;
     }
@@ -333,7 +313,6 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     if (response_ != Response::awaiting_trailers) {
       violation = "http.response.trailers not announced or too early";
     } else {
-      ++in_seq_;
       for (auto& header : trailers->headers) trailers_.push_back(std::move(header));
       if (!trailers->more_trailers) co_await finish_response(&trailers_);
       co_return;
@@ -342,12 +321,10 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from worker {}: {}", conn_id_, envelope.worker_id, violation);
+    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), envelope.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
-    co_return;
   }
-  ++in_seq_;
 }
 
 awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
@@ -381,23 +358,19 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
       co_return;
     }
   }
-  written_unacked_ += body.body.size();
-  if (!body.more_body) {
-    if (start_->trailers) {
-      response_ = Response::awaiting_trailers;
-    } else {
-      co_await finish_response(nullptr);
-    }
-  } else if (written_unacked_ >= protocol::k_default_byte_window / 4) {
-    send_credit(written_unacked_);
-    written_unacked_ = 0;
+  if (body.more_body) {
+    link_.on_written(body.body.size());
+  } else if (start_->trailers) {
+    response_ = Response::awaiting_trailers;
+  } else {
+    co_await finish_response(nullptr);
   }
 }
 
 awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
-    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", conn_id_, body_bytes_written_,
+    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
   }
@@ -423,11 +396,11 @@ awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
   response_ = Response::done;
   close_after_ = true;
   if (head_written_) {
-    log::http().warn("conn {}: aborting the response: {}", conn_id_, why);
+    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
     close_socket();
     co_return;
   }
-  log::http().warn("conn {}: answering {}: {}", conn_id_, status, why);
+  log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
   dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
@@ -441,45 +414,17 @@ awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::
   arm(write_deadline_, config_.request_timeout);
   co_await asio::async_write(socket_, buffers, redirect_error(use_awaitable, ec));
   write_deadline_.cancel();
-  if (ec) log::http().debug("conn {}: write failed: {}", conn_id_, ec.message());
+  if (ec) log::http().debug("conn {}: write failed: {}", link_.conn_id(), ec.message());
   co_return !ec;
-}
-
-void HttpSession::send_event(protocol::Event event, std::optional<protocol::Scope> scope) {
-  protocol::Envelope envelope;
-  envelope.kind = protocol::Kind::event;
-  envelope.gateway_id = dispatcher_.gateway_id();
-  envelope.conn_id = conn_id_;
-  envelope.seq = out_seq_++;
-  bool first = scope.has_value();
-  if (first) envelope.window = protocol::k_default_byte_window;
-  envelope.scope = std::move(scope);
-  envelope.event = std::move(event);
-  ++events_in_flight_;
-  dispatcher_.post({first ? ToBus::Type::first : ToBus::Type::message, conn_id_, protocol::encode(envelope),
-                    first && redispatchable_});
-}
-
-void HttpSession::send_credit(std::uint64_t bytes) {
-  protocol::Envelope envelope;
-  envelope.kind = protocol::Kind::credit;
-  envelope.gateway_id = dispatcher_.gateway_id();
-  envelope.conn_id = conn_id_;
-  envelope.bytes = bytes;
-  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
 }
 
 void HttpSession::send_disconnect() {
   if (disconnect_sent_) return;
   disconnect_sent_ = true;
-  send_event(protocol::HttpDisconnect{});
+  link_.send_event(protocol::HttpDisconnect{});
 }
 
-void HttpSession::end_exchange() {
-  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
-  shard_.detach(conn_id_);
-  conn_id_ = 0;
-}
+void HttpSession::end_exchange() { link_.end(); }
 
 void HttpSession::close_socket() {
   boost::system::error_code ignored;

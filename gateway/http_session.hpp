@@ -15,9 +15,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include "bus_link.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
-#include "inbox.hpp"
 #include "request_parser.hpp"
 #include "shard.hpp"
 
@@ -51,8 +51,6 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<bool> write(std::string_view a, std::string_view b = {}, std::string_view c = {});
   boost::asio::awaitable<void> stop_reader();
 
-  void send_event(protocol::Event event, std::optional<protocol::Scope> scope = std::nullopt);
-  void send_credit(std::uint64_t bytes);
   void send_disconnect();
   void end_exchange();
   void close_socket();
@@ -68,7 +66,6 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   std::optional<Parser> parser_;
   boost::asio::steady_timer read_deadline_;
   boost::asio::steady_timer write_deadline_;
-  boost::asio::steady_timer credit_wake_;
   boost::asio::ip::tcp::endpoint client_;
   boost::asio::ip::tcp::endpoint server_;
   bool idle_ = true;       // waiting for a request head: drain may close at once
@@ -77,12 +74,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   bool stop_reading_ = false;
 
   // The exchange in progress (one request and its response).
-  std::uint64_t conn_id_ = 0;
-  std::shared_ptr<Inbox> inbox_;
-  std::uint64_t out_seq_ = 0;
-  std::uint64_t in_seq_ = 0;
-  unsigned events_in_flight_ = 0;
-  std::uint64_t written_unacked_ = 0;
+  BusLink link_;  // its connection id, sequence numbers and credits
   bool reader_running_ = false;
   bool body_complete_ = false;
   bool client_gone_ = false;

@@ -14,13 +14,14 @@ std::uint64_t Shard::track(std::weak_ptr<Drainable> session) {
 }
 
 void Shard::post_event(std::uint64_t conn_id, SessionEvent event) {
-  boost::asio::post(io_, [this, conn_id, event = std::move(event)]() mutable { deliver(conn_id, std::move(event)); });
+  deliveries_.push({conn_id, std::move(event)});
 }
 
-void Shard::deliver(std::uint64_t conn_id, SessionEvent event) {
+void Shard::deliver(Delivery&& delivery) {
   // A miss means the client is gone: the dispatcher already forgot or is
   // about to forget the connection, so the late event is simply dropped.
-  if (auto it = inboxes_.find(conn_id); it != inboxes_.end()) it->second->push(std::move(event));
+  auto it = inboxes_.find(delivery.conn_id);
+  if (it != inboxes_.end()) it->second->push(std::move(delivery.event));
 }
 
 void Shard::post_drain() {

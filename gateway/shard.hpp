@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "inbox.hpp"
+#include "mailbox.hpp"
 
 namespace asgi_bridge::gateway {
 
@@ -57,12 +58,17 @@ class Shard {
   void join();
 
  private:
-  void deliver(std::uint64_t conn_id, SessionEvent event);
+  struct Delivery {
+    std::uint64_t conn_id = 0;
+    SessionEvent event;
+  };
+  void deliver(Delivery&& delivery);
 
   unsigned index_;
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::thread thread_;
+  Mailbox<Delivery> deliveries_{io_, [this](Delivery&& delivery) { deliver(std::move(delivery)); }};
   std::uint64_t conn_counter_ = 0;
   std::uint64_t session_counter_ = 0;
   bool draining_ = false;

@@ -13,6 +13,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "session_spawn.hpp"
 
 namespace asgi_bridge::gateway {
 namespace asio = boost::asio;
@@ -72,7 +73,7 @@ WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
-      credit_wake_(ws_.get_executor()),
+      link_(ws_.get_executor(), shard, dispatcher),
       watcher_stopped_(ws_.get_executor()),
       close_deadline_(ws_.get_executor()),
       lifetime_(ws_.get_executor()) {
@@ -82,22 +83,12 @@ WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request
 }
 
 WebSocketSession::~WebSocketSession() {
-  shard_.untrack(drain_token_);
-  if (conn_id_ != 0) end_connection();
+  shard_.untrack(drain_token_);  // the link ends a connection still open
 }
 
 void WebSocketSession::start() {
   drain_token_ = shard_.track(weak_from_this());
-  asio::co_spawn(
-      ws_.get_executor(), [self = shared_from_this()]() { return self->run(); },
-      [](std::exception_ptr error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          log::websocket().error("session ended by an unexpected error: {}", e.what());
-        }
-      });
+  spawn_session(ws_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::websocket());
 }
 
 // SIGTERM: an open WebSocket gets the drain period to finish, then 1001.
@@ -105,7 +96,7 @@ void WebSocketSession::drain() {
   draining_ = true;
   lifetime_.expires_after(std::chrono::duration_cast<Clock::duration>(config_.drain_timeout));
   lifetime_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-    if (auto self = weak.lock(); self && !ec && self->inbox_) self->inbox_->push(LocalClose{1001});
+    if (auto self = weak.lock(); self && !ec && self->link_.inbox()) self->link_.inbox()->push(LocalClose{1001});
   });
 }
 
@@ -120,10 +111,8 @@ awaitable<void> WebSocketSession::run() {
     co_await reject(400, "bad request target");
     co_return;
   }
-  conn_id_ = shard_.new_conn_id();
-  inbox_ = std::make_shared<Inbox>(ws_.get_executor());
-  shard_.attach(conn_id_, inbox_);
-  send_event(protocol::WebSocketConnect{}, std::move(scope));
+  link_.open();
+  link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
   co_await hold_handshake();
   if (state_ == State::open) co_await serve_open();
   teardown();
@@ -137,7 +126,7 @@ awaitable<void> WebSocketSession::hold_handshake() {
                  asio::detached);
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.websocket_connect_timeout);
   while (state_ == State::handshake) {
-    auto event = co_await inbox_->pop(deadline);
+    auto event = co_await link_.inbox()->pop(deadline);
     if (!event) {
       send_disconnect(1006);
       co_await reject(504, "no accept or close within --websocket-connect-timeout");
@@ -147,12 +136,12 @@ awaitable<void> WebSocketSession::hold_handshake() {
       co_await reject(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost",
                       no_capacity ? "retry-after: 1\r\n" : "");
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
-      log::websocket().debug("conn {}: client left during the handshake", conn_id_);
+      log::websocket().debug("conn {}: client left during the handshake", link_.conn_id());
       send_disconnect(gone->code);
       state_ = State::done;
     } else if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
       if (envelope->kind == protocol::Kind::error) {
-        log::websocket().warn("conn {}: application error: {}", conn_id_, envelope->message.value_or(""));
+        log::websocket().warn("conn {}: application error: {}", link_.conn_id(), envelope->message.value_or(""));
         co_await reject(500, "application error");
         continue;
       }
@@ -174,7 +163,7 @@ awaitable<void> WebSocketSession::hold_handshake() {
 // The client must stay silent until our 101; readable with nothing to read
 // means it closed.
 awaitable<void> WebSocketSession::watch_handshake_client() {
-  auto inbox = inbox_;
+  auto inbox = link_.inbox();
   auto& socket = ws_.next_layer();
   boost::system::error_code ec;
   co_await socket.async_wait(asio::ip::tcp::socket::wait_read, redirect_error(use_awaitable, ec));
@@ -211,14 +200,14 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
   co_await ws_.async_accept(request_, redirect_error(use_awaitable, ec));
   if (ec) {
-    log::websocket().info("conn {}: handshake failed: {}", conn_id_, ec.message());
+    log::websocket().info("conn {}: handshake failed: {}", link_.conn_id(), ec.message());
     send_disconnect(1006);
     state_ = State::done;
     co_return;
   }
   state_ = State::open;
+  log::websocket().debug("conn {}: accepted", link_.conn_id());
   dispatcher_.metrics().count_response(Protocol::websocket, 101);
-  log::websocket().debug("conn {}: accepted", conn_id_);
 }
 
 // The denial response extension: the app's status, headers and body, then close.
@@ -228,7 +217,7 @@ awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& sta
   dispatcher_.metrics().count_response(Protocol::websocket, start.status);
   if (!co_await write_raw(head)) co_return;
   for (;;) {
-    auto event = co_await inbox_->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
+    auto event = co_await link_.inbox()->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
     if (!event) break;
     auto* envelope = std::get_if<protocol::Envelope>(&*event);
     if (!envelope) break;
@@ -246,13 +235,13 @@ awaitable<void> WebSocketSession::serve_open() {
   if (config_.websocket_timeout.count() > 0) {
     lifetime_.expires_after(std::chrono::duration_cast<Clock::duration>(config_.websocket_timeout));
     lifetime_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-      if (auto self = weak.lock(); self && !ec && self->inbox_) self->inbox_->push(LocalClose{1000});
+      if (auto self = weak.lock(); self && !ec && self->link_.inbox()) self->link_.inbox()->push(LocalClose{1000});
     });
   }
   reader_running_ = true;
   asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->read_frames(); }, asio::detached);
   while (state_ == State::open || state_ == State::closing) {
-    auto event = co_await inbox_->pop();
+    auto event = co_await link_.inbox()->pop();
     if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
       co_await on_open_event(*envelope);
     } else if (std::holds_alternative<BusFailure>(*event)) {
@@ -268,17 +257,13 @@ awaitable<void> WebSocketSession::serve_open() {
 }
 
 awaitable<void> WebSocketSession::read_frames() {
-  auto inbox = inbox_;
+  auto inbox = link_.inbox();
   bool failing = false;  // we are closing with 1007: forward nothing more
   for (;;) {
-    if (events_in_flight_ >= protocol::k_event_window) {
+    if (link_.window_full()) {
       // Paused for credits, we leave the client's pongs unread too: not its fault.
       set_keepalive(false);
-      while (events_in_flight_ >= protocol::k_event_window && state_ != State::done) {
-        credit_wake_.expires_at(asio::steady_timer::time_point::max());
-        boost::system::error_code ignored;
-        co_await credit_wake_.async_wait(redirect_error(use_awaitable, ignored));
-      }
+      while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
       set_keepalive(true);  // the next read re-arms Beast's idle timer
     }
     boost::system::error_code ec;
@@ -294,7 +279,7 @@ awaitable<void> WebSocketSession::read_frames() {
       } else if (ec == websocket::error::bad_frame_payload) {
         gone.code = 1007;
       } else if (ec != asio::error::operation_aborted) {
-        log::websocket().debug("conn {}: read ended: {}", conn_id_, ec.message());
+        log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
       }
       inbox->push(std::move(gone));
       break;
@@ -309,7 +294,7 @@ awaitable<void> WebSocketSession::read_frames() {
     protocol::WebSocketReceive receive;
     receive.text = ws_.got_text();
     receive.data = std::move(data);
-    send_event(std::move(receive));
+    link_.send_event(std::move(receive));
   }
   reader_running_ = false;
 }
@@ -317,13 +302,11 @@ awaitable<void> WebSocketSession::read_frames() {
 awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
   using protocol::Kind;
   if (envelope.kind == Kind::credit) {
-    auto consumed = static_cast<unsigned>(std::min<std::uint64_t>(envelope.events.value_or(0), events_in_flight_));
-    events_in_flight_ -= consumed;
-    credit_wake_.cancel();
+    link_.on_credit(envelope.events.value_or(0));
     co_return;
   }
   if (envelope.kind == Kind::error) {
-    log::websocket().warn("conn {}: application error: {}", conn_id_, envelope.message.value_or(""));
+    log::websocket().warn("conn {}: application error: {}", link_.conn_id(), envelope.message.value_or(""));
     co_await close(1011, "");
     co_return;
   }
@@ -333,15 +316,11 @@ awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
     ws_.text(send->text);
     co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
     if (ec) co_return;  // the reader reports the end of the connection
-    written_unacked_ += send->data.size();
-    if (written_unacked_ >= protocol::k_default_byte_window / 4) {
-      send_credit(written_unacked_);
-      written_unacked_ = 0;
-    }
+    link_.on_written(send->data.size());
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*envelope.event)) {
     co_await close(closing->code, closing->reason);
   } else {
-    log::websocket().warn("conn {}: invalid event from the worker after accept", conn_id_);
+    log::websocket().warn("conn {}: invalid event from the worker after accept", link_.conn_id());
     co_await close(1011, "");
   }
 }
@@ -396,7 +375,7 @@ awaitable<void> WebSocketSession::close(int code, std::string reason) {
 
 awaitable<void> WebSocketSession::reject(int status, const char* why, std::string_view extra_headers) {
   state_ = State::done;
-  log::websocket().info("conn {}: answering {}: {}", conn_id_, status, why);
+  log::websocket().info("conn {}: answering {}: {}", link_.conn_id(), status, why);
   dispatcher_.metrics().count_response(Protocol::websocket, status);
   co_await write_raw(format_error_response(status, config_.server_name, extra_headers));
 }
@@ -409,59 +388,27 @@ awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view
 }
 
 bool WebSocketSession::check_sequence(const protocol::Envelope& envelope) {
-  if (envelope.seq == in_seq_) {
-    ++in_seq_;
-    return true;
-  }
-  log::websocket().warn("conn {}: event out of sequence from the worker", conn_id_);
-  inbox_->push(BusFailure::worker_lost);
+  if (link_.accept_sequence(envelope)) return true;
+  log::websocket().warn("conn {}: event out of sequence from the worker", link_.conn_id());
+  link_.inbox()->push(BusFailure::worker_lost);
   return false;
 }
 
-void WebSocketSession::send_event(protocol::Event event, std::optional<protocol::Scope> scope) {
-  protocol::Envelope envelope;
-  envelope.kind = protocol::Kind::event;
-  envelope.gateway_id = dispatcher_.gateway_id();
-  envelope.conn_id = conn_id_;
-  envelope.seq = out_seq_++;
-  bool first = scope.has_value();
-  if (first) envelope.window = protocol::k_default_byte_window;
-  envelope.scope = std::move(scope);
-  envelope.event = std::move(event);
-  ++events_in_flight_;
-  dispatcher_.post({first ? ToBus::Type::first : ToBus::Type::message, conn_id_, protocol::encode(envelope), first});
-}
-
-void WebSocketSession::send_credit(std::uint64_t bytes) {
-  protocol::Envelope envelope;
-  envelope.kind = protocol::Kind::credit;
-  envelope.gateway_id = dispatcher_.gateway_id();
-  envelope.conn_id = conn_id_;
-  envelope.bytes = bytes;
-  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
-}
-
 void WebSocketSession::send_disconnect(int code, std::string reason) {
-  if (disconnect_sent_ || conn_id_ == 0) return;
+  if (disconnect_sent_ || !link_.is_open()) return;
   disconnect_sent_ = true;
-  send_event(protocol::WebSocketDisconnect{code, std::move(reason)});
-}
-
-void WebSocketSession::end_connection() {
-  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
-  shard_.detach(conn_id_);
-  conn_id_ = 0;
+  link_.send_event(protocol::WebSocketDisconnect{code, std::move(reason)});
 }
 
 void WebSocketSession::teardown() {
   lifetime_.cancel();
   close_deadline_.cancel();
-  credit_wake_.cancel();
+  link_.wake();
   boost::system::error_code ignored;
   auto& socket = ws_.next_layer();
   socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket.close(ignored);
-  if (conn_id_ != 0) end_connection();
+  if (link_.is_open()) link_.end();
 }
 
 }  // namespace asgi_bridge::gateway

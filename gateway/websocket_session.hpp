@@ -19,9 +19,9 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
+#include "bus_link.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
-#include "inbox.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
@@ -63,10 +63,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
 
   bool check_sequence(const protocol::Envelope& envelope);
-  void send_event(protocol::Event event, std::optional<protocol::Scope> scope = std::nullopt);
-  void send_credit(std::uint64_t bytes);
   void send_disconnect(int code, std::string reason = {});
-  void end_connection();
   void teardown();
 
   boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
@@ -78,18 +75,12 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   std::uint64_t drain_token_ = 0;
   boost::asio::ip::tcp::endpoint client_;
   boost::asio::ip::tcp::endpoint server_;
-  std::uint64_t conn_id_ = 0;
-  std::shared_ptr<Inbox> inbox_;
+  BusLink link_;  // its connection id, sequence numbers and credits
   State state_ = State::handshake;
-  std::uint64_t out_seq_ = 0;
-  std::uint64_t in_seq_ = 0;
-  unsigned events_in_flight_ = 0;
-  std::uint64_t written_unacked_ = 0;
   bool disconnect_sent_ = false;
   bool watcher_running_ = false;
   bool reader_running_ = false;
   bool draining_ = false;
-  boost::asio::steady_timer credit_wake_;
   boost::asio::steady_timer watcher_stopped_;  // cancelled when the handshake watcher ends
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;

@@ -1,0 +1,87 @@
+#include "bus_link.hpp"
+
+#include <algorithm>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "asgi_bridge/protocol/codec.hpp"
+
+namespace asgi_bridge::gateway {
+
+BusLink::BusLink(const boost::asio::any_io_executor& executor, Shard& shard, Dispatcher& dispatcher)
+    : shard_(shard), dispatcher_(dispatcher), executor_(executor), credit_wake_(executor) {}
+
+BusLink::~BusLink() {
+  if (is_open()) end();
+}
+
+void BusLink::open() {
+  conn_id_ = shard_.new_conn_id();
+  inbox_ = std::make_shared<Inbox>(executor_);
+  shard_.attach(conn_id_, inbox_);
+  out_seq_ = in_seq_ = 0;
+  events_in_flight_ = 0;
+  written_unacked_ = 0;
+}
+
+void BusLink::end() {
+  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
+  shard_.detach(conn_id_);
+  conn_id_ = 0;
+}
+
+void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redispatchable) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::event;
+  envelope.window = protocol::k_default_byte_window;
+  envelope.scope = std::move(scope);
+  envelope.event = std::move(event);
+  post(envelope, ToBus::Type::first, redispatchable);
+}
+
+void BusLink::send_event(protocol::Event event) {
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::event;
+  envelope.event = std::move(event);
+  post(envelope, ToBus::Type::message);
+}
+
+void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable) {
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.seq = out_seq_++;
+  ++events_in_flight_;
+  dispatcher_.post({type, conn_id_, protocol::encode(envelope), redispatchable});
+}
+
+bool BusLink::accept_sequence(const protocol::Envelope& envelope) {
+  if (envelope.seq != in_seq_) return false;
+  ++in_seq_;
+  return true;
+}
+
+void BusLink::on_credit(std::uint64_t events) {
+  events_in_flight_ -= static_cast<unsigned>(std::min<std::uint64_t>(events, events_in_flight_));
+  credit_wake_.cancel();
+}
+
+boost::asio::awaitable<void> BusLink::wait_for_credit() {
+  credit_wake_.expires_at(boost::asio::steady_timer::time_point::max());
+  boost::system::error_code ignored;
+  co_await credit_wake_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+}
+
+void BusLink::on_written(std::uint64_t bytes) {
+  written_unacked_ += bytes;
+  if (written_unacked_ < protocol::k_default_byte_window / 4) return;
+  protocol::Envelope envelope;
+  envelope.kind = protocol::Kind::credit;
+  envelope.gateway_id = dispatcher_.gateway_id();
+  envelope.conn_id = conn_id_;
+  envelope.bytes = written_unacked_;
+  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
+  written_unacked_ = 0;
+}
+
+}  // namespace asgi_bridge::gateway

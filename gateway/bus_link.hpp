@@ -1,0 +1,67 @@
+#pragma once
+// A session's link to its worker over the bus: the connection id and inbox it
+// is registered under on its shard, the sequence numbers of both directions,
+// and both halves of flow control (events the worker has not consumed yet,
+// bytes we wrote for it but have not acknowledged). HttpSession opens one per
+// request, WebSocketSession one per connection. Shard thread only.
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "asgi_bridge/protocol/envelope.hpp"
+#include "dispatcher.hpp"
+#include "inbox.hpp"
+#include "shard.hpp"
+
+namespace asgi_bridge::gateway {
+
+class BusLink {
+ public:
+  BusLink(const boost::asio::any_io_executor& executor, Shard& shard, Dispatcher& dispatcher);
+  BusLink(const BusLink&) = delete;
+  BusLink& operator=(const BusLink&) = delete;
+  ~BusLink();
+
+  // Registers a new connection on the shard (a fresh id, inbox and sequence).
+  void open();
+  // The connection is over at the gateway: the dispatcher and shard forget it.
+  void end();
+  bool is_open() const { return conn_id_ != 0; }
+  std::uint64_t conn_id() const { return conn_id_; }
+  const std::shared_ptr<Inbox>& inbox() const { return inbox_; }
+
+  // The connection's first event: the dispatcher picks a worker for it.
+  void send_first(protocol::Event event, protocol::Scope scope, bool redispatchable);
+  void send_event(protocol::Event event);
+
+  // True for the worker's next event in sequence (and counts it).
+  bool accept_sequence(const protocol::Envelope& envelope);
+  // The worker consumed `events` of ours: the reader may go on.
+  void on_credit(std::uint64_t events);
+  bool window_full() const { return events_in_flight_ >= protocol::k_event_window; }
+  // Waits for the next credit or wake(); the caller re-checks its condition.
+  boost::asio::awaitable<void> wait_for_credit();
+  void wake() { credit_wake_.cancel(); }
+  // `bytes` of the worker's output reached the client: acknowledged in batches.
+  void on_written(std::uint64_t bytes);
+
+ private:
+  void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false);
+
+  Shard& shard_;
+  Dispatcher& dispatcher_;
+  boost::asio::any_io_executor executor_;
+  boost::asio::steady_timer credit_wake_;
+  std::uint64_t conn_id_ = 0;
+  std::shared_ptr<Inbox> inbox_;
+  std::uint64_t out_seq_ = 0;
+  std::uint64_t in_seq_ = 0;
+  unsigned events_in_flight_ = 0;
+  std::uint64_t written_unacked_ = 0;
+};
+
+}  // namespace asgi_bridge::gateway
