@@ -27,7 +27,10 @@ int Server::run() {
     shards_.push_back(std::make_unique<Shard>(i));
     shard_pointers.push_back(shards_.back().get());
   }
-  dispatcher_ = std::make_unique<Dispatcher>(bus_io_, config_, shard_pointers);
+  // One I/O thread: the bus shares it. A bus thread of its own would cost two
+  // thread switches per message (shard -> bus -> shard) for no parallelism.
+  bus_on_shard_ = shards_.size() == 1;
+  dispatcher_ = std::make_unique<Dispatcher>(bus_io(), config_, shard_pointers);
   try {
     dispatcher_->start();
     for (const auto& bind : config_.binds) {
@@ -42,7 +45,7 @@ int Server::run() {
     return 1;
   }
   auto bus_work = asio::make_work_guard(bus_io_);
-  bus_thread_ = std::thread([this] { bus_io_.run(); });
+  if (!bus_on_shard_) bus_thread_ = std::thread([this] { bus_io_.run(); });
   for (auto& shard : shards_) shard->run_thread();
   for (auto& listener : listeners_) listener->start();
   if (admin_) admin_->start();
@@ -92,11 +95,17 @@ void Server::shut_down() {
   signals_.cancel();
   drain_timer_.cancel();
   if (admin_) admin_->stop();
-  asio::post(bus_io_, [this] {
-    dispatcher_->stop();
-    bus_io_.stop();
+  asio::post(bus_io(), [this] {
+    dispatcher_->stop();  // before the thread it runs on stops
+    if (bus_on_shard_) {
+      shards_.front()->stop();
+    } else {
+      bus_io_.stop();
+    }
   });
-  for (auto& shard : shards_) shard->stop();
+  for (auto& shard : shards_) {
+    if (!bus_on_shard_ || shard != shards_.front()) shard->stop();
+  }
   main_io_.stop();
   log::server().info("stopped");
 }

@@ -29,6 +29,7 @@ class Server {
   void on_signal(int signal);
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
   void shut_down();
+  boost::asio::io_context& bus_io() { return bus_on_shard_ ? shards_.front()->io() : bus_io_; }
 
   const Config& config_;
   boost::asio::io_context main_io_{1};
@@ -41,6 +42,7 @@ class Server {
   boost::asio::steady_timer drain_timer_{main_io_};
   std::thread bus_thread_;
   bool draining_ = false;
+  bool bus_on_shard_ = false;  // --threads 1: no bus thread
 };
 
 }  // namespace asgi_bridge::gateway
