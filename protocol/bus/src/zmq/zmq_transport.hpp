@@ -29,7 +29,7 @@ class ZmqTransport final : public Transport {
 
   boost::asio::io_context& io_;
   Role role_;
-  zmq::context_t context_{1};
+  zmq::context_t context_;  // before socket_: created first
   zmq::socket_t socket_;
   boost::asio::posix::stream_descriptor readable_;
   OnMessage on_message_;
