@@ -54,10 +54,6 @@ std::string to_valid_utf8(std::string_view s) {
   return out;
 }
 
-protocol::Endpoint to_endpoint(const boost::asio::ip::tcp::endpoint& endpoint) {
-  return {endpoint.address().to_string(), endpoint.port()};
-}
-
 // Splits a request target into raw path and query; nullopt if malformed.
 std::optional<std::pair<std::string_view, std::string_view>> split_target(std::string_view target) {
   if (target == "*") return std::pair{target, std::string_view{}};
@@ -134,9 +130,8 @@ std::vector<std::string> offered_subprotocols(const RequestHeader& request) {
 }
 
 std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::Headers headers,
-                                          protocol::ScopeType type,
-                                          const boost::asio::ip::tcp::endpoint& client,
-                                          const boost::asio::ip::tcp::endpoint& server, const Config& config) {
+                                          protocol::ScopeType type, const SocketEnds& ends,
+                                          const Config& config) {
   auto parts = split_target(request.target());
   if (!parts) return std::nullopt;
   protocol::Scope scope;
@@ -156,9 +151,9 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   scope.query_string = std::string(parts->second);
   scope.root_path = config.root_path;
   scope.headers = std::move(headers);
-  scope.client = to_endpoint(client);
-  scope.server = to_endpoint(server);
-  if (config.proxy_headers) apply_proxy_headers(scope, client.address(), config.trusted_proxies);
+  scope.client = ends.client;
+  scope.server = ends.server;
+  if (config.proxy_headers) apply_proxy_headers(scope, ends.peer_address, config.trusted_proxies);
   return scope;
 }
 

@@ -6,12 +6,12 @@
 #include <string_view>
 #include <vector>
 
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
 
 #include "asgi_bridge/protocol/scope.hpp"
 #include "config.hpp"
+#include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
 
@@ -24,9 +24,8 @@ std::string percent_decode_utf8(std::string_view raw);
 // (lower-cased names); nullopt when the request target is
 // neither origin-form, absolute-form nor "*" (the caller answers 400).
 std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol::Headers headers,
-                                          protocol::ScopeType type,
-                                          const boost::asio::ip::tcp::endpoint& client,
-                                          const boost::asio::ip::tcp::endpoint& server, const Config& config);
+                                          protocol::ScopeType type, const SocketEnds& ends,
+                                          const Config& config);
 
 // Sec-WebSocket-Protocol values, split on commas, in the client's order.
 std::vector<std::string> offered_subprotocols(const RequestHeader& request);

@@ -26,6 +26,16 @@ BindAddress parse_bind(const std::string& text) {
   return bind;
 }
 
+// sockaddr_un holds 108 bytes, the terminating NUL included.
+constexpr std::size_t k_max_unix_path = 107;
+
+void check_unix_socket(const std::string& path) {
+  if (path.empty()) throw CLI::ValidationError("--unix-socket", "empty path");
+  if (path.size() > k_max_unix_path) {
+    throw CLI::ValidationError("--unix-socket", "path longer than 107 bytes: '" + path + "'");
+  }
+}
+
 // --max-body-size reads ASGI_BRIDGE_MAX_BODY_SIZE from the environment.
 std::string env_name(const std::string& option) {
   std::string env = "ASGI_BRIDGE_";
@@ -51,7 +61,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   config.threads = std::max(1u, std::thread::hardware_concurrency());
   CLI::App app{"asgi-bridge: HTTP/1.1 and WebSocket gateway to ASGI workers over a message bus"};
   std::vector<std::string> binds;
-  add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000)");
+  add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000 unless --unix-socket)");
+  add(app, "unix-socket", config.unix_sockets, "Unix domain socket PATH to listen on (repeatable)");
   add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB");
   add(app, "bus-prefix", config.bus_prefix, "Redis key prefix");
   add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
@@ -85,7 +96,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     for (const auto& b : binds) config.binds.push_back(parse_bind(b));
-    if (config.binds.empty()) config.binds.push_back({"127.0.0.1", 8000});
+    for (const auto& path : config.unix_sockets) check_unix_socket(path);
+    if (config.binds.empty() && config.unix_sockets.empty()) config.binds.push_back({"127.0.0.1", 8000});
     if (!admin.empty()) config.admin = parse_bind(admin);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
     try {

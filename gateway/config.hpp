@@ -20,6 +20,7 @@ struct BindAddress {
 
 struct Config {
   std::vector<BindAddress> binds;
+  std::vector<std::string> unix_sockets;  // --unix-socket paths
   std::optional<BindAddress> admin;       // --admin: /healthz, /readyz, /metrics
   std::string bus_url = "zmq://127.0.0.1:5555";
   std::string bus_prefix = "asgi";        // Redis key prefix

@@ -58,19 +58,15 @@ std::optional<std::uint64_t> content_length_of(const protocol::Headers& headers)
 
 }  // namespace
 
-HttpSession::HttpSession(asio::ip::tcp::socket socket, Shard& shard, Dispatcher& dispatcher, const Config& config)
+HttpSession::HttpSession(StreamSocket socket, Shard& shard, Dispatcher& dispatcher, const Config& config)
     : socket_(std::move(socket)),
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
       read_deadline_(socket_.get_executor()),
       write_deadline_(socket_.get_executor()),
-      link_(socket_.get_executor(), shard, dispatcher) {
-  boost::system::error_code ignored;
-  client_ = socket_.remote_endpoint(ignored);
-  server_ = socket_.local_endpoint(ignored);
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-}
+      ends_(prepare_socket(socket_)),
+      link_(socket_.get_executor(), shard, dispatcher) {}
 
 HttpSession::~HttpSession() {
   shard_.untrack(drain_token_);  // the link ends an exchange still open
@@ -94,7 +90,7 @@ awaitable<void> HttpSession::run() {
     if (boost::beast::websocket::is_upgrade(parser_->request())) {
       shard_.untrack(drain_token_);
       drain_token_ = 0;
-      start_websocket_session(std::move(socket_), std::move(parser_->request()), std::move(parser_->headers()),
+      start_websocket_session(std::move(socket_), std::move(ends_), std::move(parser_->request()), std::move(parser_->headers()),
                               shard_, dispatcher_, config_);
       co_return;
     }
@@ -113,7 +109,7 @@ awaitable<bool> HttpSession::read_head() {
   boost::system::error_code ec;
   if (buffer_.size() == 0) {  // idle keep-alive: wait for the first byte
     arm(read_deadline_, config_.keepalive_timeout);
-    co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+    co_await socket_.async_wait(StreamSocket::wait_read, redirect_error(use_awaitable, ec));
     read_deadline_.cancel();
     if (ec || draining_) co_return false;
   }
@@ -124,7 +120,7 @@ awaitable<bool> HttpSession::read_head() {
   if (!ec) co_return true;
   if (timed_out_ || is_disconnect(ec)) co_return false;
   int status = ec == http::error::header_limit ? 431 : ec == http::error::body_limit ? 413 : 400;
-  log::http().info("{}: bad request ({}): {}", client_.address().to_string(), status, ec.message());
+  log::http().info("{}: bad request ({}): {}", ends_.label(), status, ec.message());
   dispatcher_.metrics().count_response(Protocol::http, status);
   co_await write(format_error_response(status, config_.server_name));
   co_return false;
@@ -132,9 +128,9 @@ awaitable<bool> HttpSession::read_head() {
 
 awaitable<bool> HttpSession::serve() {
   auto& request = parser_->request();
-  auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, client_, server_, config_);
+  auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, ends_, config_);
   if (!scope || !has_valid_host(request)) {
-    log::http().info("{}: bad request (400): invalid target or Host", client_.address().to_string());
+    log::http().info("{}: bad request (400): invalid target or Host", ends_.label());
     dispatcher_.metrics().count_response(Protocol::http, 400);
     co_await write(format_error_response(400, config_.server_name));
     co_return false;
@@ -384,7 +380,7 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
   }
   if (start_) dispatcher_.metrics().count_response(Protocol::http, start_->status);
   if (config_.access_log) {
-    log::access().info("{}:{} \"{} {}\" {}", client_.address().to_string(), client_.port(),
+    log::access().info("{} \"{} {}\" {}", ends_.label(),
                        std::string(parser_->request().method_string()), std::string(parser_->request().target()),
                        start_ ? start_->status : 0);
   }
@@ -428,7 +424,7 @@ void HttpSession::end_exchange() { link_.end(); }
 
 void HttpSession::close_socket() {
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.shutdown(StreamSocket::shutdown_both, ignored);
   socket_.close(ignored);
 }
 
@@ -443,7 +439,7 @@ void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
 
 void HttpSession::on_timeout() {
   timed_out_ = true;
-  log::http().debug("{}: connection timed out", client_.address().to_string());
+  log::http().debug("{}: connection timed out", ends_.label());
   close_socket();
 }
 

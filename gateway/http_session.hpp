@@ -1,5 +1,5 @@
 #pragma once
-// One client TCP connection in HTTP/1.x mode. For each request it builds the
+// One client connection (TCP or Unix socket) in HTTP/1.x mode. For each request it builds the
 // ASGI scope, hands the request to a worker through the dispatcher, streams
 // the body in (gated by the worker's credits) and the response out, then
 // keeps the connection alive or closes it. A WebSocket upgrade request is
@@ -11,7 +11,6 @@
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
@@ -20,12 +19,13 @@
 #include "dispatcher.hpp"
 #include "request_parser.hpp"
 #include "shard.hpp"
+#include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
 
 class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(boost::asio::ip::tcp::socket socket, Shard& shard, Dispatcher& dispatcher, const Config& config);
+  HttpSession(StreamSocket socket, Shard& shard, Dispatcher& dispatcher, const Config& config);
   ~HttpSession() override;
 
   void start();
@@ -57,7 +57,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void arm(boost::asio::steady_timer& deadline, Seconds timeout);
   void on_timeout();
 
-  boost::asio::ip::tcp::socket socket_;
+  StreamSocket socket_;
   Shard& shard_;
   Dispatcher& dispatcher_;
   const Config& config_;
@@ -66,8 +66,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   std::optional<Parser> parser_;
   boost::asio::steady_timer read_deadline_;
   boost::asio::steady_timer write_deadline_;
-  boost::asio::ip::tcp::endpoint client_;
-  boost::asio::ip::tcp::endpoint server_;
+  SocketEnds ends_;
   bool idle_ = true;       // waiting for a request head: drain may close at once
   bool draining_ = false;
   bool timed_out_ = false;

@@ -126,8 +126,9 @@ bool TrustedProxies::contains(std::string_view address) const {
   return parsed && contains(*parsed);
 }
 
-void apply_proxy_headers(protocol::Scope& scope, const ip::address& peer, const TrustedProxies& trusted) {
-  if (!trusted.contains(peer)) return;
+void apply_proxy_headers(protocol::Scope& scope, const std::optional<ip::address>& peer,
+                         const TrustedProxies& trusted) {
+  if (peer && !trusted.contains(*peer)) return;
   if (auto protos = header_items(scope.headers, "x-forwarded-proto"); !protos.empty()) {
     // The last value is the one the nearest (trusted) proxy added.
     if (auto scheme = forwarded_scheme(protos.back(), scope.type)) scope.scheme = *scheme;

@@ -3,6 +3,7 @@
 // should see is the one the proxy names in X-Forwarded-For / -Proto / -Port,
 // not the proxy's own address. Only a peer listed in --trusted-proxies may say
 // so: anyone else could forge those headers.
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -30,11 +31,13 @@ class TrustedProxies {
 };
 
 // Rewrites scope.client and scope.scheme from the X-Forwarded-* headers when
-// `peer` (the TCP peer) is trusted; leaves the scope alone otherwise.
+// `peer` (the TCP peer) is trusted; leaves the scope alone otherwise. No peer
+// means a Unix socket peer, which is always trusted: only processes on this
+// host allowed to open the socket file can connect (uvicorn does the same).
 // The client is the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy (entries further left were written by the client and cannot
 // be believed), or the leftmost if every entry is trusted.
-void apply_proxy_headers(protocol::Scope& scope, const boost::asio::ip::address& peer,
+void apply_proxy_headers(protocol::Scope& scope, const std::optional<boost::asio::ip::address>& peer,
                          const TrustedProxies& trusted);
 
 }  // namespace asgi_bridge::gateway

@@ -36,6 +36,9 @@ int Server::run() {
     for (const auto& bind : config_.binds) {
       listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_));
     }
+    for (const auto& path : config_.unix_sockets) {
+      listeners_.push_back(std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_));
+    }
     if (config_.admin) {
       admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,
                                              dispatcher_->workers_pull());

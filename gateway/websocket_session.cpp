@@ -58,14 +58,14 @@ bool ends_inside_utf8_sequence(std::string_view text) {
 
 }  // namespace
 
-void start_websocket_session(asio::ip::tcp::socket socket, WebSocketSession::Request request,
+void start_websocket_session(StreamSocket socket, SocketEnds ends, WebSocketSession::Request request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config) {
-  std::make_shared<WebSocketSession>(std::move(socket), std::move(request), std::move(headers), shard, dispatcher,
+  std::make_shared<WebSocketSession>(std::move(socket), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
                                      config)
       ->start();
 }
 
-WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request, protocol::Headers headers,
+WebSocketSession::WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers,
                                    Shard& shard, Dispatcher& dispatcher, const Config& config)
     : ws_(std::move(socket)),
       request_(std::move(request)),
@@ -73,14 +73,11 @@ WebSocketSession::WebSocketSession(asio::ip::tcp::socket socket, Request request
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
+      ends_(std::move(ends)),
       link_(ws_.get_executor(), shard, dispatcher),
       watcher_stopped_(ws_.get_executor()),
       close_deadline_(ws_.get_executor()),
-      lifetime_(ws_.get_executor()) {
-  boost::system::error_code ignored;
-  client_ = ws_.next_layer().remote_endpoint(ignored);
-  server_ = ws_.next_layer().local_endpoint(ignored);
-}
+      lifetime_(ws_.get_executor()) {}
 
 WebSocketSession::~WebSocketSession() {
   shard_.untrack(drain_token_);  // the link ends a connection still open
@@ -102,11 +99,11 @@ void WebSocketSession::drain() {
 
 awaitable<void> WebSocketSession::run() {
   if (int status = handshake_status(request_)) {
-    log::websocket().info("{}: bad WebSocket handshake ({})", client_.address().to_string(), status);
+    log::websocket().info("{}: bad WebSocket handshake ({})", ends_.label(), status);
     co_await reject(status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : "");
     co_return;
   }
-  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, client_, server_, config_);
+  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, ends_, config_);
   if (!scope) {
     co_await reject(400, "bad request target");
     co_return;
@@ -166,7 +163,7 @@ awaitable<void> WebSocketSession::watch_handshake_client() {
   auto inbox = link_.inbox();
   auto& socket = ws_.next_layer();
   boost::system::error_code ec;
-  co_await socket.async_wait(asio::ip::tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+  co_await socket.async_wait(StreamSocket::wait_read, redirect_error(use_awaitable, ec));
   boost::system::error_code ignored;
   if (state_ == State::handshake && (ec != asio::error::operation_aborted) && socket.available(ignored) == 0) {
     inbox->push(ClientGone{});
@@ -406,7 +403,7 @@ void WebSocketSession::teardown() {
   link_.wake();
   boost::system::error_code ignored;
   auto& socket = ws_.next_layer();
-  socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket.shutdown(StreamSocket::shutdown_both, ignored);
   socket.close(ignored);
   if (link_.is_open()) link_.end();
 }

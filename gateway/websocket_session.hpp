@@ -12,7 +12,6 @@
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -23,12 +22,13 @@
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "shard.hpp"
+#include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
 
 // Bytes after the upgrade request cannot come before our 101 (RFC 6455
 // §4.1: the client waits), so nothing of the HTTP read buffer carries over.
-void start_websocket_session(boost::asio::ip::tcp::socket socket,
+void start_websocket_session(StreamSocket socket, SocketEnds ends,
                              boost::beast::http::request<boost::beast::http::empty_body> request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config);
 
@@ -36,7 +36,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
-  WebSocketSession(boost::asio::ip::tcp::socket socket, Request request, protocol::Headers headers, Shard& shard,
+  WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers, Shard& shard,
                    Dispatcher& dispatcher, const Config& config);
   ~WebSocketSession() override;
 
@@ -66,15 +66,14 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   void send_disconnect(int code, std::string reason = {});
   void teardown();
 
-  boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
+  boost::beast::websocket::stream<StreamSocket> ws_;
   Request request_;
   protocol::Headers headers_;  // in arrival order, for the scope
   Shard& shard_;
   Dispatcher& dispatcher_;
   const Config& config_;
   std::uint64_t drain_token_ = 0;
-  boost::asio::ip::tcp::endpoint client_;
-  boost::asio::ip::tcp::endpoint server_;
+  SocketEnds ends_;
   BusLink link_;  // its connection id, sequence numbers and credits
   State state_ = State::handshake;
   bool disconnect_sent_ = false;

@@ -57,6 +57,16 @@ TEST(ApplyProxyHeaders, UntrustedPeerChangesNothing) {
   EXPECT_EQ(scope.scheme, "http");
 }
 
+TEST(ApplyProxyHeaders, UnixSocketPeerIsTrusted) {
+  // Over --unix-socket there is no peer address and no client until the
+  // proxy names one; the trusted list (here: nobody) does not apply.
+  auto scope = scope_with({{"x-forwarded-for", "203.0.113.7"}, {"x-forwarded-proto", "https"}});
+  scope.client.reset();
+  apply_proxy_headers(scope, std::nullopt, TrustedProxies::parse(""));
+  EXPECT_EQ(scope.client, (protocol::Endpoint{"203.0.113.7", 0}));
+  EXPECT_EQ(scope.scheme, "https");
+}
+
 TEST(ApplyProxyHeaders, RightmostUntrustedHopIsTheClient) {
   // The client forged "1.1.1.1"; the trusted proxies 10.0.0.2 and 10.0.0.3
   // appended what they saw.
