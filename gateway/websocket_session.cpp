@@ -203,6 +203,10 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
+  // An open WebSocket may idle for hours: drop what only the handshake needed
+  // (the upgrade request's fields, the decorator's copy of the app's headers).
+  request_ = {};
+  ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
   log::websocket().debug("conn {}: accepted", link_.conn_id());
   dispatcher_.metrics().count_response(Protocol::websocket, 101);
 }
