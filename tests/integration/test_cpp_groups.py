@@ -159,7 +159,10 @@ def test_redis_room_spans_two_workers_and_a_leaver_unsubscribes(redis_bus, bridg
 @ZMQ_ONLY
 def test_python_worker_ignores_relayed_group_messages_and_keeps_serving(bridge_factory):
     b = bridge_factory(None, workers=0)
-    chat = start_cpp_worker(b, "chat")
+    # Capacity 1: once c1 holds it, every HTTP request must go to the Python
+    # worker (with room on both, least-loaded dispatch may pick either: a
+    # finished request is released a moment after its response).
+    chat = start_cpp_worker(b, "chat", "--concurrency", "1")
     b.wait_ready()
 
     async def body():
@@ -170,7 +173,7 @@ def test_python_worker_ignores_relayed_group_messages_and_keeps_serving(bridge_f
                 await c1.send(f"hello {i}")
                 assert await c1.recv() == f"hello {i}"
             await asyncio.to_thread(wait_for_log, python, "ignoring a message of kind 'group'", 10, 2)
-            # The chat worker is busy with c1: requests go to the Python worker.
+            # The chat worker is full with c1: requests go to the Python worker.
             for _ in range(3):
                 response = await asyncio.to_thread(request, b.port, "GET", "/")
                 assert (response.status, response.body) == (200, b"hello")
