@@ -7,6 +7,8 @@
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
 
+#include "list_items.hpp"
+
 namespace asgi_bridge::gateway {
 namespace http = boost::beast::http;
 namespace {
@@ -116,15 +118,7 @@ std::vector<std::string> offered_subprotocols(const RequestHeader& request) {
   std::vector<std::string> protocols;
   auto [begin, end] = request.equal_range(http::field::sec_websocket_protocol);
   for (auto field = begin; field != end; ++field) {
-    std::string_view list = field->value();
-    while (!list.empty()) {
-      auto comma = list.find(',');
-      auto item = list.substr(0, comma);
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      if (!item.empty()) protocols.emplace_back(item);
-      list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-    }
+    for (auto item : list_items(field->value())) protocols.emplace_back(item);
   }
   return protocols;
 }

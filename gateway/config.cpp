@@ -91,7 +91,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   app.add_flag("--proxy-headers", config.proxy_headers,
                "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")
       ->envname("ASGI_BRIDGE_PROXY_HEADERS");
-  add(app, "trusted-proxies", config.trusted_proxies_list,
+  std::string trusted_proxies(k_default_trusted_proxies);
+  add(app, "trusted-proxies", trusted_proxies,
       "comma-separated addresses/CIDR networks (or *) whose X-Forwarded-* headers --proxy-headers believes");
   try {
     app.parse(argc, argv);
@@ -101,7 +102,7 @@ ParseOutcome parse_config(int argc, char** argv) {
     if (!admin.empty()) config.admin = parse_bind(admin);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
     try {
-      config.trusted_proxies = TrustedProxies::parse(config.trusted_proxies_list);
+      config.trusted_proxies = TrustedProxies::parse(trusted_proxies);
     } catch (const std::invalid_argument& e) {
       throw CLI::ValidationError("--trusted-proxies", e.what());
     }

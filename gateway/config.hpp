@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proxy_headers.hpp"
@@ -12,6 +13,9 @@
 namespace asgi_bridge::gateway {
 
 using Seconds = std::chrono::duration<double>;
+
+// --trusted-proxies when not given: loopback, as uvicorn's --forwarded-allow-ips.
+inline constexpr std::string_view k_default_trusted_proxies = "127.0.0.1,::1";
 
 struct BindAddress {
   std::string host;
@@ -44,8 +48,7 @@ struct Config {
   std::string log_format = "text";       // text | json
   bool access_log = false;
   bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
-  std::string trusted_proxies_list = "127.0.0.1,::1";
-  TrustedProxies trusted_proxies = TrustedProxies::parse(trusted_proxies_list);
+  TrustedProxies trusted_proxies = TrustedProxies::parse(k_default_trusted_proxies);
 };
 
 // Parses argv; on --help or an invalid option prints the message and

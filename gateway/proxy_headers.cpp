@@ -6,30 +6,21 @@
 #include <stdexcept>
 #include <string>
 
+#include "list_items.hpp"
+
 namespace asgi_bridge::gateway {
 
 namespace ip = boost::asio::ip;
 
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // The comma-separated items of every line of header `name`, in order.
 std::vector<std::string_view> header_items(const protocol::Headers& headers, std::string_view name) {
   std::vector<std::string_view> items;
   for (const auto& header : headers) {
     if (header.name != name) continue;
-    std::string_view list = header.value;
-    while (true) {
-      auto comma = list.find(',');
-      if (auto item = trim(list.substr(0, comma)); !item.empty()) items.push_back(item);
-      if (comma == std::string_view::npos) break;
-      list.remove_prefix(comma + 1);
-    }
+    auto line = list_items(header.value);
+    items.insert(items.end(), line.begin(), line.end());
   }
   return items;
 }
@@ -81,12 +72,7 @@ std::optional<std::string> forwarded_scheme(std::string_view proto, protocol::Sc
 
 TrustedProxies TrustedProxies::parse(std::string_view list) {
   TrustedProxies trusted;
-  std::string_view rest = list;
-  while (!rest.empty()) {
-    auto comma = rest.find(',');
-    auto entry = trim(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    if (entry.empty()) continue;
+  for (auto entry : list_items(list)) {
     if (entry == "*") {
       trusted.everyone_ = true;
       continue;
