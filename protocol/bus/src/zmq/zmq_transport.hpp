@@ -10,8 +10,9 @@ namespace asgi_bridge::bus {
 
 // Gateway role: one bound ROUTER, peers addressed by routing id.
 // Worker role: one DEALER connected to one gateway, routing id = worker id.
-// ZMQ_FD is edge-triggered: we drain until ZMQ_EVENTS shows no input after
-// every wake-up and after every send, or wake-ups are lost.
+// ZMQ_FD is edge-triggered: we receive until nothing is left after every
+// wake-up and after every send (a send may consume the edge), or wake-ups
+// are lost.
 class ZmqTransport final : public Transport {
  public:
   ZmqTransport(boost::asio::io_context& io, const std::string& endpoint,
@@ -25,6 +26,7 @@ class ZmqTransport final : public Transport {
  private:
   void schedule_drain();
   void drain();
+  void wait_readable();
   void deliver(zmq::message_t& first, zmq::message_t* second);
 
   boost::asio::io_context& io_;
