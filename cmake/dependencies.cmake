@@ -30,6 +30,12 @@ if(PkgConfig_FOUND)
 endif()
 asgi_bridge_require(HIREDIS_FOUND libhiredis-dev "hiredis")
 
+# The gateway's allocator (docs/decisions.md, "jemalloc in the gateway").
+if(PkgConfig_FOUND)
+  pkg_check_modules(JEMALLOC QUIET IMPORTED_TARGET jemalloc)
+endif()
+asgi_bridge_require(JEMALLOC_FOUND libjemalloc-dev "jemalloc")
+
 find_package(spdlog CONFIG QUIET)
 asgi_bridge_require(spdlog_FOUND libspdlog-dev "spdlog")
 
