@@ -320,8 +320,11 @@ std::vector<Envelope> sample_envelopes() {
 
 TEST(CodecRoundTrip, EverySampleEnvelope) {
   for (const auto& envelope : sample_envelopes()) {
-    SCOPED_TRACE(std::string(kind_name(envelope.kind)) +
-                 (envelope.event ? " " + std::string(event_type(*envelope.event)) : ""));
+    std::string trace(kind_name(envelope.kind));
+    if (envelope.event) {
+      trace.append(" ").append(event_type(*envelope.event));
+    }
+    SCOPED_TRACE(trace);
     EXPECT_EQ(decode_ok(encode(envelope)), envelope);
   }
 }
