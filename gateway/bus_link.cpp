@@ -55,8 +55,8 @@ void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispat
   dispatcher_.post({type, conn_id_, protocol::encode(envelope), redispatchable});
 }
 
-bool BusLink::accept_sequence(const protocol::Envelope& envelope) {
-  if (envelope.seq != in_seq_) return false;
+bool BusLink::accept_sequence(const WorkerMessage& reply) {
+  if (reply.seq != in_seq_) return false;
   ++in_seq_;
   return true;
 }

@@ -39,7 +39,7 @@ class BusLink {
   void send_event(protocol::Event event);
 
   // True for the worker's next event in sequence (and counts it).
-  bool accept_sequence(const protocol::Envelope& envelope);
+  bool accept_sequence(const WorkerMessage& reply);
   // The worker consumed `events` of ours: the reader may go on.
   void on_credit(std::uint64_t events);
   bool window_full() const { return events_in_flight_ >= protocol::k_event_window; }

@@ -31,6 +31,10 @@ std::string without_credentials(std::string_view url) {
   return at == std::string_view::npos ? std::string(url) : std::string(scheme) + std::string(rest.substr(at + 1));
 }
 
+// Frees a connection's copy of its first event (clear() would keep the
+// capacity for as long as the connection lives: hours on a WebSocket).
+void release(std::string& bytes) { std::string().swap(bytes); }
+
 }  // namespace
 
 Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::vector<Shard*> shards)
@@ -185,7 +189,7 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   send_to(worker_id, connection.first, conn_id);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
   connection.queued.clear();
-  if (!connection.redispatchable || connection.redispatched) connection.first.clear();
+  if (!connection.redispatchable || connection.redispatched) release(connection.first);
 }
 
 void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id) {
@@ -303,9 +307,9 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   auto& connection = it->second;
   if (!connection.acknowledged) {
     connection.acknowledged = true;
-    connection.first.clear();
+    release(connection.first);
   }
-  shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, std::move(envelope));
+  shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, WorkerMessage::from(std::move(envelope)));
 }
 
 // --- failures and time ----------------------------------------------------

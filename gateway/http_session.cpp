@@ -258,8 +258,8 @@ awaitable<void> HttpSession::respond() {
     if (!event) {
       send_disconnect();
       co_await fail_exchange(504, "the response did not start within --http-timeout");
-    } else if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
-      co_await handle(*envelope);
+    } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
+      co_await handle(*reply);
     } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
       bool no_capacity = *failure == BusFailure::no_capacity;
       co_await fail_exchange(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost");
@@ -275,37 +275,37 @@ awaitable<void> HttpSession::respond() {
   }
 }
 
-awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
+awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   using protocol::Kind;
-  if (envelope.kind == Kind::credit) {
-    link_.on_credit(envelope.events.value_or(0));
+  if (reply.kind == Kind::credit) {
+    link_.on_credit(reply.events);
     co_return;
   }
-  if (envelope.kind == Kind::error) {
-    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), envelope.worker_id,
-                     envelope.message.value_or(""));
+  if (reply.kind == Kind::error) {
+    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id,
+                     reply.error);
     co_await fail_exchange(500, "application error");
     co_return;
   }
-  if (envelope.kind != Kind::event || !envelope.event) co_return;
+  if (reply.kind != Kind::event || !reply.event) co_return;
   const char* violation = nullptr;
-  if (!link_.accept_sequence(envelope)) {
+  if (!link_.accept_sequence(reply)) {
     violation = "event out of sequence";
-  } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) {
+  } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*reply.event)) {
     if (response_ != Response::awaiting_start) {
       violation = "a second http.response.start";
     } else {
       start_ = std::move(*start);
       response_ = Response::started;
     }
-  } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*envelope.event)) {
+  } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*reply.event)) {
     if (response_ != Response::started) {
       violation = "http.response.body before http.response.start";
     } else {
       co_await on_body(*body);
       co_return;
     }
-  } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*envelope.event)) {
+  } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*reply.event)) {
     if (response_ != Response::awaiting_trailers) {
       violation = "http.response.trailers not announced or too early";
     } else {
@@ -317,7 +317,7 @@ awaitable<void> HttpSession::handle(protocol::Envelope& envelope) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), envelope.worker_id, violation);
+    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
   }

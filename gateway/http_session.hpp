@@ -44,7 +44,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<void> read_rest();
   boost::asio::awaitable<void> watch_for_disconnect();
   boost::asio::awaitable<void> respond();
-  boost::asio::awaitable<void> handle(protocol::Envelope& envelope);
+  boost::asio::awaitable<void> handle(WorkerMessage& reply);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
   boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, const char* why);

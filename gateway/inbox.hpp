@@ -1,10 +1,15 @@
 #pragma once
 // A single-consumer queue a session's coroutine awaits, fed from the same
 // shard thread (bus deliveries are posted there first). A steady_timer serves
-// as the wake-up: push() cancels it, pop() waits on it with a deadline.
+// as the wake-up: push() cancels it, wait() waits on it with a deadline.
+//
+// Sized for many idle connections: a vector (not a deque, which keeps a
+// 512-byte node even when empty) whose storage is given back before every
+// wait, so a WebSocket that idles for hours holds no queue memory.
 #include <chrono>
-#include <deque>
+#include <cstddef>
 #include <optional>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -26,22 +31,42 @@ class Inbox {
     wake_.cancel();
   }
 
+  bool empty() const { return head_ == items_.size(); }
+
+  // The next queued event, if any.
+  std::optional<SessionEvent> try_pop() {
+    if (empty()) return std::nullopt;
+    std::optional<SessionEvent> event(std::move(items_[head_++]));
+    if (empty()) {
+      items_.clear();
+      head_ = 0;
+    }
+    return event;
+  }
+
+  // Completes on the next push() or at `deadline`, whichever is first (or at
+  // once, spuriously; callers re-check). Not a coroutine of its own: an idle
+  // session waits with no frame but the timer operation's.
+  boost::asio::awaitable<void> wait(Clock::time_point deadline = Clock::time_point::max()) {
+    if (items_.empty()) std::vector<SessionEvent>().swap(items_);
+    wake_.expires_at(deadline);
+    return wake_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, wait_error_));
+  }
+
   // The next event, or nullopt once `deadline` passes with nothing queued.
   boost::asio::awaitable<std::optional<SessionEvent>> pop(Clock::time_point deadline = Clock::time_point::max()) {
-    while (items_.empty()) {
+    while (empty()) {
       if (Clock::now() >= deadline) co_return std::nullopt;
-      wake_.expires_at(deadline);
-      boost::system::error_code ec;
-      co_await wake_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      co_await wait(deadline);
     }
-    SessionEvent event = std::move(items_.front());
-    items_.pop_front();
-    co_return event;
+    co_return try_pop();
   }
 
  private:
-  std::deque<SessionEvent> items_;
+  std::vector<SessionEvent> items_;
+  std::size_t head_ = 0;  // items_[head_] is the next event
   boost::asio::steady_timer wake_;
+  boost::system::error_code wait_error_;  // a cancel (push) or the deadline: either way, re-check
 };
 
 }  // namespace asgi_bridge::gateway

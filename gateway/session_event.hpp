@@ -2,6 +2,7 @@
 // What a session receives in its inbox: events from its worker, failures the
 // dispatcher detected, and signals from the session's own socket reader.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -27,8 +28,30 @@ struct LocalClose {        // the gateway itself ends a WebSocket (lifetime, shu
   int code = 1001;
 };
 
+// What a session needs of its worker's envelope. protocol::Envelope also holds
+// routing fields and the scope inline (800 bytes): queued events and the
+// frames of coroutines waiting for them would carry all of it, for hours on an
+// idle WebSocket.
+struct WorkerMessage {
+  protocol::Kind kind = protocol::Kind::event;  // event, credit or error
+  std::optional<std::uint64_t> seq;
+  std::uint64_t events = 0;  // credit: events the app has consumed
+  std::string worker_id;     // for log lines
+  std::string error;         // error: what went wrong
+  std::optional<protocol::Event> event;
+
+  static WorkerMessage from(protocol::Envelope&& envelope) {
+    return {envelope.kind,
+            envelope.seq,
+            envelope.events.value_or(0),
+            std::move(envelope.worker_id),
+            std::move(envelope.message).value_or(std::string()),
+            std::move(envelope.event)};
+  }
+};
+
 using SessionEvent =
-    std::variant<protocol::Envelope, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose>;
+    std::variant<WorkerMessage, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose>;
 
 // Session -> dispatcher, posted to the bus thread.
 struct ToBus {

@@ -29,6 +29,12 @@ namespace {
 // How long the closing handshake and TCP teardown may take (Beast's handshake timeout too).
 constexpr auto k_close_timeout = std::chrono::seconds(5);
 
+// The reader's buffer: the first read of a message asks for at most this much
+// (larger messages take more reads), and a buffer grown past the second is
+// freed once its message is forwarded.
+constexpr std::size_t k_first_read = 128;
+constexpr std::size_t k_kept_read_buffer = 16 * 1024;
+
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
   if (!has_valid_host(request)) return 400;
@@ -98,21 +104,27 @@ void WebSocketSession::drain() {
 }
 
 awaitable<void> WebSocketSession::run() {
-  if (int status = handshake_status(request_)) {
-    log::websocket().info("{}: bad WebSocket handshake ({})", ends_.label(), status);
-    co_await reject(status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : "");
+  if (auto refusal = send_connect()) {
+    co_await reject(refusal->status, refusal->why, refusal->extra_headers);
     co_return;
   }
-  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, ends_, config_);
-  if (!scope) {
-    co_await reject(400, "bad request target");
-    co_return;
-  }
-  link_.open();
-  link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
   co_await hold_handshake();
   if (state_ == State::open) co_await serve_open();
   teardown();
+}
+
+// Not a coroutine: the scope it builds must not live on in run()'s frame,
+// which stays allocated for as long as the connection is open.
+std::optional<WebSocketSession::Refusal> WebSocketSession::send_connect() {
+  if (int status = handshake_status(request_)) {
+    log::websocket().info("{}: bad WebSocket handshake ({})", ends_.label(), status);
+    return Refusal{status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : ""};
+  }
+  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, ends_, config_);
+  if (!scope) return Refusal{400, "bad request target", ""};
+  link_.open();
+  link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
+  return std::nullopt;
 }
 
 // --- the held handshake -------------------------------------------------------
@@ -136,18 +148,18 @@ awaitable<void> WebSocketSession::hold_handshake() {
       log::websocket().debug("conn {}: client left during the handshake", link_.conn_id());
       send_disconnect(gone->code);
       state_ = State::done;
-    } else if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
-      if (envelope->kind == protocol::Kind::error) {
-        log::websocket().warn("conn {}: application error: {}", link_.conn_id(), envelope->message.value_or(""));
+    } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
+      if (reply->kind == protocol::Kind::error) {
+        log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply->error);
         co_await reject(500, "application error");
         continue;
       }
-      if (envelope->kind != protocol::Kind::event || !check_sequence(*envelope)) continue;
-      if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*envelope->event)) {
+      if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
+      if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
         co_await accept(*accepted);
-      } else if (std::holds_alternative<protocol::WebSocketClose>(*envelope->event)) {
+      } else if (std::holds_alternative<protocol::WebSocketClose>(*reply->event)) {
         co_await reject(403, "the application closed before accepting");
-      } else if (auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&*envelope->event)) {
+      } else if (auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&*reply->event)) {
         co_await deny(*start);
       } else {
         send_disconnect(1006);
@@ -220,10 +232,10 @@ awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& sta
   for (;;) {
     auto event = co_await link_.inbox()->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
     if (!event) break;
-    auto* envelope = std::get_if<protocol::Envelope>(&*event);
-    if (!envelope) break;
-    if (envelope->kind != protocol::Kind::event || !check_sequence(*envelope)) continue;
-    auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&*envelope->event);
+    auto* reply = std::get_if<WorkerMessage>(&*event);
+    if (!reply) break;
+    if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
+    auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&*reply->event);
     if (!body) break;
     bool written = co_await write_raw(body->body);
     if (!written || !body->more_body) break;
@@ -241,10 +253,15 @@ awaitable<void> WebSocketSession::serve_open() {
   }
   reader_running_ = true;
   asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->read_frames(); }, asio::detached);
+  auto& inbox = *link_.inbox();
   while (state_ == State::open || state_ == State::closing) {
-    auto event = co_await link_.inbox()->pop();
-    if (auto* envelope = std::get_if<protocol::Envelope>(&*event)) {
-      co_await on_open_event(*envelope);
+    auto event = inbox.try_pop();
+    if (!event) {
+      co_await inbox.wait();  // not pop(): its frame would stay allocated while idle
+      continue;
+    }
+    if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
+      co_await on_open_event(*reply);
     } else if (std::holds_alternative<BusFailure>(*event)) {
       co_await close(1011, "");
     } else if (auto* local = std::get_if<LocalClose>(&*event)) {
@@ -267,9 +284,17 @@ awaitable<void> WebSocketSession::read_frames() {
       while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
       set_keepalive(true);  // the next read re-arms Beast's idle timer
     }
+    // One message, read in parts: Beast sizes the buffer before a frame
+    // arrives (1,536 bytes for a whole-message read), so the first part is
+    // capped and an idle connection's buffer stays small. A large message's
+    // buffer is given back after it.
     boost::system::error_code ec;
     read_buffer_.clear();
-    co_await ws_.async_read(read_buffer_, redirect_error(use_awaitable, ec));
+    if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
+    co_await ws_.async_read_some(read_buffer_, k_first_read, redirect_error(use_awaitable, ec));
+    while (!ec && !ws_.is_message_done()) {
+      co_await ws_.async_read_some(read_buffer_, 0, redirect_error(use_awaitable, ec));
+    }
     if (ec) {
       ClientGone gone;
       if (ec == websocket::error::closed) {
@@ -300,25 +325,25 @@ awaitable<void> WebSocketSession::read_frames() {
   reader_running_ = false;
 }
 
-awaitable<void> WebSocketSession::on_open_event(protocol::Envelope& envelope) {
+awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   using protocol::Kind;
-  if (envelope.kind == Kind::credit) {
-    link_.on_credit(envelope.events.value_or(0));
+  if (reply.kind == Kind::credit) {
+    link_.on_credit(reply.events);
     co_return;
   }
-  if (envelope.kind == Kind::error) {
-    log::websocket().warn("conn {}: application error: {}", link_.conn_id(), envelope.message.value_or(""));
+  if (reply.kind == Kind::error) {
+    log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply.error);
     co_await close(1011, "");
     co_return;
   }
-  if (envelope.kind != Kind::event || !check_sequence(envelope) || state_ != State::open) co_return;
-  if (auto* send = std::get_if<protocol::WebSocketSend>(&*envelope.event)) {
+  if (reply.kind != Kind::event || !check_sequence(reply) || state_ != State::open) co_return;
+  if (auto* send = std::get_if<protocol::WebSocketSend>(&*reply.event)) {
     boost::system::error_code ec;
     ws_.text(send->text);
     co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
     if (ec) co_return;  // the reader reports the end of the connection
     link_.on_written(send->data.size());
-  } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*envelope.event)) {
+  } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
     co_await close(closing->code, closing->reason);
   } else {
     log::websocket().warn("conn {}: invalid event from the worker after accept", link_.conn_id());
@@ -388,8 +413,8 @@ awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view
   co_return !ec;
 }
 
-bool WebSocketSession::check_sequence(const protocol::Envelope& envelope) {
-  if (link_.accept_sequence(envelope)) return true;
+bool WebSocketSession::check_sequence(const WorkerMessage& reply) {
+  if (link_.accept_sequence(reply)) return true;
   log::websocket().warn("conn {}: event out of sequence from the worker", link_.conn_id());
   link_.inbox()->push(BusFailure::worker_lost);
   return false;

@@ -46,15 +46,21 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
  private:
   using Clock = std::chrono::steady_clock;
   enum class State { handshake, open, closing, done };
+  struct Refusal {  // an upgrade request answered with an HTTP error
+    int status;
+    const char* why;
+    std::string_view extra_headers;
+  };
 
   boost::asio::awaitable<void> run();
+  std::optional<Refusal> send_connect();
   boost::asio::awaitable<void> hold_handshake();
   boost::asio::awaitable<void> watch_handshake_client();
   boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
   boost::asio::awaitable<void> read_frames();
-  boost::asio::awaitable<void> on_open_event(protocol::Envelope& envelope);
+  boost::asio::awaitable<void> on_open_event(WorkerMessage& reply);
   boost::asio::awaitable<void> close(int code, std::string reason);
   void set_keepalive(bool on);
   void on_control_frame(boost::beast::websocket::frame_type kind);
@@ -62,7 +68,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
 
-  bool check_sequence(const protocol::Envelope& envelope);
+  bool check_sequence(const WorkerMessage& reply);
   void send_disconnect(int code, std::string reason = {});
   void teardown();
 
