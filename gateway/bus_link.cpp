@@ -10,7 +10,7 @@
 namespace asgi_bridge::gateway {
 
 BusLink::BusLink(const boost::asio::any_io_executor& executor, Shard& shard, Dispatcher& dispatcher)
-    : shard_(shard), dispatcher_(dispatcher), executor_(executor), credit_wake_(executor) {}
+    : shard_(shard), dispatcher_(dispatcher), credit_wake_(executor) {}
 
 BusLink::~BusLink() {
   if (is_open()) end();
@@ -18,7 +18,7 @@ BusLink::~BusLink() {
 
 void BusLink::open() {
   conn_id_ = shard_.new_conn_id();
-  inbox_ = std::make_shared<Inbox>(executor_);
+  inbox_ = std::make_shared<Inbox>(credit_wake_.get_executor());
   shard_.attach(conn_id_, inbox_);
   out_seq_ = in_seq_ = 0;
   events_in_flight_ = 0;

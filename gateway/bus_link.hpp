@@ -54,7 +54,6 @@ class BusLink {
 
   Shard& shard_;
   Dispatcher& dispatcher_;
-  boost::asio::any_io_executor executor_;
   boost::asio::steady_timer credit_wake_;
   std::uint64_t conn_id_ = 0;
   std::shared_ptr<Inbox> inbox_;

@@ -74,14 +74,11 @@ void start_websocket_session(StreamSocket socket, SocketEnds ends, WebSocketSess
 WebSocketSession::WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers,
                                    Shard& shard, Dispatcher& dispatcher, const Config& config)
     : ws_(std::move(socket)),
-      request_(std::move(request)),
-      headers_(std::move(headers)),
+      upgrade_(std::make_unique<Upgrade>(std::move(request), std::move(headers), std::move(ends))),
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
-      ends_(std::move(ends)),
       link_(ws_.get_executor(), shard, dispatcher),
-      watcher_stopped_(ws_.get_executor()),
       close_deadline_(ws_.get_executor()),
       lifetime_(ws_.get_executor()) {}
 
@@ -109,6 +106,7 @@ awaitable<void> WebSocketSession::run() {
     co_return;
   }
   co_await hold_handshake();
+  upgrade_.reset();  // only the handshake needed it; an open WebSocket may idle for hours
   if (state_ == State::open) co_await serve_open();
   teardown();
 }
@@ -116,11 +114,12 @@ awaitable<void> WebSocketSession::run() {
 // Not a coroutine: the scope it builds must not live on in run()'s frame,
 // which stays allocated for as long as the connection is open.
 std::optional<WebSocketSession::Refusal> WebSocketSession::send_connect() {
-  if (int status = handshake_status(request_)) {
-    log::websocket().info("{}: bad WebSocket handshake ({})", ends_.label(), status);
+  if (int status = handshake_status(upgrade_->request)) {
+    log::websocket().info("{}: bad WebSocket handshake ({})", upgrade_->ends.label(), status);
     return Refusal{status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : ""};
   }
-  auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, ends_, config_);
+  auto scope = make_scope(upgrade_->request, std::move(upgrade_->headers), protocol::ScopeType::websocket,
+                          upgrade_->ends, config_);
   if (!scope) return Refusal{400, "bad request target", ""};
   link_.open();
   link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
@@ -130,9 +129,7 @@ std::optional<WebSocketSession::Refusal> WebSocketSession::send_connect() {
 // --- the held handshake -------------------------------------------------------
 
 awaitable<void> WebSocketSession::hold_handshake() {
-  watcher_running_ = true;
-  asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->watch_handshake_client(); },
-                 asio::detached);
+  watch_handshake_client();
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.websocket_connect_timeout);
   while (state_ == State::handshake) {
     auto event = co_await link_.inbox()->pop(deadline);
@@ -170,28 +167,25 @@ awaitable<void> WebSocketSession::hold_handshake() {
 }
 
 // The client must stay silent until our 101; readable with nothing to read
-// means it closed.
-awaitable<void> WebSocketSession::watch_handshake_client() {
-  auto inbox = link_.inbox();
-  auto& socket = ws_.next_layer();
-  boost::system::error_code ec;
-  co_await socket.async_wait(StreamSocket::wait_read, redirect_error(use_awaitable, ec));
-  boost::system::error_code ignored;
-  if (state_ == State::handshake && (ec != asio::error::operation_aborted) && socket.available(ignored) == 0) {
-    inbox->push(ClientGone{});
-  }
-  watcher_running_ = false;
-  watcher_stopped_.cancel();
+// means it closed. A callback, not a coroutine: accept() cancels the wait and
+// clears watching_client_, so a completion already queued does nothing.
+void WebSocketSession::watch_handshake_client() {
+  watching_client_ = true;
+  ws_.next_layer().async_wait(StreamSocket::wait_read, [weak = weak_from_this()](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (!self || !self->watching_client_ || ec == asio::error::operation_aborted) return;
+    self->watching_client_ = false;
+    boost::system::error_code ignored;
+    if (self->state_ == State::handshake && self->ws_.next_layer().available(ignored) == 0) {
+      self->link_.inbox()->push(ClientGone{});
+    }
+  });
 }
 
 awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   boost::system::error_code ec;
-  ws_.next_layer().cancel(ec);  // stop the handshake watcher before Beast owns the socket
-  while (watcher_running_) {
-    // Not on the inbox: the app's first sends may already be queued there.
-    watcher_stopped_.expires_at(asio::steady_timer::time_point::max());
-    co_await watcher_stopped_.async_wait(redirect_error(use_awaitable, ec));
-  }
+  watching_client_ = false;
+  ws_.next_layer().cancel(ec);  // the handshake watcher's wait, before Beast owns the socket
   auto server_name = config_.server_name;
   ws_.set_option(websocket::stream_base::decorator(
       [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
@@ -207,7 +201,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
-  co_await ws_.async_accept(request_, redirect_error(use_awaitable, ec));
+  co_await ws_.async_accept(upgrade_->request, redirect_error(use_awaitable, ec));
   if (ec) {
     log::websocket().info("conn {}: handshake failed: {}", link_.conn_id(), ec.message());
     send_disconnect(1006);
@@ -215,9 +209,8 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
-  // An open WebSocket may idle for hours: drop what only the handshake needed
-  // (the upgrade request's fields, the decorator's copy of the app's headers).
-  request_ = {};
+  // An open WebSocket may idle for hours: drop the decorator's copy of the
+  // app's headers (run() drops the upgrade request).
   ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
   log::websocket().debug("conn {}: accepted", link_.conn_id());
   dispatcher_.metrics().count_response(Protocol::websocket, 101);

@@ -55,7 +55,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> run();
   std::optional<Refusal> send_connect();
   boost::asio::awaitable<void> hold_handshake();
-  boost::asio::awaitable<void> watch_handshake_client();
+  void watch_handshake_client();
   boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
@@ -72,21 +72,25 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   void send_disconnect(int code, std::string reason = {});
   void teardown();
 
+  // What only the handshake needs, freed once it is over.
+  struct Upgrade {
+    Request request;
+    protocol::Headers headers;  // in arrival order, for the scope
+    SocketEnds ends;
+  };
+
   boost::beast::websocket::stream<StreamSocket> ws_;
-  Request request_;
-  protocol::Headers headers_;  // in arrival order, for the scope
+  std::unique_ptr<Upgrade> upgrade_;
   Shard& shard_;
   Dispatcher& dispatcher_;
   const Config& config_;
   std::uint64_t drain_token_ = 0;
-  SocketEnds ends_;
   BusLink link_;  // its connection id, sequence numbers and credits
   State state_ = State::handshake;
   bool disconnect_sent_ = false;
-  bool watcher_running_ = false;
+  bool watching_client_ = false;  // the handshake watcher's wait is live
   bool reader_running_ = false;
   bool draining_ = false;
-  boost::asio::steady_timer watcher_stopped_;  // cancelled when the handshake watcher ends
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
   boost::beast::flat_buffer read_buffer_;
