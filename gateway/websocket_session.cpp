@@ -58,16 +58,16 @@ bool ends_inside_utf8_sequence(std::string_view text) {
 
 }  // namespace
 
-void start_websocket_session(StreamSocket socket, SocketEnds ends, WebSocketSession::Request request,
+void start_websocket_session(ClientStream stream, SocketEnds ends, WebSocketSession::Request request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config) {
-  std::make_shared<WebSocketSession>(std::move(socket), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
+  std::make_shared<WebSocketSession>(std::move(stream), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
                                      config)
       ->start();
 }
 
-WebSocketSession::WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers,
+WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers,
                                    Shard& shard, Dispatcher& dispatcher, const Config& config)
-    : ws_(std::move(socket)),
+    : ws_(std::move(stream)),
       request_(std::move(request)),
       headers_(std::move(headers)),
       shard_(shard),
@@ -101,17 +101,23 @@ awaitable<void> WebSocketSession::run() {
   if (int status = handshake_status(request_)) {
     log::websocket().info("{}: bad WebSocket handshake ({})", ends_.label(), status);
     co_await reject(status, "bad handshake", status == 426 ? "sec-websocket-version: 13\r\n" : "");
+    co_await tls_shutdown();
     co_return;
   }
   auto scope = make_scope(request_, std::move(headers_), protocol::ScopeType::websocket, ends_, config_);
   if (!scope) {
     co_await reject(400, "bad request target");
+    co_await tls_shutdown();
     co_return;
   }
   link_.open();
   link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
   co_await hold_handshake();
-  if (state_ == State::open) co_await serve_open();
+  if (state_ == State::open) {
+    co_await serve_open();  // Beast's closing handshake ends TLS too
+  } else {
+    co_await tls_shutdown();
+  }
   teardown();
 }
 
@@ -158,10 +164,11 @@ awaitable<void> WebSocketSession::hold_handshake() {
 }
 
 // The client must stay silent until our 101; readable with nothing to read
-// means it closed.
+// means it closed. (Over TLS a client that leaves politely sends close_notify
+// first: that one is noticed only when the answer cannot be written.)
 awaitable<void> WebSocketSession::watch_handshake_client() {
   auto inbox = link_.inbox();
-  auto& socket = ws_.next_layer();
+  auto& socket = ws_.next_layer().socket();
   boost::system::error_code ec;
   co_await socket.async_wait(StreamSocket::wait_read, redirect_error(use_awaitable, ec));
   boost::system::error_code ignored;
@@ -174,7 +181,7 @@ awaitable<void> WebSocketSession::watch_handshake_client() {
 
 awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   boost::system::error_code ec;
-  ws_.next_layer().cancel(ec);  // stop the handshake watcher before Beast owns the socket
+  ws_.next_layer().socket().cancel(ec);  // stop the handshake watcher before Beast owns the socket
   while (watcher_running_) {
     // Not on the inbox: the app's first sends may already be queued there.
     watcher_stopped_.expires_at(asio::steady_timer::time_point::max());
@@ -348,7 +355,7 @@ void WebSocketSession::on_control_frame(websocket::frame_type kind) {
   close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     if (auto self = weak.lock(); self && !ec) {
       boost::system::error_code ignored;
-      self->ws_.next_layer().close(ignored);  // the reader then ends the session
+      self->ws_.next_layer().socket().close(ignored);  // the reader then ends the session
     }
   });
 }
@@ -401,14 +408,25 @@ void WebSocketSession::send_disconnect(int code, std::string reason) {
   link_.send_event(protocol::WebSocketDisconnect{code, std::move(reason)});
 }
 
+// A refusal's body may end with the connection: close_notify says it is
+// complete. The client's answer gets the closing handshake's limit.
+awaitable<void> WebSocketSession::tls_shutdown() {
+  auto* tls = ws_.next_layer().tls();
+  if (!tls) co_return;
+  close_deadline_.expires_after(k_close_timeout);
+  close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) self->ws_.next_layer().close();
+  });
+  boost::system::error_code ec;
+  co_await tls->async_shutdown(redirect_error(use_awaitable, ec));
+  close_deadline_.cancel();
+}
+
 void WebSocketSession::teardown() {
   lifetime_.cancel();
   close_deadline_.cancel();
   link_.wake();
-  boost::system::error_code ignored;
-  auto& socket = ws_.next_layer();
-  socket.shutdown(StreamSocket::shutdown_both, ignored);
-  socket.close(ignored);
+  ws_.next_layer().close();
   if (link_.is_open()) link_.end();
 }
 
