@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import websockets
 
-from .harness import Proc, gateway_binary, request, wait_until
+from .harness import Proc, free_port, gateway_binary, request, wait_until
 from .test_http_basic import unjson
+from .test_unix_socket import get as unix_get
 
 APP = "ws_routes:app"  # basic_app over HTTP (/scope, /echo) plus WebSocket routes
 
@@ -126,6 +127,16 @@ def test_forwarded_proto_of_a_trusted_proxy_wins(bridge_factory, certificate):
     assert r.status == 200
     assert json.loads(r.read())["scheme"] == "http"
     conn.close()
+
+
+def test_unix_socket_and_admin_stay_plain(bridge_factory, certificate, tmp_path):
+    path, admin = tmp_path / "gw.sock", free_port()
+    b, context = tls_bridge(bridge_factory, certificate, "--unix-socket", str(path), "--admin", f"127.0.0.1:{admin}")
+    status, body = unix_get(path, "/scope")
+    assert status == 200
+    assert json.loads(body)["scheme"] == "http"
+    assert request(admin, "GET", "/healthz").status == 200
+    assert https_get(b.port, context, "/") == (200, b"hello")
 
 
 def closed_by_gateway(sock: socket.socket, timeout: float) -> bool:
