@@ -36,6 +36,10 @@ if(PkgConfig_FOUND)
 endif()
 asgi_bridge_require(JEMALLOC_FOUND libjemalloc-dev "jemalloc")
 
+# TLS of the --bind listeners (--tls-cert/--tls-key), through boost::asio::ssl.
+find_package(OpenSSL QUIET)
+asgi_bridge_require(OpenSSL_FOUND libssl-dev "OpenSSL")
+
 find_package(spdlog CONFIG QUIET)
 asgi_bridge_require(spdlog_FOUND libspdlog-dev "spdlog")
 

@@ -140,10 +140,10 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   scope.http_version = request.version() == 10 ? "1.0" : "1.1";
   if (type == protocol::ScopeType::http) {
     scope.method = std::string(request.method_string());
-    scope.scheme = "http";
+    scope.scheme = ends.tls ? "https" : "http";
     scope.extensions = {"http.response.trailers"};
   } else {
-    scope.scheme = "ws";
+    scope.scheme = ends.tls ? "wss" : "ws";
     scope.subprotocols = offered_subprotocols(request);
     scope.extensions = {"websocket.http.response"};
   }
@@ -154,6 +154,7 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   scope.headers = std::move(headers);
   scope.client = ends.client;
   scope.server = ends.server;
+  // After the scheme of our own listener: a trusted proxy's X-Forwarded-Proto wins.
   if (config.proxy_headers) apply_proxy_headers(scope, ends.peer_address, config.trusted_proxies);
   return scope;
 }

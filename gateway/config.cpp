@@ -36,6 +36,12 @@ void check_unix_socket(const std::string& path) {
   }
 }
 
+// Files are read at startup (tls_context.cpp); here only the pairing.
+void check_tls_pair(const Config& config) {
+  if (!config.tls_cert.empty() && config.tls_key.empty()) throw CLI::ValidationError("--tls-cert", "needs --tls-key too");
+  if (config.tls_cert.empty() && !config.tls_key.empty()) throw CLI::ValidationError("--tls-key", "needs --tls-cert too");
+}
+
 // --max-body-size reads ASGI_BRIDGE_MAX_BODY_SIZE from the environment.
 std::string env_name(const std::string& option) {
   std::string env = "ASGI_BRIDGE_";
@@ -85,6 +91,8 @@ ParseOutcome parse_config(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
   std::string admin;
   add(app, "admin", admin, "HOST:PORT of the admin endpoint: /healthz, /readyz, /metrics (default: off)");
+  add(app, "tls-cert", config.tls_cert, "PEM certificate chain: serve HTTPS/WSS on the --bind listeners (needs --tls-key)");
+  add(app, "tls-key", config.tls_key, "PEM private key of --tls-cert");
   add(app, "log-format", config.log_format, "text, or json (one object per line)")
       ->check(CLI::IsMember({"text", "json"}));
   app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
@@ -100,6 +108,7 @@ ParseOutcome parse_config(int argc, char** argv) {
     for (const auto& path : config.unix_sockets) check_unix_socket(path);
     if (config.binds.empty() && config.unix_sockets.empty()) config.binds.push_back({"127.0.0.1", 8000});
     if (!admin.empty()) config.admin = parse_bind(admin);
+    check_tls_pair(config);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
     try {
       config.trusted_proxies = TrustedProxies::parse(trusted_proxies);

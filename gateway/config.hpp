@@ -49,6 +49,10 @@ struct Config {
   bool access_log = false;
   bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
   TrustedProxies trusted_proxies = TrustedProxies::parse(k_default_trusted_proxies);
+  // --tls-cert/--tls-key: both or neither; TLS on the --bind listeners only.
+  std::string tls_cert;  // PEM certificate chain, the server's own first
+  std::string tls_key;   // PEM private key
+  bool tls() const { return !tls_cert.empty(); }
 };
 
 // Parses argv; on --help or an invalid option prints the message and

@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
@@ -31,10 +32,13 @@ namespace {
 constexpr std::size_t k_body_chunk = 64 * 1024;
 constexpr std::size_t k_head_read = 4096;  // a typical request head in one read
 constexpr std::string_view k_continue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr auto k_tls_shutdown_timeout = std::chrono::seconds(2);
 
+// stream_truncated: a TLS client closed the TCP connection without close_notify.
 bool is_disconnect(const boost::system::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor;
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ||
+         ec == asio::ssl::error::stream_truncated;
 }
 
 bool header_contains_token(const RequestHeader& request, http::field field, std::string_view token) {
@@ -59,15 +63,15 @@ std::optional<std::uint64_t> content_length_of(const protocol::Headers& headers)
 
 }  // namespace
 
-HttpSession::HttpSession(StreamSocket socket, Shard& shard, Dispatcher& dispatcher, const Config& config)
-    : socket_(std::move(socket)),
+HttpSession::HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatcher, const Config& config)
+    : stream_(std::move(stream)),
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
-      read_deadline_(socket_.get_executor()),
-      write_deadline_(socket_.get_executor()),
-      ends_(prepare_socket(socket_)),
-      link_(socket_.get_executor(), shard, dispatcher) {}
+      read_deadline_(stream_.get_executor()),
+      write_deadline_(stream_.get_executor()),
+      ends_(prepare_socket(stream_.socket(), stream_.is_tls())),
+      link_(stream_.get_executor(), shard, dispatcher) {}
 
 HttpSession::~HttpSession() {
   shard_.untrack(drain_token_);  // the link ends an exchange still open
@@ -75,7 +79,7 @@ HttpSession::~HttpSession() {
 
 void HttpSession::start() {
   drain_token_ = shard_.track(weak_from_this());
-  spawn_session(socket_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::http());
+  spawn_session(stream_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::http());
 }
 
 void HttpSession::drain() {
@@ -84,6 +88,11 @@ void HttpSession::drain() {
 }
 
 awaitable<void> HttpSession::run() {
+  bool handshaken = co_await tls_handshake();
+  if (!handshaken) {
+    close_socket();
+    co_return;
+  }
   // GCC 12 miscompiles co_await inside && / || (SIGILL): await on its own line.
   while (!draining_) {
     bool have_request = co_await read_head();
@@ -91,13 +100,45 @@ awaitable<void> HttpSession::run() {
     if (boost::beast::websocket::is_upgrade(parser_->request())) {
       shard_.untrack(drain_token_);
       drain_token_ = 0;
-      start_websocket_session(std::move(socket_), std::move(ends_), std::move(parser_->request()), std::move(parser_->headers()),
+      start_websocket_session(std::move(stream_), std::move(ends_), std::move(parser_->request()), std::move(parser_->headers()),
                               shard_, dispatcher_, config_);
       co_return;
     }
     if (!co_await serve()) break;
   }
+  co_await tls_shutdown();
   close_socket();
+}
+
+// --- TLS ------------------------------------------------------------------------
+
+// The handshake gets the request head's deadline (--request-timeout); one
+// that fails ends only this connection.
+awaitable<bool> HttpSession::tls_handshake() {
+  auto* tls = stream_.tls();
+  if (!tls) co_return true;
+  boost::system::error_code ec;
+  arm(read_deadline_, config_.request_timeout);
+  co_await tls->async_handshake(asio::ssl::stream_base::server, redirect_error(use_awaitable, ec));
+  read_deadline_.cancel();
+  if (!ec) co_return true;
+  if (timed_out_ || draining_) co_return false;
+  // A client that connects and leaves (a TCP health check) is no news.
+  log::http().log(is_disconnect(ec) ? spdlog::level::debug : spdlog::level::info, "{}: TLS handshake failed: {}",
+                  ends_.label(), ec.message());
+  co_return false;
+}
+
+// close_notify tells the client that the response really ended with the
+// connection (one without a length would otherwise look cut short). The
+// client's answer gets a short bounded wait, then the socket closes anyway.
+awaitable<void> HttpSession::tls_shutdown() {
+  auto* tls = stream_.tls();
+  if (!tls || timed_out_) co_return;
+  boost::system::error_code ec;
+  arm(write_deadline_, k_tls_shutdown_timeout);
+  co_await tls->async_shutdown(redirect_error(use_awaitable, ec));
+  write_deadline_.cancel();
 }
 
 // --- request ----------------------------------------------------------------
@@ -112,15 +153,16 @@ awaitable<bool> HttpSession::read_head() {
     arm(read_deadline_, config_.keepalive_timeout);
     // A read, not async_wait(wait_read): Asio tries a read at once (often the
     // next request is there already), where a wait always re-arms epoll with
-    // an epoll_ctl: one system call per request saved.
-    auto n = co_await socket_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
+    // an epoll_ctl: one system call per request saved. Over TLS a wait could
+    // also miss bytes OpenSSL has already taken off the socket.
+    auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
     read_deadline_.cancel();
     if (ec || draining_) co_return false;
   }
   idle_ = false;
   arm(read_deadline_, config_.request_timeout);
-  co_await http::async_read_header(socket_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+  co_await http::async_read_header(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
   read_deadline_.cancel();
   if (!ec) co_return true;
   if (timed_out_ || is_disconnect(ec)) co_return false;
@@ -175,7 +217,7 @@ awaitable<bool> HttpSession::serve() {
   body_complete_ = parser_->is_done();
   link_.send_first(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(*scope), redispatchable_);
   reader_running_ = true;
-  asio::co_spawn(socket_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
+  asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
   co_await respond();
   co_await stop_reader();
   end_exchange();
@@ -192,8 +234,8 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
   buffer_.reserve(k_body_chunk);
   while (!parser_->is_done() && parser_->body_bytes() < chunk.size() && !ec) {
     boost::system::error_code ignored;
-    if (parser_->body_bytes() > 0 && socket_.available(ignored) == 0) break;  // never wait holding data
-    co_await http::async_read_some(socket_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+    if (parser_->body_bytes() > 0 && stream_.socket().available(ignored) == 0) break;  // never wait holding data
+    co_await http::async_read_some(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
   }
   read_deadline_.cancel();
@@ -234,7 +276,7 @@ awaitable<void> HttpSession::read_rest() {
 awaitable<void> HttpSession::watch_for_disconnect() {
   boost::system::error_code ec;
   auto space = buffer_.prepare(4096);
-  auto n = co_await socket_.async_read_some(space, redirect_error(use_awaitable, ec));
+  auto n = co_await stream_.async_read_some(space, redirect_error(use_awaitable, ec));
   if (!ec) {
     buffer_.commit(n);  // a pipelined request: it waits for its turn
     co_return;
@@ -247,7 +289,7 @@ awaitable<void> HttpSession::stop_reader() {
   stop_reading_ = true;
   link_.wake();
   boost::system::error_code ignored;
-  socket_.cancel(ignored);
+  stream_.socket().cancel(ignored);
   while (reader_running_) co_await link_.inbox()->pop();
   stop_reading_ = false;
 }
@@ -413,7 +455,7 @@ awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::
   std::array<asio::const_buffer, 3> buffers{asio::buffer(a), asio::buffer(b), asio::buffer(c)};
   boost::system::error_code ec;
   arm(write_deadline_, config_.request_timeout);
-  co_await asio::async_write(socket_, buffers, redirect_error(use_awaitable, ec));
+  co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
   write_deadline_.cancel();
   if (ec) log::http().debug("conn {}: write failed: {}", link_.conn_id(), ec.message());
   co_return !ec;
@@ -427,11 +469,7 @@ void HttpSession::send_disconnect() {
 
 void HttpSession::end_exchange() { link_.end(); }
 
-void HttpSession::close_socket() {
-  boost::system::error_code ignored;
-  socket_.shutdown(StreamSocket::shutdown_both, ignored);
-  socket_.close(ignored);
-}
+void HttpSession::close_socket() { stream_.close(); }
 
 void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
   if (timeout.count() <= 0) return;

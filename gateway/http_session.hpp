@@ -1,9 +1,9 @@
 #pragma once
-// One client connection (TCP or Unix socket) in HTTP/1.x mode. For each request it builds the
+// One client connection (TCP or Unix socket, plain or TLS) in HTTP/1.x mode. For each request it builds the
 // ASGI scope, hands the request to a worker through the dispatcher, streams
 // the body in (gated by the worker's credits) and the response out, then
 // keeps the connection alive or closes it. A WebSocket upgrade request is
-// handed to a WebSocketSession together with the socket.
+// handed to a WebSocketSession together with the stream.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -15,17 +15,17 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "bus_link.hpp"
+#include "client_stream.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "request_parser.hpp"
 #include "shard.hpp"
-#include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
 
 class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(StreamSocket socket, Shard& shard, Dispatcher& dispatcher, const Config& config);
+  HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatcher, const Config& config);
   ~HttpSession() override;
 
   void start();
@@ -37,6 +37,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   enum class Response { awaiting_start, started, awaiting_trailers, done };
 
   boost::asio::awaitable<void> run();
+  boost::asio::awaitable<bool> tls_handshake();
+  boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
   boost::asio::awaitable<bool> serve();
   enum class ReadResult { ok, client_gone, too_large, malformed };
@@ -57,7 +59,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void arm(boost::asio::steady_timer& deadline, Seconds timeout);
   void on_timeout();
 
-  StreamSocket socket_;
+  ClientStream stream_;
   Shard& shard_;
   Dispatcher& dispatcher_;
   const Config& config_;

@@ -62,11 +62,12 @@ Listener::Listener(asio::io_context& io, std::vector<Shard*> shards, Dispatcher&
     : acceptor_(io), retry_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {}
 
 Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
-                   Dispatcher& dispatcher, const Config& config)
+                   Dispatcher& dispatcher, const Config& config, asio::ssl::context* tls)
     : Listener(io, std::move(shards), dispatcher, config) {
+  tls_ = tls;
   tcp::acceptor acceptor(io);
   listen_on(acceptor, address, "--bind");
-  log::server().info("listening on http://{}:{}", address.host, acceptor.local_endpoint().port());
+  log::server().info("listening on {}://{}:{}", tls ? "https" : "http", address.host, acceptor.local_endpoint().port());
   acceptor_ = std::move(acceptor);
 }
 
@@ -125,9 +126,11 @@ void Listener::accept_next() {
       return;
     } else {
       asio::post(shard.io(), [&shard, socket = std::move(socket), &dispatcher = self->dispatcher_,
-                              &config = self->config_]() mutable {
+                              &config = self->config_, tls = self->tls_]() mutable {
         if (shard.draining()) return;  // the socket closes as it goes out of scope
-        std::make_shared<HttpSession>(std::move(socket), shard, dispatcher, config)->start();
+        // The TLS state is made on the shard's thread, like the rest of the session.
+        auto stream = tls ? ClientStream(std::move(socket), *tls) : ClientStream(std::move(socket));
+        std::make_shared<HttpSession>(std::move(stream), shard, dispatcher, config)->start();
       });
     }
     self->accept_next();

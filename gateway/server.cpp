@@ -4,6 +4,7 @@
 #include <boost/asio/post.hpp>
 
 #include "log.hpp"
+#include "tls_context.hpp"
 
 namespace asgi_bridge::gateway {
 namespace asio = boost::asio;
@@ -32,9 +33,10 @@ int Server::run() {
   bus_on_shard_ = shards_.size() == 1;
   dispatcher_ = std::make_unique<Dispatcher>(bus_io(), config_, shard_pointers);
   try {
+    tls_ = make_tls_context(config_);
     dispatcher_->start();
     for (const auto& bind : config_.binds) {
-      listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_));
+      listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_, tls_.get()));
     }
     for (const auto& path : config_.unix_sockets) {
       listeners_.push_back(std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -34,6 +35,7 @@ class Server {
   const Config& config_;
   boost::asio::io_context main_io_{1};
   boost::asio::io_context bus_io_{1};
+  std::unique_ptr<boost::asio::ssl::context> tls_;  // --tls-cert; outlives the sessions using it
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::vector<std::shared_ptr<Listener>> listeners_;

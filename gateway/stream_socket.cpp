@@ -25,10 +25,11 @@ Endpoint concrete(const asio::generic::stream_protocol::endpoint& generic) {
 
 }  // namespace
 
-SocketEnds prepare_socket(StreamSocket& socket) {
+SocketEnds prepare_socket(StreamSocket& socket, bool tls) {
   boost::system::error_code ignored;
   auto local = socket.local_endpoint(ignored);
   SocketEnds ends;
+  ends.tls = tls;
   if (local.protocol().family() == AF_UNIX) {
     ends.server = protocol::Endpoint{concrete<asio::local::stream_protocol::endpoint>(local).path(), std::nullopt};
     return ends;

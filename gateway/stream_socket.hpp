@@ -22,12 +22,15 @@ struct SocketEnds {
   std::optional<protocol::Endpoint> server;
   // The TCP peer, for --trusted-proxies; none over a Unix socket.
   std::optional<boost::asio::ip::address> peer_address;
+  // TLS under HTTP: the scope's scheme is https or wss.
+  bool tls = false;
   // The client in log lines: "host:port", or "unix:" (as nginx logs it).
   std::string label() const;
 };
 
 // Reads both ends of a just-accepted socket, and turns Nagle off on a TCP one
 // (responses are written whole; waiting for an ACK only adds latency).
-SocketEnds prepare_socket(StreamSocket& socket);
+// `tls`: the connection speaks TLS over this socket.
+SocketEnds prepare_socket(StreamSocket& socket, bool tls);
 
 }  // namespace asgi_bridge::gateway

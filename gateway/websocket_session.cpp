@@ -64,16 +64,16 @@ bool ends_inside_utf8_sequence(std::string_view text) {
 
 }  // namespace
 
-void start_websocket_session(StreamSocket socket, SocketEnds ends, WebSocketSession::Request request,
+void start_websocket_session(ClientStream stream, SocketEnds ends, WebSocketSession::Request request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config) {
-  std::make_shared<WebSocketSession>(std::move(socket), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
+  std::make_shared<WebSocketSession>(std::move(stream), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
                                      config)
       ->start();
 }
 
-WebSocketSession::WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers,
+WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers,
                                    Shard& shard, Dispatcher& dispatcher, const Config& config)
-    : ws_(std::move(socket)),
+    : ws_(std::move(stream)),
       upgrade_(std::make_unique<Upgrade>(std::move(request), std::move(headers), std::move(ends))),
       shard_(shard),
       dispatcher_(dispatcher),
@@ -103,11 +103,16 @@ void WebSocketSession::drain() {
 awaitable<void> WebSocketSession::run() {
   if (auto refusal = send_connect()) {
     co_await reject(refusal->status, refusal->why, refusal->extra_headers);
+    co_await tls_shutdown();
     co_return;
   }
   co_await hold_handshake();
   upgrade_.reset();  // only the handshake needed it; an open WebSocket may idle for hours
-  if (state_ == State::open) co_await serve_open();
+  if (state_ == State::open) {
+    co_await serve_open();  // Beast's closing handshake ends TLS too
+  } else {
+    co_await tls_shutdown();
+  }
   teardown();
 }
 
@@ -167,16 +172,19 @@ awaitable<void> WebSocketSession::hold_handshake() {
 }
 
 // The client must stay silent until our 101; readable with nothing to read
-// means it closed. A callback, not a coroutine: accept() cancels the wait and
-// clears watching_client_, so a completion already queued does nothing.
+// means it closed. (Over TLS a client that leaves politely sends close_notify
+// first: that one is noticed only when the answer cannot be written.) A
+// callback, not a coroutine: accept() cancels the wait and clears
+// watching_client_, so a completion already queued does nothing.
 void WebSocketSession::watch_handshake_client() {
   watching_client_ = true;
-  ws_.next_layer().async_wait(StreamSocket::wait_read, [weak = weak_from_this()](const boost::system::error_code& ec) {
+  auto& socket = ws_.next_layer().socket();
+  socket.async_wait(StreamSocket::wait_read, [weak = weak_from_this()](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (!self || !self->watching_client_ || ec == asio::error::operation_aborted) return;
     self->watching_client_ = false;
     boost::system::error_code ignored;
-    if (self->state_ == State::handshake && self->ws_.next_layer().available(ignored) == 0) {
+    if (self->state_ == State::handshake && self->ws_.next_layer().socket().available(ignored) == 0) {
       self->link_.inbox()->push(ClientGone{});
     }
   });
@@ -185,7 +193,7 @@ void WebSocketSession::watch_handshake_client() {
 awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   boost::system::error_code ec;
   watching_client_ = false;
-  ws_.next_layer().cancel(ec);  // the handshake watcher's wait, before Beast owns the socket
+  ws_.next_layer().socket().cancel(ec);  // the handshake watcher's wait, before Beast owns the socket
   auto server_name = config_.server_name;
   ws_.set_option(websocket::stream_base::decorator(
       [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
@@ -366,7 +374,7 @@ void WebSocketSession::on_control_frame(websocket::frame_type kind) {
   close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     if (auto self = weak.lock(); self && !ec) {
       boost::system::error_code ignored;
-      self->ws_.next_layer().close(ignored);  // the reader then ends the session
+      self->ws_.next_layer().socket().close(ignored);  // the reader then ends the session
     }
   });
 }
@@ -419,14 +427,25 @@ void WebSocketSession::send_disconnect(int code, std::string reason) {
   link_.send_event(protocol::WebSocketDisconnect{code, std::move(reason)});
 }
 
+// A refusal's body may end with the connection: close_notify says it is
+// complete. The client's answer gets the closing handshake's limit.
+awaitable<void> WebSocketSession::tls_shutdown() {
+  auto* tls = ws_.next_layer().tls();
+  if (!tls) co_return;
+  close_deadline_.expires_after(k_close_timeout);
+  close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) self->ws_.next_layer().close();
+  });
+  boost::system::error_code ec;
+  co_await tls->async_shutdown(redirect_error(use_awaitable, ec));
+  close_deadline_.cancel();
+}
+
 void WebSocketSession::teardown() {
   lifetime_.cancel();
   close_deadline_.cancel();
   link_.wake();
-  boost::system::error_code ignored;
-  auto& socket = ws_.next_layer();
-  socket.shutdown(StreamSocket::shutdown_both, ignored);
-  socket.close(ignored);
+  ws_.next_layer().close();
   if (link_.is_open()) link_.end();
 }
 

@@ -19,16 +19,16 @@
 #include <boost/beast/websocket/stream.hpp>
 
 #include "bus_link.hpp"
+#include "client_stream.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "shard.hpp"
-#include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
 
 // Bytes after the upgrade request cannot come before our 101 (RFC 6455
 // §4.1: the client waits), so nothing of the HTTP read buffer carries over.
-void start_websocket_session(StreamSocket socket, SocketEnds ends,
+void start_websocket_session(ClientStream stream, SocketEnds ends,
                              boost::beast::http::request<boost::beast::http::empty_body> request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config);
 
@@ -36,7 +36,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
-  WebSocketSession(StreamSocket socket, SocketEnds ends, Request request, protocol::Headers headers, Shard& shard,
+  WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers, Shard& shard,
                    Dispatcher& dispatcher, const Config& config);
   ~WebSocketSession() override;
 
@@ -70,6 +70,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
 
   bool check_sequence(const WorkerMessage& reply);
   void send_disconnect(int code, std::string reason = {});
+  boost::asio::awaitable<void> tls_shutdown();
   void teardown();
 
   // What only the handshake needs, freed once it is over.
@@ -79,7 +80,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
     SocketEnds ends;
   };
 
-  boost::beast::websocket::stream<StreamSocket> ws_;
+  boost::beast::websocket::stream<ClientStream> ws_;
   std::unique_ptr<Upgrade> upgrade_;
   Shard& shard_;
   Dispatcher& dispatcher_;

@@ -1,0 +1,77 @@
+#pragma once
+// What a session reads and writes: the accepted socket itself, or TLS over
+// it (--tls-cert, --bind listeners). Beast's HTTP functions and
+// websocket::stream take it like any AsyncStream, so there is still one
+// session class per kind. A plain connection holds its socket in place and
+// pays for no TLS object; only a TLS connection allocates its stream.
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <variant>
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/role.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/teardown.hpp>
+
+#include "stream_socket.hpp"
+
+namespace asgi_bridge::gateway {
+
+class ClientStream {
+ public:
+  using TlsStream = boost::asio::ssl::stream<StreamSocket>;
+  using executor_type = StreamSocket::executor_type;
+
+  explicit ClientStream(StreamSocket socket) : stream_(std::move(socket)) {}
+  ClientStream(StreamSocket socket, boost::asio::ssl::context& tls)
+      : stream_(std::make_unique<TlsStream>(std::move(socket), tls)) {}
+
+  executor_type get_executor() { return socket().get_executor(); }
+  // The connection under any TLS: for waits, options, cancel and close.
+  StreamSocket& socket() { return tls() ? tls()->next_layer() : std::get<StreamSocket>(stream_); }
+  // Null on a plain connection.
+  TlsStream* tls() {
+    auto* tls = std::get_if<std::unique_ptr<TlsStream>>(&stream_);
+    return tls ? tls->get() : nullptr;
+  }
+  bool is_tls() const { return std::holds_alternative<std::unique_ptr<TlsStream>>(stream_); }
+
+  template <typename Buffers, typename Token>
+  auto async_read_some(const Buffers& buffers, Token&& token) {
+    if (auto* tls = this->tls()) return tls->async_read_some(buffers, std::forward<Token>(token));
+    return std::get<StreamSocket>(stream_).async_read_some(buffers, std::forward<Token>(token));
+  }
+
+  template <typename Buffers, typename Token>
+  auto async_write_some(const Buffers& buffers, Token&& token) {
+    if (auto* tls = this->tls()) return tls->async_write_some(buffers, std::forward<Token>(token));
+    return std::get<StreamSocket>(stream_).async_write_some(buffers, std::forward<Token>(token));
+  }
+
+  // Ends the connection at once: no TLS close_notify, errors ignored.
+  void close();
+
+ private:
+  std::variant<StreamSocket, std::unique_ptr<TlsStream>> stream_;
+};
+
+// Beast's websocket::stream<ClientStream> closes and tears down through
+// these (found by argument-dependent lookup): the WebSocket closing handshake
+// ends with Beast's own teardown of the TLS stream or of the socket.
+void beast_close_socket(ClientStream& stream);
+void teardown(boost::beast::role_type role, ClientStream& stream, boost::system::error_code& ec);
+
+template <typename Handler>
+void async_teardown(boost::beast::role_type role, ClientStream& stream, Handler&& handler) {
+  using boost::beast::async_teardown;             // ssl::stream
+  using boost::beast::websocket::async_teardown;  // sockets
+  if (auto* tls = stream.tls()) {
+    async_teardown(role, *tls, std::forward<Handler>(handler));
+  } else {
+    async_teardown(role, stream.socket(), std::forward<Handler>(handler));
+  }
+}
+
+}  // namespace asgi_bridge::gateway

@@ -1,0 +1,55 @@
+// parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here).
+#include "config.hpp"
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace asgi_bridge::gateway {
+namespace {
+
+ParseOutcome parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "asgi-bridge");
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  return parse_config(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(ConfigTls, OffByDefault) {
+  auto outcome = parse({});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_FALSE(outcome.config->tls());
+}
+
+TEST(ConfigTls, CertificateAndKeyTogether) {
+  auto outcome = parse({"--tls-cert", "cert.pem", "--tls-key", "key.pem"});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_TRUE(outcome.config->tls());
+  EXPECT_EQ(outcome.config->tls_cert, "cert.pem");
+  EXPECT_EQ(outcome.config->tls_key, "key.pem");
+}
+
+TEST(ConfigTls, OneWithoutTheOtherIsAnError) {
+  auto cert_only = parse({"--tls-cert", "cert.pem"});
+  EXPECT_FALSE(cert_only.config);
+  EXPECT_NE(cert_only.exit_code, 0);
+  auto key_only = parse({"--tls-key", "key.pem"});
+  EXPECT_FALSE(key_only.config);
+  EXPECT_NE(key_only.exit_code, 0);
+}
+
+TEST(ConfigTls, ReadsTheEnvironment) {
+  ::setenv("ASGI_BRIDGE_TLS_CERT", "env-cert.pem", 1);
+  ::setenv("ASGI_BRIDGE_TLS_KEY", "env-key.pem", 1);
+  auto outcome = parse({});
+  ::unsetenv("ASGI_BRIDGE_TLS_CERT");
+  ::unsetenv("ASGI_BRIDGE_TLS_KEY");
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->tls_cert, "env-cert.pem");
+  EXPECT_EQ(outcome.config->tls_key, "env-key.pem");
+}
+
+}  // namespace
+}  // namespace asgi_bridge::gateway
