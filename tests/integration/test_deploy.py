@@ -59,3 +59,42 @@ def test_compose_gateway_healthcheck_probes_a_real_admin_endpoint(bridge_factory
     bridge_factory(gateway_args=["--admin", f"127.0.0.1:{port}"])
     assert probe(port) == 0
     assert probe(free_port()) != 0
+
+
+def dockerfile_stages(name):
+    """The Dockerfile's stages, split at each FROM: [build, runtime] here."""
+    return re.split(r"^FROM ", (DEPLOY / name).read_text(), flags=re.M)[1:]
+
+
+def test_gateway_image_builds_with_every_package_cmake_requires():
+    """cmake/dependencies.cmake names the Debian -dev package of each library it
+    requires: the image's build stage must install every one (the jemalloc
+    commit once missed it)."""
+    build_stage = dockerfile_stages("Dockerfile.gateway")[0]
+    cmake = (REPO / "cmake" / "dependencies.cmake").read_text()
+    required = re.findall(r'asgi_bridge_require\(\w+ "?([^"\n]+?)"? "', cmake)
+    packages = {p for group in required for p in group.split()} - {"libgtest-dev"}
+    assert packages, "no asgi_bridge_require() found"
+    missing = sorted(p for p in packages if not re.search(rf"\s{re.escape(p)}\s", build_stage))
+    assert not missing, f"Dockerfile.gateway's build stage does not install {missing}"
+
+
+def test_gateway_image_ships_every_library_the_binary_links():
+    """Each shared library the built gateway needs directly (objdump's NEEDED)
+    comes from a Debian package the runtime stage installs, or from the base
+    image's C and C++ runtime."""
+    runtime_stage = dockerfile_stages("Dockerfile.gateway")[-1]
+    from .harness import gateway_binary
+
+    dump = subprocess.run(["objdump", "-p", str(gateway_binary())], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    base_image = {"libc6", "libstdc++6", "libgcc-s1"}
+    for library in re.findall(r"NEEDED\s+(\S+)", dump):
+        owner = subprocess.run(["dpkg", "-S", f"*/{library}"], capture_output=True, text=True,
+                               timeout=30)
+        assert owner.returncode == 0, f"no Debian package holds {library}"
+        package = owner.stdout.split(":", 1)[0].split(",")[0].strip()
+        if package in base_image:
+            continue
+        assert re.search(rf"\s{re.escape(package)}\s", runtime_stage), \
+            f"Dockerfile.gateway's runtime stage does not install {package} ({library})"
