@@ -23,7 +23,7 @@ RUN = REPO / "bench" / "run"
 SERVER_ROWS = ["asgi-bridge + C++ worker", "asgi-bridge + Python worker",
                "uvicorn (httptools, uvloop)", "daphne", "raw Beast (ceiling)"]
 TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
-HOLD_HEADER = "| server | held sockets | handshake p50 µs |"
+HOLD_HEADER = "| server | held sockets | handshake p50 µs, fresh | p99 µs, fresh | handshake p50 µs, warm |"
 QUICK_TIMEOUT = 240  # bench/run --quick takes under a minute on an idle machine
 
 
