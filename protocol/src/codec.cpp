@@ -18,6 +18,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -808,9 +809,28 @@ class ScratchZone {
 
 }  // namespace
 
+namespace {
+
+// The bytes an event carries (a body chunk, a WebSocket message), for sizing
+// the output once: grown by doubling from a small guess, a 64 KiB body would
+// be copied seven times over.
+std::size_t payload_size(const Envelope& envelope) {
+  if (!envelope.event) return 0;
+  return std::visit(
+      [](const auto& event) -> std::size_t {
+        if constexpr (requires { event.body.size(); }) return event.body.size();
+        if constexpr (requires { event.data.size(); }) return event.data.size();
+        return 0;
+      },
+      *envelope.event);
+}
+
+}  // namespace
+
 std::string encode(const Envelope& envelope) {
   std::string out;
-  out.reserve(1000);  // a typical scope whole, and still within malloc's per-thread cache
+  // A typical scope whole (and within malloc's per-thread cache), plus the payload.
+  out.reserve(1000 + payload_size(envelope));
   StringSink sink(out);
   Packer packer(sink);
   write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });

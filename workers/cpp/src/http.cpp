@@ -22,7 +22,11 @@ awaitable<std::optional<std::string>> read_body(const Receive& receive) {
     auto event = co_await receive();
     auto* chunk = std::get_if<protocol::HttpRequest>(&event);
     if (!chunk) co_return std::nullopt;  // http.disconnect
-    body += chunk->body;
+    if (body.empty()) {
+      body = std::move(chunk->body);  // most bodies come in one chunk: no copy
+    } else {
+      body += chunk->body;
+    }
     if (!chunk->more_body) co_return body;
   }
 }
