@@ -97,6 +97,25 @@ def test_fragmented_frames_are_reassembled(bridge_factory):
         assert c.read_close() == (1000, "")
 
 
+def test_messages_longer_than_the_first_read_arrive_whole(bridge_factory):
+    """The gateway reads a message's first 128 bytes, then the rest: multi-byte
+    characters cut at that boundary, a message just over it, and a large one that
+    grows the buffer (freed afterwards) all echo unchanged, and the connection goes
+    on with small messages."""
+    b = bridge_factory(APP)
+    messages = ["ö" * 300, "€" * 43, "x" * 129, b"\x07" * 200_000, "small", "✓" * 1000, b"b"]
+
+    async def client():
+        async with websockets.connect(ws_url(b.port, "/echo?id=long"), max_size=None) as ws:
+            echoed = []
+            for message in messages:
+                await ws.send(message)
+                echoed.append(await ws.recv())
+            return echoed
+
+    assert run(client()) == messages
+
+
 # -- limits ------------------------------------------------------------------------------------
 
 
