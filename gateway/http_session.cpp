@@ -217,7 +217,11 @@ awaitable<bool> HttpSession::serve() {
   body_complete_ = parser_->is_done();
   link_.send_first(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(*scope), redispatchable_);
   reader_running_ = true;
-  asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
+  if (body_complete_) {
+    watch_for_disconnect();
+  } else {
+    asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
+  }
   co_await respond();
   co_await stop_reader();
   end_exchange();
@@ -268,20 +272,31 @@ awaitable<void> HttpSession::read_rest() {
     body_complete_ = parser_->is_done();
     link_.send_event(protocol::HttpRequest{std::move(chunk), !body_complete_});
   }
-  if (body_complete_ && !stop_reading_) co_await watch_for_disconnect();
+  if (body_complete_ && !stop_reading_) {
+    watch_for_disconnect();  // it reports the reader's end
+    co_return;
+  }
   reader_running_ = false;
   inbox->push(ReaderStopped{});
 }
 
-awaitable<void> HttpSession::watch_for_disconnect() {
-  boost::system::error_code ec;
-  auto space = buffer_.prepare(4096);
-  auto n = co_await stream_.async_read_some(space, redirect_error(use_awaitable, ec));
-  if (!ec) {
-    buffer_.commit(n);  // a pipelined request: it waits for its turn
-    co_return;
-  }
-  if (!stop_reading_) link_.inbox()->push(ClientGone{});
+// The request is whole: watch the socket while the response is on its way,
+// so a client that leaves is noticed, and keep the bytes of a pipelined
+// request for its turn; then the reader has ended. A callback, not a
+// coroutine: it runs for every request, and a coroutine costs frames and a
+// spawn that a callback does not.
+void HttpSession::watch_for_disconnect() {
+  stream_.async_read_some(
+      buffer_.prepare(k_head_read),
+      [self = shared_from_this(), inbox = link_.inbox()](const boost::system::error_code& ec, std::size_t n) {
+        if (!ec) {
+          self->buffer_.commit(n);
+        } else if (!self->stop_reading_) {
+          inbox->push(ClientGone{});
+        }
+        self->reader_running_ = false;
+        inbox->push(ReaderStopped{});
+      });
 }
 
 awaitable<void> HttpSession::stop_reader() {

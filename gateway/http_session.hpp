@@ -44,7 +44,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   enum class ReadResult { ok, client_gone, too_large, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);
   boost::asio::awaitable<void> read_rest();
-  boost::asio::awaitable<void> watch_for_disconnect();
+  void watch_for_disconnect();
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> handle(WorkerMessage& reply);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
