@@ -155,6 +155,27 @@ def test_keep_alive_serves_many_requests_on_one_connection(bridge):
         conn.close()
 
 
+def test_pipelined_requests_are_answered_in_order(bridge):
+    """RFC 9112 §9.3.2: requests sent before the previous response arrives are
+    answered in order — in one write, and while a slow response is pending (the
+    gateway reads the next request while it watches the socket)."""
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET /scope?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+               b"GET /scope?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second, third = c.read_response(), c.read_response(), c.read_response()
+        assert unjson(json.loads(first.body))["query_string"] == b"n=1"
+        assert (second.status, second.body) == (200, b"body")
+        assert unjson(json.loads(third.body))["query_string"] == b"n=3"
+
+        c.send(b"GET /slow?t=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)  # the slow response is pending: the next request comes meanwhile
+        c.send(b"GET /scope?n=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow, fifth = c.read_response(), c.read_response()
+        assert (slow.status, slow.body) == (200, b"slow done")
+        assert unjson(json.loads(fifth.body))["query_string"] == b"n=5"
+
+
 def test_http_1_0_request(bridge):
     with RawConnection(bridge.port) as c:
         c.send(b"GET /scope HTTP/1.0\r\n\r\n")
