@@ -48,6 +48,13 @@ def test_bench_run_quick(tmp_path):
                 f"no row for {server!r} in table {table.splitlines()[0]!r}\n{report}")
     assert (tmp_path / "results.json").is_file()
 
+    # --report-from renders the same tables from the saved results.
+    again = subprocess.run(
+        ["/usr/bin/python3", str(RUN), "--report-from", str(tmp_path / "results.json")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() in out, again.stdout
+
 
 if __name__ == "__main__":
     sys.exit(subprocess.call(["/usr/bin/python3", "-m", "pytest", "-q", __file__]))
