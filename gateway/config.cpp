@@ -83,7 +83,10 @@ ParseOutcome parse_config(int argc, char** argv) {
   add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work");
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
-  add(app, "max-header-size", config.max_header_size, "request head limit in bytes (431)");
+  add(app, "max-header-size", config.max_header_size, "request head limit in bytes, CRLFs included (431)")
+      ->check(CLI::PositiveNumber);
+  add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
+      ->check(CLI::PositiveNumber);
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
   add(app, "server-name", config.server_name, "Server header value (empty: none)");

@@ -40,7 +40,8 @@ struct Config {
   Seconds drain_timeout{10};              // SIGTERM: time in-flight work gets
   Seconds heartbeat_interval{1};
   std::size_t max_body_size = 100 * 1024 * 1024;
-  std::size_t max_header_size = 16 * 1024;
+  std::size_t max_header_size = 16 * 1024;  // request line + fields, as received
+  std::size_t max_header_count = 100;       // fields in a request head (as nginx and uvicorn)
   std::size_t max_message_size = 16 * 1024 * 1024;
   std::string root_path;
   std::string server_name = "asgi-bridge";

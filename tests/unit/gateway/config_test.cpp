@@ -1,4 +1,4 @@
-// parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here).
+// parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here) and the head limits.
 #include "config.hpp"
 
 #include <cstdlib>
@@ -49,6 +49,24 @@ TEST(ConfigTls, ReadsTheEnvironment) {
   ASSERT_TRUE(outcome.config);
   EXPECT_EQ(outcome.config->tls_cert, "env-cert.pem");
   EXPECT_EQ(outcome.config->tls_key, "env-key.pem");
+}
+
+TEST(ConfigHeadLimits, DefaultsOptionAndEnvironment) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults.config);
+  EXPECT_EQ(defaults.config->max_header_count, 100u);
+  EXPECT_EQ(defaults.config->max_header_size, 16384u);
+  auto given = parse({"--max-header-count", "7"});
+  ASSERT_TRUE(given.config);
+  EXPECT_EQ(given.config->max_header_count, 7u);
+  ::setenv("ASGI_BRIDGE_MAX_HEADER_COUNT", "9", 1);
+  auto from_env = parse({});
+  ::unsetenv("ASGI_BRIDGE_MAX_HEADER_COUNT");
+  ASSERT_TRUE(from_env.config);
+  EXPECT_EQ(from_env.config->max_header_count, 9u);
+  // A zero limit would refuse every request.
+  EXPECT_FALSE(parse({"--max-header-count", "0"}).config);
+  EXPECT_FALSE(parse({"--max-header-size", "0"}).config);
 }
 
 }  // namespace
