@@ -17,6 +17,8 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "log_limiter.hpp"
+#include "request_head_check.hpp"
 #include "session_spawn.hpp"
 #include "websocket_session.hpp"
 
@@ -68,6 +70,9 @@ HttpSession::HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatch
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
+      // Bounded: a chunk-size line or trailer that never ends fails with
+      // buffer_overflow (400) instead of growing the buffer for ever.
+      buffer_(std::max(config.max_header_size, k_body_chunk) + k_head_read),
       read_deadline_(stream_.get_executor()),
       write_deadline_(stream_.get_executor()),
       ends_(prepare_socket(stream_.socket(), stream_.is_tls())),
@@ -162,12 +167,48 @@ awaitable<bool> HttpSession::read_head() {
   }
   idle_ = false;
   arm(read_deadline_, config_.request_timeout);
-  co_await http::async_read_header(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+  // The gateway counts the head itself (Beast 1.74 does not count a head
+  // that arrives in pieces), and reads no more than the limit: the check
+  // decides once max_header_size bytes are buffered, so `room` stays > 0.
+  RequestHeadCheck check({config_.max_header_size, config_.max_header_count});
+  auto verdict = check.feed(buffered());
+  while (verdict.state == HeadVerdict::State::need_more) {
+    auto room = std::min(k_head_read, config_.max_header_size - buffer_.size());
+    auto n = co_await stream_.async_read_some(buffer_.prepare(room), redirect_error(use_awaitable, ec));
+    buffer_.commit(n);
+    if (ec) break;
+    verdict = check.feed(buffered());
+  }
   read_deadline_.cancel();
-  if (!ec) co_return true;
   if (timed_out_ || is_disconnect(ec)) co_return false;
-  int status = ec == http::error::header_limit ? 431 : ec == http::error::body_limit ? 413 : 400;
-  log::http().info("{}: bad request ({}): {}", ends_.label(), status, ec.message());
+  if (ec) {
+    auto why = ec.message();
+    co_return co_await reject_request(400, why);
+  }
+  if (verdict.rejected()) co_return co_await reject_request(verdict.status, verdict.reason);
+  // Beast parses the head just checked, whole, and nothing past it.
+  auto used = parser_->put(asio::buffer(buffer_.data().data(), verdict.head_bytes), ec);
+  if (!ec && (used != verdict.head_bytes || !parser_->is_header_done())) ec = http::error::partial_message;
+  if (ec) {
+    auto why = ec.message();
+    co_return co_await reject_request(ec == http::error::body_limit ? 413 : 400, why);
+  }
+  buffer_.consume(used);
+  co_return true;
+}
+
+std::string_view HttpSession::buffered() const {
+  return {static_cast<const char*>(buffer_.data().data()), buffer_.size()};
+}
+
+// The client gets `status` and the connection closes: after a malformed head
+// nothing tells where the next request would start. The log line is rate
+// limited per client address and reason: a client can send bad heads fast.
+awaitable<bool> HttpSession::reject_request(int status, std::string_view reason) {
+  thread_local LogLimiter limiter;
+  auto peer = ends_.peer_address ? ends_.peer_address->to_string() : std::string("unix");
+  LogLimiter::warn(log::http(), limiter, fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
+                   status, reason);
   dispatcher_.metrics().count_response(Protocol::http, status);
   co_await write(format_error_response(status, config_.server_name));
   co_return false;
@@ -176,12 +217,8 @@ awaitable<bool> HttpSession::read_head() {
 awaitable<bool> HttpSession::serve() {
   auto& request = parser_->request();
   auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, ends_, config_);
-  if (!scope || !has_valid_host(request)) {
-    log::http().info("{}: bad request (400): invalid target or Host", ends_.label());
-    dispatcher_.metrics().count_response(Protocol::http, 400);
-    co_await write(format_error_response(400, config_.server_name));
-    co_return false;
-  }
+  if (!scope) co_return co_await reject_request(400, "invalid request target");
+  if (!has_valid_host(request)) co_return co_await reject_request(400, "no Host or more than one");
   link_.open();
   body_bytes_written_ = 0;
   client_gone_ = disconnect_sent_ = head_written_ = close_after_ = false;
@@ -289,8 +326,10 @@ awaitable<void> HttpSession::read_rest() {
 // coroutine: it runs for every request, and a coroutine costs frames and a
 // spawn that a callback does not.
 void HttpSession::watch_for_disconnect() {
+  // A full buffer (a client pipelining far ahead) gets an empty read, which
+  // completes at once: the reader ends without watching.
   stream_.async_read_some(
-      buffer_.prepare(k_head_read),
+      buffer_.prepare(std::min(k_head_read, buffer_.max_size() - buffer_.size())),
       [self = shared_from_this(), inbox = link_.inbox()](const boost::system::error_code& ec, std::size_t n) {
         if (!ec) {
           self->buffer_.commit(n);

@@ -40,6 +40,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<bool> tls_handshake();
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
+  boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
+  std::string_view buffered() const;  // the bytes read and not yet parsed
   boost::asio::awaitable<bool> serve();
   enum class ReadResult { ok, client_gone, too_large, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);

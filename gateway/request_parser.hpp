@@ -49,6 +49,9 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   }
   void on_field_impl(boost::beast::http::field name, string_view name_string, string_view value,
                      error_code&) override {
+    // Trailer fields of a chunked body (Beast calls this for them too): ASGI
+    // has no request trailers, and storing them would grow without bound.
+    if (is_header_done()) return;
     request_.insert(name, name_string, value);
     headers_.push_back({lower(name_string), std::string(value)});
   }
