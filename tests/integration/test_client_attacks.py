@@ -260,6 +260,20 @@ def test_forbidden_bytes_in_the_target_get_400(bridge, target):
 # -- everyone else --------------------------------------------------------------
 
 
+def test_refusals_are_logged_rate_limited(bridge_factory):
+    # A client repeating a bad head cannot flood the log: a few lines per
+    # address and reason per 10 s window (LogLimiter's burst is 5, and each
+    # I/O thread has a limiter of its own).
+    b = bridge_factory(gateway_args=["--threads", "2"])
+    for _ in range(30):
+        assert only_response(b.port, b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n").status == 400
+    assert request(b.port, "GET", "/").status == 200  # the gateway got past them all
+    lines = [line for line in b.gateway.log().splitlines()
+             if "bad request (400): invalid byte in the request target" in line]
+    assert 1 <= len(lines) <= 2 * 5, lines
+
+
+
 def test_other_connections_keep_working_during_attacks(bridge):
     with RawConnection(bridge.port) as bystander:
         bystander.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
