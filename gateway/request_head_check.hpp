@@ -58,6 +58,7 @@ class RequestHeadCheck {
 
  private:
   HeadVerdict on_line(std::string_view line);  // one line, CRLF stripped
+  HeadVerdict on_line_content(std::string_view line);
   HeadVerdict on_request_line(std::string_view line);
   HeadVerdict on_field_line(std::string_view line);
   HeadVerdict on_framing_field(std::string_view name, std::string_view value);

@@ -88,6 +88,22 @@ TEST(RequestHeadCheck, AnIncompleteHeadAtTheLimitIsRejectedWithoutMore) {
   EXPECT_EQ(check_request_head(partial, {partial.size() + 1, 100}).state, State::need_more);
 }
 
+TEST(RequestHeadCheck, LongValuesAreCheckedAtEveryByte) {
+  // Values are checked eight bytes at a time: a bad byte anywhere must count.
+  for (std::size_t at = 0; at < 24; ++at) {
+    for (char bad : {'\0', '\x01', '\x1f', '\x7f'}) {
+      std::string value(24, 'v');
+      value[at] = bad;
+      EXPECT_EQ(check_request_head(get_with("X-A: " + value + "\r\n"), {}).status, 400) << at << " " << int(bad);
+    }
+    for (char fine : {'\t', ' ', '~', '\x80', '\xff'}) {
+      std::string value(24, 'v');
+      value[at] = fine;
+      EXPECT_TRUE(check_request_head(get_with("X-A: " + value + "\r\n"), {}).complete()) << at << " " << int(fine);
+    }
+  }
+}
+
 struct Rejected {
   const char* name;
   std::string head;
