@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 
 namespace asgi_bridge::gateway {
@@ -39,10 +40,9 @@ bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), 
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-
 // Values are most of a head's bytes: eight at a time while none is below
-// 0x20 or DEL (the test may see one where there is none, never the reverse);
-// the byte loop decides the rest, HTAB included.
+// 0x20 or DEL (the word test never misses one); the byte loop decides from
+// the first word that may hold one, HTAB being allowed.
 bool is_field_value(std::string_view value) {
   constexpr std::uint64_t ones = 0x0101010101010101ULL;
   constexpr std::uint64_t highs = 0x8080808080808080ULL;
