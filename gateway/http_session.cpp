@@ -17,6 +17,8 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "log_limiter.hpp"
+#include "response_check.hpp"
 #include "session_spawn.hpp"
 #include "websocket_session.hpp"
 
@@ -47,18 +49,6 @@ bool header_contains_token(const RequestHeader& request, http::field field, std:
     if (lower(it->value()).find(token) != std::string::npos) return true;
   }
   return false;
-}
-
-std::optional<std::uint64_t> content_length_of(const protocol::Headers& headers) {
-  for (const auto& header : headers) {
-    if (lower(header.name) != "content-length") continue;
-    try {
-      return std::stoull(header.value);
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
 }
 
 }  // namespace
@@ -360,8 +350,8 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     if (response_ != Response::awaiting_start) {
       violation = "a second http.response.start";
     } else {
-      start_ = std::move(*start);
-      response_ = Response::started;
+      co_await on_start(*start, reply.worker_id);
+      co_return;
     }
   } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*reply.event)) {
     if (response_ != Response::started) {
@@ -373,6 +363,8 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*reply.event)) {
     if (response_ != Response::awaiting_trailers) {
       violation = "http.response.trailers not announced or too early";
+    } else if (!check_response_headers(trailers->headers).ok()) {
+      violation = "http.response.trailers with a forbidden header name or value";
     } else {
       for (auto& header : trailers->headers) trailers_.push_back(std::move(header));
       if (!trailers->more_trailers) co_await finish_response(&trailers_);
@@ -388,12 +380,28 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   }
 }
 
+// The app's head is checked before any of it is written: one the HTTP grammar
+// forbids is answered 500 and ends the exchange, as any invalid event does.
+awaitable<void> HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
+  auto check = check_response_head(start.status, start.headers);
+  if (!check.ok()) {
+    LogLimiter::warn(log::http(), LogLimiter::of_this_thread(), worker_id + " invalid head: " + check.rule,
+                     "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
+                     worker_id, check.problem);
+    send_disconnect();
+    co_await answer_error(500);
+    co_return;
+  }
+  content_length_ = check.content_length;
+  start_ = std::move(start);
+  response_ = Response::started;
+}
+
 awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
   std::string head;
   if (!head_written_) {
     int status = start_->status;
-    body_allowed_ = !(head_request_ || status < 200 || status == 204 || status == 304);
-    content_length_ = content_length_of(start_->headers);
+    body_allowed_ = !(head_request_ || status == 204 || status == 304);
     bool http10 = parser_->request().version() < 11;
     chunked_ = body_allowed_ && !content_length_ && !http10;
     close_after_ = close_after_ || !keep_alive_ || draining_ || !body_complete_ ||
@@ -454,14 +462,22 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
 // Before the head went out the client gets `status`; after, the response
 // can only be cut short, which the client sees as an incomplete message.
 awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
+  if (head_written_) {
+    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
+  } else {
+    log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
+  }
+  co_await answer_error(status);
+}
+
+// fail_exchange without its log line, for callers that logged the cause themselves.
+awaitable<void> HttpSession::answer_error(int status) {
   response_ = Response::done;
   close_after_ = true;
   if (head_written_) {
-    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
     close_socket();
     co_return;
   }
-  log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
   dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));

@@ -47,9 +47,11 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void watch_for_disconnect();
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> handle(WorkerMessage& reply);
+  boost::asio::awaitable<void> on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
   boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, const char* why);
+  boost::asio::awaitable<void> answer_error(int status);
   boost::asio::awaitable<bool> write(std::string_view a, std::string_view b = {}, std::string_view c = {});
   boost::asio::awaitable<void> stop_reader();
 
