@@ -8,9 +8,12 @@ Every trickle is bounded (TRICKLE_LIMIT); the only waits are for outcomes.
 """
 
 import select
+import socket
+import ssl
 import time
 
 from .harness import Background, RawConnection, request, wait_until
+from .test_tls import make_certificate, tls_bridge
 
 TRICKLE_LIMIT = 30.0  # seconds a trickler keeps going before it gives up: the gateway did not cut it
 
@@ -70,6 +73,32 @@ def test_trickled_body_below_min_rate_gets_408_and_app_sees_disconnect(bridge_fa
     b.state.wait_for("body-slow", timeout=10, contains="http.disconnect")
     gateway_log_has(b, "request body too slow")
     assert request(b.port, "POST", "/echo", body=b"z" * 1000).status == 200
+
+
+def test_trickled_body_over_tls_gets_408(bridge_factory, tmp_path):
+    # The deadline cancels a read inside TLS: the 408 must still go out whole.
+    b, context = tls_bridge(bridge_factory, make_certificate(tmp_path),
+                            "--min-body-rate", "500", "--min-body-rate-grace", "1")
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", b.port), timeout=20),
+                             server_hostname="127.0.0.1") as s:
+        s.sendall(b"POST /record-body?id=tls HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        # Not select(): TLS 1.3 session tickets make the socket readable with no answer yet.
+        s.settimeout(0.2)
+        deadline = time.monotonic() + TRICKLE_LIMIT
+        answer = b""
+        while time.monotonic() < deadline and not answer:
+            try:
+                answer = s.recv(4096) or b"(closed)"
+            except TimeoutError:
+                s.sendall(b"a")
+        s.settimeout(10)
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    b.state.wait_for("body-tls", timeout=10, contains="http.disconnect")
 
 
 def test_client_held_back_by_a_slow_app_is_not_cut(bridge_factory):
