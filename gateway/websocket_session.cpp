@@ -13,6 +13,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "log_limiter.hpp"
 #include "session_spawn.hpp"
 
 namespace asgi_bridge::gateway {
@@ -157,7 +158,9 @@ awaitable<void> WebSocketSession::hold_handshake() {
         continue;
       }
       if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
-      if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
+      if (auto check = check_head(*reply->event); !check.ok()) {
+        co_await reject_invalid_head(check, reply->worker_id);
+      } else if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
         co_await accept(*accepted);
       } else if (std::holds_alternative<protocol::WebSocketClose>(*reply->event)) {
         co_await reject(403, "the application closed before accepting");
@@ -169,6 +172,28 @@ awaitable<void> WebSocketSession::hold_handshake() {
       }
     }
   }
+}
+
+// The head an accept or a denial response would write, checked
+// (check_response_head); ok for other events.
+ResponseHeadCheck WebSocketSession::check_head(const protocol::Event& event) {
+  if (const auto* accepted = std::get_if<protocol::WebSocketAccept>(&event)) {
+    return check_response_headers(accepted->headers);
+  }
+  if (const auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&event)) {
+    return check_response_head(start->status, start->headers);
+  }
+  return {};
+}
+
+// As any invalid event before accept ends the app's connection, with a 500
+// for the client: nothing of the app's head is written.
+awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& check, const std::string& worker_id) {
+  LogLimiter::warn(log::websocket(), LogLimiter::of_this_thread(), worker_id + " invalid head: " + check.rule,
+                   "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
+                   check.problem);
+  send_disconnect(1006);
+  co_await reject(500, "invalid handshake response from the app");
 }
 
 // The client must stay silent until our 101; readable with nothing to read
