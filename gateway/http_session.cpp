@@ -342,19 +342,18 @@ awaitable<void> HttpSession::respond() {
 
 awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   using protocol::Kind;
+  const char* violation = nullptr;
   if (reply.kind == Kind::credit) {
-    link_.on_credit(reply.events);
-    co_return;
-  }
-  if (reply.kind == Kind::error) {
-    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id,
-                     reply.error);
+    if (link_.on_credit(reply.events)) co_return;
+    violation = "a credit for events never sent";
+  } else if (reply.kind == Kind::error) {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
+                     "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, "application error");
     co_return;
-  }
-  if (reply.kind != Kind::event || !reply.event) co_return;
-  const char* violation = nullptr;
-  if (!link_.accept_sequence(reply)) {
+  } else if (reply.kind != Kind::event || !reply.event) {
+    co_return;
+  } else if (!link_.accept_sequence(reply)) {
     violation = "event out of sequence";
   } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*reply.event)) {
     if (response_ != Response::awaiting_start) {
@@ -382,7 +381,8 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                     "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
   }
@@ -431,7 +431,8 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
 awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
-    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
+    LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
+                     "conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
   }
@@ -457,11 +458,12 @@ awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
   response_ = Response::done;
   close_after_ = true;
   if (head_written_) {
-    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
+                     why);
     close_socket();
     co_return;
   }
-  log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
+  LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status, why);
   dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
