@@ -108,6 +108,18 @@ class FakeWorker:
             if type_ is None or msg["event"]["type"] == type_:
                 return msg
 
+    def credited(self) -> int:
+        """Bytes the gateway credited since the last call (drains the inbox of credits;
+        other messages are dropped)."""
+        total = 0
+        while True:
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                return total
+            if msg.get("k") == "credit":
+                total += msg.get("bytes", 0)
+
     def reply(self, conn: int, event: dict, seq: Optional[int] = None) -> None:
         """An `event` for connection conn, with the next sequence number
         unless seq is given."""

@@ -6,7 +6,6 @@ acknowledges: credits for bytes written to the client, never for bytes merely qu
 from __future__ import annotations
 
 import asyncio
-import queue
 import time
 
 import pytest
@@ -132,18 +131,6 @@ def test_silent_worker_after_accept_closes_1011(fake_bridge):
 # -- credits from the gateway ---------------------------------------------------------------------
 
 
-def credited(fake) -> int:
-    """Bytes the gateway has credited so far (drains the fake's inbox of credits)."""
-    total = 0
-    while True:
-        try:
-            msg = fake.inbox.get_nowait()
-        except queue.Empty:
-            return total
-        if msg.get("k") == "credit":
-            total += msg.get("bytes", 0)
-
-
 def test_gateway_credits_bytes_once_written_to_the_client(fake_bridge):
     """The worker sends 32 MiB as fast as its window allows (test_worker_attacks.py: one
     that sends more is cut off); the gateway credits only what it wrote to the client's
@@ -157,7 +144,7 @@ def test_gateway_credits_bytes_once_written_to_the_client(fake_bridge):
     def pump() -> int:
         """Takes the credits that arrived and sends what the window allows."""
         nonlocal sent, credits
-        credits += credited(fake)
+        credits += fake.credited()
         while sent < total and sent - credits <= MiB:
             fake.reply(conn, ws_send(b"w" * size))
             sent += size

@@ -22,6 +22,9 @@ from .wsraw import RawWebSocket
 MiB = 1024 * 1024
 FLOOD = 64 * MiB             # what the hostile worker pushes for one connection
 RSS_GROWTH_BOUND = 200 * MiB  # before the fix: 2.1 GB for the same flood
+# A client's receive buffer: small, so that a client who does not read holds the
+# gateway up soon, but not so small that reading the rest afterwards crawls.
+RCVBUF = 256 * 1024
 
 
 def rss(pid: int) -> int:
@@ -54,9 +57,9 @@ def fake_bridge(bridge_factory, bus_url):
 
 
 def not_reading_client(port: int) -> socket.socket:
-    """A client whose receive buffer is small and who never reads."""
+    """A client with a small receive buffer, who reads nothing for now."""
     s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.settimeout(20)
     s.connect(("127.0.0.1", port))
     return s
@@ -119,7 +122,7 @@ def test_websocket_worker_past_its_byte_window_closes_1011(fake_bridge):
     fake = fake_bridge.add_fake()
     gateway = fake_bridge.gateway
     before = rss(gateway.pid)
-    c = RawWebSocket(fake_bridge.port, "/ws", timeout=30, rcvbuf=4096)
+    c = RawWebSocket(fake_bridge.port, "/ws", timeout=30, rcvbuf=RCVBUF)
     with c:
         conn = fake.next_event(type_="websocket.connect")["c"]
         fake.reply(conn, {"type": "websocket.accept", "subprotocol": None, "headers": []})
@@ -151,6 +154,64 @@ def test_credit_for_events_never_sent_fails_the_connection(fake_bridge):
                "events": 1000})
     assert pending.result().status == 502
     wait_for_log(fake_bridge.gateway, "a credit for events never sent")
+
+
+def fill_client(fake, conn: int, message: bytes) -> None:
+    """Sends WebSocket messages as fast as the window allows until the client,
+    who reads nothing, holds the gateway's writes up (credits stop)."""
+    sent, credits, last, since = 0, 0, -1, time.monotonic()
+    deadline = time.monotonic() + 60
+    while time.monotonic() - since < 1:
+        assert time.monotonic() < deadline, "credits never settled"
+        credits += fake.credited()
+        while sent - credits <= MiB:
+            fake.reply(conn, {"type": "websocket.send", "bytes": message})
+            sent += len(message)
+        if credits != last:
+            last, since = credits, time.monotonic()
+        time.sleep(0.05)
+
+
+def test_empty_messages_past_the_inbox_bound_close_1011(fake_bridge):
+    """Empty messages weigh nothing in the byte window: their number is bounded."""
+    fake = fake_bridge.add_fake()
+    c = RawWebSocket(fake_bridge.port, "/ws", timeout=30, rcvbuf=RCVBUF)
+    with c:
+        conn = fake.next_event(type_="websocket.connect")["c"]
+        fake.reply(conn, {"type": "websocket.accept", "subprotocol": None, "headers": []})
+        assert c.read_handshake().status == 101
+        fill_client(fake, conn, b"f" * (64 * 1024))
+        for _ in range(20_000):  # past the 16,384 an inbox holds
+            fake.reply(conn, {"type": "websocket.send", "bytes": b""})
+        fake.sent_all()
+        wait_for_log(fake_bridge.gateway, f"worker {fake.id} sent 16384 messages the client has not taken")
+        empties = 0
+        while True:
+            opcode, payload = c.read_message()
+            if opcode == 0x8:
+                break
+            empties += payload == b""
+        assert int.from_bytes(payload[:2], "big") == 1011
+        assert empties < 16_384
+
+
+def test_bus_message_over_the_size_limit_drops_that_worker(bridge_factory, bus_url):
+    """libzmq refuses the frame (ZMQ_MAXMSGSIZE) before allocating it, and drops the
+    sender's connection, which the gateway sees at once."""
+    if not bus_url.startswith("zmq://"):
+        pytest.skip("the scripted worker speaks ZeroMQ only")
+    b = bridge_factory(None, workers=0, gateway_args=["--max-message-size", "1000",
+                                                      "--max-body-size", "1000"])
+    fake = FakeWorker(b.bus_url)
+    try:
+        wait_for_log(b.gateway, f"worker {fake.id} joined")
+        before = rss(b.gateway.pid)
+        fake.send({"v": 1, "k": "heartbeat", "w": fake.id, "capacity": 4, "active": 0,
+                   "padding": b"p" * (64 * MiB)})  # 1000 + 64 KiB is the limit
+        wait_for_log(b.gateway, f"worker {fake.id} lost (disconnected)")
+        assert rss(b.gateway.pid) - before < 32 * MiB
+    finally:
+        fake.close()
 
 
 # -- item 7: group relays are bounded per worker -------------------------------------------------
