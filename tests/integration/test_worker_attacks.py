@@ -301,6 +301,22 @@ def test_killed_worker_is_noticed_by_its_disconnect_not_heartbeats(bridge_factor
     assert victim.finished_at - killed_at < 10
 
 
+def test_killed_worker_s_unacknowledged_get_is_re_dispatched(bridge_factory, bus_url):
+    if not bus_url.startswith("zmq"):
+        pytest.skip("Redis has no connection per worker; heartbeats find the dead")
+    b = bridge_factory(workers=2, gateway_args=["--heartbeat-interval", "10"])
+    # /slow answers nothing before its sleep: the GET stays unacknowledged.
+    pending = Background(request, b.port, "GET", "/slow?id=again&t=2", timeout=30)
+    first_pid = int(b.state.wait_for("started-again"))
+    (b.state.file("started-again")).unlink()
+    os.kill(first_pid, signal.SIGKILL)
+    second_pid = int(b.state.wait_for("started-again", timeout=8))
+    assert second_pid != first_pid
+    r = pending.result(timeout=30)
+    assert (r.status, r.body) == (200, b"slow done")
+    assert "lost (disconnected): 1 connection re-dispatched" in b.gateway.log()
+
+
 # -- item 14: a rolling restart logs what happened -------------------------------------------------
 
 
