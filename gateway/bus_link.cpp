@@ -61,9 +61,11 @@ bool BusLink::accept_sequence(const WorkerMessage& reply) {
   return true;
 }
 
-void BusLink::on_credit(std::uint64_t events) {
-  events_in_flight_ -= static_cast<unsigned>(std::min<std::uint64_t>(events, events_in_flight_));
+bool BusLink::on_credit(std::uint64_t events) {
+  if (events > events_in_flight_) return false;
+  events_in_flight_ -= static_cast<unsigned>(events);
   credit_wake_.cancel();
+  return true;
 }
 
 boost::asio::awaitable<void> BusLink::wait_for_credit() {
@@ -80,7 +82,7 @@ void BusLink::on_written(std::uint64_t bytes) {
   envelope.gateway_id = dispatcher_.gateway_id();
   envelope.conn_id = conn_id_;
   envelope.bytes = written_unacked_;
-  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
+  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope), false, written_unacked_});
   written_unacked_ = 0;
 }
 

@@ -94,6 +94,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
       ->check(CLI::PositiveNumber);
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
+  add(app, "group-relay-rate", config.group_relay_rate,
+      "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
   add(app, "server-name", config.server_name, "Server header value (empty: none)");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")

@@ -48,6 +48,7 @@ struct Config {
   std::size_t max_header_size = 16 * 1024;  // request line + fields, as received
   std::size_t max_header_count = 100;       // fields in a request head (as nginx and uvicorn)
   std::size_t max_message_size = 16 * 1024 * 1024;
+  std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
   std::string root_path;
   std::string server_name = "asgi-bridge";
   std::string log_level = "info";

@@ -21,6 +21,8 @@ std::string random_gateway_id() {
 }
 
 constexpr auto k_tick = std::chrono::milliseconds(50);
+// Room for a message's envelope and headers around its largest payload.
+constexpr std::size_t k_envelope_slack = 64 * 1024;
 
 // redis://user:password@HOST:PORT/DB -> redis://HOST:PORT/DB: no secrets in logs.
 std::string without_credentials(std::string_view url) {
@@ -29,6 +31,18 @@ std::string without_credentials(std::string_view url) {
   auto rest = url.substr(scheme.size());
   auto at = rest.rfind('@');
   return at == std::string_view::npos ? std::string(url) : std::string(scheme) + std::string(rest.substr(at + 1));
+}
+
+// The worker's last event of a connection: after it, the worker leaving
+// takes nothing from the client. `trailers`: the response start announced them.
+bool is_last_event(const Envelope& envelope, bool trailers) {
+  if (envelope.kind == Kind::error) return true;
+  if (envelope.kind != Kind::event || !envelope.event) return false;
+  const auto& event = *envelope.event;
+  if (auto* body = std::get_if<protocol::HttpResponseBody>(&event)) return !body->more_body && !trailers;
+  if (auto* more = std::get_if<protocol::HttpResponseTrailers>(&event)) return !more->more_trailers;
+  if (auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&event)) return !body->more_body;
+  return std::holds_alternative<protocol::WebSocketClose>(event);
 }
 
 // Frees a connection's copy of its first event (clear() would keep the
@@ -52,8 +66,12 @@ void Dispatcher::start() {
   options.role = bus::Role::gateway;
   options.identity = gateway_id_;
   options.key_prefix = config_.bus_prefix;
+  // ZeroMQ refuses a larger frame itself (and drops that peer), before
+  // allocating it: no worker makes us buffer more than this per message.
+  options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();
+  transport_->watch_peers([this](std::string_view peer) { worker_lost(std::string(peer), "disconnected"); });
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
   next_heartbeat_ = Clock::now();
   schedule_tick();
@@ -101,7 +119,7 @@ void Dispatcher::on_first(ToBus&& message) {
 // a worker about it (its claim) makes that worker the owner.
 void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
   if (transport_->send({}, connection.first) != bus::SendStatus::sent) {
-    log::bus().warn("conn {}: the bus is unavailable", conn_id);
+    LogLimiter::warn(log::bus(), limiter_, "bus unavailable", "conn {}: the bus is unavailable", conn_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
   }
 }
@@ -118,6 +136,9 @@ void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std:
 void Dispatcher::on_session_message(ToBus&& message) {
   auto it = connections_.find(message.conn_id);
   if (it == connections_.end()) return;  // its worker is gone; the session already knows
+  auto& connection = it->second;
+  if (connection.orphaned) return;  // its worker finished it and left
+  connection.unacked_bytes -= std::min(message.credit_bytes, connection.unacked_bytes);
   if (it->second.owner.empty()) {
     it->second.queued.push_back(std::move(message.bytes));
   } else {
@@ -198,7 +219,8 @@ void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, s
   if (status == bus::SendStatus::sent) return;
   // Deferred: the caller may be iterating over connections or workers.
   if (status == bus::SendStatus::would_block) {
-    log::bus().warn("conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
+    LogLimiter::warn(log::bus(), limiter_, worker_id + ": queue full",
+                     "conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::worker_lost); });
     return;
   }
@@ -218,7 +240,8 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     if (error->unknown_kind) {
       log::bus().debug("worker {}: ignoring a message of unknown kind: {}", worker_id, error->message);
     } else {
-      log::bus().warn("worker {}: malformed message dropped: {}", worker_id, error->message);
+      LogLimiter::warn(log::bus(), limiter_, worker_id + ": malformed", "worker {}: malformed message dropped: {}",
+                       worker_id, error->message);
       fail_malformed(worker_id, error->conn_id);
     }
     if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.last_seen = Clock::now();
@@ -237,7 +260,7 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
       }
       return;
     case Kind::bye:
-      return worker_lost(worker_id, "said bye");
+      return worker_lost(worker_id, k_said_bye);
     case Kind::event:
     case Kind::credit:
     case Kind::error:
@@ -260,16 +283,36 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
   }
   const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
   if (message.data.size() > config_.max_message_size) {
-    log::bus().warn("worker {}: group message of {} bytes over --max-message-size dropped", origin,
-                    message.data.size());
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group size",
+                     "worker {}: group message of {} bytes over --max-message-size dropped", origin, message.data.size());
+    metrics_.count_group_dropped();
     return;
   }
-  for (const auto& [id, worker] : workers_) {
+  std::size_t over_budget = 0;
+  for (auto& [id, worker] : workers_) {
     if (id == origin) continue;
-    if (transport_->send(id, payload) != bus::SendStatus::sent) {
+    if (!group_budget_allows(worker, payload.size())) {
+      ++over_budget;
+      metrics_.count_group_dropped();
+    } else if (transport_->send(id, payload) != bus::SendStatus::sent) {
+      metrics_.count_group_dropped();
       log::bus().debug("worker {}: group message from {} not relayed (queue full or gone)", id, origin);
     }
   }
+  if (over_budget > 0) {
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group budget",
+                     "worker {}: group message not relayed to {} worker(s) over their --group-relay-rate", origin,
+                     over_budget);
+  }
+}
+
+// What a peer may make us queue towards each worker: ZeroMQ's high-water
+// mark counts messages, whatever their size, so bytes are bounded here. A
+// message larger than the whole budget still goes alone, once per second.
+bool Dispatcher::group_budget_allows(Worker& worker, std::size_t bytes) {
+  if (worker.group_bytes > 0 && worker.group_bytes + bytes > config_.group_relay_rate) return false;
+  worker.group_bytes += bytes;
+  return true;
 }
 
 void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& envelope) {
@@ -309,7 +352,33 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
     connection.acknowledged = true;
     release(connection.first);
   }
+  if (envelope.kind == Kind::event && !within_window(worker_id, conn_id, connection, envelope)) return;
+  if (envelope.event) {
+    if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) connection.trailers = start->trailers;
+  }
+  connection.finished = connection.finished || is_last_event(envelope, connection.trailers);
+  envelope.worker_id = worker_id;  // the sender as the bus knows it, for the session's log lines
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, WorkerMessage::from(std::move(envelope)));
+}
+
+// A worker may send a payload while what we have not acknowledged is within
+// the window we granted (its send may then take it past by one message).
+// One that sends more ignores flow control: for a client that does not read
+// we would queue whatever it sends.
+bool Dispatcher::within_window(const std::string& worker_id, std::uint64_t conn_id, Connection& connection,
+                               const Envelope& envelope) {
+  auto bytes = envelope.event ? protocol::payload_size(*envelope.event) : 0;
+  if (bytes == 0) return true;
+  if (connection.unacked_bytes > protocol::k_default_byte_window) {
+    LogLimiter::warn(log::bus(), limiter_, worker_id + ": window",
+                     "conn {}: worker {} sent past its byte window ({} bytes unacknowledged, window {}); "
+                     "failing the connection",
+                     conn_id, worker_id, connection.unacked_bytes, protocol::k_default_byte_window);
+    reject(worker_id, conn_id, "byte window exceeded");
+    return false;
+  }
+  connection.unacked_bytes += bytes;
+  return true;
 }
 
 // --- failures and time ----------------------------------------------------
@@ -320,13 +389,19 @@ void Dispatcher::fail_malformed(const std::string& worker_id, std::optional<std:
   if (!conn_id) return;
   auto it = connections_.find(*conn_id);
   if (it == connections_.end() || it->second.owner != worker_id) return;
+  reject(worker_id, *conn_id, "malformed message");
+}
+
+// Fails the connection for its worker's fault; the worker is told so it
+// can drop the instance.
+void Dispatcher::reject(const std::string& worker_id, std::uint64_t conn_id, const char* why) {
   Envelope error;
   error.kind = Kind::error;
   error.gateway_id = gateway_id_;
-  error.conn_id = *conn_id;
-  error.message = "malformed message";
+  error.conn_id = conn_id;
+  error.message = why;
   transport_->send(worker_id, protocol::encode(error));
-  fail(*conn_id, BusFailure::worker_lost);
+  fail(conn_id, BusFailure::worker_lost);
 }
 
 void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
@@ -343,10 +418,15 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
   if (workers_.erase(worker_id) == 0) return;
   publish_worker_gauges();
   std::vector<std::uint64_t> failed;
+  std::size_t finished = 0;
   std::size_t requeued = 0;
   for (auto& [conn_id, connection] : connections_) {
-    if (connection.owner != worker_id) continue;
-    if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
+    if (connection.owner != worker_id || connection.orphaned) continue;
+    if (connection.finished) {
+      // Its session is writing the worker's last event: the client loses nothing.
+      connection.orphaned = true;
+      ++finished;
+    } else if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
       connection.owner.clear();
       connection.redispatched = true;
       connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
@@ -357,16 +437,32 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
       failed.push_back(conn_id);
     }
   }
-  // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
-  auto quiet = shared_queue_ ? spdlog::level::debug : spdlog::level::info;
-  auto level = failed.empty() && requeued == 0 ? quiet : spdlog::level::warn;
-  log::bus().log(level, "worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why,
-                 failed.size(), requeued);
+  log_departure(worker_id, why, finished, requeued, failed.size());
   for (auto conn_id : failed) {
     log::bus().info("conn {}: failed with worker {}", conn_id, worker_id);
     fail(conn_id, BusFailure::worker_lost);
   }
   dispatch_waiting();
+}
+
+// Says what the clients saw: a worker that said bye after finishing its
+// connections simply left; one that vanished is news, more so with losses.
+void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, std::size_t finished,
+                               std::size_t requeued, std::size_t failed) {
+  bool said_bye = why == k_said_bye;
+  std::string line = fmt::format("worker {} {}", worker_id, said_bye ? "left" : fmt::format("lost ({})", why));
+  std::string_view separator = ": ";
+  const std::pair<std::size_t, const char*> outcomes[] = {{finished, "finished"}, {requeued, "re-dispatched"},
+                                                          {failed, "failed"}};
+  for (auto [count, what] : outcomes) {
+    if (count == 0) continue;
+    line += fmt::format("{}{} connection{} {}", separator, count, count == 1 ? "" : "s", what);
+    separator = ", ";
+  }
+  auto level = failed > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
+  // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
+  if (shared_queue_ && finished + requeued + failed == 0) level = spdlog::level::debug;
+  log::bus().log(level, "{}", line);
 }
 
 void Dispatcher::schedule_tick() {
@@ -394,6 +490,10 @@ void Dispatcher::tick() {
     }
   }
   for (auto& id : silent) worker_lost(id, "silent for 3 heartbeat intervals");
+  if (now - group_second_ >= std::chrono::seconds(1)) {
+    group_second_ = now;
+    for (auto& [id, worker] : workers_) worker.group_bytes = 0;
+  }
   while (!waiting_.empty()) {
     auto it = connections_.find(waiting_.front());
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;
@@ -402,7 +502,8 @@ void Dispatcher::tick() {
     if (it != connections_.end() && it->second.owner.empty() && it->second.ended) {
       connections_.erase(it);  // its session is gone and no worker took it
     } else if (it != connections_.end() && it->second.owner.empty()) {
-      log::bus().warn("conn {}: no worker with capacity within the dispatch timeout", conn_id);
+      LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
+                       "conn {}: no worker with capacity within the dispatch timeout", conn_id);
       if (shared_queue_) transport_->withdraw_shared(it->second.first);
       fail(conn_id, BusFailure::no_capacity);
     }

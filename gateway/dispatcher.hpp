@@ -17,6 +17,7 @@
 
 #include "asgi_bridge/bus/transport.hpp"
 #include "config.hpp"
+#include "log_limiter.hpp"
 #include "mailbox.hpp"
 #include "metrics.hpp"
 #include "session_event.hpp"
@@ -42,6 +43,7 @@ class Dispatcher {
 
  private:
   using Clock = std::chrono::steady_clock;
+  static constexpr std::string_view k_said_bye = "said bye";
 
   struct Worker {
     std::uint32_t capacity = 0;
@@ -49,6 +51,7 @@ class Dispatcher {
     bool draining = false;
     Clock::time_point last_seen;
     std::uint64_t last_assigned = 0;
+    std::uint64_t group_bytes = 0;     // group messages relayed to it this second
   };
   struct Connection {
     std::string owner;                 // empty while waiting for a worker
@@ -57,6 +60,12 @@ class Dispatcher {
     bool redispatchable = false;
     bool redispatched = false;
     bool acknowledged = false;
+    // Payload bytes the worker sent that our credits have not acknowledged:
+    // the byte window we granted bounds it (docs/protocol.md §5).
+    std::uint64_t unacked_bytes = 0;
+    bool trailers = false;             // its response start announced trailers
+    bool finished = false;             // the worker sent its last event for it
+    bool orphaned = false;             // its worker left after finishing it; the session ends it
     // Redis: the session ended before any worker claimed it; kept (with what the
     // session sent last, its disconnect) for a claim until the dispatch deadline.
     bool ended = false;
@@ -70,6 +79,9 @@ class Dispatcher {
   void on_bus_message(std::string_view peer, std::string_view payload);
   void on_worker_status(const std::string& worker_id, const protocol::Envelope& envelope);
   void on_connection_message(const std::string& worker_id, protocol::Envelope&& envelope);
+  bool within_window(const std::string& worker_id, std::uint64_t conn_id, Connection& connection,
+                     const protocol::Envelope& envelope);
+  bool group_budget_allows(Worker& worker, std::size_t bytes);
   void relay_group(const std::string& origin, const protocol::Envelope& envelope, std::string_view payload);
 
   void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
@@ -78,8 +90,11 @@ class Dispatcher {
   Worker* pick_worker(std::string& id_out);
   void assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id, Worker& worker);
   void worker_lost(const std::string& worker_id, std::string_view why);
+  void log_departure(const std::string& worker_id, std::string_view why, std::size_t finished, std::size_t requeued,
+                     std::size_t failed);
   void fail(std::uint64_t conn_id, BusFailure failure);
   void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
+  void reject(const std::string& worker_id, std::uint64_t conn_id, const char* why);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
   void tick();
   void publish_worker_gauges();
@@ -100,6 +115,8 @@ class Dispatcher {
   std::unordered_map<std::string, Worker> workers_;
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
+  Clock::time_point group_second_;      // start of the second group budgets count in
+  LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
 };
 
 }  // namespace asgi_bridge::gateway

@@ -197,9 +197,8 @@ std::string_view HttpSession::buffered() const {
 // nothing tells where the next request would start. The log line is rate
 // limited per client address and reason: a client can send bad heads fast.
 awaitable<bool> HttpSession::reject_request(int status, std::string_view reason) {
-  thread_local LogLimiter limiter;
   auto peer = ends_.peer_address ? ends_.peer_address->to_string() : std::string("unix");
-  LogLimiter::warn(log::http(), limiter, fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
+  LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
                    status, reason);
   dispatcher_.metrics().count_response(Protocol::http, status);
   co_await write(format_error_response(status, config_.server_name));
@@ -308,7 +307,7 @@ void HttpSession::log_body_rejected(ReadResult result) {
              : result == ReadResult::too_large ? std::string("request body over --max-body-size")
                                                : std::string("malformed request body");
   auto outcome = head_written_ ? std::string("aborting the response") : fmt::format("answering {}", status_of(result));
-  LogLimiter::warn(log::http(), LogLimiter::of_this_thread(), client_key(status_of(result)), "{}: {}; {}",
+  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(status_of(result)), "{}: {}; {}",
                    ends_.label(), why, outcome);
 }
 
@@ -431,19 +430,18 @@ awaitable<void> HttpSession::respond() {
 
 awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   using protocol::Kind;
+  const char* violation = nullptr;
   if (reply.kind == Kind::credit) {
-    link_.on_credit(reply.events);
-    co_return;
-  }
-  if (reply.kind == Kind::error) {
-    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id,
-                     reply.error);
+    if (link_.on_credit(reply.events)) co_return;
+    violation = "a credit for events never sent";
+  } else if (reply.kind == Kind::error) {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
+                     "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, "application error");
     co_return;
-  }
-  if (reply.kind != Kind::event || !reply.event) co_return;
-  const char* violation = nullptr;
-  if (!link_.accept_sequence(reply)) {
+  } else if (reply.kind != Kind::event || !reply.event) {
+    co_return;
+  } else if (!link_.accept_sequence(reply)) {
     violation = "event out of sequence";
   } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*reply.event)) {
     if (response_ != Response::awaiting_start) {
@@ -473,7 +471,8 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                     "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
   }
@@ -484,7 +483,7 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
 awaitable<void> HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
   auto check = check_response_head(start.status, start.headers);
   if (!check.ok()) {
-    LogLimiter::warn(log::http(), LogLimiter::of_this_thread(), worker_id + " invalid head: " + check.rule,
+    LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                      "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
                      worker_id, check.problem);
     send_disconnect();
@@ -538,7 +537,8 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
 awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
-    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
+    LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
+                     "conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
   }
@@ -562,9 +562,11 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
 // can only be cut short, which the client sees as an incomplete message.
 awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
   if (head_written_) {
-    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
+                     why);
   } else {
-    log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status,
+                     why);
   }
   co_await answer_error(status);
 }
@@ -630,7 +632,7 @@ void HttpSession::on_timeout(const asio::steady_timer& deadline) {
 // The whole head must arrive within --request-timeout of its first byte,
 // however it is trickled.
 awaitable<void> HttpSession::answer_slow_head() {
-  LogLimiter::warn(log::http(), LogLimiter::of_this_thread(), client_key(408),
+  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(408),
                    "{}: request head not complete within --request-timeout ({} s); answering 408", ends_.label(),
                    config_.request_timeout.count());
   dispatcher_.metrics().count_response(Protocol::http, 408);

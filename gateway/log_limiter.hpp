@@ -47,13 +47,6 @@ class LogLimiter {
     return std::exchange(bucket.suppressed, 0);
   }
 
-  // The limiter of the calling thread, for code that has no limiter of its
-  // own to hand (sessions: each lives on one shard thread).
-  static LogLimiter& of_this_thread() {
-    thread_local LogLimiter limiter;
-    return limiter;
-  }
-
   long window_seconds() const {
     return std::chrono::duration_cast<std::chrono::seconds>(options_.window).count();
   }

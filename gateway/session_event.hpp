@@ -64,6 +64,7 @@ struct ToBus {
   std::uint64_t conn_id = 0;
   std::string bytes;            // encoded envelope (empty for end)
   bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
+  std::uint64_t credit_bytes = 0;  // message: a byte credit to the worker, for the dispatcher's window check
 };
 
 }  // namespace asgi_bridge::gateway

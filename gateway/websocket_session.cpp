@@ -153,7 +153,8 @@ awaitable<void> WebSocketSession::hold_handshake() {
       state_ = State::done;
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       if (reply->kind == protocol::Kind::error) {
-        log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply->error);
+        LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
+                         "conn {}: application error on worker {}: {}", link_.conn_id(), reply->worker_id, reply->error);
         co_await reject(500, "application error");
         continue;
       }
@@ -189,7 +190,7 @@ ResponseHeadCheck WebSocketSession::check_head(const protocol::Event& event) {
 // As any invalid event before accept ends the app's connection, with a 500
 // for the client: nothing of the app's head is written.
 awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& check, const std::string& worker_id) {
-  LogLimiter::warn(log::websocket(), LogLimiter::of_this_thread(), worker_id + " invalid head: " + check.rule,
+  LogLimiter::warn(log::websocket(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                    "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
                    check.problem);
   send_disconnect(1006);
@@ -354,11 +355,15 @@ awaitable<void> WebSocketSession::read_frames() {
 awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   using protocol::Kind;
   if (reply.kind == Kind::credit) {
-    link_.on_credit(reply.events);
+    if (link_.on_credit(reply.events)) co_return;
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
+                     "conn {}: worker {} acknowledged events never sent", link_.conn_id(), reply.worker_id);
+    co_await close(1011, "");
     co_return;
   }
   if (reply.kind == Kind::error) {
-    log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply.error);
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
+                     "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await close(1011, "");
     co_return;
   }
@@ -372,7 +377,8 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
     co_await close(closing->code, closing->reason);
   } else {
-    log::websocket().warn("conn {}: invalid event from the worker after accept", link_.conn_id());
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                     "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
     co_await close(1011, "");
   }
 }
@@ -441,7 +447,8 @@ awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view
 
 bool WebSocketSession::check_sequence(const WorkerMessage& reply) {
   if (link_.accept_sequence(reply)) return true;
-  log::websocket().warn("conn {}: event out of sequence from the worker", link_.conn_id());
+  LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": sequence",
+                   "conn {}: event out of sequence from worker {}", link_.conn_id(), reply.worker_id);
   link_.inbox()->push(BusFailure::worker_lost);
   return false;
 }

@@ -25,7 +25,7 @@ enum class SendStatus {
 struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
-  std::size_t max_message_size = 0;   // 0: unlimited; larger incoming messages are dropped
+  std::size_t max_message_size = 0;   // 0: unlimited; ZeroMQ: a larger incoming message closes its peer's connection
   std::string key_prefix = "asgi";    // Redis: prefix of every key
 };
 
@@ -35,9 +35,16 @@ class Transport {
   // side); on Redis always empty: the envelope names its sender. payload is
   // valid only during the call.
   using OnMessage = std::function<void(std::string_view peer, std::string_view payload)>;
+  // Gateway: a peer's connection closed (ZeroMQ: its TCP or IPC connection
+  // ended; a worker killed with SIGKILL is noticed at once, not after three
+  // silent heartbeat intervals).
+  using OnPeerGone = std::function<void(std::string_view peer)>;
 
   virtual ~Transport() = default;
   virtual void start(OnMessage on_message) = 0;
+  // Gateway, before start(): where to report peers whose connection closed.
+  // Transports that cannot tell (Redis) never call it.
+  virtual void watch_peers(OnPeerGone /*on_peer_gone*/) {}
   // Gateway: peer is a worker id, or empty for the shared queue of new
   // connections (only where has_shared_queue()). Worker: peer is the gateway
   // id (ZeroMQ ignores it: one transport per gateway). Never blocks.
