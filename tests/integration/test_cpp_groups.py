@@ -24,9 +24,9 @@ import asyncio
 import pytest
 import websockets
 
-from .harness import Gateway, request, wait_until
+from .harness import Gateway, request, wait_for_log, wait_until
 from .test_cpp_workers import (redis, redis_bus, run, second_gateway_bus,  # noqa: F401
-                               start_cpp_worker, wait_for_log)
+                               start_cpp_worker)
 
 pytestmark = pytest.mark.every_bus
 

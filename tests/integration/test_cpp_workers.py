@@ -30,7 +30,7 @@ import pytest
 import websockets
 
 from .harness import (Background, Bridge, Gateway, Proc, RawConnection,
-                      free_port, gateway_binary, request, wait_until)
+                      free_port, gateway_binary, request, wait_for_log, wait_until)
 
 try:
     import redis
@@ -97,12 +97,6 @@ def ws_url(bridge: Bridge, path: str) -> str:
 def run(coro, timeout: float = 30.0):
     """Runs one asyncio test body, bounded."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_for_log(proc: Proc, text: str, timeout: float = 10.0, more_than: int = 0) -> None:
-    """Until text occurs in proc's log more than `more_than` times."""
-    wait_until(lambda: proc.log().count(text) > more_than, timeout,
-               f"{proc.name} to log {text!r}")
 
 
 def wait_until_both_serve(bridge: Bridge, *workers: Proc) -> None:
