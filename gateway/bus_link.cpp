@@ -37,7 +37,8 @@ void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redi
   envelope.window = protocol::k_default_byte_window;
   envelope.scope = std::move(scope);
   envelope.event = std::move(event);
-  post(envelope, ToBus::Type::first, redispatchable);
+  bool websocket = envelope.scope->type == protocol::ScopeType::websocket;
+  post(envelope, ToBus::Type::first, redispatchable, websocket);
 }
 
 void BusLink::send_event(protocol::Event event) {
@@ -47,12 +48,12 @@ void BusLink::send_event(protocol::Event event) {
   post(envelope, ToBus::Type::message);
 }
 
-void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable) {
+void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable, bool websocket) {
   envelope.gateway_id = dispatcher_.gateway_id();
   envelope.conn_id = conn_id_;
   envelope.seq = out_seq_++;
   ++events_in_flight_;
-  dispatcher_.post({type, conn_id_, protocol::encode(envelope), redispatchable});
+  dispatcher_.post({type, conn_id_, protocol::encode(envelope), redispatchable, websocket});
 }
 
 bool BusLink::accept_sequence(const WorkerMessage& reply) {

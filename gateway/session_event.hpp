@@ -64,6 +64,7 @@ struct ToBus {
   std::uint64_t conn_id = 0;
   std::string bytes;            // encoded envelope (empty for end)
   bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
+  bool websocket = false;       // first: a WebSocket connect (routed by WebSocket capacity)
 };
 
 }  // namespace asgi_bridge::gateway

@@ -112,7 +112,8 @@ def gateway():
 def test_ready_then_http_request_and_response(gateway):
     proc = gateway.spawn("--concurrency", "9")
     identity, ready = gateway.expect("ready")
-    assert ready == {"v": 1, "k": "ready", "w": identity.decode(), "capacity": 9, "active": 0}
+    assert ready == {"v": 1, "k": "ready", "w": identity.decode(), "capacity": 9, "active": 0,
+                     "ws_capacity": 10000}
     gateway.request(identity, conn=1, path="/echo", body=b"ping")
     # Our gateway id is new to the worker: it announces itself to it again first.
     assert gateway.expect("ready")[1]["w"] == identity.decode()
