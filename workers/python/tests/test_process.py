@@ -206,8 +206,14 @@ def test_lifespan_startup_failure_exits_non_zero(gateway):
     assert not gateway.socket.poll(100)  # never announced itself
 
 
+def test_websocket_capacity_from_the_environment_is_announced(gateway):
+    gateway.spawn("--concurrency", "9", env={"ASGI_BRIDGE_WEBSOCKET_CAPACITY": "250"})
+    _, ready = gateway.expect("ready")
+    assert (ready["capacity"], ready["ws_capacity"]) == (9, 250)
+
+
 def test_bad_command_lines_fail_fast(gateway):
-    for args in (["--bus", "http://x"], ["--concurrency", "0"]):
+    for args in (["--bus", "http://x"], ["--concurrency", "0"], ["--websocket-capacity", "0"]):
         proc = gateway.spawn(*args)
         code, out, err = finish(proc)
         assert code == 2 and "usage:" in err
