@@ -8,10 +8,11 @@ Over both buses: ZeroMQ (the gateway routes by the two announced capacities) and
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
-from .harness import request, wait_until
+from .harness import Background, request, wait_until
 from .wsraw import CLOSE, RawWebSocket, close_payload
 
 pytestmark = pytest.mark.every_bus
@@ -40,15 +41,24 @@ def test_idle_websockets_leave_http_served(bridge_factory):
             assert (r.status, r.body) == (200, b"hello")
 
 
+def handshake_status(port: int, path: str) -> int:
+    with RawWebSocket(port, path, timeout=30) as c:
+        return c.read_handshake().status
+
+
 def test_websocket_capacity_full_answers_503_and_http_goes_on(bridge_factory):
-    b = bridge_factory(APP, gateway_args=["--dispatch-timeout", "1"],
+    """A WebSocket waiting for WebSocket room (503 at --dispatch-timeout) does not hold up
+    the HTTP requests that come after it (ZeroMQ: the gateway's queue of first events)."""
+    b = bridge_factory(APP, gateway_args=["--dispatch-timeout", "3"],
                        worker_args=["--concurrency", "2", "--websocket-capacity", "3"])
     with contextlib.ExitStack() as stack:
         first, *_ = open_websockets(stack, b.port, 3, "full")
-        with RawWebSocket(b.port, "/echo?id=over") as c:
-            assert c.read_handshake().status == 503
+        over = Background(handshake_status, b.port, "/echo?id=over")
+        time.sleep(0.3)  # its handshake reaches the gateway and waits for a worker
         for _ in range(3):  # more than --concurrency: each request ends before the next
             assert request(b.port, "GET", "/").status == 200
+        assert over.finished_at is None, "the HTTP requests waited behind the WebSocket"
+        assert over.result() == 503
         # One WebSocket leaves: its place is free again.
         first.send_frame(CLOSE, close_payload(1000))
         assert first.read_close()[0] == 1000
