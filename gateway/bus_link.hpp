@@ -52,7 +52,7 @@ class BusLink {
   void on_written(std::uint64_t bytes);
 
  private:
-  void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false);
+  void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false, bool websocket = false);
 
   Shard& shard_;
   Dispatcher& dispatcher_;

@@ -105,6 +105,7 @@ void Dispatcher::submit(ToBus&& message) {
 void Dispatcher::on_first(ToBus&& message) {
   auto& connection = connections_[message.conn_id];
   connection.redispatchable = message.redispatchable;
+  connection.websocket = message.websocket;
   connection.first = std::move(message.bytes);
   connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
@@ -118,7 +119,7 @@ void Dispatcher::on_first(ToBus&& message) {
 // Redis: every worker with free capacity may pull it; the first message of
 // a worker about it (its claim) makes that worker the owner.
 void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
-  if (transport_->send({}, connection.first) != bus::SendStatus::sent) {
+  if (transport_->offer_shared(connection.kind(), connection.first) != bus::SendStatus::sent) {
     LogLimiter::warn(log::bus(), limiter_, "bus unavailable", "conn {}: the bus is unavailable", conn_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
   }
@@ -128,7 +129,7 @@ void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std:
   auto& worker = workers_[worker_id];
   worker.last_seen = Clock::now();
   connection.owner = worker_id;
-  ++worker.in_flight;
+  ++worker.assigned(connection.websocket);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
   connection.queued.clear();
 }
@@ -154,47 +155,59 @@ void Dispatcher::on_end(std::uint64_t conn_id) {
     // have popped it already, and must then hear the end of it (the
     // disconnect queued last) when its claim arrives, or its app would wait
     // for the rest of a request forever.
-    transport_->withdraw_shared(it->second.first);
+    transport_->withdraw_shared(it->second.kind(), it->second.first);
     it->second.ended = true;
     return;
   }
   if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
-    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+    worker->second.finished(it->second.websocket);
   }
   connections_.erase(it);  // a stale id left in waiting_ is skipped
   dispatch_waiting();
 }
 
+// Arrival order within each kind; a WebSocket waiting for WebSocket capacity
+// does not hold up the HTTP requests behind it, nor the reverse.
 void Dispatcher::dispatch_waiting() {
-  while (!shared_queue_ && !waiting_.empty()) {
-    auto conn_id = waiting_.front();
-    auto it = connections_.find(conn_id);
-    if (it == connections_.end() || !it->second.owner.empty()) {
-      waiting_.pop_front();
+  if (shared_queue_) return;
+  bool full[2] = {false, false};  // [websocket]: no worker has room for that kind
+  for (auto it = waiting_.begin(); it != waiting_.end() && !(full[0] && full[1]);) {
+    auto conn_id = *it;
+    auto connection = connections_.find(conn_id);
+    if (connection == connections_.end() || !connection->second.owner.empty()) {
+      it = waiting_.erase(it);
       continue;
     }
+    bool websocket = connection->second.websocket;
     std::string worker_id;
-    Worker* worker = pick_worker(worker_id);
-    if (!worker) return;
-    waiting_.pop_front();
-    assign(conn_id, it->second, worker_id, *worker);
+    Worker* worker = full[websocket] ? nullptr : pick_worker(websocket, worker_id);
+    if (!worker) {
+      full[websocket] = true;
+      ++it;
+      continue;
+    }
+    it = waiting_.erase(it);
+    assign(conn_id, connection->second, worker_id, *worker);
   }
 }
 
-// Least loaded by in_flight/capacity; ties go to the worker assigned to
-// longest ago, which spreads a light load over every worker.
-Dispatcher::Worker* Dispatcher::pick_worker(std::string& id_out) {
+// Least loaded by used/limit of the connection's kind; ties go to the worker
+// assigned to longest ago, which spreads a light load over every worker.
+Dispatcher::Worker* Dispatcher::pick_worker(bool websocket, std::string& id_out) {
   Worker* best = nullptr;
+  std::pair<std::uint64_t, std::uint64_t> best_load;
   for (auto& [id, worker] : workers_) {
-    if (worker.draining || worker.in_flight >= worker.capacity) continue;
+    auto load = worker.load(websocket);
+    if (worker.draining || load.first >= load.second) continue;
     bool better = !best;
     if (best) {
-      auto lhs = std::uint64_t{worker.in_flight} * best->capacity;
-      auto rhs = std::uint64_t{best->in_flight} * worker.capacity;
+      auto lhs = load.first * best_load.second;
+      auto rhs = best_load.first * load.second;
       better = lhs < rhs || (lhs == rhs && worker.last_assigned < best->last_assigned);
     }
     if (better) {
       best = &worker;
+      best_load = load;
       id_out = id;
     }
   }
@@ -204,7 +217,7 @@ Dispatcher::Worker* Dispatcher::pick_worker(std::string& id_out) {
 void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id,
                         Worker& worker) {
   connection.owner = worker_id;
-  ++worker.in_flight;
+  ++worker.assigned(connection.websocket);
   worker.last_assigned = ++assignments_;
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
   send_to(worker_id, connection.first, conn_id);
@@ -320,7 +333,13 @@ void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& 
   auto& worker = it->second;
   worker.last_seen = Clock::now();
   worker.capacity = envelope.capacity.value_or(worker.capacity);
-  if (added) log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  if (envelope.ws_capacity) worker.ws_capacity = envelope.ws_capacity;
+  if (added && worker.ws_capacity) {
+    log::bus().info("worker {} joined (capacity {} HTTP requests, {} WebSockets)", worker_id, worker.capacity,
+                    *worker.ws_capacity);
+  } else if (added) {
+    log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  }
   publish_worker_gauges();  // /readyz knows at once, not at the next tick
   dispatch_waiting();
 }
@@ -408,7 +427,7 @@ void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
   auto it = connections_.find(conn_id);
   if (it == connections_.end()) return;
   if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
-    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+    worker->second.finished(it->second.websocket);
   }
   connections_.erase(it);
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, failure);
@@ -504,7 +523,7 @@ void Dispatcher::tick() {
     } else if (it != connections_.end() && it->second.owner.empty()) {
       LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
                        "conn {}: no worker with capacity within the dispatch timeout", conn_id);
-      if (shared_queue_) transport_->withdraw_shared(it->second.first);
+      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first);
       fail(conn_id, BusFailure::no_capacity);
     }
   }
@@ -519,7 +538,7 @@ void Dispatcher::publish_worker_gauges() {
     if (worker.draining) continue;
     ++live;
     capacity += worker.capacity;
-    in_flight += worker.in_flight;
+    in_flight += worker.in_flight + worker.ws_in_flight;
   }
   metrics_.set_workers(live, capacity, in_flight);
 }

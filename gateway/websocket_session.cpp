@@ -47,6 +47,12 @@ int handshake_status(const WebSocketSession::Request& request) {
   return 0;
 }
 
+// RFC 6455 §7.4: Beast 1.74 itself fails a close frame whose code is below
+// 1000, reserved (1004-1006, 1014, 1015) or unassigned (1016-2999), answering
+// 1002; it takes anything from 3000 up as valid and would echo 5000 or 65535.
+// Nothing above 4999 is assigned: such a code breaks the protocol as well.
+bool close_code_beyond_range(std::uint16_t code) { return code > 4999; }
+
 // True when a text message ends inside a multi-byte UTF-8 sequence. Beast
 // validates every byte as it arrives, but (Boost 1.74) skips its end-of-message
 // check when the final frame is empty, so such a message would get through.
@@ -331,6 +337,11 @@ awaitable<void> WebSocketSession::read_frames() {
         gone.code = 1009;
       } else if (ec == websocket::error::bad_frame_payload) {
         gone.code = 1007;
+      } else if (ec == websocket::condition::protocol_violation) {
+        // Beast answered the client with 1002 (a bad close code, a bad frame...).
+        log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
+                              ec.message());
+        gone.code = 1002;
       } else if (ec != asio::error::operation_aborted) {
         log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
       }
@@ -400,7 +411,11 @@ void WebSocketSession::set_keepalive(bool on) {
 // that wait gets a deadline, which Beast does not give it when pings are off.
 void WebSocketSession::on_control_frame(websocket::frame_type kind) {
   if (kind != websocket::frame_type::close) return;
-  if (state_ == State::open) send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
+  if (state_ == State::open && close_code_beyond_range(ws_.reason().code)) {
+    fail_bad_close_code();
+  } else if (state_ == State::open) {
+    send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
+  }
   close_deadline_.expires_after(k_close_timeout);
   close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     if (auto self = weak.lock(); self && !ec) {
@@ -408,6 +423,19 @@ void WebSocketSession::on_control_frame(websocket::frame_type kind) {
       self->ws_.next_layer().socket().close(ignored);  // the reader then ends the session
     }
   });
+}
+
+// A close code Beast let through (above 4999): we fail the connection with
+// 1002 as Beast does for the codes it knows are bad. Called inside Beast's
+// read, before it echoes the client's close: a close started now writes
+// first, and Beast's read then only waits for the TCP teardown.
+void WebSocketSession::fail_bad_close_code() {
+  log::websocket().info("conn {}: client sent close code {}, outside 1000-4999: closing 1002", link_.conn_id(),
+                        ws_.reason().code);
+  send_disconnect(1002);
+  state_ = State::closing;  // close() does nothing more: one close per stream
+  ws_.async_close(websocket::close_reason(websocket::close_code::protocol_error),
+                  [self = shared_from_this()](const boost::system::error_code&) {});
 }
 
 // The code of the client's close frame for websocket.disconnect (1005: none).

@@ -67,6 +67,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> close(int code, std::string reason);
   void set_keepalive(bool on);
   void on_control_frame(boost::beast::websocket::frame_type kind);
+  void fail_bad_close_code();
   int client_close_code() const;
   boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});

@@ -669,6 +669,7 @@ void describe_envelope(V& v, E& e) {
   v.maybe_uint("s", e.seq);
   v.maybe_uint("capacity", e.capacity);
   v.maybe_uint("active", e.active);
+  v.maybe_uint("ws_capacity", e.ws_capacity);
   v.maybe_uint("window", e.window);
   v.maybe_uint("events", e.events);
   v.maybe_uint("bytes", e.bytes);

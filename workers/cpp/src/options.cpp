@@ -40,7 +40,10 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
       ->required();
   add(cli, "bus-prefix", options.bus_prefix, "Redis key prefix, as the gateways' --bus-prefix")
       ->capture_default_str();
-  add(cli, "concurrency", options.concurrency, "connections served at once")
+  add(cli, "concurrency", options.concurrency, "HTTP requests served at once")
+      ->check(CLI::Range(1u, 1000000u))
+      ->capture_default_str();
+  add(cli, "websocket-capacity", options.websocket_capacity, "WebSockets open at once (counted apart from HTTP)")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();
   add(cli, "threads", options.threads, "threads running the application")

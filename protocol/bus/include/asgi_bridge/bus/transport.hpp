@@ -22,6 +22,10 @@ enum class SendStatus {
   failed,        // the transport is broken or stopped
 };
 
+// Redis: new connections wait in one shared queue per kind, so that a worker
+// whose HTTP slots are full still takes WebSockets, and the reverse.
+enum class NewConnection { http, websocket };
+
 struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
@@ -45,9 +49,8 @@ class Transport {
   // Gateway, before start(): where to report peers whose connection closed.
   // Transports that cannot tell (Redis) never call it.
   virtual void watch_peers(OnPeerGone /*on_peer_gone*/) {}
-  // Gateway: peer is a worker id, or empty for the shared queue of new
-  // connections (only where has_shared_queue()). Worker: peer is the gateway
-  // id (ZeroMQ ignores it: one transport per gateway). Never blocks.
+  // Gateway: peer is a worker id. Worker: peer is the gateway id (ZeroMQ
+  // ignores it: one transport per gateway). Never blocks.
   virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
@@ -55,10 +58,13 @@ class Transport {
   // Redis: new connections go to a shared queue that workers pull from;
   // ZeroMQ: the gateway picks the worker itself.
   virtual bool has_shared_queue() const { return false; }
+  // Gateway: offers a first event on the shared queue of its kind.
+  virtual SendStatus offer_shared(NewConnection /*kind*/, std::string_view /*payload*/) { return SendStatus::failed; }
   // Gateway: takes back a first event nobody pulled in time (best effort).
-  virtual void withdraw_shared(std::string_view /*payload*/) {}
-  // Worker: how many new connections it may pull from the shared queue now.
-  virtual void set_free_capacity(std::size_t /*connections*/) {}
+  virtual void withdraw_shared(NewConnection /*kind*/, std::string_view /*payload*/) {}
+  // Worker: how many new HTTP requests and WebSockets it may pull from the
+  // shared queues now.
+  virtual void set_free_capacity(std::size_t /*http*/, std::size_t /*websockets*/ = 0) {}
 
   // Worker: broadcast groups (docs/workers-cpp.md, "Chat rooms"). publish()
   // sends an encoded `group` message towards the other workers: by default

@@ -15,8 +15,11 @@ struct Options {
   std::vector<std::string> bus_urls;
   // Redis: prefix of every key (the gateways' --bus-prefix).
   std::string bus_prefix = "asgi";
-  // Connections served at once, announced to every gateway.
+  // HTTP requests served at once, announced to every gateway as `capacity`.
   unsigned concurrency = 100;
+  // WebSockets open at once, counted apart from HTTP requests (an idle one
+  // costs a coroutine, not a request slot); announced as `ws_capacity`.
+  unsigned websocket_capacity = 10000;
   // Threads running app coroutines; the bus always has one thread of its
   // own, and with 1 the apps share it.
   unsigned threads = 1;
@@ -34,7 +37,8 @@ struct ParsedOptions {
   int exit_code = 0;
 };
 
-// --bus URL (repeatable or comma-separated), --bus-prefix P, --concurrency N, --threads N,
+// --bus URL (repeatable or comma-separated), --bus-prefix P, --concurrency N,
+// --websocket-capacity N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
