@@ -52,6 +52,9 @@ void Dispatcher::start() {
   options.role = bus::Role::gateway;
   options.identity = gateway_id_;
   options.key_prefix = config_.bus_prefix;
+  options.curve.secret_key_file = config_.bus_secret_key;
+  options.curve.authorized_keys = config_.bus_authorized_keys;
+  options.on_refused = [this](std::string_view address, std::string_view reason) { log_refused_worker(address, reason); };
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
@@ -70,6 +73,17 @@ void Dispatcher::stop() {
   ticker_.cancel();
   transport_->stop();
   transport_.reset();
+}
+
+void Dispatcher::reload_credentials() {
+  if (transport_) transport_->reload_credentials();
+}
+
+// Keyed by the peer's host, not its port: every reconnect comes from a new port.
+void Dispatcher::log_refused_worker(std::string_view address, std::string_view reason) {
+  auto host = address.substr(0, address.rfind(':'));
+  LogLimiter::warn(log::bus(), refused_log_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
+                   "bus: refused worker at {}: {}", address, reason);
 }
 
 void Dispatcher::post(ToBus message) { from_sessions_.push(std::move(message)); }

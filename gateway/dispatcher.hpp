@@ -17,6 +17,7 @@
 
 #include "asgi_bridge/bus/transport.hpp"
 #include "config.hpp"
+#include "log_limiter.hpp"
 #include "mailbox.hpp"
 #include "metrics.hpp"
 #include "session_event.hpp"
@@ -35,6 +36,8 @@ class Dispatcher {
   void post(ToBus message);
   // Bus thread: says bye to every worker and closes the bus.
   void stop();
+  // Bus thread (SIGHUP): rereads the bus's key files (the CURVE allow-list).
+  void reload_credentials();
   // Any thread (atomics inside).
   Metrics& metrics() { return metrics_; }
   // Redis: workers pull new connections; valid after start().
@@ -84,6 +87,7 @@ class Dispatcher {
   void tick();
   void publish_worker_gauges();
   void schedule_tick();
+  void log_refused_worker(std::string_view address, std::string_view reason);
 
   boost::asio::io_context& io_;
   Mailbox<ToBus> from_sessions_;  // batched: one wake-up carries many
@@ -100,6 +104,7 @@ class Dispatcher {
   std::unordered_map<std::string, Worker> workers_;
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
+  LogLimiter refused_log_;  // refused CURVE handshakes: anyone who reaches the bus port can cause them
 };
 
 }  // namespace asgi_bridge::gateway

@@ -41,6 +41,7 @@ ZmqTransport::ZmqTransport(boost::asio::io_context& io, const std::string& endpo
   if (options.max_message_size > 0) {
     socket_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options.max_message_size));
   }
+  if (options.curve.enabled()) security_ = std::make_unique<ZmqSecurity>(io, context_, socket_, endpoint, options);
   try {
     if (role_ == Role::gateway) {
       socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peer: an error, not a silent drop
@@ -91,8 +92,13 @@ void ZmqTransport::stop() {
   boost::system::error_code ignored;
   readable_.cancel(ignored);
   readable_.release();
+  if (security_) security_->stop();  // its sockets close before the context
   socket_.close();
   context_.close();
+}
+
+void ZmqTransport::reload_credentials() {
+  if (security_) security_->reload();
 }
 
 void ZmqTransport::schedule_drain() {

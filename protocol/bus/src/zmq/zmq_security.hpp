@@ -1,0 +1,62 @@
+#pragma once
+// CURVE on one ZmqTransport socket (docs/security.md).
+//
+// Gateway: the ROUTER is a CURVE server holding our secret key; a ZAP handler
+// checks each worker's public key against --bus-authorized-keys; a monitor
+// names the workers refused before ZAP is asked (no key, or a worker that
+// encrypted for another gateway's key). Worker: the DEALER is a CURVE client
+// of the gateway's public key; a monitor logs why the gateway refused us
+// and connects again after a refusal (libzmq gives up on an endpoint whose
+// handshake failed with an authentication or protocol error: a key added to
+// the gateway's allow-list later must start working).
+//
+// Built before the socket binds or connects; stopped before it closes.
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <zmq.hpp>
+
+#include "asgi_bridge/bus/transport.hpp"
+#include "zmq/handshake_monitor.hpp"
+#include "zmq/zap_authenticator.hpp"
+
+namespace asgi_bridge::bus {
+
+class ZmqSecurity {
+ public:
+  ZmqSecurity(boost::asio::io_context& io, zmq::context_t& context, zmq::socket_t& socket,
+              const std::string& endpoint, const TransportOptions& options);
+  ZmqSecurity(const ZmqSecurity&) = delete;
+  ZmqSecurity& operator=(const ZmqSecurity&) = delete;
+  ~ZmqSecurity() { stop(); }
+
+  // Gateway: rereads the allow-list; on error keeps the previous one.
+  void reload();
+  void stop();
+
+ private:
+  void on_gateway_event(std::uint16_t event, std::uint32_t value, std::string_view address);
+  void on_worker_event(std::uint16_t event, std::uint32_t value, std::string_view address);
+  void refused(std::string_view address, std::string_view reason);
+  void reconnect_later();
+
+  Role role_;
+  zmq::socket_t& socket_;
+  std::string endpoint_;
+  CurveOptions curve_;
+  RefusedCallback on_refused_;
+  std::unique_ptr<ZapAuthenticator> zap_;  // gateway only
+  std::unique_ptr<HandshakeMonitor> monitor_;
+  // Worker: the same failure is logged again only after k_repeat_log.
+  std::string last_failure_;
+  std::chrono::steady_clock::time_point last_logged_;
+  boost::asio::steady_timer retry_;
+  bool retry_pending_ = false;
+  bool stopped_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace asgi_bridge::bus
