@@ -9,7 +9,9 @@ made by both keygen commands in the test's folder.
   put back + SIGHUP, the refused worker (still retrying) serves again;
 - on the wire (a TCP relay between worker and gateway): a request body's marker is in the
   capture without CURVE, not with it;
-- a non-loopback bus without CURVE is refused at startup, unless --bus-insecure.
+- a non-loopback bus without CURVE is refused at startup, unless --bus-insecure;
+- the C++ SDK's echo example over CURVE (HTTP and WebSocket), and refused until its key is
+  added (its monitor logs why, and it keeps retrying).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .harness import (APPS_DIR, WORKER_PATH, Bridge, Gateway, Worker, free_port,
                       gateway_binary, request, wait_until)
+from .test_cpp_workers import start_cpp_worker
 from .wsraw import TEXT, RawWebSocket
 
 DISPATCH_TIMEOUT = "1"
@@ -365,3 +368,32 @@ def test_curve_option_errors(tmp_path, keys):
          "--bus-server-key", str(keys.root / "gateway.key")],
         capture_output=True, text=True, timeout=30, env=env)
     assert worker.returncode == 2 and "--bus-secret-key" in worker.stderr
+
+
+def test_cpp_worker_over_curve(bridges, keys):
+    b = bridges(app=None)
+    b.start_gateway(keys.gateway_args())
+    worker = start_cpp_worker(b, "echo", *keys.worker_args("w2"))
+    b.wait_ready()
+    r = request(b.port, "POST", "/", body=b"c++ over curve")
+    assert (r.status, r.body) == (200, b"c++ over curve")
+    with RawWebSocket(b.port, "/ws") as ws:
+        assert ws.read_handshake().status == 101
+        ws.send_frame(TEXT, b"hello c++")
+        assert ws.read_message() == (TEXT, b"hello c++")
+    assert worker.alive()
+
+
+def test_cpp_worker_refused_until_its_key_is_added(bridges, keys):
+    b = bridges(app=None)
+    b.start_gateway(keys.gateway_args())
+    worker = start_cpp_worker(b, "echo", *keys.worker_args("stranger"))
+    wait_log(worker, "the gateway refused our public key")
+    wait_log(b.gateway, f"unknown key {keys.public('stranger')}")
+    assert request(b.port, "GET", "/", timeout=10).status == 503
+
+    (keys.authorized / "stranger.key").write_bytes((keys.root / "stranger.key").read_bytes())
+    b.gateway.signal(signal.SIGHUP)
+    wait_log(worker, "CURVE handshake with")
+    b.wait_ready()
+    assert request(b.port, "POST", "/", body=b"late").body == b"late"
