@@ -3,6 +3,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/ip/address.hpp>
 
 namespace asgi_bridge::gateway {
 namespace {
@@ -49,7 +50,10 @@ bool loopback_zmq(const std::string& url) {
   auto hostport = std::string_view(url).substr(6);
   auto host = hostport.substr(0, hostport.rfind(':'));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return host == "localhost" || host == "::1" || host.substr(0, 4) == "127.";
+  if (host == "localhost") return true;
+  boost::system::error_code error;
+  auto address = boost::asio::ip::make_address(std::string(host), error);
+  return !error && address.is_loopback();
 }
 
 // Secure by default (docs/security.md): a bus other hosts can reach needs

@@ -101,6 +101,13 @@ def wait_log(proc, text: str, timeout: float = 10.0) -> None:
     wait_until(lambda: text in proc.log(), timeout, f"{proc.name} to log {text!r}")
 
 
+def assert_websocket_echo(port: int, path: str, text: bytes) -> None:
+    with RawWebSocket(port, path) as ws:
+        assert ws.read_handshake().status == 101
+        ws.send_frame(TEXT, text)
+        assert ws.read_message() == (TEXT, text)
+
+
 def test_keygen_writes_zmq_certificates(keys):
     for name in ("gateway", "w1"):  # one from each keygen
         public, secret = keys.root / f"{name}.key", keys.root / f"{name}.key_secret"
@@ -123,10 +130,7 @@ def test_right_keys_serve_http_and_websocket(bridges, keys):
     for _ in range(4):
         r = request(b.port, "POST", "/echo", body=b"over curve")
         assert (r.status, r.body) == (200, b"over curve")
-    with RawWebSocket(b.port, "/ws?id=c") as ws:
-        assert ws.read_handshake().status == 101
-        ws.send_frame(TEXT, b"hello curve")
-        assert ws.read_message() == (TEXT, b"hello curve")
+    assert_websocket_echo(b.port, "/ws?id=c", b"hello curve")
     assert "refused worker" not in b.gateway.log()
 
 
@@ -377,10 +381,7 @@ def test_cpp_worker_over_curve(bridges, keys):
     b.wait_ready()
     r = request(b.port, "POST", "/", body=b"c++ over curve")
     assert (r.status, r.body) == (200, b"c++ over curve")
-    with RawWebSocket(b.port, "/ws") as ws:
-        assert ws.read_handshake().status == 101
-        ws.send_frame(TEXT, b"hello c++")
-        assert ws.read_message() == (TEXT, b"hello c++")
+    assert_websocket_echo(b.port, "/ws", b"hello c++")
     assert worker.alive()
 
 
