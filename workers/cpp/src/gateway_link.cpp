@@ -24,14 +24,11 @@ GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const
   if (curve.secret_key_file.empty() != curve.server_key_file.empty()) {
     throw std::invalid_argument("ZeroMQ CURVE needs both --bus-server-key and --bus-secret-key");
   }
-  if (curve.enabled() && url_.rfind("zmq", 0) != 0) {
-    throw std::invalid_argument("--bus-server-key/--bus-secret-key apply to zmq:// buses only");
-  }
   bus::TransportOptions options;
   options.role = bus::Role::worker;
   options.identity = worker_id;
   options.key_prefix = key_prefix;
-  options.curve = curve;
+  if (url_.rfind("zmq", 0) == 0) options.curve = curve;  // Redis links ignore ZeroMQ keys
   transport_ = bus::make_transport(bus_io, url_, options);
   shared_ = transport_->has_shared_queue();
 }
