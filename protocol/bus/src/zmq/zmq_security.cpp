@@ -1,5 +1,9 @@
 #include "zmq/zmq_security.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -12,6 +16,9 @@ namespace {
 
 constexpr auto k_repeat_log = std::chrono::seconds(30);
 constexpr auto k_retry = std::chrono::seconds(1);
+// Peers remembered (their keys, or revoked): past this the memory starts over,
+// keys are learned again from the next messages (a revoked id stays revoked).
+constexpr std::size_t k_max_peers = 100000;
 constexpr int k_failures = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
 
@@ -30,6 +37,27 @@ void set_worker_keys(zmq::socket_t& socket, const CurveOptions& curve) {
   socket.set(zmq::sockopt::curve_secretkey, ours.secret_key);
 }
 
+// "IP:PORT" of a connected socket, as the ZAP handler's addresses (IP only) read.
+std::string peer_address(int fd) {
+  sockaddr_storage address{};
+  socklen_t size = sizeof address;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) return "an unknown address";
+  char host[INET6_ADDRSTRLEN] = {};
+  unsigned port = 0;
+  if (address.ss_family == AF_INET) {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+    ::inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+    port = ntohs(v4->sin_port);
+  } else if (address.ss_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+    port = ntohs(v6->sin6_port);
+  } else {
+    return "a local socket";  // zmq+ipc://
+  }
+  return fmt::format("{}:{}", host, port);
+}
+
 std::string protocol_error(std::uint32_t value) { return fmt::format("handshake protocol error {:#x}", value); }
 
 }  // namespace
@@ -46,7 +74,9 @@ ZmqSecurity::ZmqSecurity(boost::asio::io_context& io, zmq::context_t& context, z
     bus_log().info("bus: CURVE on, {} authorized worker keys in {}", zap_->key_count(), curve_.authorized_keys);
     // Refusals after a ZAP verdict are the ZAP handler's to log.
     monitor_ = std::make_unique<HandshakeMonitor>(
-        io, context, socket, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+        io, context, socket,
+        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_ACCEPTED |
+            ZMQ_EVENT_DISCONNECTED,
         [this](auto event, auto value, auto address) { on_gateway_event(event, value, address); });
   } else {
     set_worker_keys(socket, curve_);
@@ -67,14 +97,31 @@ void ZmqSecurity::reload() {
   }
   auto before = zap_->key_count();
   zap_->set_keys(keys);
-  bus_log().info("bus: reloaded {}: {} authorized worker keys (were {}); a removed key is refused from its "
-                 "next connection, its open connections stay until they close",
-                 curve_.authorized_keys, zap_->key_count(), before);
+  bus_log().info("bus: reloaded {}: {} authorized worker keys (were {})", curve_.authorized_keys,
+                 zap_->key_count(), before);
+  std::unordered_set<std::string> allowed(keys.begin(), keys.end());
+  for (const auto& [peer, key] : peer_keys_) {
+    if (allowed.count(key)) {
+      revoked_peers_.erase(peer);
+    } else if (revoked_peers_.insert(peer).second) {
+      bus_log().warn("bus: worker {} revoked (key {} no longer authorized): its connection is ignored", peer, key);
+    }
+  }
+}
+
+bool ZmqSecurity::admit(std::string_view peer, zmq::message_t& payload) {
+  if (peer_keys_.find(std::string(peer)) == peer_keys_.end()) {
+    if (peer_keys_.size() >= k_max_peers) peer_keys_.clear();
+    const char* key = zmq_msg_gets(payload.handle(), "User-Id");
+    peer_keys_.emplace(peer, key ? key : "");
+  }
+  return may_send(peer);
 }
 
 void ZmqSecurity::stop() {
   if (stopped_) return;
   stopped_ = true;
+  revoked_peers_.clear();
   *alive_ = false;
   retry_.cancel();
   if (monitor_) monitor_->stop();
@@ -82,13 +129,33 @@ void ZmqSecurity::stop() {
 }
 
 // ZAP is asked only after the key exchange: a worker without CURVE, or one
-// that encrypted its hello for another key, shows up here only.
-void ZmqSecurity::on_gateway_event(std::uint16_t, std::uint32_t value, std::string_view address) {
-  if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) return refused(address, "no CURVE key (plain ZeroMQ)");
-  if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
-    return refused(address, "CURVE hello not for this gateway's key (wrong --bus-server-key)");
+// that encrypted its hello for another key, shows up here only. A worker
+// without CURVE may see the mismatch of the greetings first and hang up: then
+// libzmq only says that the handshake ended early.
+void ZmqSecurity::on_gateway_event(std::uint16_t event, std::uint32_t value, std::string_view) {
+  switch (event) {
+    case ZMQ_EVENT_ACCEPTED:
+      if (accepted_.size() >= k_max_peers) accepted_.clear();
+      accepted_[value] = peer_address(static_cast<int>(value));
+      return;
+    case ZMQ_EVENT_DISCONNECTED: {
+      auto found = accepted_.find(value);
+      if (!pending_refusal_.empty()) {
+        refused(found == accepted_.end() ? "an unknown address" : found->second, pending_refusal_);
+        pending_refusal_.clear();
+      }
+      if (found != accepted_.end()) accepted_.erase(found);
+      return;
+    }
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      pending_refusal_ = "hung up during the handshake (no CURVE key, or not a ZeroMQ peer)";
+      return;
+    default:
+      pending_refusal_ = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "no CURVE key (plain ZeroMQ)"
+                         : value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+                             ? "CURVE hello not for this gateway's key (wrong --bus-server-key)"
+                             : protocol_error(value);
   }
-  refused(address, protocol_error(value));
 }
 
 void ZmqSecurity::refused(std::string_view address, std::string_view reason) {

@@ -14,6 +14,9 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -33,8 +36,18 @@ class ZmqSecurity {
   ZmqSecurity& operator=(const ZmqSecurity&) = delete;
   ~ZmqSecurity() { stop(); }
 
-  // Gateway: rereads the allow-list; on error keeps the previous one.
+  // Gateway: rereads the allow-list; on error keeps the previous one. The
+  // workers already connected with a removed key are revoked: their messages
+  // are dropped and sends to them fail (peer_unknown), so the gateway loses
+  // them as it loses a dead worker.
   void reload();
+  // Gateway, each message received from `peer`: false when it must be dropped.
+  // Learns which key each peer authenticated with (ZAP's User-Id).
+  bool admit(std::string_view peer, zmq::message_t& payload);
+  // Gateway: false for a revoked peer.
+  bool may_send(std::string_view peer) const {
+    return revoked_peers_.empty() || revoked_peers_.count(std::string(peer)) == 0;
+  }
   void stop();
 
  private:
@@ -50,6 +63,14 @@ class ZmqSecurity {
   RefusedCallback on_refused_;
   std::unique_ptr<ZapAuthenticator> zap_;  // gateway only
   std::unique_ptr<HandshakeMonitor> monitor_;
+  // Gateway: the monitor names only our own endpoint, so peers' addresses
+  // are taken when accepted (by descriptor) and a failed handshake is logged
+  // at its disconnect, which follows it on libzmq's one I/O thread.
+  std::unordered_map<std::uint32_t, std::string> accepted_;
+  std::string pending_refusal_;
+  // Gateway: routing id -> Z85 key of the connected workers, and the revoked ids.
+  std::unordered_map<std::string, std::string> peer_keys_;
+  std::unordered_set<std::string> revoked_peers_;
   // Worker: the same failure is logged again only after k_repeat_log.
   std::string last_failure_;
   std::chrono::steady_clock::time_point last_logged_;

@@ -71,6 +71,7 @@ SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
   if (stopped_) return SendStatus::failed;
   try {
     if (role_ == Role::gateway) {
+      if (security_ && !security_->may_send(peer)) return SendStatus::peer_unknown;  // revoked worker
       auto sent = socket_.send(zmq::buffer(peer.data(), peer.size()),
                                zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       if (!sent) return SendStatus::would_block;
@@ -134,6 +135,7 @@ void ZmqTransport::drain() {
         if (!socket_.recv(extra, zmq::recv_flags::dontwait)) break;
         if (!extra.more()) break;
       }
+      if (security_ && !security_->admit(first.to_string_view(), second)) continue;  // revoked worker
       deliver(first, &second);
     } else {
       deliver(first, nullptr);
