@@ -3,6 +3,7 @@
 #include <array>
 #include <chrono>
 #include <ctime>
+#include <utility>
 
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
@@ -172,10 +173,13 @@ std::string format_response_head(const ResponseHead& head) {
                  std::string_view(reason.data(), reason.size()));
   bool has_date = false;
   bool has_server = false;
+  bool has_length = false;
   if (head.app_headers) {
     for (const auto& header : *head.app_headers) {
       auto name = lower(header.name);
       if (is_hop_by_hop_for_app(name)) continue;
+      // Repeats are identical (check_response_head): one line, as RFC 9110 §8.6 wants.
+      if (name == "content-length" && std::exchange(has_length, true)) continue;
       has_date = has_date || name == "date";
       has_server = has_server || name == "server";
       out.append(header.name).append(": ").append(header.value).append("\r\n");

@@ -26,7 +26,7 @@ void BusLink::open() {
 }
 
 void BusLink::end() {
-  dispatcher_.post({ToBus::Type::end, conn_id_, {}});
+  dispatcher_.post({.type = ToBus::Type::end, .conn_id = conn_id_, .bytes = {}, .redispatchable = false, .credit_bytes = 0, .websocket = false});
   shard_.detach(conn_id_);
   conn_id_ = 0;
 }
@@ -37,7 +37,8 @@ void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redi
   envelope.window = protocol::k_default_byte_window;
   envelope.scope = std::move(scope);
   envelope.event = std::move(event);
-  post(envelope, ToBus::Type::first, redispatchable);
+  bool websocket = envelope.scope->type == protocol::ScopeType::websocket;
+  post(envelope, ToBus::Type::first, redispatchable, websocket);
 }
 
 void BusLink::send_event(protocol::Event event) {
@@ -47,12 +48,17 @@ void BusLink::send_event(protocol::Event event) {
   post(envelope, ToBus::Type::message);
 }
 
-void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable) {
+void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable, bool websocket) {
   envelope.gateway_id = dispatcher_.gateway_id();
   envelope.conn_id = conn_id_;
   envelope.seq = out_seq_++;
   ++events_in_flight_;
-  dispatcher_.post({type, conn_id_, protocol::encode(envelope), redispatchable});
+  dispatcher_.post({.type = type,
+                    .conn_id = conn_id_,
+                    .bytes = protocol::encode(envelope),
+                    .redispatchable = redispatchable,
+                    .credit_bytes = 0,
+                    .websocket = websocket});
 }
 
 bool BusLink::accept_sequence(const WorkerMessage& reply) {
@@ -61,9 +67,11 @@ bool BusLink::accept_sequence(const WorkerMessage& reply) {
   return true;
 }
 
-void BusLink::on_credit(std::uint64_t events) {
-  events_in_flight_ -= static_cast<unsigned>(std::min<std::uint64_t>(events, events_in_flight_));
+bool BusLink::on_credit(std::uint64_t events) {
+  if (events > events_in_flight_) return false;
+  events_in_flight_ -= static_cast<unsigned>(events);
   credit_wake_.cancel();
+  return true;
 }
 
 boost::asio::awaitable<void> BusLink::wait_for_credit() {
@@ -80,7 +88,12 @@ void BusLink::on_written(std::uint64_t bytes) {
   envelope.gateway_id = dispatcher_.gateway_id();
   envelope.conn_id = conn_id_;
   envelope.bytes = written_unacked_;
-  dispatcher_.post({ToBus::Type::message, conn_id_, protocol::encode(envelope)});
+  dispatcher_.post({.type = ToBus::Type::message,
+                    .conn_id = conn_id_,
+                    .bytes = protocol::encode(envelope),
+                    .redispatchable = false,
+                    .credit_bytes = written_unacked_,
+                    .websocket = false});
   written_unacked_ = 0;
 }
 

@@ -40,8 +40,10 @@ class BusLink {
 
   // True for the worker's next event in sequence (and counts it).
   bool accept_sequence(const WorkerMessage& reply);
-  // The worker consumed `events` of ours: the reader may go on.
-  void on_credit(std::uint64_t events);
+  // The worker consumed `events` of ours: the reader may go on. False when
+  // it acknowledges events we never sent (a lying worker would have us read
+  // the client without bound and queue it all towards itself).
+  bool on_credit(std::uint64_t events);
   bool window_full() const { return events_in_flight_ >= protocol::k_event_window; }
   // Waits for the next credit or wake(); the caller re-checks its condition.
   boost::asio::awaitable<void> wait_for_credit();
@@ -50,7 +52,7 @@ class BusLink {
   void on_written(std::uint64_t bytes);
 
  private:
-  void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false);
+  void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false, bool websocket = false);
 
   Shard& shard_;
   Dispatcher& dispatcher_;

@@ -118,7 +118,13 @@ ParseOutcome parse_config(int argc, char** argv) {
   add_seconds(app, "ping-interval", config.ping_interval, "WebSocket ping interval; 0 = off");
   add_seconds(app, "ping-timeout", config.ping_timeout, "close a WebSocket whose pong is this late");
   add_seconds(app, "keepalive-timeout", config.keepalive_timeout, "close idle keep-alive connections");
-  add_seconds(app, "request-timeout", config.request_timeout, "400/close when the client is this slow sending its request");
+  add_seconds(app, "request-timeout", config.request_timeout,
+              "408 when a request head is not whole this long after its first byte, or a body sends nothing this long");
+  add(app, "min-body-rate", config.min_body_rate,
+      "408 when a request body averages fewer bytes/s than this, past --min-body-rate-grace; 0 = off")
+      ->check(CLI::NonNegativeNumber);
+  add_seconds(app, "min-body-rate-grace", config.min_body_rate_grace,
+              "time a request body gets before --min-body-rate applies");
   add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work");
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
@@ -127,6 +133,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
       ->check(CLI::PositiveNumber);
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
+  add(app, "group-relay-rate", config.group_relay_rate,
+      "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
   add(app, "server-name", config.server_name, "Server header value (empty: none)");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")

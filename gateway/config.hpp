@@ -3,6 +3,7 @@
 // ASGI_BRIDGE_* environment variables, then passed by const& everywhere.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,13 +43,18 @@ struct Config {
   Seconds ping_interval{20};
   Seconds ping_timeout{30};
   Seconds keepalive_timeout{5};           // idle keep-alive connection
-  Seconds request_timeout{60};            // client too slow sending head or body
+  Seconds request_timeout{60};            // whole request head; each wait for body bytes
+  // A request body must average this many bytes/s over the time the gateway
+  // waits for it, after a grace period: 408 (Apache's MinRate); 0 = off.
+  std::uint64_t min_body_rate = 500;
+  Seconds min_body_rate_grace{10};
   Seconds drain_timeout{10};              // SIGTERM: time in-flight work gets
   Seconds heartbeat_interval{1};
   std::size_t max_body_size = 100 * 1024 * 1024;
   std::size_t max_header_size = 16 * 1024;  // request line + fields, as received
   std::size_t max_header_count = 100;       // fields in a request head (as nginx and uvicorn)
   std::size_t max_message_size = 16 * 1024 * 1024;
+  std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
   std::string root_path;
   std::string server_name = "asgi-bridge";
   std::string log_level = "info";

@@ -21,6 +21,8 @@ std::string random_gateway_id() {
 }
 
 constexpr auto k_tick = std::chrono::milliseconds(50);
+// Room for a message's envelope and headers around its largest payload.
+constexpr std::size_t k_envelope_slack = 64 * 1024;
 
 // redis://user:password@HOST:PORT/DB -> redis://HOST:PORT/DB: no secrets in logs.
 std::string without_credentials(std::string_view url) {
@@ -29,6 +31,18 @@ std::string without_credentials(std::string_view url) {
   auto rest = url.substr(scheme.size());
   auto at = rest.rfind('@');
   return at == std::string_view::npos ? std::string(url) : std::string(scheme) + std::string(rest.substr(at + 1));
+}
+
+// The worker's last event of a connection: after it, the worker leaving
+// takes nothing from the client. `trailers`: the response start announced them.
+bool is_last_event(const Envelope& envelope, bool trailers) {
+  if (envelope.kind == Kind::error) return true;
+  if (envelope.kind != Kind::event || !envelope.event) return false;
+  const auto& event = *envelope.event;
+  if (auto* body = std::get_if<protocol::HttpResponseBody>(&event)) return !body->more_body && !trailers;
+  if (auto* more = std::get_if<protocol::HttpResponseTrailers>(&event)) return !more->more_trailers;
+  if (auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&event)) return !body->more_body;
+  return std::holds_alternative<protocol::WebSocketClose>(event);
 }
 
 // Frees a connection's copy of its first event (clear() would keep the
@@ -52,11 +66,15 @@ void Dispatcher::start() {
   options.role = bus::Role::gateway;
   options.identity = gateway_id_;
   options.key_prefix = config_.bus_prefix;
+  // ZeroMQ refuses a larger frame itself (and drops that peer), before
+  // allocating it: no worker makes us buffer more than this per message.
+  options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
   options.curve.secret_key_file = config_.bus_secret_key;
   options.curve.authorized_keys = config_.bus_authorized_keys;
   options.on_refused = [this](std::string_view address, std::string_view reason) { log_refused_worker(address, reason); };
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();
+  transport_->watch_peers([this](std::string_view peer) { worker_lost(std::string(peer), "disconnected"); });
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
   next_heartbeat_ = Clock::now();
   schedule_tick();
@@ -82,7 +100,7 @@ void Dispatcher::reload_credentials() {
 // Keyed by the peer's host, not its port: every reconnect comes from a new port.
 void Dispatcher::log_refused_worker(std::string_view address, std::string_view reason) {
   auto host = address.substr(0, address.rfind(':'));
-  LogLimiter::warn(log::bus(), refused_log_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
+  LogLimiter::warn(log::bus(), limiter_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
                    "bus: refused worker at {}: {}", address, reason);
 }
 
@@ -101,6 +119,7 @@ void Dispatcher::submit(ToBus&& message) {
 void Dispatcher::on_first(ToBus&& message) {
   auto& connection = connections_[message.conn_id];
   connection.redispatchable = message.redispatchable;
+  connection.websocket = message.websocket;
   connection.first = std::move(message.bytes);
   connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
@@ -114,8 +133,8 @@ void Dispatcher::on_first(ToBus&& message) {
 // Redis: every worker with free capacity may pull it; the first message of
 // a worker about it (its claim) makes that worker the owner.
 void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
-  if (transport_->send({}, connection.first) != bus::SendStatus::sent) {
-    log::bus().warn("conn {}: the bus is unavailable", conn_id);
+  if (transport_->offer_shared(connection.kind(), connection.first) != bus::SendStatus::sent) {
+    LogLimiter::warn(log::bus(), limiter_, "bus unavailable", "conn {}: the bus is unavailable", conn_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
   }
 }
@@ -124,7 +143,7 @@ void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std:
   auto& worker = workers_[worker_id];
   worker.last_seen = Clock::now();
   connection.owner = worker_id;
-  ++worker.in_flight;
+  ++worker.assigned(connection.websocket);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
   connection.queued.clear();
 }
@@ -132,6 +151,9 @@ void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std:
 void Dispatcher::on_session_message(ToBus&& message) {
   auto it = connections_.find(message.conn_id);
   if (it == connections_.end()) return;  // its worker is gone; the session already knows
+  auto& connection = it->second;
+  if (connection.orphaned) return;  // its worker finished it and left
+  connection.unacked_bytes -= std::min(message.credit_bytes, connection.unacked_bytes);
   if (it->second.owner.empty()) {
     it->second.queued.push_back(std::move(message.bytes));
   } else {
@@ -147,47 +169,59 @@ void Dispatcher::on_end(std::uint64_t conn_id) {
     // have popped it already, and must then hear the end of it (the
     // disconnect queued last) when its claim arrives, or its app would wait
     // for the rest of a request forever.
-    transport_->withdraw_shared(it->second.first);
+    transport_->withdraw_shared(it->second.kind(), it->second.first);
     it->second.ended = true;
     return;
   }
   if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
-    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+    worker->second.finished(it->second.websocket);
   }
   connections_.erase(it);  // a stale id left in waiting_ is skipped
   dispatch_waiting();
 }
 
+// Arrival order within each kind; a WebSocket waiting for WebSocket capacity
+// does not hold up the HTTP requests behind it, nor the reverse.
 void Dispatcher::dispatch_waiting() {
-  while (!shared_queue_ && !waiting_.empty()) {
-    auto conn_id = waiting_.front();
-    auto it = connections_.find(conn_id);
-    if (it == connections_.end() || !it->second.owner.empty()) {
-      waiting_.pop_front();
+  if (shared_queue_) return;
+  bool full[2] = {false, false};  // [websocket]: no worker has room for that kind
+  for (auto it = waiting_.begin(); it != waiting_.end() && !(full[0] && full[1]);) {
+    auto conn_id = *it;
+    auto connection = connections_.find(conn_id);
+    if (connection == connections_.end() || !connection->second.owner.empty()) {
+      it = waiting_.erase(it);
       continue;
     }
+    bool websocket = connection->second.websocket;
     std::string worker_id;
-    Worker* worker = pick_worker(worker_id);
-    if (!worker) return;
-    waiting_.pop_front();
-    assign(conn_id, it->second, worker_id, *worker);
+    Worker* worker = full[websocket] ? nullptr : pick_worker(websocket, worker_id);
+    if (!worker) {
+      full[websocket] = true;
+      ++it;
+      continue;
+    }
+    it = waiting_.erase(it);
+    assign(conn_id, connection->second, worker_id, *worker);
   }
 }
 
-// Least loaded by in_flight/capacity; ties go to the worker assigned to
-// longest ago, which spreads a light load over every worker.
-Dispatcher::Worker* Dispatcher::pick_worker(std::string& id_out) {
+// Least loaded by used/limit of the connection's kind; ties go to the worker
+// assigned to longest ago, which spreads a light load over every worker.
+Dispatcher::Worker* Dispatcher::pick_worker(bool websocket, std::string& id_out) {
   Worker* best = nullptr;
+  std::pair<std::uint64_t, std::uint64_t> best_load;
   for (auto& [id, worker] : workers_) {
-    if (worker.draining || worker.in_flight >= worker.capacity) continue;
+    auto load = worker.load(websocket);
+    if (worker.draining || load.first >= load.second) continue;
     bool better = !best;
     if (best) {
-      auto lhs = std::uint64_t{worker.in_flight} * best->capacity;
-      auto rhs = std::uint64_t{best->in_flight} * worker.capacity;
+      auto lhs = load.first * best_load.second;
+      auto rhs = best_load.first * load.second;
       better = lhs < rhs || (lhs == rhs && worker.last_assigned < best->last_assigned);
     }
     if (better) {
       best = &worker;
+      best_load = load;
       id_out = id;
     }
   }
@@ -197,7 +231,7 @@ Dispatcher::Worker* Dispatcher::pick_worker(std::string& id_out) {
 void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id,
                         Worker& worker) {
   connection.owner = worker_id;
-  ++worker.in_flight;
+  ++worker.assigned(connection.websocket);
   worker.last_assigned = ++assignments_;
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
   send_to(worker_id, connection.first, conn_id);
@@ -212,7 +246,8 @@ void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, s
   if (status == bus::SendStatus::sent) return;
   // Deferred: the caller may be iterating over connections or workers.
   if (status == bus::SendStatus::would_block) {
-    log::bus().warn("conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
+    LogLimiter::warn(log::bus(), limiter_, worker_id + ": queue full",
+                     "conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::worker_lost); });
     return;
   }
@@ -232,7 +267,8 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     if (error->unknown_kind) {
       log::bus().debug("worker {}: ignoring a message of unknown kind: {}", worker_id, error->message);
     } else {
-      log::bus().warn("worker {}: malformed message dropped: {}", worker_id, error->message);
+      LogLimiter::warn(log::bus(), limiter_, worker_id + ": malformed", "worker {}: malformed message dropped: {}",
+                       worker_id, error->message);
       fail_malformed(worker_id, error->conn_id);
     }
     if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.last_seen = Clock::now();
@@ -251,7 +287,7 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
       }
       return;
     case Kind::bye:
-      return worker_lost(worker_id, "said bye");
+      return worker_lost(worker_id, k_said_bye);
     case Kind::event:
     case Kind::credit:
     case Kind::error:
@@ -274,16 +310,36 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
   }
   const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
   if (message.data.size() > config_.max_message_size) {
-    log::bus().warn("worker {}: group message of {} bytes over --max-message-size dropped", origin,
-                    message.data.size());
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group size",
+                     "worker {}: group message of {} bytes over --max-message-size dropped", origin, message.data.size());
+    metrics_.count_group_dropped();
     return;
   }
-  for (const auto& [id, worker] : workers_) {
+  std::size_t over_budget = 0;
+  for (auto& [id, worker] : workers_) {
     if (id == origin) continue;
-    if (transport_->send(id, payload) != bus::SendStatus::sent) {
+    if (!group_budget_allows(worker, payload.size())) {
+      ++over_budget;
+      metrics_.count_group_dropped();
+    } else if (transport_->send(id, payload) != bus::SendStatus::sent) {
+      metrics_.count_group_dropped();
       log::bus().debug("worker {}: group message from {} not relayed (queue full or gone)", id, origin);
     }
   }
+  if (over_budget > 0) {
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group budget",
+                     "worker {}: group message not relayed to {} worker(s) over their --group-relay-rate", origin,
+                     over_budget);
+  }
+}
+
+// What a peer may make us queue towards each worker: ZeroMQ's high-water
+// mark counts messages, whatever their size, so bytes are bounded here. A
+// message larger than the whole budget still goes alone, once per second.
+bool Dispatcher::group_budget_allows(Worker& worker, std::size_t bytes) {
+  if (worker.group_bytes > 0 && worker.group_bytes + bytes > config_.group_relay_rate) return false;
+  worker.group_bytes += bytes;
+  return true;
 }
 
 void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& envelope) {
@@ -291,7 +347,13 @@ void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& 
   auto& worker = it->second;
   worker.last_seen = Clock::now();
   worker.capacity = envelope.capacity.value_or(worker.capacity);
-  if (added) log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  if (envelope.ws_capacity) worker.ws_capacity = envelope.ws_capacity;
+  if (added && worker.ws_capacity) {
+    log::bus().info("worker {} joined (capacity {} HTTP requests, {} WebSockets)", worker_id, worker.capacity,
+                    *worker.ws_capacity);
+  } else if (added) {
+    log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
+  }
   publish_worker_gauges();  // /readyz knows at once, not at the next tick
   dispatch_waiting();
 }
@@ -323,7 +385,33 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
     connection.acknowledged = true;
     release(connection.first);
   }
+  if (envelope.kind == Kind::event && !within_window(worker_id, conn_id, connection, envelope)) return;
+  if (envelope.event) {
+    if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) connection.trailers = start->trailers;
+  }
+  connection.finished = connection.finished || is_last_event(envelope, connection.trailers);
+  envelope.worker_id = worker_id;  // the sender as the bus knows it, for the session's log lines
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, WorkerMessage::from(std::move(envelope)));
+}
+
+// A worker may send a payload while what we have not acknowledged is within
+// the window we granted (its send may then take it past by one message).
+// One that sends more ignores flow control: for a client that does not read
+// we would queue whatever it sends.
+bool Dispatcher::within_window(const std::string& worker_id, std::uint64_t conn_id, Connection& connection,
+                               const Envelope& envelope) {
+  auto bytes = envelope.event ? protocol::payload_size(*envelope.event) : 0;
+  if (bytes == 0) return true;
+  if (connection.unacked_bytes > protocol::k_default_byte_window) {
+    LogLimiter::warn(log::bus(), limiter_, worker_id + ": window",
+                     "conn {}: worker {} sent past its byte window ({} bytes unacknowledged, window {}); "
+                     "failing the connection",
+                     conn_id, worker_id, connection.unacked_bytes, protocol::k_default_byte_window);
+    reject(worker_id, conn_id, "byte window exceeded");
+    return false;
+  }
+  connection.unacked_bytes += bytes;
+  return true;
 }
 
 // --- failures and time ----------------------------------------------------
@@ -334,20 +422,26 @@ void Dispatcher::fail_malformed(const std::string& worker_id, std::optional<std:
   if (!conn_id) return;
   auto it = connections_.find(*conn_id);
   if (it == connections_.end() || it->second.owner != worker_id) return;
+  reject(worker_id, *conn_id, "malformed message");
+}
+
+// Fails the connection for its worker's fault; the worker is told so it
+// can drop the instance.
+void Dispatcher::reject(const std::string& worker_id, std::uint64_t conn_id, const char* why) {
   Envelope error;
   error.kind = Kind::error;
   error.gateway_id = gateway_id_;
-  error.conn_id = *conn_id;
-  error.message = "malformed message";
+  error.conn_id = conn_id;
+  error.message = why;
   transport_->send(worker_id, protocol::encode(error));
-  fail(*conn_id, BusFailure::worker_lost);
+  fail(conn_id, BusFailure::worker_lost);
 }
 
 void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
   auto it = connections_.find(conn_id);
   if (it == connections_.end()) return;
   if (auto worker = workers_.find(it->second.owner); worker != workers_.end()) {
-    worker->second.in_flight -= worker->second.in_flight > 0 ? 1 : 0;
+    worker->second.finished(it->second.websocket);
   }
   connections_.erase(it);
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, failure);
@@ -357,10 +451,15 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
   if (workers_.erase(worker_id) == 0) return;
   publish_worker_gauges();
   std::vector<std::uint64_t> failed;
+  std::size_t finished = 0;
   std::size_t requeued = 0;
   for (auto& [conn_id, connection] : connections_) {
-    if (connection.owner != worker_id) continue;
-    if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
+    if (connection.owner != worker_id || connection.orphaned) continue;
+    if (connection.finished) {
+      // Its session is writing the worker's last event: the client loses nothing.
+      connection.orphaned = true;
+      ++finished;
+    } else if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
       connection.owner.clear();
       connection.redispatched = true;
       connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
@@ -371,16 +470,32 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
       failed.push_back(conn_id);
     }
   }
-  // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
-  auto quiet = shared_queue_ ? spdlog::level::debug : spdlog::level::info;
-  auto level = failed.empty() && requeued == 0 ? quiet : spdlog::level::warn;
-  log::bus().log(level, "worker {} lost ({}): {} connections failed, {} re-dispatched", worker_id, why,
-                 failed.size(), requeued);
+  log_departure(worker_id, why, finished, requeued, failed.size());
   for (auto conn_id : failed) {
     log::bus().info("conn {}: failed with worker {}", conn_id, worker_id);
     fail(conn_id, BusFailure::worker_lost);
   }
   dispatch_waiting();
+}
+
+// Says what the clients saw: a worker that said bye after finishing its
+// connections simply left; one that vanished is news, more so with losses.
+void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, std::size_t finished,
+                               std::size_t requeued, std::size_t failed) {
+  bool said_bye = why == k_said_bye;
+  std::string line = fmt::format("worker {} {}", worker_id, said_bye ? "left" : fmt::format("lost ({})", why));
+  std::string_view separator = ": ";
+  const std::pair<std::size_t, const char*> outcomes[] = {{finished, "finished"}, {requeued, "re-dispatched"},
+                                                          {failed, "failed"}};
+  for (auto [count, what] : outcomes) {
+    if (count == 0) continue;
+    line += fmt::format("{}{} connection{} {}", separator, count, count == 1 ? "" : "s", what);
+    separator = ", ";
+  }
+  auto level = failed > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
+  // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
+  if (shared_queue_ && finished + requeued + failed == 0) level = spdlog::level::debug;
+  log::bus().log(level, "{}", line);
 }
 
 void Dispatcher::schedule_tick() {
@@ -408,6 +523,10 @@ void Dispatcher::tick() {
     }
   }
   for (auto& id : silent) worker_lost(id, "silent for 3 heartbeat intervals");
+  if (now - group_second_ >= std::chrono::seconds(1)) {
+    group_second_ = now;
+    for (auto& [id, worker] : workers_) worker.group_bytes = 0;
+  }
   while (!waiting_.empty()) {
     auto it = connections_.find(waiting_.front());
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;
@@ -416,8 +535,9 @@ void Dispatcher::tick() {
     if (it != connections_.end() && it->second.owner.empty() && it->second.ended) {
       connections_.erase(it);  // its session is gone and no worker took it
     } else if (it != connections_.end() && it->second.owner.empty()) {
-      log::bus().warn("conn {}: no worker with capacity within the dispatch timeout", conn_id);
-      if (shared_queue_) transport_->withdraw_shared(it->second.first);
+      LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
+                       "conn {}: no worker with capacity within the dispatch timeout", conn_id);
+      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first);
       fail(conn_id, BusFailure::no_capacity);
     }
   }
@@ -432,7 +552,7 @@ void Dispatcher::publish_worker_gauges() {
     if (worker.draining) continue;
     ++live;
     capacity += worker.capacity;
-    in_flight += worker.in_flight;
+    in_flight += worker.in_flight + worker.ws_in_flight;
   }
   metrics_.set_workers(live, capacity, in_flight);
 }

@@ -19,6 +19,7 @@
 #include "log.hpp"
 #include "log_limiter.hpp"
 #include "request_head_check.hpp"
+#include "response_check.hpp"
 #include "session_spawn.hpp"
 #include "websocket_session.hpp"
 
@@ -51,18 +52,6 @@ bool header_contains_token(const RequestHeader& request, http::field field, std:
   return false;
 }
 
-std::optional<std::uint64_t> content_length_of(const protocol::Headers& headers) {
-  for (const auto& header : headers) {
-    if (lower(header.name) != "content-length") continue;
-    try {
-      return std::stoull(header.value);
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 HttpSession::HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatcher, const Config& config)
@@ -75,6 +64,8 @@ HttpSession::HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatch
       buffer_(std::max(config.max_header_size, k_body_chunk) + k_head_read),
       read_deadline_(stream_.get_executor()),
       write_deadline_(stream_.get_executor()),
+      body_deadline_(stream_.get_executor()),
+      body_rate_(config.min_body_rate, std::chrono::duration_cast<Clock::duration>(config.min_body_rate_grace)),
       ends_(prepare_socket(stream_.socket(), stream_.is_tls())),
       link_(stream_.get_executor(), shard, dispatcher) {}
 
@@ -111,6 +102,7 @@ awaitable<void> HttpSession::run() {
     }
     if (!co_await serve()) break;
   }
+  if (head_too_slow_) co_await answer_slow_head();
   co_await tls_shutdown();
   close_socket();
 }
@@ -205,9 +197,8 @@ std::string_view HttpSession::buffered() const {
 // nothing tells where the next request would start. The log line is rate
 // limited per client address and reason: a client can send bad heads fast.
 awaitable<bool> HttpSession::reject_request(int status, std::string_view reason) {
-  thread_local LogLimiter limiter;
   auto peer = ends_.peer_address ? ends_.peer_address->to_string() : std::string("unix");
-  LogLimiter::warn(log::http(), limiter, fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
+  LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
                    status, reason);
   dispatcher_.metrics().count_response(Protocol::http, status);
   co_await write(format_error_response(status, config_.server_name));
@@ -227,6 +218,8 @@ awaitable<bool> HttpSession::serve() {
   content_length_.reset();
   trailers_.clear();
   started_at_ = Clock::now();
+  body_rate_.reset();
+  body_too_slow_ = false;
   head_request_ = request.method() == http::verb::head;
   keep_alive_ = request.keep_alive();
   trailers_allowed_ = header_contains_token(request, http::field::te, "trailers");
@@ -244,8 +237,8 @@ awaitable<bool> HttpSession::serve() {
     auto result = co_await read_body_chunk(chunk);
     if (result != ReadResult::ok) {
       if (result != ReadResult::client_gone) {
-        int status = result == ReadResult::too_large ? 413 : 400;
-        co_await write(format_error_response(status, config_.server_name));
+        dispatcher_.metrics().count_response(Protocol::http, status_of(result));
+        co_await write(format_error_response(status_of(result), config_.server_name));
       }
       end_exchange();
       co_return false;
@@ -272,7 +265,7 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
   chunk.resize(remaining && *remaining > 0 ? std::min<std::uint64_t>(*remaining, k_body_chunk) : k_body_chunk);
   parser_->lend_body_buffer(chunk.data(), chunk.size());
   boost::system::error_code ec;
-  arm(read_deadline_, config_.request_timeout);
+  arm_body_deadline();
   // Bodies move in chunks of up to 64 KiB: keep reading while bytes are
   // already there, rather than sending an event per socket read.
   buffer_.reserve(k_body_chunk);
@@ -282,13 +275,69 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
     co_await http::async_read_some(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
   }
-  read_deadline_.cancel();
+  body_deadline_.cancel();
+  body_rate_.read_ends(Clock::now(), parser_->body_bytes());
   chunk.resize(parser_->body_bytes());
   parser_->lend_body_buffer(nullptr, 0);
-  if (!ec) co_return ReadResult::ok;
-  if (ec == http::error::body_limit) co_return ReadResult::too_large;
-  if (timed_out_ || is_disconnect(ec) || ec == http::error::partial_message) co_return ReadResult::client_gone;
-  co_return ReadResult::malformed;
+  auto result = read_result(ec);
+  if (result != ReadResult::ok && result != ReadResult::client_gone) log_body_rejected(result);
+  co_return result;
+}
+
+HttpSession::ReadResult HttpSession::read_result(const boost::system::error_code& ec) const {
+  if (!ec) return ReadResult::ok;
+  if (body_too_slow_) return ReadResult::too_slow;  // the deadline cancelled the read
+  if (ec == http::error::body_limit) return ReadResult::too_large;
+  if (timed_out_ || is_disconnect(ec) || ec == http::error::partial_message) return ReadResult::client_gone;
+  return ReadResult::malformed;
+}
+
+int HttpSession::status_of(ReadResult result) {
+  return result == ReadResult::too_slow ? 408 : result == ReadResult::too_large ? 413 : 400;
+}
+
+// A client can send bad bodies at will: its lines are limited per address.
+void HttpSession::log_body_rejected(ReadResult result) {
+  auto waited = std::chrono::duration<double>(body_rate_.waited()).count();
+  auto why = result == ReadResult::too_slow
+                 ? fmt::format("request body too slow: {} bytes in {:.1f} s of waiting (--min-body-rate {}, "
+                               "--min-body-rate-grace {}, --request-timeout {})",
+                               body_rate_.bytes(), waited, config_.min_body_rate, config_.min_body_rate_grace.count(),
+                               config_.request_timeout.count())
+             : result == ReadResult::too_large ? std::string("request body over --max-body-size")
+                                               : std::string("malformed request body");
+  auto outcome = head_written_ ? std::string("aborting the response") : fmt::format("answering {}", status_of(result));
+  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(status_of(result)), "{}: {}; {}",
+                   ends_.label(), why, outcome);
+}
+
+// The body read's deadline: --request-timeout without a byte, or the end of
+// what --min-body-rate allows the body so far, whichever comes first.
+void HttpSession::arm_body_deadline() {
+  auto now = Clock::now();
+  auto deadline = body_rate_.read_starts(now);
+  if (config_.request_timeout.count() > 0) {
+    deadline = std::min(deadline, now + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
+  }
+  if (deadline == Clock::time_point::max()) return;
+  body_deadline_.expires_at(deadline);
+  body_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->on_body_too_slow();
+  });
+}
+
+// Before the response head went out the reader answers 408; after, the
+// response can only be cut short.
+void HttpSession::on_body_too_slow() {
+  if (!body_rate_.reading() || body_deadline_.expiry() > Clock::now()) return;  // a late wake-up
+  body_too_slow_ = true;
+  if (head_written_) {
+    close_socket();
+    return;
+  }
+  boost::system::error_code ignored;
+  stream_.socket().cancel(ignored);
 }
 
 // Runs beside respond(): streams the rest of the body while the worker grants
@@ -306,7 +355,7 @@ awaitable<void> HttpSession::read_rest() {
       break;
     }
     if (result != ReadResult::ok) {
-      inbox->push(RequestInvalid{result == ReadResult::too_large ? 413 : 400});
+      inbox->push(RequestInvalid{status_of(result)});
       break;
     }
     body_complete_ = parser_->is_done();
@@ -374,33 +423,32 @@ awaitable<void> HttpSession::respond() {
       response_ = Response::done;
     } else if (auto* invalid = std::get_if<RequestInvalid>(&*event)) {
       send_disconnect();
-      co_await fail_exchange(invalid->status, "request body rejected");
+      co_await answer_error(invalid->status);  // the reader logged why
     }
   }
 }
 
 awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   using protocol::Kind;
+  const char* violation = nullptr;
   if (reply.kind == Kind::credit) {
-    link_.on_credit(reply.events);
-    co_return;
-  }
-  if (reply.kind == Kind::error) {
-    log::http().warn("conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id,
-                     reply.error);
+    if (link_.on_credit(reply.events)) co_return;
+    violation = "a credit for events never sent";
+  } else if (reply.kind == Kind::error) {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
+                     "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, "application error");
     co_return;
-  }
-  if (reply.kind != Kind::event || !reply.event) co_return;
-  const char* violation = nullptr;
-  if (!link_.accept_sequence(reply)) {
+  } else if (reply.kind != Kind::event || !reply.event) {
+    co_return;
+  } else if (!link_.accept_sequence(reply)) {
     violation = "event out of sequence";
   } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*reply.event)) {
     if (response_ != Response::awaiting_start) {
       violation = "a second http.response.start";
     } else {
-      start_ = std::move(*start);
-      response_ = Response::started;
+      co_await on_start(*start, reply.worker_id);
+      co_return;
     }
   } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*reply.event)) {
     if (response_ != Response::started) {
@@ -412,6 +460,8 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*reply.event)) {
     if (response_ != Response::awaiting_trailers) {
       violation = "http.response.trailers not announced or too early";
+    } else if (!check_response_headers(trailers->headers).ok()) {
+      violation = "http.response.trailers with a forbidden header name or value";
     } else {
       for (auto& header : trailers->headers) trailers_.push_back(std::move(header));
       if (!trailers->more_trailers) co_await finish_response(&trailers_);
@@ -421,18 +471,35 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     violation = "an event that is not part of an HTTP response";
   }
   if (violation) {
-    log::http().warn("conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
+    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                     "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
     send_disconnect();
     co_await fail_exchange(502, violation);
   }
+}
+
+// The app's head is checked before any of it is written: one the HTTP grammar
+// forbids is answered 500 and ends the exchange, as any invalid event does.
+awaitable<void> HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
+  auto check = check_response_head(start.status, start.headers);
+  if (!check.ok()) {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
+                     "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
+                     worker_id, check.problem);
+    send_disconnect();
+    co_await answer_error(500);
+    co_return;
+  }
+  content_length_ = check.content_length;
+  start_ = std::move(start);
+  response_ = Response::started;
 }
 
 awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
   std::string head;
   if (!head_written_) {
     int status = start_->status;
-    body_allowed_ = !(head_request_ || status < 200 || status == 204 || status == 304);
-    content_length_ = content_length_of(start_->headers);
+    body_allowed_ = !(head_request_ || status == 204 || status == 304);
     bool http10 = parser_->request().version() < 11;
     chunked_ = body_allowed_ && !content_length_ && !http10;
     close_after_ = close_after_ || !keep_alive_ || draining_ || !body_complete_ ||
@@ -470,7 +537,8 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
 awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
-    log::http().warn("conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
+    LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
+                     "conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
   }
@@ -493,14 +561,24 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
 // Before the head went out the client gets `status`; after, the response
 // can only be cut short, which the client sees as an incomplete message.
 awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
+  if (head_written_) {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
+                     why);
+  } else {
+    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status,
+                     why);
+  }
+  co_await answer_error(status);
+}
+
+// fail_exchange without its log line, for callers that logged the cause themselves.
+awaitable<void> HttpSession::answer_error(int status) {
   response_ = Response::done;
   close_after_ = true;
   if (head_written_) {
-    log::http().warn("conn {}: aborting the response: {}", link_.conn_id(), why);
     close_socket();
     co_return;
   }
-  log::http().warn("conn {}: answering {}: {}", link_.conn_id(), status, why);
   dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
@@ -531,16 +609,39 @@ void HttpSession::close_socket() { stream_.close(); }
 void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
   if (timeout.count() <= 0) return;
   deadline.expires_after(std::chrono::duration_cast<Clock::duration>(timeout));
-  deadline.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+  deadline.async_wait([weak = weak_from_this(), &deadline](const boost::system::error_code& ec) {
     if (ec) return;
-    if (auto self = weak.lock()) self->on_timeout();
+    if (auto self = weak.lock()) self->on_timeout(deadline);
   });
 }
 
-void HttpSession::on_timeout() {
+void HttpSession::on_timeout(const asio::steady_timer& deadline) {
+  // The read deadline past the idle wait is the request head's (--request-timeout).
+  if (&deadline == &read_deadline_ && !idle_) {
+    if (parser_->is_header_done()) return;  // the head came just in time
+    head_too_slow_ = true;
+    boost::system::error_code ignored;
+    stream_.socket().cancel(ignored);  // read_head gives up; run() answers 408
+    return;
+  }
   timed_out_ = true;
   log::http().debug("{}: connection timed out", ends_.label());
   close_socket();
+}
+
+// The whole head must arrive within --request-timeout of its first byte,
+// however it is trickled.
+awaitable<void> HttpSession::answer_slow_head() {
+  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(408),
+                   "{}: request head not complete within --request-timeout ({} s); answering 408", ends_.label(),
+                   config_.request_timeout.count());
+  dispatcher_.metrics().count_response(Protocol::http, 408);
+  co_await write(format_error_response(408, config_.server_name));
+}
+
+// Per client address (not port: a client opens many connections) and status.
+std::string HttpSession::client_key(int status) const {
+  return fmt::format("{} {}", ends_.peer_address ? ends_.peer_address->to_string() : ends_.label(), status);
 }
 
 }  // namespace asgi_bridge::gateway

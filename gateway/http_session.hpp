@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include "body_rate.hpp"
 #include "bus_link.hpp"
 #include "client_stream.hpp"
 #include "config.hpp"
@@ -43,15 +44,22 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
   std::string_view buffered() const;  // the bytes read and not yet parsed
   boost::asio::awaitable<bool> serve();
-  enum class ReadResult { ok, client_gone, too_large, malformed };
+  enum class ReadResult { ok, client_gone, too_large, too_slow, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);
+  ReadResult read_result(const boost::system::error_code& ec) const;
+  static int status_of(ReadResult result);
+  void log_body_rejected(ReadResult result);
+  void arm_body_deadline();
+  void on_body_too_slow();
   boost::asio::awaitable<void> read_rest();
   void watch_for_disconnect();
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> handle(WorkerMessage& reply);
+  boost::asio::awaitable<void> on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
   boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, const char* why);
+  boost::asio::awaitable<void> answer_error(int status);
   boost::asio::awaitable<bool> write(std::string_view a, std::string_view b = {}, std::string_view c = {});
   boost::asio::awaitable<void> stop_reader();
 
@@ -59,7 +67,9 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void end_exchange();
   void close_socket();
   void arm(boost::asio::steady_timer& deadline, Seconds timeout);
-  void on_timeout();
+  void on_timeout(const boost::asio::steady_timer& deadline);
+  boost::asio::awaitable<void> answer_slow_head();
+  std::string client_key(int status) const;
 
   ClientStream stream_;
   Shard& shard_;
@@ -70,11 +80,15 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   std::optional<Parser> parser_;
   boost::asio::steady_timer read_deadline_;
   boost::asio::steady_timer write_deadline_;
+  boost::asio::steady_timer body_deadline_;  // read_body_chunk's (arm_body_deadline)
+  BodyRate body_rate_;
   SocketEnds ends_;
   bool idle_ = true;       // waiting for a request head: drain may close at once
   bool draining_ = false;
   bool timed_out_ = false;
   bool stop_reading_ = false;
+  bool head_too_slow_ = false;  // the head deadline cancelled its read
+  bool body_too_slow_ = false;  // the body deadline cancelled the read
 
   // The exchange in progress (one request and its response).
   BusLink link_;  // its connection id, sequence numbers and credits

@@ -6,6 +6,7 @@
 // Sized for many idle connections: a vector (not a deque, which keeps a
 // 512-byte node even when empty) whose storage is given back before every
 // wait, so a WebSocket that idles for hours holds no queue memory.
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -38,10 +39,35 @@ class Inbox {
 
   bool empty() const { return head_ == items_.size(); }
 
+  // The worker's messages wait here until the session takes them. The byte
+  // window bounds their payloads; this bounds their number, since empty
+  // messages weigh nothing in the window.
+  static constexpr std::size_t k_max_worker_messages = 16384;
+  enum class Admit { yes, overflow, dropped };
+
+  // Asked before pushing a WorkerMessage. At the bound the queued ones are
+  // dropped and the session hears that its worker failed it (overflow, once);
+  // later ones are dropped.
+  Admit admit_worker_message() {
+    if (overflowed_) return Admit::dropped;
+    if (worker_messages_ < k_max_worker_messages) {
+      ++worker_messages_;
+      return Admit::yes;
+    }
+    overflowed_ = true;
+    auto from_worker = [](const SessionEvent& event) { return std::holds_alternative<WorkerMessage>(event); };
+    items_.erase(std::remove_if(items_.begin() + static_cast<std::ptrdiff_t>(head_), items_.end(), from_worker),
+                 items_.end());
+    worker_messages_ = 0;
+    push(BusFailure::worker_lost);
+    return Admit::overflow;
+  }
+
   // The next queued event, if any.
   std::optional<SessionEvent> try_pop() {
     if (empty()) return std::nullopt;
     std::optional<SessionEvent> event(std::move(items_[head_++]));
+    if (worker_messages_ > 0 && std::holds_alternative<WorkerMessage>(*event)) --worker_messages_;
     if (empty()) {
       items_.clear();
       head_ = 0;
@@ -70,6 +96,8 @@ class Inbox {
  private:
   std::vector<SessionEvent> items_;
   std::size_t head_ = 0;  // items_[head_] is the next event
+  std::size_t worker_messages_ = 0;  // WorkerMessages among the queued events
+  bool overflowed_ = false;
   boost::asio::steady_timer wake_;
   boost::system::error_code wait_error_;  // a cancel (push) or the deadline: either way, re-check
 };

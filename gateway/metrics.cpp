@@ -43,6 +43,12 @@ std::string Metrics::prometheus(std::size_t open_connections) const {
                      k_protocols[p], k_classes[c], responses_[p][c].load(relaxed));
     }
   }
+  fmt::format_to(std::back_inserter(out),
+                 "# HELP asgi_bridge_group_relay_dropped_total Group messages not relayed to a worker (over "
+                 "--group-relay-rate or --max-message-size, or its queue full), one per worker missed.\n"
+                 "# TYPE asgi_bridge_group_relay_dropped_total counter\n"
+                 "asgi_bridge_group_relay_dropped_total {}\n",
+                 group_dropped_.load(relaxed));
   return out;
 }
 

@@ -22,6 +22,9 @@ class Metrics {
   // Dispatcher, on every tick: the workers it would dispatch to.
   void set_workers(std::uint32_t live, std::uint64_t capacity, std::uint64_t in_flight);
   void set_draining() { draining_.store(true, std::memory_order_relaxed); }
+  // Dispatcher: a copy of a group message not relayed to a worker (over its
+  // --group-relay-rate or --max-message-size, or its queue full).
+  void count_group_dropped() { group_dropped_.fetch_add(1, std::memory_order_relaxed); }
 
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::uint32_t live_workers() const { return live_workers_.load(std::memory_order_relaxed); }
@@ -36,6 +39,7 @@ class Metrics {
   std::atomic<std::uint64_t> capacity_{0};
   std::atomic<std::uint64_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> group_dropped_{0};
 };
 
 }  // namespace asgi_bridge::gateway

@@ -53,7 +53,8 @@ struct WorkerMessage {
 using SessionEvent =
     std::variant<WorkerMessage, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose>;
 
-// Session -> dispatcher, posted to the bus thread.
+// Session -> dispatcher, posted to the bus thread. Built with designated
+// initializers: two fields convert from each other silently.
 struct ToBus {
   enum class Type {
     first,    // first event of a connection (carries the scope): pick a worker
@@ -64,6 +65,8 @@ struct ToBus {
   std::uint64_t conn_id = 0;
   std::string bytes;            // encoded envelope (empty for end)
   bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
+  std::uint64_t credit_bytes = 0;  // message: a byte credit to the worker, for the dispatcher's window check
+  bool websocket = false;       // first: a WebSocket connect (routed by WebSocket capacity)
 };
 
 }  // namespace asgi_bridge::gateway

@@ -2,6 +2,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include "log.hpp"
+
 namespace asgi_bridge::gateway {
 
 Shard::Shard(unsigned index) : index_(index), work_(io_.get_executor()) {}
@@ -21,7 +23,17 @@ void Shard::deliver(Delivery&& delivery) {
   // A miss means the client is gone: the dispatcher already forgot or is
   // about to forget the connection, so the late event is simply dropped.
   auto it = inboxes_.find(delivery.conn_id);
-  if (it != inboxes_.end()) it->second->push(std::move(delivery.event));
+  if (it == inboxes_.end()) return;
+  if (auto* message = std::get_if<WorkerMessage>(&delivery.event)) {
+    auto admit = it->second->admit_worker_message();
+    if (admit == Inbox::Admit::overflow) {
+      LogLimiter::warn(log::bus(), log_limiter_, message->worker_id + ": queue",
+                       "conn {}: worker {} sent {} messages the client has not taken; failing the connection",
+                       delivery.conn_id, message->worker_id, Inbox::k_max_worker_messages);
+    }
+    if (admit != Inbox::Admit::yes) return;
+  }
+  it->second->push(std::move(delivery.event));
 }
 
 void Shard::post_drain() {

@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "inbox.hpp"
+#include "log_limiter.hpp"
 #include "mailbox.hpp"
 
 namespace asgi_bridge::gateway {
@@ -45,6 +46,8 @@ class Shard {
     if (token != 0 && sessions_.erase(token) > 0) --live_sessions_;
   }
   bool draining() const { return draining_; }
+  // Shard thread: for warnings a peer can repeat (a worker's invalid events...).
+  LogLimiter& log_limiter() { return log_limiter_; }
   // Any thread: how many sessions live on this shard.
   std::size_t session_count() const { return live_sessions_.load(std::memory_order_relaxed); }
 
@@ -75,6 +78,7 @@ class Shard {
   std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint64_t, std::weak_ptr<Drainable>> sessions_;
   std::atomic<std::size_t> live_sessions_{0};
+  LogLimiter log_limiter_;
 };
 
 }  // namespace asgi_bridge::gateway

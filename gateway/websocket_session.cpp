@@ -13,6 +13,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
+#include "log_limiter.hpp"
 #include "session_spawn.hpp"
 
 namespace asgi_bridge::gateway {
@@ -45,6 +46,12 @@ int handshake_status(const WebSocketSession::Request& request) {
   if (version != "13") return 426;
   return 0;
 }
+
+// RFC 6455 §7.4: Beast 1.74 itself fails a close frame whose code is below
+// 1000, reserved (1004-1006, 1014, 1015) or unassigned (1016-2999), answering
+// 1002; it takes anything from 3000 up as valid and would echo 5000 or 65535.
+// Nothing above 4999 is assigned: such a code breaks the protocol as well.
+bool close_code_beyond_range(std::uint16_t code) { return code > 4999; }
 
 // True when a text message ends inside a multi-byte UTF-8 sequence. Beast
 // validates every byte as it arrives, but (Boost 1.74) skips its end-of-message
@@ -152,12 +159,15 @@ awaitable<void> WebSocketSession::hold_handshake() {
       state_ = State::done;
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       if (reply->kind == protocol::Kind::error) {
-        log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply->error);
+        LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
+                         "conn {}: application error on worker {}: {}", link_.conn_id(), reply->worker_id, reply->error);
         co_await reject(500, "application error");
         continue;
       }
       if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
-      if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
+      if (auto check = check_head(*reply->event); !check.ok()) {
+        co_await reject_invalid_head(check, reply->worker_id);
+      } else if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
         co_await accept(*accepted);
       } else if (std::holds_alternative<protocol::WebSocketClose>(*reply->event)) {
         co_await reject(403, "the application closed before accepting");
@@ -169,6 +179,28 @@ awaitable<void> WebSocketSession::hold_handshake() {
       }
     }
   }
+}
+
+// The head an accept or a denial response would write, checked
+// (check_response_head); ok for other events.
+ResponseHeadCheck WebSocketSession::check_head(const protocol::Event& event) {
+  if (const auto* accepted = std::get_if<protocol::WebSocketAccept>(&event)) {
+    return check_response_headers(accepted->headers);
+  }
+  if (const auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&event)) {
+    return check_response_head(start->status, start->headers);
+  }
+  return {};
+}
+
+// As any invalid event before accept ends the app's connection, with a 500
+// for the client: nothing of the app's head is written.
+awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& check, const std::string& worker_id) {
+  LogLimiter::warn(log::websocket(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
+                   "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
+                   check.problem);
+  send_disconnect(1006);
+  co_await reject(500, "invalid handshake response from the app");
 }
 
 // The client must stay silent until our 101; readable with nothing to read
@@ -305,6 +337,11 @@ awaitable<void> WebSocketSession::read_frames() {
         gone.code = 1009;
       } else if (ec == websocket::error::bad_frame_payload) {
         gone.code = 1007;
+      } else if (ec == websocket::condition::protocol_violation) {
+        // Beast answered the client with 1002 (a bad close code, a bad frame...).
+        log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
+                              ec.message());
+        gone.code = 1002;
       } else if (ec != asio::error::operation_aborted) {
         log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
       }
@@ -329,11 +366,15 @@ awaitable<void> WebSocketSession::read_frames() {
 awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   using protocol::Kind;
   if (reply.kind == Kind::credit) {
-    link_.on_credit(reply.events);
+    if (link_.on_credit(reply.events)) co_return;
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
+                     "conn {}: worker {} acknowledged events never sent", link_.conn_id(), reply.worker_id);
+    co_await close(1011, "");
     co_return;
   }
   if (reply.kind == Kind::error) {
-    log::websocket().warn("conn {}: application error: {}", link_.conn_id(), reply.error);
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
+                     "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await close(1011, "");
     co_return;
   }
@@ -347,7 +388,8 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
     co_await close(closing->code, closing->reason);
   } else {
-    log::websocket().warn("conn {}: invalid event from the worker after accept", link_.conn_id());
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                     "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
     co_await close(1011, "");
   }
 }
@@ -369,7 +411,11 @@ void WebSocketSession::set_keepalive(bool on) {
 // that wait gets a deadline, which Beast does not give it when pings are off.
 void WebSocketSession::on_control_frame(websocket::frame_type kind) {
   if (kind != websocket::frame_type::close) return;
-  if (state_ == State::open) send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
+  if (state_ == State::open && close_code_beyond_range(ws_.reason().code)) {
+    fail_bad_close_code();
+  } else if (state_ == State::open) {
+    send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
+  }
   close_deadline_.expires_after(k_close_timeout);
   close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     if (auto self = weak.lock(); self && !ec) {
@@ -377,6 +423,19 @@ void WebSocketSession::on_control_frame(websocket::frame_type kind) {
       self->ws_.next_layer().socket().close(ignored);  // the reader then ends the session
     }
   });
+}
+
+// A close code Beast let through (above 4999): we fail the connection with
+// 1002 as Beast does for the codes it knows are bad. Called inside Beast's
+// read, before it echoes the client's close: a close started now writes
+// first, and Beast's read then only waits for the TCP teardown.
+void WebSocketSession::fail_bad_close_code() {
+  log::websocket().info("conn {}: client sent close code {}, outside 1000-4999: closing 1002", link_.conn_id(),
+                        ws_.reason().code);
+  send_disconnect(1002);
+  state_ = State::closing;  // close() does nothing more: one close per stream
+  ws_.async_close(websocket::close_reason(websocket::close_code::protocol_error),
+                  [self = shared_from_this()](const boost::system::error_code&) {});
 }
 
 // The code of the client's close frame for websocket.disconnect (1005: none).
@@ -416,7 +475,8 @@ awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view
 
 bool WebSocketSession::check_sequence(const WorkerMessage& reply) {
   if (link_.accept_sequence(reply)) return true;
-  log::websocket().warn("conn {}: event out of sequence from the worker", link_.conn_id());
+  LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": sequence",
+                   "conn {}: event out of sequence from worker {}", link_.conn_id(), reply.worker_id);
   link_.inbox()->push(BusFailure::worker_lost);
   return false;
 }

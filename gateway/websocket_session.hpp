@@ -22,6 +22,7 @@
 #include "client_stream.hpp"
 #include "config.hpp"
 #include "dispatcher.hpp"
+#include "response_check.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
@@ -56,6 +57,8 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   std::optional<Refusal> send_connect();
   boost::asio::awaitable<void> hold_handshake();
   void watch_handshake_client();
+  static ResponseHeadCheck check_head(const protocol::Event& event);
+  boost::asio::awaitable<void> reject_invalid_head(const ResponseHeadCheck& check, const std::string& worker_id);
   boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
@@ -64,6 +67,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> close(int code, std::string reason);
   void set_keepalive(bool on);
   void on_control_frame(boost::beast::websocket::frame_type kind);
+  void fail_bad_close_code();
   int client_close_code() const;
   boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});

@@ -669,6 +669,7 @@ void describe_envelope(V& v, E& e) {
   v.maybe_uint("s", e.seq);
   v.maybe_uint("capacity", e.capacity);
   v.maybe_uint("active", e.active);
+  v.maybe_uint("ws_capacity", e.ws_capacity);
   v.maybe_uint("window", e.window);
   v.maybe_uint("events", e.events);
   v.maybe_uint("bytes", e.bytes);
@@ -811,18 +812,10 @@ class ScratchZone {
 
 namespace {
 
-// The bytes an event carries (a body chunk, a WebSocket message), for sizing
-// the output once: grown by doubling from a small guess, a 64 KiB body would
-// be copied seven times over.
+// For sizing the output once: grown by doubling from a small guess, a 64 KiB
+// body would be copied seven times over.
 std::size_t payload_size(const Envelope& envelope) {
-  if (!envelope.event) return 0;
-  return std::visit(
-      [](const auto& event) -> std::size_t {
-        if constexpr (requires { event.body.size(); }) return event.body.size();
-        if constexpr (requires { event.data.size(); }) return event.data.size();
-        return 0;
-      },
-      *envelope.event);
+  return envelope.event ? protocol::payload_size(*envelope.event) : 0;
 }
 
 }  // namespace

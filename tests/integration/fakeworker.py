@@ -2,7 +2,7 @@
 
 It lets the tests make a worker misbehave in ways the real Python worker
 never does: send an invalid or out-of-order event, report an error, say
-bye, or fall silent. It runs in a thread of the test process, with its own
+bye, fall silent, ignore its byte window, or flood the bus with raw bytes. It runs in a thread of the test process, with its own
 ZeroMQ DEALER.
 """
 
@@ -52,7 +52,7 @@ class FakeWorker:
                     msg = self._outbox.get_nowait()
                 except queue.Empty:
                     break
-                self.sock.send(msgpack.packb(msg, use_bin_type=True))
+                self.sock.send(msg if isinstance(msg, bytes) else msgpack.packb(msg, use_bin_type=True))
             now = time.monotonic()
             if now >= next_beat:
                 if self.heartbeats:
@@ -79,6 +79,19 @@ class FakeWorker:
     def send(self, msg: dict) -> None:
         self._outbox.put(msg)
 
+    def send_raw(self, data: bytes, times: int = 1) -> None:
+        """data as one bus message, `times` times (garbage, or a message packed once)."""
+        for _ in range(times):
+            self._outbox.put(data)
+
+    def sent_all(self, timeout: float = 60.0) -> None:
+        """Waits until the socket thread has handed everything queued to ZeroMQ."""
+        deadline = time.monotonic() + timeout
+        while not self._outbox.empty():
+            if time.monotonic() > deadline:
+                raise AssertionError("the fake worker could not send its messages")
+            time.sleep(0.01)
+
     def next_event(self, timeout: float = 10.0, type_: Optional[str] = None) -> dict:
         """The next `event` message (optionally of one ASGI type)."""
         deadline = time.monotonic() + timeout
@@ -94,6 +107,18 @@ class FakeWorker:
                 continue
             if type_ is None or msg["event"]["type"] == type_:
                 return msg
+
+    def credited(self) -> int:
+        """Bytes the gateway credited since the last call (drains the inbox of credits;
+        other messages are dropped)."""
+        total = 0
+        while True:
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                return total
+            if msg.get("k") == "credit":
+                total += msg.get("bytes", 0)
 
     def reply(self, conn: int, event: dict, seq: Optional[int] = None) -> None:
         """An `event` for connection conn, with the next sequence number

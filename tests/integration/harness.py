@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,6 +65,24 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
         if time.monotonic() >= deadline:
             raise HarnessError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_log(process: "Proc", pattern, timeout: float = 10.0, more_than: int = 0) -> str:
+    """Waits until the process's log has `pattern` (a substring, or a compiled regular
+    expression) more than `more_than` times, and returns the whole log. A process writes
+    a request's log lines (the access log, a warning) around its answer, not before it:
+    a test that reads them right after its answer races the writer."""
+    def count(log: str) -> int:
+        return len(pattern.findall(log)) if isinstance(pattern, re.Pattern) else log.count(pattern)
+
+    def found():
+        log = process.log()
+        return log if count(log) > more_than else None
+    shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    try:
+        return wait_until(found, timeout, f"{process.name} to log {shown!r}")
+    except HarnessError as e:
+        raise HarnessError(f"{e}; its log ends:\n{process.log(30)}") from None
 
 
 class Proc:

@@ -30,7 +30,7 @@ import pytest
 import websockets
 
 from .harness import (Background, Bridge, BusUrl, Gateway, Proc, RawConnection, bus_args,
-                      free_port, gateway_binary, request, wait_until)
+                      free_port, gateway_binary, request, wait_for_log, wait_until)
 
 try:
     import redis
@@ -101,12 +101,6 @@ def ws_url(bridge: Bridge, path: str) -> str:
 def run(coro, timeout: float = 30.0):
     """Runs one asyncio test body, bounded."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_for_log(proc: Proc, text: str, timeout: float = 10.0, more_than: int = 0) -> None:
-    """Until text occurs in proc's log more than `more_than` times."""
-    wait_until(lambda: proc.log().count(text) > more_than, timeout,
-               f"{proc.name} to log {text!r}")
 
 
 def wait_until_both_serve(bridge: Bridge, *workers: Proc) -> None:
@@ -233,6 +227,28 @@ def test_websocket_echo_text_bytes_and_many_messages(cpp_bridge):
             big = "é" * 1_500_000  # 3 MB of UTF-8: several byte windows
             await ws.send(big)
             assert await ws.recv() == big
+    run(body())
+
+
+def test_websockets_are_counted_apart_from_http_requests(cpp_bridge):
+    """Open WebSockets count against --websocket-capacity, not --concurrency: with one
+    HTTP slot, 5 open WebSockets leave HTTP served; the WebSocket past the limit gets 503."""
+    b, _ = cpp_bridge("echo", "--concurrency", "1", "--websocket-capacity", "5",
+                      gateway_args=["--dispatch-timeout", "1"])
+
+    async def body():
+        sockets = [await websockets.connect(ws_url(b, "/ws")) for _ in range(5)]
+        try:
+            for _ in range(3):
+                r = await asyncio.to_thread(request, b.port, "POST", "/", body=b"served")
+                assert (r.status, r.body) == (200, b"served")
+            with pytest.raises(websockets.exceptions.InvalidStatusCode) as info:
+                async with websockets.connect(ws_url(b, "/ws")):
+                    pass
+            assert info.value.status_code == 503
+        finally:
+            for ws in sockets:
+                await ws.close()
     run(body())
 
 
@@ -442,7 +458,7 @@ def test_idle_worker_sigint_exits_0_and_gateway_forgets_it(cpp_bridge):
     b, worker = cpp_bridge("hello")
     worker.signal(signal.SIGINT)
     assert worker.wait(5) == 0
-    wait_for_log(b.gateway, "said bye", timeout=5)
+    wait_for_log(b.gateway, " left", timeout=5)  # "worker X left": it said bye
 
 
 def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
@@ -475,6 +491,7 @@ def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
 
 
 @pytest.mark.parametrize("args", [[], ["--bus", "zmq://127.0.0.1:1", "--concurrency", "0"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--websocket-capacity", "0"],
                                   ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"],
                                   ["--bus", "redis://127.0.0.1:notaport/0"]])
 def test_bad_command_line_exits_2(args):
@@ -513,7 +530,8 @@ def redis_bus(bus_url):
 
 class FakeGateway:
     """Plays one gateway on a Redis bus, with redis-py: pushes first events
-    to P:{new} and later ones to P:{wk:ID}, reads its own queue P:{gw:ID}."""
+    to P:{new} (HTTP) or P:{new}:ws (WebSocket) and later ones to P:{wk:ID},
+    reads its own queue P:{gw:ID}."""
 
     def __init__(self, bus_url: str, gateway_id: str = "gw-fake", prefix: str = "asgi"):
         self.r = redis.Redis.from_url(bus_url)
@@ -538,7 +556,7 @@ class FakeGateway:
                              "event": {"type": "http.request", "body": body, "more_body": False}})
 
     def first_websocket(self, conn: int) -> None:
-        self._push("{new}", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
+        self._push("{new}:ws", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
                              "scope": {"type": "websocket", "path": "/ws"},
                              "event": {"type": "websocket.connect"}})
 
@@ -549,8 +567,8 @@ class FakeGateway:
     def _push(self, queue: str, message: dict) -> None:
         self.r.rpush(f"{self.prefix}:{queue}", msgpack.packb(message, use_bin_type=True))
 
-    def pending_new(self) -> int:
-        return self.r.llen(f"{self.prefix}:{{new}}")
+    def pending_new(self, queue: str = "{new}") -> int:
+        return self.r.llen(f"{self.prefix}:{queue}")
 
     def receive(self, seconds: float) -> list[tuple[float, dict]]:
         """Every message for this gateway within `seconds`, with arrival times."""
@@ -617,15 +635,18 @@ def test_redis_claim_at_once_no_ready_and_heartbeats_only_while_busy(redis_bus, 
     gw.close()
     assert {m["k"] for _, m in later} == {"heartbeat"}, later
     assert 2 <= len(later) <= 4, later
-    assert all(m == {"v": 1, "k": "heartbeat", "w": worker_id, "capacity": 4, "active": 0}
-               for _, m in later), later
+    assert all(m == {"v": 1, "k": "heartbeat", "w": worker_id, "capacity": 4, "active": 0,
+                     "ws_capacity": 10000} for _, m in later), later
     assert max(t for t, _ in later) - ended < 1.2, "heartbeats went on after 3 intervals"
     assert worker.alive()
     assert "silent" not in worker.log()
 
 
-def test_redis_takes_no_more_connections_than_its_concurrency(redis_bus, lone_cpp_worker):
-    worker = lone_cpp_worker("echo", "--concurrency", "2", "--heartbeat-interval", "0.3")
+def test_redis_takes_no_more_connections_than_its_capacities(redis_bus, lone_cpp_worker):
+    """No more WebSockets than --websocket-capacity; with those full, HTTP requests
+    (--concurrency, counted apart) are still taken."""
+    worker = lone_cpp_worker("echo", "--concurrency", "2", "--websocket-capacity", "2",
+                             "--heartbeat-interval", "0.3")
     gw = FakeGateway(redis_bus)
     for conn in (1, 2, 3, 4):
         gw.first_websocket(conn)
@@ -635,14 +656,19 @@ def test_redis_takes_no_more_connections_than_its_concurrency(redis_bus, lone_cp
     got += [m for _, m in gw.receive(1.5)]
     claimed = [m["c"] for m in got if m["k"] == "credit"]
     assert sorted(claimed) == [1, 2], got
-    assert gw.pending_new() == 2
+    assert gw.pending_new("{new}:ws") == 2
     assert {m["active"] for m in got if m["k"] == "heartbeat"} == {2}
+    gw.first_http(9, b"still served")
+    got += gw.receive_until(lambda ms: "http.response.body" in kinds(ms))
+    assert [m["event"]["body"] for m in got if kinds([m]) == ["http.response.body"]] == [
+        b"still served"]
+    assert gw.pending_new("{new}:ws") == 2
     # One client leaves: a slot is free, and the worker takes one more.
     worker_id = got[0]["w"]
     gw.to_worker(worker_id, 1, 1, {"type": "websocket.disconnect", "code": 1000})
     got = gw.receive_until(lambda ms: "websocket.accept" in kinds(ms))
     assert [m["c"] for m in got if m["k"] == "credit"] == [3], got
-    assert gw.pending_new() == 1
+    assert gw.pending_new("{new}:ws") == 1
     assert worker.alive()
     gw.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .harness import RawConnection, request, wait_until
+from .harness import RawConnection, request, wait_for_log
 
 
 def json_lines(log: str) -> list[dict]:
@@ -21,13 +21,13 @@ def test_every_gateway_line_is_json(bridge_factory):
         c.send(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.read_response().status == 400
 
-    def access_line():
-        return [e for e in json_lines(b.gateway.log()) if e["logger"] == "access"]
-    wait_until(access_line, 5, "an access log line")
-    entries = json_lines(b.gateway.log())
+    wait_for_log(b.gateway, "bad request (400)")
+    # The access line, as JSON escapes it.
+    entries = json_lines(wait_for_log(b.gateway, '/quoted\\"path?x=\\\\\\" 404'))
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert list(entries[0])[:4] == ["time", "level", "logger", "message"]
     loggers = {e["logger"] for e in entries}
     assert {"server", "bus", "access"} <= loggers, loggers
-    assert any('"GET /quoted"path?x=\\" 404' in e["message"] for e in access_line()), access_line()
+    access = [e for e in entries if e["logger"] == "access"]
+    assert any('"GET /quoted"path?x=\\" 404' in e["message"] for e in access), access
     assert any("bad request (400)" in e["message"] for e in entries)

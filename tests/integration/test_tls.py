@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from .harness import Proc, free_port, gateway_binary, request, wait_until
+from .harness import Proc, free_port, gateway_binary, request, wait_for_log, wait_until
 from .test_http_basic import unjson
 from .test_unix_socket import get as unix_get
 
@@ -157,7 +157,7 @@ def test_plain_http_to_the_tls_port_is_closed(bridge_factory, certificate):
     with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert closed_by_gateway(s, 10)
-    wait_until(lambda: "TLS handshake failed" in b.gateway.log(), 5, "the handshake failure in the log")
+    wait_for_log(b.gateway, "TLS handshake failed", 5)
     assert https_get(b.port, context, "/") == (200, b"hello")  # the next client is served
     assert b.gateway.alive()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from .harness import Bridge, Proc, gateway_binary, request, wait_until
+from .harness import Bridge, Proc, gateway_binary, request, wait_for_log, wait_until
 from .test_http_basic import unjson
 
 
@@ -109,10 +109,9 @@ def test_http_over_unix_socket_only(unix_bridge, path):
     assert scope["server"] == [str(path), None]
     assert scope["client"] is None
 
-    log = gw.log()
+    log = wait_for_log(gw, 'unix: "GET /scope" 200')  # the access log names the socket peer
     assert f"listening on unix:{path}" in log
     assert "listening on http://" not in log  # no TCP listener without --bind
-    assert 'unix: "GET /scope" 200' in log  # the access log names the socket peer
 
 
 def test_keep_alive_and_post_with_http_client(unix_bridge, path):

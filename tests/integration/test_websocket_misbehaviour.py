@@ -6,7 +6,6 @@ acknowledges: credits for bytes written to the client, never for bytes merely qu
 from __future__ import annotations
 
 import asyncio
-import queue
 import time
 
 import pytest
@@ -132,52 +131,46 @@ def test_silent_worker_after_accept_closes_1011(fake_bridge):
 # -- credits from the gateway ---------------------------------------------------------------------
 
 
-def credited(fake) -> int:
-    """Bytes the gateway has credited so far (drains the fake's inbox of credits)."""
-    total = 0
-    while True:
-        try:
-            msg = fake.inbox.get_nowait()
-        except queue.Empty:
-            return total
-        if msg.get("k") == "credit":
-            total += msg.get("bytes", 0)
-
-
 def test_gateway_credits_bytes_once_written_to_the_client(fake_bridge):
-    """The worker here ignores its window and sends 32 MiB at once; the gateway credits
-    only what it wrote to the client's socket, so a client that reads nothing caps the
-    credits at what the kernel buffers hold, and reading releases the rest."""
+    """The worker sends 32 MiB as fast as its window allows (test_worker_attacks.py: one
+    that sends more is cut off); the gateway credits only what it wrote to the client's
+    socket, so a client that reads nothing stops the worker once the kernel buffers are
+    full, and reading releases the rest."""
     fake = fake_bridge.add_fake()
     total, size = 32 * MiB, 64 * 1024
     c, conn = opened(fake_bridge, fake)
-    with c:
-        for _ in range(total // size):
+    sent, credits = 0, 0
+
+    def pump() -> int:
+        """Takes the credits that arrived and sends what the window allows."""
+        nonlocal sent, credits
+        credits += fake.credited()
+        while sent < total and sent - credits <= MiB:
             fake.reply(conn, ws_send(b"w" * size))
-        got = [0]
+            sent += size
+        return credits
 
-        def settled():
-            got[0] += credited(fake)
-            return got[0]
-
+    with c:
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + 60
         while time.monotonic() - since < 2:  # until the credits stop growing
             assert time.monotonic() < deadline, "credits never settled"
-            now = settled()
+            now = pump()
             if now != last:
                 last, since = now, time.monotonic()
             time.sleep(0.1)
         assert last < 16 * MiB, f"{last} bytes credited to a client that read nothing"
+        assert sent < total, "the worker was never held back"
 
         received = 0
         while received < total:
+            wait_until(lambda: pump() is not None and sent > received, 30, "the window to open")
             opcode, payload = c.read_message()
             assert opcode == BINARY and len(payload) == size
             received += size
         # Credits come in quarter windows: all but the last quarter is acknowledged.
-        wait_until(lambda: settled() >= total - MiB // 4, 30, "credits for what was written")
-        assert got[0] <= total
+        wait_until(lambda: pump() >= total - MiB // 4, 30, "credits for what was written")
+        assert credits <= total
 
 
 # -- gateway shutdown ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 import websockets
 
-from .harness import wait_until
+from .harness import wait_for_log, wait_until
 from .wsraw import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, close_payload
 
 pytestmark = pytest.mark.every_bus
@@ -245,6 +245,23 @@ def test_client_close_code_and_reason_reach_the_app(bridge_factory):
     c = opened(b.port, "/echo?id=c4")  # no close frame at all
     c.close()
     assert b.state.wait_for("ws-c4").strip() == "disconnect 1006"
+
+
+def test_invalid_client_close_codes_fail_with_1002(bridge_factory):
+    """RFC 6455 §7.4 (Autobahn 7.9 and 7.13): a close code outside 1000-4999, reserved
+    (1005) or unassigned (1016-2999) fails the WebSocket with 1002, and the app hears
+    1002 too; a private-use code (4000) still reaches the app as sent."""
+    b = bridge_factory(APP)
+    for code in (5000, 65535, 1005, 999, 1016):
+        with opened(b.port, f"/echo?id=bad{code}") as c:
+            c.send_frame(CLOSE, close_payload(code, "why"))
+            assert c.read_close()[0] == 1002, code
+        assert b.state.wait_for(f"ws-bad{code}").strip() == "disconnect 1002", code
+    wait_for_log(b.gateway, "client sent close code 65535, outside 1000-4999: closing 1002")
+    with opened(b.port, "/echo?id=ok4000") as c:
+        c.send_frame(CLOSE, close_payload(4000, "fine"))
+        assert c.read_close()[0] == 4000
+    assert b.state.wait_for("ws-ok4000").strip() == "disconnect 4000 fine"
 
 
 def test_client_close_reaches_the_app_before_the_tcp_close(bridge_factory):

@@ -202,6 +202,11 @@ std::vector<Vector> kind_vectors() {
   heartbeat.capacity = 100000;
   heartbeat.active = 300;
   v.push_back({"heartbeat_worker", heartbeat});
+  Envelope split = from_worker(Kind::heartbeat);  // WebSockets counted apart
+  split.capacity = 100;
+  split.active = 2;
+  split.ws_capacity = 10000;
+  v.push_back({"heartbeat_worker_ws_capacity", split});
 
   Envelope credit_worker = from_worker(Kind::credit);
   credit_worker.gateway_id = k_gateway;

@@ -224,6 +224,25 @@ TEST_F(RedisTransportTest, PopsTheSharedQueueNoFurtherThanTheFreeCapacity) {
   EXPECT_EQ(received_, (std::vector<std::string>{"c1", "c2", "c3", "c4", "c5"}));
 }
 
+// HTTP requests wait in P:{new}, WebSockets in P:{new}:ws: a worker whose
+// HTTP slots are full still takes WebSockets, and the reverse.
+TEST_F(RedisTransportTest, TakesEachKindOfNewConnectionWhileItHasRoomForIt) {
+  auto& transport = worker();
+  redis_->command({"RPUSH", "asgi:{new}", "h1", "h2"});
+  redis_->command({"RPUSH", "asgi:{new}:ws", "w1", "w2"});
+  transport.set_free_capacity(0, 5);  // HTTP full
+  ASSERT_TRUE(run_until([&] { return received_.size() == 2; }));
+  run_for(300ms);
+  EXPECT_EQ(received_, (std::vector<std::string>{"w1", "w2"}));
+  EXPECT_EQ(redis_->integer({"LLEN", "asgi:{new}"}), 2);
+  transport.set_free_capacity(5, 0);  // WebSockets full
+  redis_->command({"RPUSH", "asgi:{new}:ws", "w3"});
+  ASSERT_TRUE(run_until([&] { return received_.size() == 4; }));
+  run_for(300ms);
+  EXPECT_EQ(received_, (std::vector<std::string>{"w1", "w2", "h1", "h2"}));
+  EXPECT_EQ(redis_->list("asgi:{new}:ws"), std::vector<std::string>{"w3"});
+}
+
 TEST_F(RedisTransportTest, DrainingUnblocksThePendingPopOfTheSharedQueue) {
   auto& transport = worker();
   transport.set_free_capacity(3);

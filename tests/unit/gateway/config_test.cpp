@@ -70,6 +70,33 @@ TEST(ConfigHeadLimits, DefaultsOptionAndEnvironment) {
   EXPECT_FALSE(parse({"--max-header-size", "0"}).config);
 }
 
+TEST(ConfigMinBodyRate, DefaultsLikeApacheMinRate) {
+  auto outcome = parse({});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->min_body_rate, 500u);
+  EXPECT_EQ(outcome.config->min_body_rate_grace.count(), 10);
+}
+
+TEST(ConfigMinBodyRate, OptionsAndEnvironment) {
+  auto outcome = parse({"--min-body-rate", "0", "--min-body-rate-grace", "2.5"});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->min_body_rate, 0u);  // off
+  EXPECT_EQ(outcome.config->min_body_rate_grace.count(), 2.5);
+  ::setenv("ASGI_BRIDGE_MIN_BODY_RATE", "1000", 1);
+  ::setenv("ASGI_BRIDGE_MIN_BODY_RATE_GRACE", "3", 1);
+  auto from_env = parse({});
+  ::unsetenv("ASGI_BRIDGE_MIN_BODY_RATE");
+  ::unsetenv("ASGI_BRIDGE_MIN_BODY_RATE_GRACE");
+  ASSERT_TRUE(from_env.config);
+  EXPECT_EQ(from_env.config->min_body_rate, 1000u);
+  EXPECT_EQ(from_env.config->min_body_rate_grace.count(), 3);
+}
+
+TEST(ConfigMinBodyRate, NegativeIsAnError) {
+  EXPECT_FALSE(parse({"--min-body-rate", "-1"}).config);
+  EXPECT_FALSE(parse({"--min-body-rate-grace", "-1"}).config);
+}
+
 bool accepted(std::vector<std::string> args) { return parse(std::move(args)).config.has_value(); }
 
 TEST(ConfigBusSecurity, LoopbackIpcAndRedisNeedNoCurve) {

@@ -100,7 +100,7 @@ protocol::Event Connection::take() {
 
 boost::asio::awaitable<void> Connection::send(protocol::Event event) {
   check_event_values(event);
-  auto size = payload_size(event);
+  auto size = protocol::payload_size(event);
   auto ticket = next_ticket_++;
   // Wait for the earlier sends, then (for a payload) for the window; a
   // connection that ends meanwhile makes advance() throw below.

@@ -16,11 +16,4 @@ std::uint64_t FlowControl::consumed() {
 
 void FlowControl::acknowledged(std::uint64_t bytes) { unacked_ -= std::min(bytes, unacked_); }
 
-std::uint64_t payload_size(const protocol::Event& event) {
-  if (auto* body = std::get_if<protocol::HttpResponseBody>(&event)) return body->body.size();
-  if (auto* send = std::get_if<protocol::WebSocketSend>(&event)) return send->data.size();
-  if (auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&event)) return body->body.size();
-  return 0;
-}
-
 }  // namespace asgi_bridge::worker::detail

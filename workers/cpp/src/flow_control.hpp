@@ -32,8 +32,4 @@ class FlowControl {
   std::uint64_t consumed_ = 0;  // since the last acknowledgement
 };
 
-// The bytes of an event that count against the window: bodies and WebSocket
-// messages; 0 for everything else.
-std::uint64_t payload_size(const protocol::Event& event);
-
 }  // namespace asgi_bridge::worker::detail

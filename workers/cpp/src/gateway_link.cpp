@@ -49,10 +49,11 @@ bool GatewayLink::publish(std::string_view group, std::string_view bytes) {
 
 void GatewayLink::stop() { transport_->stop(); }
 
-void GatewayLink::set_free_capacity(std::size_t connections) {
-  if (!shared_ || connections == free_capacity_) return;
-  free_capacity_ = connections;
-  transport_->set_free_capacity(connections);
+void GatewayLink::set_free_capacity(std::size_t http, std::size_t websockets) {
+  if (!shared_ || (http == free_http_ && websockets == free_ws_)) return;
+  free_http_ = http;
+  free_ws_ = websockets;
+  transport_->set_free_capacity(http, websockets);
 }
 
 }  // namespace asgi_bridge::worker::detail

@@ -40,16 +40,17 @@ class GatewayLink {
   const std::string& url() const { return display_url_; }
   // Redis: many gateways, new connections pulled from a shared queue, no `ready`.
   bool shared() const { return shared_; }
-  // Shared bus: how many new connections we may take now (0: none, and
-  // what a pop under way brings goes back to the queue).
-  void set_free_capacity(std::size_t connections);
+  // Shared bus: how many new HTTP requests and WebSockets we may take now
+  // (0: none of that kind, and what a pop under way brings goes back).
+  void set_free_capacity(std::size_t http, std::size_t websockets);
 
  private:
   std::string url_;
   std::string display_url_;
   std::unique_ptr<bus::Transport> transport_;
   bool shared_ = false;
-  std::size_t free_capacity_ = 0;
+  std::size_t free_http_ = 0;
+  std::size_t free_ws_ = 0;
 };
 
 }  // namespace asgi_bridge::worker::detail

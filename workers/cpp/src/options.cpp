@@ -44,7 +44,10 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
       "ZeroMQ CURVE: the gateway's public key file (its NAME.key); needs --bus-secret-key");
   add(cli, "bus-secret-key", options.bus_secret_key,
       "ZeroMQ CURVE: this worker's key pair file (NAME.key_secret); needs --bus-server-key");
-  add(cli, "concurrency", options.concurrency, "connections served at once")
+  add(cli, "concurrency", options.concurrency, "HTTP requests served at once")
+      ->check(CLI::Range(1u, 1000000u))
+      ->capture_default_str();
+  add(cli, "websocket-capacity", options.websocket_capacity, "WebSockets open at once (counted apart from HTTP)")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();
   add(cli, "threads", options.threads, "threads running the application")

@@ -63,8 +63,8 @@ int Worker::run() {
   update_free_capacity();
   schedule_tick();
   wait_for_signal();
-  log().info("worker {} serving {} bus link(s) (capacity {}, {} app thread(s))", worker_id_, links_.size(),
-             options_.concurrency, options_.threads);
+  log().info("worker {} serving {} bus link(s) (capacity {} HTTP requests, {} WebSockets, {} app thread(s))",
+             worker_id_, links_.size(), options_.concurrency, options_.websocket_capacity, options_.threads);
   bus_io_.run();
   groups().attach(nullptr);
   stop_threads();
@@ -222,14 +222,17 @@ void Worker::open(std::size_t link, Envelope&& envelope) {
   auto& route = routes_[key];
   route.shard = shard;
   route.link = link;
+  route.websocket = envelope.scope->type == protocol::ScopeType::websocket;
+  ++owned_[route.websocket];
   boost::asio::post(shard->io(), [shard, key, link, envelope = std::move(envelope)]() mutable {
     shard->start(std::move(key), link, std::move(envelope));
   });
-  if (running_ < options_.concurrency) {
+  if (running_[route.websocket] < limit(route.websocket)) {
     launch(key, route);
   } else {
-    log().debug("conn {}/{}: waits for a free slot ({} running)", key.gateway_id, key.conn_id, running_);
-    waiting_.push_back(std::move(key));
+    log().debug("conn {}/{}: waits for a free slot ({} running)", key.gateway_id, key.conn_id,
+                running_[route.websocket]);
+    waiting_[route.websocket].push_back(std::move(key));
   }
   update_free_capacity();
 }
@@ -316,26 +319,34 @@ void Worker::publish_now(const std::string& group, protocol::WebSocketSend&& mes
 
 // --- capacity ---------------------------------------------------------------------
 
+std::size_t Worker::limit(bool websocket) const {
+  return websocket ? options_.websocket_capacity : options_.concurrency;
+}
+
 void Worker::launch(const ConnKey& key, Route& route) {
   route.launched = true;
-  ++running_;
+  ++running_[route.websocket];
   Shard* shard = route.shard;
   boost::asio::post(shard->io(), [shard, key] { shard->launch(key); });
 }
 
 void Worker::launch_waiting() {
-  while (running_ < options_.concurrency && !waiting_.empty()) {
-    auto key = std::move(waiting_.front());
-    waiting_.pop_front();
-    auto it = routes_.find(key);
-    if (it != routes_.end() && !it->second.launched) launch(key, it->second);
+  for (bool websocket : {false, true}) {
+    auto& waiting = waiting_[websocket];
+    while (running_[websocket] < limit(websocket) && !waiting.empty()) {
+      auto key = std::move(waiting.front());
+      waiting.pop_front();
+      auto it = routes_.find(key);
+      if (it != routes_.end() && !it->second.launched) launch(key, it->second);
+    }
   }
 }
 
 void Worker::connection_finished(const ConnKey& key) {
   auto it = routes_.find(key);
   if (it == routes_.end()) return;
-  if (it->second.launched) --running_;
+  if (it->second.launched) --running_[it->second.websocket];
+  --owned_[it->second.websocket];
   routes_.erase(it);
   // Only while its gateway is with us: one that comes back after a silence
   // must hear "unknown connection" for it.
@@ -348,13 +359,17 @@ void Worker::connection_finished(const ConnKey& key) {
   if ((phase_ == Phase::draining || phase_ == Phase::shutting_down) && routes_.empty()) finish();
 }
 
-// Shared links pull new connections while the worker has room for them:
-// every connection it owns counts (running or waiting for a slot), and a
-// worker that drains takes none.
+// Shared links pull new connections of each kind while the worker has room
+// for that kind: every connection it owns counts (running or waiting for a
+// slot), and a worker that drains takes none.
 void Worker::update_free_capacity() {
-  std::size_t free = 0;
-  if (phase_ == Phase::serving && routes_.size() < options_.concurrency) free = options_.concurrency - routes_.size();
-  for (auto& link : links_) link->set_free_capacity(free);  // ZeroMQ links ignore it
+  std::size_t free[2] = {0, 0};
+  for (bool websocket : {false, true}) {
+    if (phase_ == Phase::serving && owned_[websocket] < limit(websocket)) {
+      free[websocket] = limit(websocket) - owned_[websocket];
+    }
+  }
+  for (auto& link : links_) link->set_free_capacity(free[0], free[1]);  // ZeroMQ links ignore it
 }
 
 // --- to gateways -----------------------------------------------------------------
@@ -370,6 +385,7 @@ std::string Worker::status_message(Kind kind) const {
   if (kind == Kind::ready || kind == Kind::heartbeat) {
     envelope.capacity = options_.concurrency;
     envelope.active = static_cast<std::uint32_t>(routes_.size());
+    envelope.ws_capacity = options_.websocket_capacity;
   }
   return protocol::encode(envelope);
 }

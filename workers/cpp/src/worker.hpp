@@ -67,7 +67,8 @@ class Worker : private GroupBus {
     Shard* shard = nullptr;
     std::size_t link = 0;
     std::uint64_t next_seq = 1;  // of the gateway's next event (the first was 0)
-    bool launched = false;       // its app holds one of the --concurrency slots
+    bool websocket = false;      // counts against --websocket-capacity, not --concurrency
+    bool launched = false;       // its app holds one of the slots of its kind
   };
 
   void make_shards();
@@ -94,6 +95,7 @@ class Worker : private GroupBus {
   // Capacity.
   void launch(const ConnKey& key, Route& route);
   void launch_waiting();
+  std::size_t limit(bool websocket) const;
   void connection_finished(const ConnKey& key);  // posted by shards
   void update_free_capacity();                   // tells the shared links
 
@@ -128,9 +130,12 @@ class Worker : private GroupBus {
   std::unordered_map<std::string, Gateway> gateways_;
   std::unordered_set<std::string> departed_;  // said bye: their stragglers are ignored
   // Every connection we own, running or waiting; its size is our `active`.
+  // Counts below are per kind, indexed by Route::websocket: HTTP requests
+  // against --concurrency, WebSockets against --websocket-capacity.
   std::unordered_map<ConnKey, Route, ConnKeyHash> routes_;
-  std::deque<ConnKey> waiting_;  // first events beyond --concurrency, in arrival order
-  std::size_t running_ = 0;
+  std::size_t owned_[2] = {0, 0};
+  std::deque<ConnKey> waiting_[2];  // first events beyond the limit, in arrival order
+  std::size_t running_[2] = {0, 0};
   RecentConnections recent_{4096};
   std::uint64_t next_group_seq_ = 0;  // of our next group message
   GroupSequences group_sequences_;    // of other workers' group messages

@@ -49,7 +49,11 @@ def parse_args(argv=None):
                    help="ZeroMQ CURVE: this worker's key pair file (NAME.key_secret from "
                         "keygen); its NAME.key goes in the gateway's --bus-authorized-keys")
     p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
-                   help="connections served at once (default 100)")
+                   help="HTTP requests served at once (default 100)")
+    p.add_argument("--websocket-capacity", type=_positive(int),
+                   default=_env("websocket-capacity", 10000),
+                   help="WebSockets open at once, counted apart from HTTP requests "
+                        "(default 10000)")
     p.add_argument("--processes", type=_positive(int), default=_env("processes", 1),
                    help="worker processes to fork (default 1)")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default=_env("lifespan", "auto"),
@@ -68,7 +72,7 @@ def parse_args(argv=None):
                    help="directory put first on sys.path to import the app (default .)")
     args = p.parse_args(argv)
     # Defaults read from the environment arrive as strings: convert like the options.
-    for name, kind in (("concurrency", int), ("processes", int),
+    for name, kind in (("concurrency", int), ("websocket_capacity", int), ("processes", int),
                        ("heartbeat_interval", float), ("graceful_timeout", float)):
         try:
             setattr(args, name, _positive(kind)(getattr(args, name)))

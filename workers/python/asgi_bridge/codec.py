@@ -27,9 +27,10 @@ VERSION = 1
 KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group"))
 
 # §2.1, in canonical order.
-ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "window",
+ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "ws_capacity", "window",
                  "events", "bytes", "message", "group", "scope", "event")
-_UINT_KEYS = frozenset(("c", "s", "capacity", "active", "window", "events", "bytes"))
+_UINT_KEYS = frozenset(("c", "s", "capacity", "active", "ws_capacity", "window", "events",
+                        "bytes"))
 _STR_KEYS = frozenset(("k", "g", "w", "message", "group"))
 
 # RFC 9110 token (header names) and the bytes that could split a response (values).

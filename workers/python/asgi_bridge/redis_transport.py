@@ -1,11 +1,13 @@
 """The worker's side of the Redis bus (docs/redis.md), behind the interface of transport.py.
 
 Keys (``P`` is ``--bus-prefix``): the worker pops its own queue ``P:{wk:ID}`` (everything
-gateways send it) and, while it has free capacity, the shared queue ``P:{new}`` (first
-events of new connections from every gateway); it pushes to ``P:{gw:ID}`` of each gateway.
+gateways send it) and the shared queues of new connections from every gateway, each while
+it has free capacity of its kind: ``P:{new}`` (HTTP requests) and ``P:{new}:ws``
+(WebSockets); it pushes to ``P:{gw:ID}`` of each gateway.
 
 Three Redis connections, each used by one task only, so a blocking pop never delays a
-send: one pops the own queue (``BLMPOP … COUNT 128``), one pops ``P:{new}`` with
+send: one pops the own queue (``BLMPOP … COUNT 128``), one pops the shared queues worth
+popping (one ``BLMPOP`` of both when both kinds have room, asking each first in turn) with
 ``COUNT`` at most the free capacity the worker reported (``set_free_capacity``), one writes.
 Everything sent in one turn of the event loop (more under load: whatever accumulates while
 the previous write is on its way) leaves as one pipeline: one ``RPUSH`` per destination
@@ -175,6 +177,7 @@ class RedisTransport:
         self._prefix = prefix
         self._own_key = f"{prefix}:{{wk:{worker_id}}}"
         self._new_key = f"{prefix}:{{new}}"
+        self._new_ws_key = f"{prefix}:{{new}}:ws"  # same hash slot: one BLMPOP takes both
         self.inbox = RedisLink(f"{self.url} {self._own_key}", self._own_key)
         self._redis = None
         self._loop = None
@@ -186,9 +189,13 @@ class RedisTransport:
         self._writing = False      # a pipeline is on its way
         self._written = None       # future: what is queued now has been written
         self._wake = None          # event: something to write
-        self._free = 0             # new connections we may take now
-        self._capacity = None      # event: _free > 0
+        self._free = 0             # new HTTP requests we may take now
+        self._free_ws = 0          # new WebSockets we may take now
+        self._capacity = None      # event: some free capacity
         self._popping_new = None   # event, set while no BLMPOP of P:{new} is in flight
+        self._popping_keys = ()    # the shared queues the BLMPOP in flight asks
+        self._unblocking = False   # a CLIENT UNBLOCK of it is on its way
+        self._ask_ws_first = False  # both wanted: which queue the next pop asks first
         self._new_client_id = None  # CLIENT ID of the connection popping P:{new}
         self._control = []         # commands for the next write (CLIENT UNBLOCK)
         self._sender_up = None     # None: not connected yet (sends are kept until then)
@@ -208,32 +215,46 @@ class RedisTransport:
         self._capacity = asyncio.Event()
         self._popping_new = asyncio.Event()
         self._popping_new.set()
-        self.set_free_capacity(self._free)
+        self.set_free_capacity(self._free, self._free_ws)
         bodies = (self._pop_own, self._pop_new, self._write_loop)
         for name, body in zip(self.CONNECTIONS, bodies):
             self._tasks[name] = self._loop.create_task(self._run(name, body))
-        logger.info("bus: connecting to %s (queues %s, %s)", self.url, self._own_key,
-                    self._new_key)
+        logger.info("bus: connecting to %s (queues %s, %s, %s)", self.url, self._own_key,
+                    self._new_key, self._new_ws_key)
 
     def reply_link(self, link, gateway_id):
         key = f"{self._prefix}:{{gw:{gateway_id}}}"
         return RedisLink(f"{self.url} {key}", key)
 
-    def set_free_capacity(self, connections):
-        self._free = 0 if self._closing else connections
+    def set_free_capacity(self, requests, websockets=0):
+        self._free = 0 if self._closing else requests
+        self._free_ws = 0 if self._closing else websockets
         if self._capacity is None:
             return
-        if self._free > 0:
+        wanted = self._wanted_keys()
+        if wanted:
             self._capacity.set()
-            return
-        self._capacity.clear()
-        if not self._popping_new.is_set() and self._new_client_id is not None:
-            # Capacity only shrinks by what we pop (no pop is under way then), or to 0
-            # when draining or closing: cut the pop under way short rather than wait
-            # up to POP_TIMEOUT for it. Redis answers it as a timeout; whatever it
-            # popped before is given back (_pop_new).
+        else:
+            self._capacity.clear()
+        if (self._popping_keys and set(self._popping_keys) != set(wanted)
+                and not self._unblocking and self._new_client_id is not None):
+            # Capacity only shrinks by what we pop (no pop is under way then), or a kind
+            # fills up or frees as connections end, or all goes to 0 when draining or
+            # closing. A pop under way for other queues than those worth popping now
+            # would bring connections we cannot take, or leave a kind that just freed
+            # waiting up to POP_TIMEOUT: cut it short and ask again. Redis answers it
+            # as a timeout; whatever it popped before is given back (_pop_new).
+            self._unblocking = True
             self._control.append(("CLIENT", "UNBLOCK", self._new_client_id))
             self._wake.set()
+
+    def _wanted_keys(self):
+        """The shared queues worth popping now, in the order the next pop asks them."""
+        keys = ([self._new_key] if self._free > 0 else []) + \
+            ([self._new_ws_key] if self._free_ws > 0 else [])
+        if len(keys) == 2 and self._ask_ws_first:
+            keys.reverse()
+        return tuple(keys)
 
     async def send(self, link, data):
         if self._enqueue(link, data) and self._queued_bytes > self.HIGH_WATER:
@@ -250,7 +271,7 @@ class RedisTransport:
         if self._loop is None or self._closing:
             return
         self._closing = True
-        self.set_free_capacity(0)
+        self.set_free_capacity(0, 0)
         deadline = self._loop.time() + linger
         # A BLMPOP of P:{new} on its way may bring connections already taken off the
         # queue: let it come back, so that they are pushed back for another worker.
@@ -348,32 +369,40 @@ class RedisTransport:
                     self._deliver(data)
 
     async def _pop_new(self, conn):
-        """Take new connections, never more than the free capacity."""
+        """Take new connections, never more than the free capacity of their kind."""
         try:
             self._new_client_id = await self._command(conn, "CLIENT", "ID")
         except self._redis.exceptions.ResponseError:  # an ACL user without CLIENT
             self._new_client_id = None
         while True:
-            while self._free <= 0:
+            while not self._wanted_keys():
                 await self._capacity.wait()
+            keys = self._popping_keys = self._wanted_keys()
+            self._ask_ws_first = not self._ask_ws_first  # fairness, when both are asked
+            self._unblocking = False
+            count = min([self.POP_BATCH] + [self._free_of(key) for key in keys])
             self._popping_new.clear()
             try:
-                reply = await self._command(conn, "BLMPOP", self.POP_TIMEOUT, 1, self._new_key,
-                                            "LEFT", "COUNT", min(self.POP_BATCH, self._free))
+                reply = await self._command(conn, "BLMPOP", self.POP_TIMEOUT, len(keys), *keys,
+                                            "LEFT", "COUNT", count)
                 if reply is None:
                     continue
-                messages = reply[1]
-                keep = max(0, self._free)
+                key, messages = reply[0].decode(), reply[1]
+                keep = max(0, self._free_of(key))
                 if len(messages) > keep:
-                    # Capacity went away meanwhile (drain, close): give the rest back,
-                    # at the head and in order, for another worker to take.
-                    await self._command(conn, "LPUSH", self._new_key,
-                                        *reversed(messages[keep:]))
+                    # Capacity of that kind went away meanwhile (drain, close): give the
+                    # rest back, at the head and in order, for another worker to take.
+                    await self._command(conn, "LPUSH", key, *reversed(messages[keep:]))
                     messages = messages[:keep]
+                self._popping_keys = ()  # what we deliver now lowers the free capacity
                 for data in messages:
                     self._deliver(data)
             finally:
+                self._popping_keys = ()
                 self._popping_new.set()
+
+    def _free_of(self, key):
+        return self._free_ws if key == self._new_ws_key else self._free
 
     def _deliver(self, data):
         try:

@@ -75,7 +75,8 @@ async def serve(args, loop_name="asyncio"):
     state = lifespan.state if lifespan is not None and lifespan.supported else None
 
     worker = Worker(app, transport, worker_id, concurrency=args.concurrency,
-                    heartbeat_interval=args.heartbeat_interval, state=state)
+                    heartbeat_interval=args.heartbeat_interval, state=state,
+                    websocket_capacity=args.websocket_capacity)
     worker.start()
     await stop.wait()
 

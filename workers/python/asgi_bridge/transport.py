@@ -10,8 +10,9 @@
 * ``send_nowait(link, data)`` — for control messages that must never block (heartbeats);
 * ``shared_queue`` — True when workers pull new connections from a shared queue (Redis):
   then there is no ``ready``, the worker claims every new connection at once, and tells
-  the transport how many more it may take with ``set_free_capacity(n)`` (a no-op on
-  ZeroMQ, where the gateway routes by the announced capacity);
+  the transport how many more HTTP requests and WebSockets it may take with
+  ``set_free_capacity(requests, websockets)`` (a no-op on ZeroMQ, where the gateway
+  routes by the announced capacities);
 * ``await close(linger)`` — stop, after giving queued messages ``linger`` seconds.
 
 A *link* is how replies reach a gateway: the worker remembers, for each gateway id, the
@@ -188,7 +189,7 @@ class ZmqTransport:
     def reply_link(self, link, gateway_id):
         return link  # a gateway's URL is its link
 
-    def set_free_capacity(self, connections):
+    def set_free_capacity(self, requests, websockets=0):
         pass  # the gateway knows our capacity from ready/heartbeat
 
     def _service(self, link):

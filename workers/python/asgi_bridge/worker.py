@@ -2,8 +2,10 @@
 
 Messages from the bus arrive in ``on_message`` and are demultiplexed by
 ``(gateway id, connection id)``. A first event creates a connection and a task that runs
-one app instance, at most ``concurrency`` at a time (more are queued locally: the gateway
-routes by announced capacity, so they are rare). The worker announces itself (``ready``)
+one app instance: at most ``concurrency`` HTTP requests and, counted apart,
+``websocket_capacity`` WebSockets at a time (an idle WebSocket costs a coroutine, not a
+request slot; more are queued locally: the gateway routes by announced capacity, so they
+are rare). The worker announces itself (``ready``)
 at start and to every gateway id it hears for the first time, sends heartbeats, and
 forgets a gateway that said bye or went silent, ending its connections.
 
@@ -48,11 +50,12 @@ class Gateway:
 
 class Worker:
     def __init__(self, app, transport, worker_id, concurrency=100,
-                 heartbeat_interval=1.0, state=None):
+                 heartbeat_interval=1.0, state=None, websocket_capacity=10000):
         self.app = app
         self.transport = transport
         self.worker_id = worker_id
         self.concurrency = concurrency
+        self.websocket_capacity = websocket_capacity
         self.heartbeat_interval = heartbeat_interval
         self.state = state  # lifespan state, or None when lifespan did not run
         self.conns = {}     # (gateway id, conn id) -> Connection
@@ -62,7 +65,9 @@ class Worker:
         # Connections we finished, so that a gateway's late events for them (a disconnect,
         # a credit) are ignored instead of answered with "unknown connection".
         self._recent = collections.OrderedDict()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)             # HTTP requests
+        self._ws_slots = asyncio.Semaphore(websocket_capacity)   # WebSockets
+        self._websockets = 0  # of self.conns
         self._tasks = set()
         self._ticker = None
         self._loop = asyncio.get_running_loop()
@@ -83,7 +88,8 @@ class Worker:
         for link in self.transport.links:
             self._announce(link)
         self._ticker = self._loop.create_task(self._tick())
-        logger.info("worker %s serving up to %d connections", self.worker_id, self.concurrency)
+        logger.info("worker %s serving up to %d HTTP requests and %d WebSockets at once",
+                    self.worker_id, self.concurrency, self.websocket_capacity)
 
     async def drain(self, graceful_timeout):
         """Tell every gateway to send nothing new; wait for our connections to finish."""
@@ -129,10 +135,14 @@ class Worker:
         """
         if self.transport.shared_queue:
             return
-        self._send_nowait(link, {"k": "ready", "w": self.worker_id,
-                                 "capacity": self.concurrency, "active": len(self.conns)})
+        self._send_nowait(link, self._status("ready"))
         if self.draining:
             self._send_nowait(link, {"k": "drain", "w": self.worker_id})
+
+    def _status(self, kind):
+        """`ready` or `heartbeat`: WebSockets are counted apart (``ws_capacity``)."""
+        return {"k": kind, "w": self.worker_id, "capacity": self.concurrency,
+                "active": len(self.conns), "ws_capacity": self.websocket_capacity}
 
     def _reply_error(self, gateway_id, link, conn_id, message):
         self._send_nowait(link, {"k": "error", "g": gateway_id, "w": self.worker_id,
@@ -142,8 +152,7 @@ class Worker:
         """Heartbeats out, and the liveness check of the gateways, every interval."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            heartbeat = {"k": "heartbeat", "w": self.worker_id,
-                         "capacity": self.concurrency, "active": len(self.conns)}
+            heartbeat = self._status("heartbeat")
             for link in self._peer_links():
                 self._send_nowait(link, heartbeat)
             limit = self._loop.time() - SILENT_INTERVALS * self.heartbeat_interval
@@ -165,9 +174,14 @@ class Worker:
         return links
 
     def _update_capacity(self):
-        """Tell the transport how many more connections we may take (shared queue)."""
-        free = 0 if self.draining else max(0, self.concurrency - len(self.conns))
-        self.transport.set_free_capacity(free)
+        """Tell the transport how many more HTTP requests and WebSockets we may take
+        (shared queue): every connection we own counts, running or waiting for a slot."""
+        if self.draining:
+            self.transport.set_free_capacity(0, 0)
+            return
+        requests = len(self.conns) - self._websockets
+        self.transport.set_free_capacity(max(0, self.concurrency - requests),
+                                         max(0, self.websocket_capacity - self._websockets))
 
     # --- incoming ---------------------------------------------------------------------
 
@@ -256,19 +270,22 @@ class Worker:
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
+        websocket = scope["type"] == "websocket"
+        self._websockets += websocket
         self._update_capacity()
-        task = self._loop.create_task(self._serve(gateway, key, conn),
+        task = self._loop.create_task(self._serve(gateway, key, conn, websocket),
                                       context=self._app_context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, gateway, key, conn):
+    async def _serve(self, gateway, key, conn, websocket):
         try:
-            async with self._slots:  # --concurrency
+            async with self._ws_slots if websocket else self._slots:
                 if not conn.disconnected:  # gone while queued: nobody to answer
                     await conn.run(self.app)
         finally:
             del self.conns[key]
+            self._websockets -= websocket
             gateway.conns.discard(key)
             gateway.last_conn_end = self._loop.time()
             self._update_capacity()

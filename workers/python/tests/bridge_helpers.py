@@ -23,7 +23,8 @@ class FakeTransport:
     def __init__(self, urls=("zmq://a",)):
         self.links = [Link(url) for url in urls]
         self.sent = []  # (link url, decoded message)
-        self.free = []  # every free capacity the worker reported
+        self.free = []     # every free HTTP capacity the worker reported
+        self.free_ws = []  # and the free WebSocket capacity with it
         self.closed = False
 
     def start(self, on_message):
@@ -32,8 +33,9 @@ class FakeTransport:
     def reply_link(self, link, gateway_id):
         return link
 
-    def set_free_capacity(self, connections):
-        self.free.append(connections)
+    def set_free_capacity(self, requests, websockets=0):
+        self.free.append(requests)
+        self.free_ws.append(websockets)
 
     async def send(self, link, data):
         self.sent.append((link.url, codec.decode(data)))

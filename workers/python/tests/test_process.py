@@ -112,7 +112,8 @@ def gateway():
 def test_ready_then_http_request_and_response(gateway):
     proc = gateway.spawn("--concurrency", "9")
     identity, ready = gateway.expect("ready")
-    assert ready == {"v": 1, "k": "ready", "w": identity.decode(), "capacity": 9, "active": 0}
+    assert ready == {"v": 1, "k": "ready", "w": identity.decode(), "capacity": 9, "active": 0,
+                     "ws_capacity": 10000}
     gateway.request(identity, conn=1, path="/echo", body=b"ping")
     # Our gateway id is new to the worker: it announces itself to it again first.
     assert gateway.expect("ready")[1]["w"] == identity.decode()
@@ -205,8 +206,14 @@ def test_lifespan_startup_failure_exits_non_zero(gateway):
     assert not gateway.socket.poll(100)  # never announced itself
 
 
+def test_websocket_capacity_from_the_environment_is_announced(gateway):
+    gateway.spawn("--concurrency", "9", env={"ASGI_BRIDGE_WEBSOCKET_CAPACITY": "250"})
+    _, ready = gateway.expect("ready")
+    assert (ready["capacity"], ready["ws_capacity"]) == (9, 250)
+
+
 def test_bad_command_lines_fail_fast(gateway):
-    for args in (["--bus", "http://x"], ["--concurrency", "0"]):
+    for args in (["--bus", "http://x"], ["--concurrency", "0"], ["--websocket-capacity", "0"]):
         proc = gateway.spawn(*args)
         code, out, err = finish(proc)
         assert code == 2 and "usage:" in err

@@ -192,6 +192,36 @@ def test_new_connections_only_up_to_the_free_capacity(server):
     run(main())
 
 
+def test_each_kind_of_connection_is_taken_while_it_has_room(server):
+    """HTTP requests wait in P:{new}, WebSockets in P:{new}:ws: a worker whose HTTP slots
+    are full still takes WebSockets and the reverse, and a pop waiting for one kind is
+    cut short (CLIENT UNBLOCK) when the other frees, not left for POP_TIMEOUT."""
+    db = server.client()
+
+    async def main():
+        got = []
+        transport = RedisTransport(server.url(), "wk-k")
+        transport.POP_TIMEOUT = 30  # only CLIENT UNBLOCK can end a pop in time
+        transport.start(lambda link, data: got.append(data))
+        await until(lambda: transport._available, what="connected")
+        await in_thread(db.rpush, "asgi:{new}", b"h1", b"h2")
+        await in_thread(db.rpush, "asgi:{new}:ws", b"w1", b"w2")
+        transport.set_free_capacity(0, 5)  # HTTP full
+        await until(lambda: got == [b"w1", b"w2"], what="the WebSockets")
+        await until(lambda: blocked_pops(db) == 2, what="both pops blocked")
+        assert db.llen("asgi:{new}") == 2
+        transport.set_free_capacity(5, 3)  # HTTP slots free while the pop waits for WebSockets
+        await until(lambda: got[2:] == [b"h1", b"h2"], what="the HTTP requests")
+        transport.set_free_capacity(3, 0)  # WebSockets full
+        await in_thread(db.rpush, "asgi:{new}:ws", b"w3")
+        await in_thread(db.rpush, "asgi:{new}", b"h3")
+        await until(lambda: got[4:] == [b"h3"], what="the next HTTP request")
+        await asyncio.sleep(0.2)
+        assert got[4:] == [b"h3"] and db.lrange("asgi:{new}:ws", 0, -1) == [b"w3"]
+        await transport.close(0.5)
+    run(main())
+
+
 def blocked_pops(db):
     return sum(1 for c in db.client_list() if "b" in c["flags"])  # blocked now
 
@@ -435,7 +465,7 @@ def test_worker_process_serves_a_gateway_over_redis_then_drains(server):
             0, 200, 1, b"ping")
         heartbeat = expect(db, "p:{gw:gw-x}", "heartbeat")
         assert heartbeat == {"v": 1, "k": "heartbeat", "w": worker_id, "capacity": 4,
-                             "active": 0}
+                             "active": 0, "ws_capacity": 10000}
         # A later event for an unknown connection, on the worker's own queue.
         db.rpush(f"p:{{wk:{worker_id}}}", codec.encode(
             {"k": "event", "g": "gw-x", "c": 99, "s": 1, "event": {"type": "http.disconnect"}}))

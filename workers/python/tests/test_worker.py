@@ -42,8 +42,10 @@ def test_ready_at_start_on_every_link_then_to_each_new_gateway():
         worker, bus = make_worker(transport=FakeTransport(["zmq://a", "zmq://b"]),
                                   concurrency=7)
         assert bus.sent == [
-            ("zmq://a", {"v": 1, "k": "ready", "w": "wk-test", "capacity": 7, "active": 0}),
-            ("zmq://b", {"v": 1, "k": "ready", "w": "wk-test", "capacity": 7, "active": 0})]
+            ("zmq://a", {"v": 1, "k": "ready", "w": "wk-test", "capacity": 7, "active": 0,
+                          "ws_capacity": 10000}),
+            ("zmq://b", {"v": 1, "k": "ready", "w": "wk-test", "capacity": 7, "active": 0,
+                          "ws_capacity": 10000})]
         bus.deliver({"k": "heartbeat", "g": "gw-b"}, link=1)
         bus.deliver({"k": "heartbeat", "g": "gw-b"}, link=1)  # known now: no second ready
         assert bus.sent[2:] == [("zmq://b", bus.sent[1][1])]
@@ -160,7 +162,8 @@ def test_heartbeats_and_silent_gateway_is_forgotten():
         bus.deliver(first_ws())
         await settle(0.08)
         heartbeat = bus.of_kind("heartbeat")[0]
-        assert heartbeat == {"v": 1, "k": "heartbeat", "w": "wk-test", "capacity": 3, "active": 1}
+        assert heartbeat == {"v": 1, "k": "heartbeat", "w": "wk-test", "capacity": 3, "active": 1,
+                             "ws_capacity": 10000}
         await settle(0.2)  # > 3 intervals without a word from gw-1
         assert seen == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
         assert "gw-1" not in worker.gateways and worker.conns == {}
@@ -260,6 +263,40 @@ def test_concurrency_queues_extra_connections():
         release.set()
         await settle()
         assert running == ["/", "/second"] and worker.conns == {}
+    run(main())
+
+
+def test_websockets_are_counted_apart_from_http_requests():
+    """Open WebSockets hold no HTTP slot: with --concurrency 1 and room for 2 WebSockets,
+    two idle WebSockets leave the HTTP request running; a third WebSocket waits for its
+    own slot. The free capacity told to the transport follows each kind."""
+    async def main():
+        running = []
+
+        async def app(scope, receive, send):
+            running.append((scope["type"], scope["path"]))
+            if scope["type"] == "http":
+                await hello_app(scope, receive, send)
+                return
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()  # idle until the disconnect
+        worker, bus = make_worker(app, concurrency=1, websocket_capacity=2)
+        bus.deliver(first_ws(conn=1))
+        bus.deliver(first_ws(conn=2))
+        await settle()
+        assert (bus.free[-1], bus.free_ws[-1]) == (1, 0)
+        bus.deliver(first_http(conn=3))
+        third = first_ws(conn=4)
+        third["scope"]["path"] = "/third"
+        bus.deliver(third)
+        await settle()
+        assert ("http", "/") in running and ("websocket", "/third") not in running
+        bus.deliver({"k": "event", "g": "gw-1", "c": 1, "s": 1,
+                     "event": {"type": "websocket.disconnect", "code": 1000}})
+        await settle()
+        assert running[-1] == ("websocket", "/third")
+        assert (bus.free[-1], bus.free_ws[-1]) == (1, 0)
     run(main())
 
 

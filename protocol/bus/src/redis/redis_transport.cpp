@@ -1,5 +1,7 @@
 #include "redis/redis_transport.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 #include <hiredis/hiredis.h>
 
@@ -19,10 +21,11 @@ RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url,
       options_(options),
       own_queue_(queue_key(options.role == Role::gateway ? "gw" : "wk", options.identity)),
       shared_queue_(options.key_prefix + ":{new}"),
+      shared_ws_queue_(options.key_prefix + ":{new}:ws"),
       commands_(io, url, "commands", nullptr),
       own_pops_(io, url, "own queue",
                 [this](bool up) {
-                  if (up) pop(own_pops_, own_queue_, false);
+                  if (up) pop(own_pops_, {own_queue_}, k_pop_batch, false);
                 }),
       shared_pops_(io, url, "shared queue", [this](bool up) { on_shared_pops_state(up); }),
       subscriber_(io, url, "groups",
@@ -63,31 +66,47 @@ void RedisTransport::stop() {
 
 SendStatus RedisTransport::send(std::string_view peer, std::string_view payload) {
   if (stopped_ || !commands_.up()) return SendStatus::failed;
-  std::string key;
-  if (peer.empty()) {
-    key = shared_queue_;
-  } else {
-    key = queue_key(options_.role == Role::gateway ? "wk" : "gw", peer);
-  }
-  outbox_[key].emplace_back(payload);
+  if (peer.empty()) return SendStatus::peer_unknown;
+  outbox_[queue_key(options_.role == Role::gateway ? "wk" : "gw", peer)].emplace_back(payload);
   schedule_flush();
   return SendStatus::sent;
 }
 
-void RedisTransport::withdraw_shared(std::string_view payload) {
-  if (!commands_.up()) return;
-  commands_.command({"LREM", shared_queue_, "1", payload}, [](redisReply*) {});
+SendStatus RedisTransport::offer_shared(NewConnection kind, std::string_view payload) {
+  if (stopped_ || !commands_.up()) return SendStatus::failed;
+  outbox_[kind == NewConnection::websocket ? shared_ws_queue_ : shared_queue_].emplace_back(payload);
+  schedule_flush();
+  return SendStatus::sent;
 }
 
-void RedisTransport::set_free_capacity(std::size_t connections) {
-  bool was_zero = free_capacity_ == 0;
-  free_capacity_ = connections;
-  if (was_zero && connections > 0 && shared_pops_.up()) pop(shared_pops_, shared_queue_, true);
-  // Free capacity only shrinks by what we pop (no pop is under way then) or
-  // to 0 when the worker drains: a pop under way now would hand it new
-  // connections as it leaves, or lose them when it closes. Redis answers
-  // the unblocked BLMPOP as a timeout, and nothing is popped twice or lost.
-  if (connections == 0 && shared_popping_ && !shared_client_id_.empty() && commands_.up()) {
+void RedisTransport::withdraw_shared(NewConnection kind, std::string_view payload) {
+  if (!commands_.up()) return;
+  const auto& key = kind == NewConnection::websocket ? shared_ws_queue_ : shared_queue_;
+  commands_.command({"LREM", key, "1", payload}, [](redisReply*) {});
+}
+
+// Bits of the shared queues worth popping now: 1 HTTP, 2 WebSocket.
+unsigned RedisTransport::wanted_shared() const { return (free_http_ > 0 ? 1u : 0u) | (free_ws_ > 0 ? 2u : 0u); }
+
+std::size_t& RedisTransport::free_capacity(std::string_view shared_key) {
+  return shared_key == shared_ws_queue_ ? free_ws_ : free_http_;
+}
+
+void RedisTransport::set_free_capacity(std::size_t http, std::size_t websockets) {
+  bool was_idle = wanted_shared() == 0;
+  free_http_ = http;
+  free_ws_ = websockets;
+  if (was_idle && shared_pops_.up()) pop_shared();
+  // Free capacity only shrinks by what we pop (no pop is under way then), or
+  // a kind fills up or frees as connections end, or everything goes to 0 when
+  // the worker drains. A pop under way for other queues than those worth
+  // popping now would hand us connections we cannot take (or lose them when
+  // we close), or leave a kind that just freed unserved for up to a second:
+  // cut it short and ask again. Redis answers the unblocked BLMPOP as a
+  // timeout, and nothing is popped twice or lost.
+  if (shared_popping_ && popping_shared_ != wanted_shared() && !unblocking_ && !shared_client_id_.empty() &&
+      commands_.up()) {
+    unblocking_ = true;
     commands_.command({"CLIENT", "UNBLOCK", shared_client_id_}, [](redisReply*) {});
   }
 }
@@ -148,7 +167,7 @@ void RedisTransport::on_shared_pops_state(bool up) {
   shared_pops_.command({"CLIENT", "ID"}, [this, alive = alive_](redisReply* reply) {
     if (*alive && reply && reply->type == REDIS_REPLY_INTEGER) shared_client_id_ = std::to_string(reply->integer);
   });
-  pop(shared_pops_, shared_queue_, true);
+  pop_shared();
 }
 
 // Everything sent in one turn of the event loop leaves as one pipeline:
@@ -176,75 +195,106 @@ void RedisTransport::flush() {
                        reply ? std::string(reply->str, reply->len) : "connection lost");
       }
     });
-    if (queued && key != shared_queue_) commands_.command({"PEXPIRE", key, k_queue_ttl_ms}, [](redisReply*) {});
+    bool shared = key == shared_queue_ || key == shared_ws_queue_;
+    if (queued && !shared) commands_.command({"PEXPIRE", key, k_queue_ttl_ms}, [](redisReply*) {});
     if (!queued) bus_log().warn("redis: {} messages to {} lost: not connected", count, key);
   }
   outbox_.clear();  // keys of peers long gone must not pile up
 }
 
-void RedisTransport::pop(RedisConnection& connection, const std::string& key, bool shared) {
+// The shared queues worth popping, in one BLMPOP (same hash slot), at most
+// the smaller free capacity at once; with both wanted, each pop asks the
+// other first, so that a busy queue does not starve the other.
+void RedisTransport::pop_shared() {
+  auto wanted = wanted_shared();
+  if (shared_popping_ || stopped_ || wanted == 0) return;
+  std::vector<std::string> keys;
+  std::size_t count = k_pop_batch;
+  if (wanted & 1u) {
+    keys.push_back(shared_queue_);
+    count = std::min(count, free_http_);
+  }
+  if (wanted & 2u) {
+    keys.insert(websocket_first_ ? keys.begin() : keys.end(), shared_ws_queue_);
+    count = std::min(count, free_ws_);
+  }
+  if (wanted == 3u) websocket_first_ = !websocket_first_;
+  popping_shared_ = wanted;
+  unblocking_ = false;
+  pop(shared_pops_, keys, count, true);
+}
+
+void RedisTransport::pop(RedisConnection& connection, const std::vector<std::string>& keys, std::size_t count,
+                         bool shared) {
   bool& popping = shared ? shared_popping_ : own_popping_;
   if (popping || stopped_) return;
-  std::size_t count = k_pop_batch;
-  if (shared) {
-    if (free_capacity_ == 0) return;
-    count = std::min(count, free_capacity_);
-  }
   popping = true;
   std::string count_text = std::to_string(count);
-  bool queued = connection.command(
-      {"BLMPOP", k_pop_timeout, "1", key, "LEFT", "COUNT", count_text},
-      [this, alive = alive_, &connection, key, shared](redisReply* reply) {
-        if (!*alive) return;
-        (shared ? shared_popping_ : own_popping_) = false;
-        if (!reply) return;  // connection lost: popping resumes when it is back up
-        if (reply->type == REDIS_REPLY_ERROR) {
-          // Unknown command (Redis before 7), LOADING, READONLY after a
-          // failover...: retried on a new connection, with backoff, rather
-          // than never popping again.
-          std::string error(reply->str, reply->len);
-          bool unknown = error.find("unknown command") != std::string::npos;
-          bus_log().error("redis: BLMPOP {}: {}{}", key, error, unknown ? " (Redis 7 or newer is required)" : "");
-          connection.reset("BLMPOP failed");
-          return;
-        }
-        on_popped(reply, shared);
-        if (connection.up()) pop(connection, key, shared);
-      });
+  std::string key_count = std::to_string(keys.size());
+  std::vector<std::string_view> argv{"BLMPOP", k_pop_timeout, key_count};
+  for (const auto& key : keys) argv.emplace_back(key);
+  for (std::string_view word : {std::string_view("LEFT"), std::string_view("COUNT"), std::string_view(count_text)}) {
+    argv.push_back(word);
+  }
+  bool queued = connection.command(argv, [this, alive = alive_, &connection, keys, count, shared](redisReply* reply) {
+    if (!*alive) return;
+    (shared ? shared_popping_ : own_popping_) = false;
+    if (!reply) return;  // connection lost: popping resumes when it is back up
+    if (reply->type == REDIS_REPLY_ERROR) {
+      // Unknown command (Redis before 7), LOADING, READONLY after a
+      // failover...: retried on a new connection, with backoff, rather
+      // than never popping again.
+      std::string error(reply->str, reply->len);
+      bool unknown = error.find("unknown command") != std::string::npos;
+      bus_log().error("redis: BLMPOP {}: {}{}", keys.front(), error, unknown ? " (Redis 7 or newer is required)" : "");
+      connection.reset("BLMPOP failed");
+      return;
+    }
+    on_popped(reply, shared);
+    if (!connection.up()) return;
+    if (shared) {
+      pop_shared();
+    } else {
+      pop(connection, keys, count, false);
+    }
+  });
   if (!queued) popping = false;
 }
 
 // BLMPOP answers nil on timeout, else [key, [message, ...]]. The worker
 // lowers its free capacity as it takes each new connection; one popped when
-// there is none left (the worker began draining while the pop was under way)
-// goes back to the head of the shared queue, in order, for another worker.
+// there is none left of its kind (the last slot went to another connection,
+// or the worker began draining, while the pop was under way) goes back to the
+// head of its shared queue, in order, for another worker.
 void RedisTransport::on_popped(redisReply* reply, bool shared) {
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
+  redisReply* from = reply->element[0];
   redisReply* messages = reply->element[1];
-  if (messages->type != REDIS_REPLY_ARRAY) return;
+  if (messages->type != REDIS_REPLY_ARRAY || from->type != REDIS_REPLY_STRING) return;
+  std::string key(from->str, from->len);
   std::size_t i = 0;
   for (; i < messages->elements && !stopped_; ++i) {
-    if (shared && free_capacity_ == 0) break;
+    if (shared && free_capacity(key) == 0) break;
     redisReply* message = messages->element[i];
     if (message->type != REDIS_REPLY_STRING) continue;
     if (on_message_) on_message_({}, std::string_view(message->str, message->len));
   }
   if (!shared || stopped_ || i >= messages->elements) return;
-  std::vector<std::string_view> back{"LPUSH", shared_queue_};
+  std::vector<std::string_view> back{"LPUSH", key};
   for (std::size_t k = messages->elements; k-- > i;) {  // LPUSH a b c leaves c b a: last first
     back.emplace_back(messages->element[k]->str, messages->element[k]->len);
   }
   auto count = back.size() - 2;
   bool queued = commands_.command(back, [count, alive = alive_](redisReply* answer) {
     if (*alive && (!answer || answer->type == REDIS_REPLY_ERROR)) {
-      bus_log().warn("redis: {} new connection(s) popped while draining lost: {}", count,
+      bus_log().warn("redis: {} new connection(s) popped beyond the free capacity lost: {}", count,
                      answer ? std::string(answer->str, answer->len) : "connection lost");
     }
   });
   if (queued) {
-    bus_log().debug("redis: {} new connection(s) popped while draining given back", count);
+    bus_log().debug("redis: {} new connection(s) popped beyond the free capacity given back", count);
   } else {
-    bus_log().warn("redis: {} new connection(s) popped while draining lost: not connected", count);
+    bus_log().warn("redis: {} new connection(s) popped beyond the free capacity lost: not connected", count);
   }
 }
 

@@ -72,12 +72,6 @@ ZmqSecurity::ZmqSecurity(boost::asio::io_context& io, zmq::context_t& context, z
     zap_ = std::make_unique<ZapAuthenticator>(io, context, read_authorized_keys(curve_.authorized_keys),
                                               [this](auto address, auto reason) { refused(address, reason); });
     bus_log().info("bus: CURVE on, {} authorized worker keys in {}", zap_->key_count(), curve_.authorized_keys);
-    // Refusals after a ZAP verdict are the ZAP handler's to log.
-    monitor_ = std::make_unique<HandshakeMonitor>(
-        io, context, socket,
-        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_ACCEPTED |
-            ZMQ_EVENT_DISCONNECTED,
-        [this](auto event, auto value, auto address) { on_gateway_event(event, value, address); });
   } else {
     set_worker_keys(socket, curve_);
     monitor_ = std::make_unique<HandshakeMonitor>(
@@ -132,7 +126,8 @@ void ZmqSecurity::stop() {
 // that encrypted its hello for another key, shows up here only. A worker
 // without CURVE may see the mismatch of the greetings first and hang up: then
 // libzmq only says that the handshake ended early.
-void ZmqSecurity::on_gateway_event(std::uint16_t event, std::uint32_t value, std::string_view) {
+// Refusals after a ZAP verdict (HANDSHAKE_FAILED_AUTH) are the ZAP handler's to log.
+void ZmqSecurity::on_gateway_event(std::uint16_t event, std::uint32_t value) {
   switch (event) {
     case ZMQ_EVENT_ACCEPTED:
       if (accepted_.size() >= k_max_peers) accepted_.clear();

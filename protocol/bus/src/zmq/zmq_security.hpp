@@ -2,9 +2,10 @@
 // CURVE on one ZmqTransport socket (docs/security.md).
 //
 // Gateway: the ROUTER is a CURVE server holding our secret key; a ZAP handler
-// checks each worker's public key against --bus-authorized-keys; a monitor
-// names the workers refused before ZAP is asked (no key, or a worker that
-// encrypted for another gateway's key). Worker: the DEALER is a CURVE client
+// checks each worker's public key against --bus-authorized-keys; the
+// transport's socket monitor (libzmq allows one per socket) hands us the
+// k_gateway_events, to name the workers refused before ZAP is asked (no key,
+// or a worker that encrypted for another gateway's key). Worker: the DEALER is a CURVE client
 // of the gateway's public key; a monitor logs why the gateway refused us
 // and connects again after a refusal (libzmq gives up on an endpoint whose
 // handshake failed with an authentication or protocol error: a key added to
@@ -44,6 +45,10 @@ class ZmqSecurity {
   // Gateway, each message received from `peer`: false when it must be dropped.
   // Learns which key each peer authenticated with (ZAP's User-Id).
   bool admit(std::string_view peer, zmq::message_t& payload);
+  // Gateway: the ROUTER's monitor events we need, and where they go.
+  static constexpr int k_gateway_events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                          ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED;
+  void on_gateway_event(std::uint16_t event, std::uint32_t value);
   // Gateway: false for a revoked peer.
   bool may_send(std::string_view peer) const {
     return revoked_peers_.empty() || revoked_peers_.count(std::string(peer)) == 0;
@@ -51,7 +56,6 @@ class ZmqSecurity {
   void stop();
 
  private:
-  void on_gateway_event(std::uint16_t event, std::uint32_t value, std::string_view address);
   void on_worker_event(std::uint16_t event, std::uint32_t value, std::string_view address);
   void refused(std::string_view address, std::string_view reason);
   void reconnect_later();
@@ -62,7 +66,7 @@ class ZmqSecurity {
   CurveOptions curve_;
   RefusedCallback on_refused_;
   std::unique_ptr<ZapAuthenticator> zap_;  // gateway only
-  std::unique_ptr<HandshakeMonitor> monitor_;
+  std::unique_ptr<HandshakeMonitor> monitor_;  // worker only
   // Gateway: the monitor names only our own endpoint, so peers' addresses
   // are taken when accepted (by descriptor) and a failed handshake is logged
   // at its disconnect, which follows it on libzmq's one I/O thread.

@@ -2,7 +2,11 @@
 
 #include <sched.h>
 
+#include <cstring>
 #include <stdexcept>
+#include <utility>
+
+#include <fmt/format.h>
 
 #include <boost/asio/post.hpp>
 
@@ -46,6 +50,7 @@ ZmqTransport::ZmqTransport(boost::asio::io_context& io, const std::string& endpo
     if (role_ == Role::gateway) {
       socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peer: an error, not a silent drop
       socket_.bind(endpoint);
+      open_monitor(fmt::format("inproc://asgi-bridge-monitor-{}", static_cast<const void*>(this)));
     } else {
       socket_.set(zmq::sockopt::routing_id, options.identity);
       socket_.set(zmq::sockopt::reconnect_ivl, 100);
@@ -94,6 +99,11 @@ void ZmqTransport::stop() {
   readable_.cancel(ignored);
   readable_.release();
   if (security_) security_->stop();  // its sockets close before the context
+  if (monitor_readable_) {
+    monitor_readable_->cancel(ignored);
+    monitor_readable_->release();
+  }
+  if (monitor_) monitor_->close();
   socket_.close();
   context_.close();
 }
@@ -112,14 +122,20 @@ void ZmqTransport::schedule_drain() {
   });
 }
 
-// Reads every queued message, then waits for the next edge. Bounded per call
-// so a flood on the bus cannot starve the rest of the bus thread. Receiving
+// Reads every queued message, then waits for the next edge. Bounded per call,
+// in messages and in bytes (a peer may send many large ones), so a flood on
+// the bus cannot starve the rest of the bus thread (heartbeats, timers). Receiving
 // until EAGAIN, rather than asking ZMQ_EVENTS before each message, costs one
 // look at ZeroMQ's command pipe per batch instead of one per message (each is
 // a poll and a getpid): the failing receive processes the pending commands,
 // so once it fails the descriptor's next edge is guaranteed.
 void ZmqTransport::drain() {
   constexpr int k_batch = 256;
+  constexpr std::size_t k_batch_bytes = 4 * 1024 * 1024;
+  std::size_t bytes = 0;
+  // Disconnections first: a descriptor the batch below shows reused by a new
+  // worker then has the old worker's DISCONNECTED queued or already handled.
+  drain_monitor();
   for (int i = 0; i < k_batch; ++i) {
     if (stopped_) return;
     zmq::message_t first;
@@ -135,11 +151,14 @@ void ZmqTransport::drain() {
         if (!socket_.recv(extra, zmq::recv_flags::dontwait)) break;
         if (!extra.more()) break;
       }
+      bytes += second.size();
       if (security_ && !security_->admit(first.to_string_view(), second)) continue;  // revoked worker
       deliver(first, &second);
     } else {
+      bytes += first.size();
       deliver(first, nullptr);
     }
+    if (bytes >= k_batch_bytes) break;
   }
   schedule_drain();
 }
@@ -158,10 +177,97 @@ void ZmqTransport::wait_readable() {
 void ZmqTransport::deliver(zmq::message_t& first, zmq::message_t* second) {
   if (!on_message_) return;
   if (second) {
+    note_peer_fd(first.to_string_view(), zmq_msg_get(second->handle(), ZMQ_SRCFD));
     on_message_(first.to_string_view(), second->to_string_view());
   } else {
     on_message_({}, first.to_string_view());
   }
+}
+
+// --- gateway: disconnections ---------------------------------------------
+//
+// A killed worker's TCP connection closes at once, but without the monitor
+// the gateway would notice only after three silent heartbeat intervals.
+
+void ZmqTransport::open_monitor(const std::string& endpoint) {
+  // One monitor per socket (libzmq): CURVE's handshake events share it.
+  int events = ZMQ_EVENT_DISCONNECTED | (security_ ? ZmqSecurity::k_gateway_events : 0);
+  if (zmq_socket_monitor(socket_.handle(), endpoint.c_str(), events) != 0) {
+    throw zmq::error_t();
+  }
+  monitor_.emplace(context_, zmq::socket_type::pair);
+  monitor_->set(zmq::sockopt::linger, 0);
+  monitor_->connect(endpoint);
+  monitor_readable_.emplace(io_, monitor_->get(zmq::sockopt::fd));  // ZeroMQ's: released in stop()
+}
+
+// Each event is two frames: 6 bytes (uint16 event, uint32 value: the
+// descriptor) and the endpoint (the bound one, so useless to us).
+void ZmqTransport::drain_monitor() {
+  if (!monitor_) return;
+  for (;;) {
+    zmq::message_t event;
+    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) break;
+    zmq::message_t endpoint;
+    if (event.more()) (void)monitor_->recv(endpoint, zmq::recv_flags::dontwait);
+    if (event.size() < 6) continue;
+    std::uint16_t kind = 0;
+    std::uint32_t value = 0;
+    std::memcpy(&kind, event.data(), sizeof kind);
+    std::memcpy(&value, static_cast<const char*>(event.data()) + 2, sizeof value);
+    if (security_) security_->on_gateway_event(kind, value);
+    if (kind == ZMQ_EVENT_DISCONNECTED) on_disconnected(static_cast<int>(value));
+    if (stopped_) return;
+  }
+  wait_monitor();
+}
+
+void ZmqTransport::wait_monitor() {
+  if (monitor_pending_ || stopped_) return;
+  monitor_pending_ = true;
+  monitor_readable_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                                [this, alive = alive_](const boost::system::error_code& ec) {
+                                  if (!*alive) return;
+                                  monitor_pending_ = false;
+                                  if (!ec) drain_monitor();
+                                });
+}
+
+void ZmqTransport::note_peer_fd(std::string_view peer, int fd) {
+  if (fd < 0) return;
+  if (static_cast<std::size_t>(fd) >= fds_.size()) fds_.resize(static_cast<std::size_t>(fd) + 1);
+  auto& slot = fds_[static_cast<std::size_t>(fd)];
+  if (slot.peer == peer) return;
+  if (!slot.peer.empty()) {
+    // The descriptor was reused, so the previous peer's connection closed;
+    // its DISCONNECTED is still queued (drain() reads the monitor first).
+    ++slot.stale;
+    auto previous = std::exchange(slot.peer, std::string(peer));
+    peer_closed(previous, fd);
+  } else {
+    slot.peer.assign(peer);
+  }
+  fd_of_peer_[slot.peer] = fd;
+}
+
+void ZmqTransport::on_disconnected(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
+  auto& slot = fds_[static_cast<std::size_t>(fd)];
+  if (slot.stale > 0) {
+    --slot.stale;
+    return;
+  }
+  if (slot.peer.empty()) return;  // a peer that never sent a message
+  peer_closed(std::exchange(slot.peer, std::string()), fd);
+}
+
+// Only if it is the peer's current connection: a worker that reconnected
+// (same routing id, new descriptor) is alive.
+void ZmqTransport::peer_closed(const std::string& peer, int fd) {
+  auto it = fd_of_peer_.find(peer);
+  if (it == fd_of_peer_.end() || it->second != fd) return;
+  fd_of_peer_.erase(it);
+  if (on_peer_gone_) on_peer_gone_(peer);
 }
 
 }  // namespace asgi_bridge::bus

@@ -1,5 +1,8 @@
 #pragma once
+#include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <zmq.hpp>
@@ -21,6 +24,7 @@ class ZmqTransport final : public Transport {
   ~ZmqTransport() override;
 
   void start(OnMessage on_message) override;
+  void watch_peers(OnPeerGone on_peer_gone) override { on_peer_gone_ = std::move(on_peer_gone); }
   SendStatus send(std::string_view peer, std::string_view payload) override;
   void stop() override;
   void reload_credentials() override;
@@ -30,6 +34,21 @@ class ZmqTransport final : public Transport {
   void drain();
   void wait_readable();
   void deliver(zmq::message_t& first, zmq::message_t* second);
+  void open_monitor(const std::string& endpoint);
+  void drain_monitor();
+  void wait_monitor();
+  void note_peer_fd(std::string_view peer, int fd);
+  void on_disconnected(int fd);
+  void peer_closed(const std::string& peer, int fd);
+
+  // Gateway: the worker each connection carries, learned from the descriptor
+  // (ZMQ_SRCFD) of its messages, since the monitor names descriptors, not
+  // routing ids (docs/decisions.md). `stale`: DISCONNECTED events still to
+  // come for an earlier connection on a reused descriptor.
+  struct FdSlot {
+    std::string peer;
+    unsigned stale = 0;
+  };
 
   boost::asio::io_context& io_;
   Role role_;
@@ -38,6 +57,12 @@ class ZmqTransport final : public Transport {
   std::unique_ptr<ZmqSecurity> security_;  // CURVE only; before bind/connect
   boost::asio::posix::stream_descriptor readable_;
   OnMessage on_message_;
+  OnPeerGone on_peer_gone_;
+  std::optional<zmq::socket_t> monitor_;  // gateway: the ROUTER's DISCONNECTED events
+  std::optional<boost::asio::posix::stream_descriptor> monitor_readable_;
+  bool monitor_pending_ = false;
+  std::vector<FdSlot> fds_;
+  std::unordered_map<std::string, int> fd_of_peer_;
   bool drain_scheduled_ = false;
   bool readable_pending_ = false;
   bool stopped_ = false;

@@ -38,6 +38,9 @@ struct Envelope {
   std::optional<std::uint64_t> seq;     // "s"
   std::optional<std::uint32_t> capacity;  // "capacity": ready/heartbeat from workers
   std::optional<std::uint32_t> active;    // "active": ready/heartbeat from workers
+  // "ws_capacity": ready/heartbeat from workers that count WebSockets apart:
+  // then `capacity` is for HTTP requests only (absent: one shared count).
+  std::optional<std::uint32_t> ws_capacity;
   std::optional<std::uint64_t> window;    // "window": bytes a worker may send unacknowledged
   std::optional<std::uint64_t> events;    // "events": credit, events consumed by the app
   std::optional<std::uint64_t> bytes;     // "bytes": credit, bytes written to the client

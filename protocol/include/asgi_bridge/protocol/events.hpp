@@ -2,6 +2,7 @@
 // ASGI HTTP and WebSocket events (www spec 2.5, plus the websocket.http.response
 // and http.response.trailers extensions) as plain values. Byte strings are
 // std::string holding raw bytes; text fields hold UTF-8.
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -97,5 +98,17 @@ using Event = std::variant<HttpRequest, HttpResponseStart, HttpResponseBody,
 
 // The ASGI "type" string of an event, e.g. "http.response.start".
 std::string_view event_type(const Event& event);
+
+// The payload bytes an event carries (a body chunk, a WebSocket message; 0
+// for any other event): what the byte window counts (docs/protocol.md §5).
+inline std::size_t payload_size(const Event& event) {
+  return std::visit(
+      [](const auto& e) -> std::size_t {
+        if constexpr (requires { e.body.size(); }) return e.body.size();
+        if constexpr (requires { e.data.size(); }) return e.data.size();
+        return 0;
+      },
+      event);
+}
 
 }  // namespace asgi_bridge::protocol

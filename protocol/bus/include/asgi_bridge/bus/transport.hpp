@@ -29,10 +29,14 @@ enum class SendStatus {
 // trigger it at will, so the callee rate-limits its log.
 using RefusedCallback = std::function<void(std::string_view address, std::string_view reason)>;
 
+// Redis: new connections wait in one shared queue per kind, so that a worker
+// whose HTTP slots are full still takes WebSockets, and the reverse.
+enum class NewConnection { http, websocket };
+
 struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
-  std::size_t max_message_size = 0;   // 0: unlimited; larger incoming messages are dropped
+  std::size_t max_message_size = 0;   // 0: unlimited; ZeroMQ: a larger incoming message closes its peer's connection
   std::string key_prefix = "asgi";    // Redis: prefix of every key
   CurveOptions curve;                 // ZeroMQ: CURVE key files (docs/security.md); empty: plain
   RefusedCallback on_refused;         // ZeroMQ gateway with CURVE; empty: logged unlimited
@@ -44,12 +48,18 @@ class Transport {
   // side); on Redis always empty: the envelope names its sender. payload is
   // valid only during the call.
   using OnMessage = std::function<void(std::string_view peer, std::string_view payload)>;
+  // Gateway: a peer's connection closed (ZeroMQ: its TCP or IPC connection
+  // ended; a worker killed with SIGKILL is noticed at once, not after three
+  // silent heartbeat intervals).
+  using OnPeerGone = std::function<void(std::string_view peer)>;
 
   virtual ~Transport() = default;
   virtual void start(OnMessage on_message) = 0;
-  // Gateway: peer is a worker id, or empty for the shared queue of new
-  // connections (only where has_shared_queue()). Worker: peer is the gateway
-  // id (ZeroMQ ignores it: one transport per gateway). Never blocks.
+  // Gateway, before start(): where to report peers whose connection closed.
+  // Transports that cannot tell (Redis) never call it.
+  virtual void watch_peers(OnPeerGone /*on_peer_gone*/) {}
+  // Gateway: peer is a worker id. Worker: peer is the gateway id (ZeroMQ
+  // ignores it: one transport per gateway). Never blocks.
   virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
@@ -57,10 +67,13 @@ class Transport {
   // Redis: new connections go to a shared queue that workers pull from;
   // ZeroMQ: the gateway picks the worker itself.
   virtual bool has_shared_queue() const { return false; }
+  // Gateway: offers a first event on the shared queue of its kind.
+  virtual SendStatus offer_shared(NewConnection /*kind*/, std::string_view /*payload*/) { return SendStatus::failed; }
   // Gateway: takes back a first event nobody pulled in time (best effort).
-  virtual void withdraw_shared(std::string_view /*payload*/) {}
-  // Worker: how many new connections it may pull from the shared queue now.
-  virtual void set_free_capacity(std::size_t /*connections*/) {}
+  virtual void withdraw_shared(NewConnection /*kind*/, std::string_view /*payload*/) {}
+  // Worker: how many new HTTP requests and WebSockets it may pull from the
+  // shared queues now.
+  virtual void set_free_capacity(std::size_t /*http*/, std::size_t /*websockets*/ = 0) {}
 
   // Worker: broadcast groups (docs/workers-cpp.md, "Chat rooms"). publish()
   // sends an encoded `group` message towards the other workers: by default

@@ -21,8 +21,11 @@ struct Options {
   // --bus-authorized-keys lists.
   std::string bus_server_key;
   std::string bus_secret_key;
-  // Connections served at once, announced to every gateway.
+  // HTTP requests served at once, announced to every gateway as `capacity`.
   unsigned concurrency = 100;
+  // WebSockets open at once, counted apart from HTTP requests (an idle one
+  // costs a coroutine, not a request slot); announced as `ws_capacity`.
+  unsigned websocket_capacity = 10000;
   // Threads running app coroutines; the bus always has one thread of its
   // own, and with 1 the apps share it.
   unsigned threads = 1;
@@ -41,7 +44,7 @@ struct ParsedOptions {
 };
 
 // --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
-// --bus-secret-key PATH, --concurrency N, --threads N,
+// --bus-secret-key PATH, --concurrency N, --websocket-capacity N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
