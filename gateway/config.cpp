@@ -3,6 +3,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/ip/address.hpp>
 
 namespace asgi_bridge::gateway {
 namespace {
@@ -42,6 +43,37 @@ void check_tls_pair(const Config& config) {
   if (config.tls_cert.empty() && !config.tls_key.empty()) throw CLI::ValidationError("--tls-key", "needs --tls-cert too");
 }
 
+// zmq://HOST:PORT whose HOST is a loopback address. Anything else (0.0.0.0,
+// *, an interface, a host name other than localhost) may be reachable from
+// other hosts.
+bool loopback_zmq(const std::string& url) {
+  auto hostport = std::string_view(url).substr(6);
+  auto host = hostport.substr(0, hostport.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  boost::system::error_code error;
+  auto address = boost::asio::ip::make_address(std::string(host), error);
+  return !error && address.is_loopback();
+}
+
+// Secure by default (docs/security.md): a bus other hosts can reach needs
+// CURVE, or the operator's explicit --bus-insecure.
+void check_bus_security(const Config& config) {
+  bool zmq = config.bus_url.rfind("zmq://", 0) == 0 || config.bus_url.rfind("zmq+ipc://", 0) == 0;
+  bool curve = !config.bus_secret_key.empty();
+  if (curve != !config.bus_authorized_keys.empty()) {
+    throw CLI::ValidationError(curve ? "--bus-secret-key" : "--bus-authorized-keys",
+                               "CURVE needs both --bus-secret-key and --bus-authorized-keys");
+  }
+  if (curve && !zmq) throw CLI::ValidationError("--bus-secret-key", "CURVE keys apply to zmq:// and zmq+ipc:// buses only");
+  if (curve || config.bus_insecure || config.bus_url.rfind("zmq://", 0) != 0 || loopback_zmq(config.bus_url)) return;
+  throw CLI::ValidationError(
+      "--bus", "'" + config.bus_url +
+                   "' is reachable from other hosts, and without CURVE any of them could pose as a worker and "
+                   "read every request: give --bus-secret-key and --bus-authorized-keys (keys from "
+                   "'asgi-bridge keygen'), or --bus-insecure to run unauthenticated anyway");
+}
+
 // --max-body-size reads ASGI_BRIDGE_MAX_BODY_SIZE from the environment.
 std::string env_name(const std::string& option) {
   std::string env = "ASGI_BRIDGE_";
@@ -71,6 +103,13 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "unix-socket", config.unix_sockets, "Unix domain socket PATH to listen on (repeatable)");
   add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB");
   add(app, "bus-prefix", config.bus_prefix, "Redis key prefix");
+  add(app, "bus-secret-key", config.bus_secret_key,
+      "ZeroMQ CURVE: this gateway's key pair file (NAME.key_secret from 'asgi-bridge keygen'); needs --bus-authorized-keys");
+  add(app, "bus-authorized-keys", config.bus_authorized_keys,
+      "ZeroMQ CURVE: the workers' public keys, a directory of NAME.key files or one file; reread on SIGHUP");
+  app.add_flag("--bus-insecure", config.bus_insecure,
+               "allow a zmq:// bus on a non-loopback address without CURVE")
+      ->envname("ASGI_BRIDGE_BUS_INSECURE");
   add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
   add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off");
   add_seconds(app, "dispatch-timeout", config.dispatch_timeout, "503 when no worker takes a connection");
@@ -120,6 +159,7 @@ ParseOutcome parse_config(int argc, char** argv) {
     if (config.binds.empty() && config.unix_sockets.empty()) config.binds.push_back({"127.0.0.1", 8000});
     if (!admin.empty()) config.admin = parse_bind(admin);
     check_tls_pair(config);
+    check_bus_security(config);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");
     try {
       config.trusted_proxies = TrustedProxies::parse(trusted_proxies);

@@ -29,6 +29,12 @@ struct Config {
   std::optional<BindAddress> admin;       // --admin: /healthz, /readyz, /metrics
   std::string bus_url = "zmq://127.0.0.1:5555";
   std::string bus_prefix = "asgi";        // Redis key prefix
+  // ZeroMQ CURVE (docs/security.md): our key pair and the workers' public
+  // keys; both or neither. Without them a non-loopback zmq:// bus needs
+  // --bus-insecure.
+  std::string bus_secret_key;
+  std::string bus_authorized_keys;
+  bool bus_insecure = false;
   unsigned threads = 1;
   Seconds http_timeout{60};               // response not started: 504; 0 = off
   Seconds dispatch_timeout{5};            // no worker with capacity: 503

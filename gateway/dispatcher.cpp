@@ -69,6 +69,9 @@ void Dispatcher::start() {
   // ZeroMQ refuses a larger frame itself (and drops that peer), before
   // allocating it: no worker makes us buffer more than this per message.
   options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
+  options.curve.secret_key_file = config_.bus_secret_key;
+  options.curve.authorized_keys = config_.bus_authorized_keys;
+  options.on_refused = [this](std::string_view address, std::string_view reason) { log_refused_worker(address, reason); };
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();
   transport_->watch_peers([this](std::string_view peer) { worker_lost(std::string(peer), "disconnected"); });
@@ -88,6 +91,17 @@ void Dispatcher::stop() {
   ticker_.cancel();
   transport_->stop();
   transport_.reset();
+}
+
+void Dispatcher::reload_credentials() {
+  if (transport_) transport_->reload_credentials();
+}
+
+// Keyed by the peer's host, not its port: every reconnect comes from a new port.
+void Dispatcher::log_refused_worker(std::string_view address, std::string_view reason) {
+  auto host = address.substr(0, address.rfind(':'));
+  LogLimiter::warn(log::bus(), limiter_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
+                   "bus: refused worker at {}: {}", address, reason);
 }
 
 void Dispatcher::post(ToBus message) { from_sessions_.push(std::move(message)); }

@@ -37,6 +37,8 @@ class Dispatcher {
   void post(ToBus message);
   // Bus thread: says bye to every worker and closes the bus.
   void stop();
+  // Bus thread (SIGHUP): rereads the bus's key files (the CURVE allow-list).
+  void reload_credentials();
   // Any thread (atomics inside).
   Metrics& metrics() { return metrics_; }
   // Redis: workers pull new connections; valid after start().
@@ -120,6 +122,7 @@ class Dispatcher {
   void tick();
   void publish_worker_gauges();
   void schedule_tick();
+  void log_refused_worker(std::string_view address, std::string_view reason);
 
   boost::asio::io_context& io_;
   Mailbox<ToBus> from_sessions_;  // batched: one wake-up carries many

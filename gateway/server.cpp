@@ -57,10 +57,21 @@ int Server::run() {
   signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
     if (!ec) on_signal(signal);
   });
+  wait_for_reload();
   log::server().info("asgi-bridge ready: {} I/O threads", config_.threads);
   main_io_.run();
   bus_work.reset();
   return 0;
+}
+
+// The dispatcher and its transport belong to the bus thread.
+void Server::wait_for_reload() {
+  reload_signal_.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    log::server().info("SIGHUP: rereading the bus keys");
+    asio::post(bus_io(), [this] { dispatcher_->reload_credentials(); });
+    wait_for_reload();
+  });
 }
 
 void Server::on_signal(int signal) {
@@ -98,6 +109,7 @@ void Server::wait_for_drain(std::chrono::steady_clock::time_point deadline) {
 
 void Server::shut_down() {
   signals_.cancel();
+  reload_signal_.cancel();
   drain_timer_.cancel();
   if (admin_) admin_->stop();
   asio::post(bus_io(), [this] {

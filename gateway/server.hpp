@@ -1,7 +1,7 @@
 #pragma once
 // Owns every thread of the gateway: the shards (I/O), the bus thread
 // (dispatcher + transport) and the main thread (listeners, signals), and
-// runs the graceful shutdown on SIGTERM/SIGINT.
+// runs the graceful shutdown on SIGTERM/SIGINT; SIGHUP rereads the bus keys.
 #include <memory>
 #include <thread>
 #include <vector>
@@ -28,6 +28,7 @@ class Server {
 
  private:
   void on_signal(int signal);
+  void wait_for_reload();
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
   void shut_down();
   boost::asio::io_context& bus_io() { return bus_on_shard_ ? shards_.front()->io() : bus_io_; }
@@ -41,6 +42,7 @@ class Server {
   std::vector<std::shared_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;
   boost::asio::signal_set signals_{main_io_, SIGTERM, SIGINT};
+  boost::asio::signal_set reload_signal_{main_io_, SIGHUP};
   boost::asio::steady_timer drain_timer_{main_io_};
   std::thread bus_thread_;
   bool draining_ = false;

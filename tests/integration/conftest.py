@@ -5,8 +5,11 @@
   ``every_bus`` (bus-independent behaviour). ``zmq_only("why")`` marks a test
   that relies on what only ZeroMQ does (``ready``, the gateway routing by
   capacity...) inside such a module. ASGI_BRIDGE_TEST_BUSES (comma-separated:
-  ``zmq``, ``zmq+ipc``, ``redis``) runs every test over each of those buses
-  instead, ZeroMQ-only ones over its ZeroMQ buses. Redis: one private
+  ``zmq``, ``zmq+ipc``, ``redis``, ``curve``) runs every test over each of
+  those buses instead, ZeroMQ-only ones over its ZeroMQ buses. ``curve`` is
+  ZeroMQ with CURVE: keys made per test, passed to the gateway and the
+  workers the harness starts (``harness.BusUrl``); raw DEALERs (fakeworker)
+  have none, so ``zmq_only`` tests skip it. Redis: one private
   redis-server per session (free port, no persistence), a database per test.
 - ``bridge_factory``: ``start(app, gateway_args=..., workers=N, ...)``
   starts a gateway and N workers on that bus and waits until they serve;
@@ -21,11 +24,12 @@ import itertools
 import os
 import shutil
 import socket
+from pathlib import Path
 from typing import Iterable, Optional
 
 import pytest
 
-from .harness import (LIVE, Bridge, HarnessError, Proc, free_port,
+from .harness import (LIVE, Bridge, BusUrl, HarnessError, Proc, free_port,
                       gateway_binary, wait_until)
 
 ALL_BUSES = ["zmq", "redis"]
@@ -106,6 +110,20 @@ def redis_server(tmp_path_factory):
     proc.close()
 
 
+def _curve_bus(keys: Path) -> BusUrl:
+    """A loopback ZeroMQ bus with CURVE: a gateway key pair, one worker key pair on the
+    gateway's allow-list (every worker of the test shares it)."""
+    import zmq.auth
+    (keys / "authorized").mkdir(parents=True)
+    zmq.auth.create_certificates(keys, "gateway")
+    zmq.auth.create_certificates(keys / "authorized", "worker")
+    return BusUrl(f"zmq://127.0.0.1:{free_port()}",
+                  gateway_args=["--bus-secret-key", str(keys / "gateway.key_secret"),
+                                "--bus-authorized-keys", str(keys / "authorized")],
+                  worker_args=["--bus-server-key", str(keys / "gateway.key"),
+                               "--bus-secret-key", str(keys / "authorized" / "worker.key_secret")])
+
+
 @pytest.fixture
 def bus_url(request, tmp_path):
     scheme = request.param  # set by pytest_generate_tests
@@ -113,6 +131,8 @@ def bus_url(request, tmp_path):
         yield f"zmq://127.0.0.1:{free_port()}"
     elif scheme == "zmq+ipc":
         yield f"zmq+ipc://{tmp_path}/bus.sock"
+    elif scheme == "curve":
+        yield _curve_bus(tmp_path / "curve-keys")
     elif scheme == "redis":
         server = request.getfixturevalue("redis_server")
         if not server.alive():

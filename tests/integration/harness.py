@@ -170,6 +170,23 @@ class Proc:
         return text
 
 
+class BusUrl(str):
+    """A bus URL that needs options on each side: the ``curve`` test bus (conftest.py)
+    carries its key options here."""
+
+    def __new__(cls, url: str, gateway_args: Iterable[str] = (),
+                worker_args: Iterable[str] = ()):
+        self = super().__new__(cls, url)
+        self.gateway_args = list(gateway_args)
+        self.worker_args = list(worker_args)
+        return self
+
+
+def bus_args(bus_url: str, side: str) -> list[str]:
+    """The options a gateway or worker needs for `bus_url` besides --bus."""
+    return list(getattr(bus_url, f"{side}_args", ()))
+
+
 class Gateway(Proc):
     def __init__(self, bus_url: str, log_dir: Path, args: Iterable[str] = (),
                  name: str = "gateway", port: Optional[int] = None,
@@ -178,7 +195,7 @@ class Gateway(Proc):
         self.port = port or free_port()
         self.bus_url = bus_url
         argv = [str(gateway_binary()), "--bind", f"{self.host}:{self.port}",
-                "--bus", bus_url, "--log-level", log_level, *args]
+                "--bus", bus_url, *bus_args(bus_url, "gateway"), "--log-level", log_level, *args]
         super().__init__(name, argv, log_dir / f"{name}.log")
 
     def wait_listening(self, timeout: float = 10.0) -> None:
@@ -208,7 +225,7 @@ class Worker(Proc):
         env["IT_STATE_DIR"] = str(state_dir)
         env.setdefault("DJANGO_SETTINGS_MODULE", "django_settings")
         argv = [sys.executable, "-m", "asgi_bridge", app, "--bus", bus_url,
-                "--log-level", log_level, *args]
+                *bus_args(bus_url, "worker"), "--log-level", log_level, *args]
         super().__init__(name, argv, log_dir / f"{name}.log", env=env)
 
 

@@ -29,7 +29,7 @@ import msgpack
 import pytest
 import websockets
 
-from .harness import (Background, Bridge, Gateway, Proc, RawConnection,
+from .harness import (Background, Bridge, BusUrl, Gateway, Proc, RawConnection, bus_args,
                       free_port, gateway_binary, request, wait_for_log, wait_until)
 
 try:
@@ -60,7 +60,7 @@ def start_cpp_worker(bridge: Bridge, name: str, *args: str,
     argv = [example_binary(name)]
     for url in bus_urls or (bridge.bus_url,):
         argv += ["--bus", url]
-    argv += ["--log-level", "debug", *args]
+    argv += ["--log-level", "debug", *bus_args(bridge.bus_url, "worker"), *args]
     proc = Proc(f"cpp-{name}{index}", argv, bridge.log_dir / f"cpp-{name}{index}.log")
     bridge.procs.append(proc)
     return proc
@@ -72,8 +72,12 @@ def is_redis(bus_url: str) -> bool:
 
 def second_gateway_bus(bridge: Bridge) -> str:
     """The bus URL of a second gateway: ZeroMQ needs one URL (one bound
-    socket) per gateway; on Redis every gateway shares the server."""
-    return bridge.bus_url if is_redis(bridge.bus_url) else f"zmq://127.0.0.1:{free_port()}"
+    socket) per gateway, with the same keys on a CURVE bus; on Redis every
+    gateway shares the server."""
+    if is_redis(bridge.bus_url):
+        return bridge.bus_url
+    return BusUrl(f"zmq://127.0.0.1:{free_port()}", bus_args(bridge.bus_url, "gateway"),
+                  bus_args(bridge.bus_url, "worker"))
 
 
 @pytest.fixture

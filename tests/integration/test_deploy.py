@@ -21,13 +21,69 @@ def compose(*args):
 
 def test_compose_file_is_valid():
     compose("config", "-q")
-    assert sorted(compose("config", "--services").split()) == ["gateway", "worker1", "worker2"]
+    assert sorted(compose("config", "--services").split()) == ["gateway", "keygen", "worker1",
+                                                               "worker2"]
 
 
 def test_compose_workers_reach_the_gateway_bus():
     config = compose("config")
     assert config.count("zmq://gateway:5555") == 2
     assert "zmq://0.0.0.0:5555" in config
+
+
+def test_compose_bus_uses_curve_with_keys_from_its_keygen_service(tmp_path):
+    """The bus listens on 0.0.0.0, so it must be CURVE (the gateway refuses to start
+    otherwise). The keygen service's script, run here with the volumes as folders,
+    makes the keys that the gateway and a worker, configured as in the compose file,
+    then use: the worker serves through the gateway."""
+    import yaml
+
+    from .harness import Bridge, free_port, gateway_binary, request
+
+    services = yaml.safe_load(compose("config"))["services"]
+    keygen = services["keygen"]
+    root = tmp_path / "keygen-root"  # the keygen container's / : its volumes where it mounts them
+    volumes = {}  # volume name -> its folder here
+    for volume in keygen["volumes"]:
+        source, target = volume.split(":")[:2]
+        volumes[source] = root / target.lstrip("/")
+        volumes[source].mkdir(parents=True)
+
+    def mounted(service, path):
+        """Where `path` inside `service` is here."""
+        for volume in services[service]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if path == target or path.startswith(target + "/"):
+                return str(volumes[source]) + path[len(target):]
+        raise AssertionError(f"{service} mounts nothing at {path}")
+
+    script = keygen["command"][0].replace("cd /", f"cd {root}/")
+    script = script.replace("asgi-bridge keygen", f"{gateway_binary()} keygen")
+    script = re.sub(r"chown -R \S+ ", "true ", script)  # the test is not root everywhere
+    subprocess.run(["bash", "-c", script], check=True, timeout=60)
+    subprocess.run(["bash", "-c", script], check=True, timeout=60)  # a second run keeps them
+
+    gateway_env = services["gateway"]["environment"]
+    assert "zmq://0.0.0.0:5555" in services["gateway"]["command"]
+    gateway_args = ["--bus-secret-key", mounted("gateway", gateway_env["ASGI_BRIDGE_BUS_SECRET_KEY"]),
+                    "--bus-authorized-keys",
+                    mounted("gateway", gateway_env["ASGI_BRIDGE_BUS_AUTHORIZED_KEYS"])]
+    worker_env = services["worker1"]["environment"]
+    worker_args = ["--bus-server-key", mounted("worker1", worker_env["ASGI_BRIDGE_BUS_SERVER_KEY"]),
+                   "--bus-secret-key", mounted("worker1", worker_env["ASGI_BRIDGE_BUS_SECRET_KEY"])]
+    assert not list(volumes["worker-keys"].glob("gateway*_secret")), "no gateway secret for workers"
+    assert not list(volumes["gateway-keys"].rglob("worker*_secret")), "no worker secret for the gateway"
+    port = free_port()
+    bridge = Bridge(f"zmq://0.0.0.0:{port}", tmp_path / "bridge", "basic_app:app")
+    try:
+        bridge.start_gateway(gateway_args)
+        bridge.bus_url = f"zmq://127.0.0.1:{port}"
+        bridge.start_worker(args=worker_args)
+        bridge.wait_ready()
+        assert request(bridge.port, "GET", "/").status == 200
+        assert "CURVE on, 1 authorized worker keys" in bridge.gateway.log()
+    finally:
+        bridge.close()
 
 
 def test_dockerfiles_copy_existing_paths():

@@ -1,4 +1,5 @@
-// parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here) and the head limits.
+// parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here), the head limits,
+// and the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure).
 #include "config.hpp"
 
 #include <cstdlib>
@@ -94,6 +95,43 @@ TEST(ConfigMinBodyRate, OptionsAndEnvironment) {
 TEST(ConfigMinBodyRate, NegativeIsAnError) {
   EXPECT_FALSE(parse({"--min-body-rate", "-1"}).config);
   EXPECT_FALSE(parse({"--min-body-rate-grace", "-1"}).config);
+}
+
+bool accepted(std::vector<std::string> args) { return parse(std::move(args)).config.has_value(); }
+
+TEST(ConfigBusSecurity, LoopbackIpcAndRedisNeedNoCurve) {
+  for (const char* url : {"zmq://127.0.0.1:5555", "zmq://127.0.0.2:5555", "zmq://localhost:5555",
+                          "zmq://[::1]:5555", "zmq+ipc:///tmp/bus.sock", "redis://10.0.0.1:6379/0"}) {
+    EXPECT_TRUE(accepted({"--bus", url})) << url;
+  }
+}
+
+TEST(ConfigBusSecurity, NonLoopbackZmqNeedsCurveOrBusInsecure) {
+  for (const char* url : {"zmq://0.0.0.0:5555", "zmq://*:5555", "zmq://10.1.2.3:5555", "zmq://[::]:5555",
+                          "zmq://eth0:5555", "zmq://bus.example.com:5555", "zmq://127.example.com:5555"}) {
+    EXPECT_FALSE(accepted({"--bus", url})) << url;
+    EXPECT_TRUE(accepted({"--bus", url, "--bus-insecure"})) << url;
+    EXPECT_TRUE(accepted({"--bus", url, "--bus-secret-key", "gw.key_secret", "--bus-authorized-keys", "workers"}))
+        << url;
+  }
+  ::setenv("ASGI_BRIDGE_BUS_INSECURE", "1", 1);
+  EXPECT_TRUE(accepted({"--bus", "zmq://0.0.0.0:5555"}));
+  ::unsetenv("ASGI_BRIDGE_BUS_INSECURE");
+}
+
+TEST(ConfigBusSecurity, CurveNeedsBothKeysAndAZmqBus) {
+  EXPECT_FALSE(accepted({"--bus-secret-key", "gw.key_secret"}));
+  EXPECT_FALSE(accepted({"--bus-authorized-keys", "workers"}));
+  EXPECT_FALSE(accepted({"--bus", "redis://127.0.0.1:6379/0", "--bus-secret-key", "gw.key_secret",
+                         "--bus-authorized-keys", "workers"}));
+  ::setenv("ASGI_BRIDGE_BUS_SECRET_KEY", "env.key_secret", 1);
+  ::setenv("ASGI_BRIDGE_BUS_AUTHORIZED_KEYS", "env-workers", 1);
+  auto outcome = parse({});
+  ::unsetenv("ASGI_BRIDGE_BUS_SECRET_KEY");
+  ::unsetenv("ASGI_BRIDGE_BUS_AUTHORIZED_KEYS");
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->bus_secret_key, "env.key_secret");
+  EXPECT_EQ(outcome.config->bus_authorized_keys, "env-workers");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "gateway_link.hpp"
 
+#include <stdexcept>
+
 namespace asgi_bridge::worker::detail {
 namespace {
 
@@ -17,12 +19,16 @@ std::string without_password(const std::string& url) {
 }  // namespace
 
 GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
-                         const std::string& key_prefix)
+                         const std::string& key_prefix, const bus::CurveOptions& curve)
     : url_(std::move(url)), display_url_(without_password(url_)) {
+  if (curve.secret_key_file.empty() != curve.server_key_file.empty()) {
+    throw std::invalid_argument("ZeroMQ CURVE needs both --bus-server-key and --bus-secret-key");
+  }
   bus::TransportOptions options;
   options.role = bus::Role::worker;
   options.identity = worker_id;
   options.key_prefix = key_prefix;
+  if (url_.rfind("zmq", 0) == 0) options.curve = curve;  // Redis links ignore ZeroMQ keys
   transport_ = bus::make_transport(bus_io, url_, options);
   shared_ = transport_->has_shared_queue();
 }

@@ -40,6 +40,10 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
       ->required();
   add(cli, "bus-prefix", options.bus_prefix, "Redis key prefix, as the gateways' --bus-prefix")
       ->capture_default_str();
+  add(cli, "bus-server-key", options.bus_server_key,
+      "ZeroMQ CURVE: the gateway's public key file (its NAME.key); needs --bus-secret-key");
+  add(cli, "bus-secret-key", options.bus_secret_key,
+      "ZeroMQ CURVE: this worker's key pair file (NAME.key_secret); needs --bus-server-key");
   add(cli, "concurrency", options.concurrency, "HTTP requests served at once")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();

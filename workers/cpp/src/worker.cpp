@@ -94,9 +94,12 @@ void Worker::make_shards() {
 }
 
 void Worker::open_links() {
+  bus::CurveOptions curve;
+  curve.server_key_file = options_.bus_server_key;
+  curve.secret_key_file = options_.bus_secret_key;
   for (const auto& url : options_.bus_urls) {
     auto index = links_.size();
-    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix));
+    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix, curve));
     links_.back()->start([this, index](std::string_view payload) { on_message(index, payload); });
   }
 }

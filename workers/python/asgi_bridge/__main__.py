@@ -1,5 +1,6 @@
 """Command line: ``python -m asgi_bridge MODULE:APP --bus zmq://HOST:PORT [options]``
-(or ``--bus redis://HOST:PORT/DB``).
+(or ``--bus redis://HOST:PORT/DB``); ``python -m asgi_bridge keygen DIR/NAME`` writes a
+CURVE key pair for the ZeroMQ bus.
 
 Every option can also be given as an ``ASGI_BRIDGE_<OPTION>`` environment variable
 (e.g. ``ASGI_BRIDGE_BUS``, ``ASGI_BRIDGE_CONCURRENCY``); the command line wins.
@@ -10,6 +11,7 @@ import logging
 import os
 import sys
 
+from .curve import CurveKeys, keygen
 from .transport import check_bus_urls, split_bus_urls
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -40,6 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--bus-prefix", default=_env("bus-prefix", "asgi"),
                    help="Redis bus: prefix of every key (default asgi; the gateways' "
                         "--bus-prefix)")
+    p.add_argument("--bus-server-key", default=_env("bus-server-key", None),
+                   help="ZeroMQ CURVE: the gateway's public key file (its NAME.key); "
+                        "needs --bus-secret-key")
+    p.add_argument("--bus-secret-key", default=_env("bus-secret-key", None),
+                   help="ZeroMQ CURVE: this worker's key pair file (NAME.key_secret from "
+                        "keygen); its NAME.key goes in the gateway's --bus-authorized-keys")
     p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
                    help="HTTP requests served at once (default 100)")
     p.add_argument("--websocket-capacity", type=_positive(int),
@@ -79,10 +87,43 @@ def parse_args(argv=None):
         p.error(str(exc))
     if not args.bus_prefix:
         p.error("--bus-prefix must not be empty")
+    args.curve = _curve_keys(p, args)
     return args
 
 
+def _curve_keys(parser, args):
+    """CurveKeys from --bus-server-key/--bus-secret-key (both or neither), or None."""
+    if not args.bus_server_key and not args.bus_secret_key:
+        return None
+    if not args.bus_server_key or not args.bus_secret_key:
+        parser.error("ZeroMQ CURVE needs both --bus-server-key and --bus-secret-key")
+    if args.bus[0].startswith("redis:"):
+        parser.error("--bus-server-key/--bus-secret-key apply to zmq:// buses only")
+    try:
+        return CurveKeys(args.bus_server_key, args.bus_secret_key)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _keygen(argv):
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m asgi_bridge keygen DIR/NAME\n"
+              "  writes DIR/NAME.key (public key) and DIR/NAME.key_secret (key pair, mode 0600)",
+              file=sys.stderr)
+        return 0 if argv == ["--help"] else 2
+    try:
+        for path in keygen(argv[0]):
+            print(path)
+    except OSError as exc:
+        print(f"python -m asgi_bridge keygen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return _keygen(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from .curve import HandshakeWatcher
 from .redis_transport import BusError, RedisTransport, check_redis, parse_redis_url  # noqa: F401
 
 logger = logging.getLogger("asgi_bridge.transport")
@@ -71,15 +72,16 @@ def check_bus_urls(urls):
             zmq_endpoint(url)
 
 
-def make_transport(urls, worker_id, prefix="asgi"):
+def make_transport(urls, worker_id, prefix="asgi", curve=None):
     """The transport for `urls`. ValueError for bad URLs; BusError when Redis refuses us
-    (wrong password, unknown user, bad database) or cannot be reached at start."""
+    (wrong password, unknown user, bad database) or cannot be reached at start. `curve`:
+    ``curve.CurveKeys`` for ZeroMQ CURVE, or None."""
     check_bus_urls(urls)  # ValueError before anything connects
     if urls[0].startswith("redis:"):
         url = parse_redis_url(urls[0])
         check_redis(url)
         return RedisTransport(url, worker_id, prefix)
-    return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id)
+    return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id, curve)
 
 
 # Plain ints: pyzmq's enums cost an enum operation per use, on every message.
@@ -112,11 +114,12 @@ def _batch_io_thread(context):
 class Link:
     """One bus endpoint: one DEALER socket connected to one gateway URL."""
 
-    __slots__ = ("url", "socket", "backlog", "queued", "scheduled")
+    __slots__ = ("url", "socket", "backlog", "queued", "scheduled", "watcher")
 
     def __init__(self, url, socket):
         self.url = url
         self.socket = socket
+        self.watcher = None  # CURVE: logs refused handshakes
         # Messages not yet handed to ZeroMQ, in order: those sent during this loop
         # iteration, and those ZeroMQ refused (high-water mark).
         self.backlog = collections.deque()
@@ -146,9 +149,10 @@ class ZmqTransport:
     MAX_NOWAIT_BACKLOG = 10000  # heartbeats to a gateway that never comes: bounded
     SNDHWM = 1000            # ZeroMQ's default; tests lower it to provoke backpressure
 
-    def __init__(self, url_endpoints, worker_id):
+    def __init__(self, url_endpoints, worker_id, curve=None):
         self._url_endpoints = url_endpoints
         self._worker_id = worker_id
+        self._curve = curve
         self._context = None
         self._loop = None
         self._on_message = None
@@ -167,12 +171,16 @@ class ZmqTransport:
             sock.setsockopt(zmq.SNDHWM, self.SNDHWM)
             if endpoint.startswith("tcp://["):
                 sock.setsockopt(zmq.IPV6, 1)
-            sock.connect(endpoint)
             link = Link(url, sock)
+            if self._curve is not None:
+                self._curve.apply(sock)
+                link.watcher = HandshakeWatcher(self._loop, sock, url, endpoint)
+            sock.connect(endpoint)
             self.links.append(link)
             self._loop.add_reader(sock.getsockopt(zmq.FD), self._on_readable, link)
             self._check(link)
-            logger.info("bus: connecting to %s (%s)", url, endpoint)
+            logger.info("bus: connecting to %s (%s)%s", url, endpoint,
+                        " with CURVE" if self._curve is not None else "")
 
     def _on_readable(self, link):
         if not link.scheduled:
@@ -273,6 +281,8 @@ class ZmqTransport:
         while any(link.backlog for link in self.links) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
         for link in self.links:
+            if link.watcher is not None:
+                link.watcher.close()
             self._loop.remove_reader(link.socket.getsockopt(zmq.FD))
             remaining = max(0.0, deadline - self._loop.time())
             link.socket.close(linger=int(remaining * 1000))

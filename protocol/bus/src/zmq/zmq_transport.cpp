@@ -45,6 +45,7 @@ ZmqTransport::ZmqTransport(boost::asio::io_context& io, const std::string& endpo
   if (options.max_message_size > 0) {
     socket_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options.max_message_size));
   }
+  if (options.curve.enabled()) security_ = std::make_unique<ZmqSecurity>(io, context_, socket_, endpoint, options);
   try {
     if (role_ == Role::gateway) {
       socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peer: an error, not a silent drop
@@ -75,6 +76,7 @@ SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
   if (stopped_) return SendStatus::failed;
   try {
     if (role_ == Role::gateway) {
+      if (security_ && !security_->may_send(peer)) return SendStatus::peer_unknown;  // revoked worker
       auto sent = socket_.send(zmq::buffer(peer.data(), peer.size()),
                                zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       if (!sent) return SendStatus::would_block;
@@ -96,6 +98,7 @@ void ZmqTransport::stop() {
   boost::system::error_code ignored;
   readable_.cancel(ignored);
   readable_.release();
+  if (security_) security_->stop();  // its sockets close before the context
   if (monitor_readable_) {
     monitor_readable_->cancel(ignored);
     monitor_readable_->release();
@@ -103,6 +106,10 @@ void ZmqTransport::stop() {
   if (monitor_) monitor_->close();
   socket_.close();
   context_.close();
+}
+
+void ZmqTransport::reload_credentials() {
+  if (security_) security_->reload();
 }
 
 void ZmqTransport::schedule_drain() {
@@ -145,6 +152,7 @@ void ZmqTransport::drain() {
         if (!extra.more()) break;
       }
       bytes += second.size();
+      if (security_ && !security_->admit(first.to_string_view(), second)) continue;  // revoked worker
       deliver(first, &second);
     } else {
       bytes += first.size();
@@ -182,7 +190,9 @@ void ZmqTransport::deliver(zmq::message_t& first, zmq::message_t* second) {
 // the gateway would notice only after three silent heartbeat intervals.
 
 void ZmqTransport::open_monitor(const std::string& endpoint) {
-  if (zmq_socket_monitor(socket_.handle(), endpoint.c_str(), ZMQ_EVENT_DISCONNECTED) != 0) {
+  // One monitor per socket (libzmq): CURVE's handshake events share it.
+  int events = ZMQ_EVENT_DISCONNECTED | (security_ ? ZmqSecurity::k_gateway_events : 0);
+  if (zmq_socket_monitor(socket_.handle(), endpoint.c_str(), events) != 0) {
     throw zmq::error_t();
   }
   monitor_.emplace(context_, zmq::socket_type::pair);
@@ -205,6 +215,7 @@ void ZmqTransport::drain_monitor() {
     std::uint32_t value = 0;
     std::memcpy(&kind, event.data(), sizeof kind);
     std::memcpy(&value, static_cast<const char*>(event.data()) + 2, sizeof value);
+    if (security_) security_->on_gateway_event(kind, value);
     if (kind == ZMQ_EVENT_DISCONNECTED) on_disconnected(static_cast<int>(value));
     if (stopped_) return;
   }

@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "asgi_bridge/bus/transport.hpp"
+#include "zmq/zmq_security.hpp"
 
 namespace asgi_bridge::bus {
 
@@ -26,6 +27,7 @@ class ZmqTransport final : public Transport {
   void watch_peers(OnPeerGone on_peer_gone) override { on_peer_gone_ = std::move(on_peer_gone); }
   SendStatus send(std::string_view peer, std::string_view payload) override;
   void stop() override;
+  void reload_credentials() override;
 
  private:
   void schedule_drain();
@@ -52,6 +54,7 @@ class ZmqTransport final : public Transport {
   Role role_;
   zmq::context_t context_;  // before socket_: created first
   zmq::socket_t socket_;
+  std::unique_ptr<ZmqSecurity> security_;  // CURVE only; before bind/connect
   boost::asio::posix::stream_descriptor readable_;
   OnMessage on_message_;
   OnPeerGone on_peer_gone_;

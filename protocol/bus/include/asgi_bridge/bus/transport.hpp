@@ -11,6 +11,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "asgi_bridge/bus/curve.hpp"
+
 namespace asgi_bridge::bus {
 
 enum class Role { gateway, worker };
@@ -22,6 +24,11 @@ enum class SendStatus {
   failed,        // the transport is broken or stopped
 };
 
+// Gateway: a worker whose handshake failed (address: where it came from;
+// reason: no key, unknown key, ...). Called on the bus thread; outsiders can
+// trigger it at will, so the callee rate-limits its log.
+using RefusedCallback = std::function<void(std::string_view address, std::string_view reason)>;
+
 // Redis: new connections wait in one shared queue per kind, so that a worker
 // whose HTTP slots are full still takes WebSockets, and the reverse.
 enum class NewConnection { http, websocket };
@@ -31,6 +38,8 @@ struct TransportOptions {
   std::string identity;               // this process's id: worker id or gateway id
   std::size_t max_message_size = 0;   // 0: unlimited; ZeroMQ: a larger incoming message closes its peer's connection
   std::string key_prefix = "asgi";    // Redis: prefix of every key
+  CurveOptions curve;                 // ZeroMQ: CURVE key files (docs/security.md); empty: plain
+  RefusedCallback on_refused;         // ZeroMQ gateway with CURVE; empty: logged unlimited
 };
 
 class Transport {
@@ -75,6 +84,10 @@ class Transport {
   virtual SendStatus publish(std::string_view /*group*/, std::string_view payload) { return send({}, payload); }
   virtual void subscribe(std::string_view /*group*/) {}
   virtual void unsubscribe(std::string_view /*group*/) {}
+
+  // Gateway (SIGHUP): rereads the key files that may change while running
+  // (the CURVE allow-list). Bus thread.
+  virtual void reload_credentials() {}
 };
 
 // zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB. Throws std::invalid_argument naming the

@@ -15,6 +15,12 @@ struct Options {
   std::vector<std::string> bus_urls;
   // Redis: prefix of every key (the gateways' --bus-prefix).
   std::string bus_prefix = "asgi";
+  // ZeroMQ CURVE (docs/security.md), both or neither: the gateway's public
+  // key file (its NAME.key) and this worker's key pair file (NAME.key_secret,
+  // from `asgi-bridge keygen`), whose public key the gateway's
+  // --bus-authorized-keys lists.
+  std::string bus_server_key;
+  std::string bus_secret_key;
   // HTTP requests served at once, announced to every gateway as `capacity`.
   unsigned concurrency = 100;
   // WebSockets open at once, counted apart from HTTP requests (an idle one
@@ -37,8 +43,8 @@ struct ParsedOptions {
   int exit_code = 0;
 };
 
-// --bus URL (repeatable or comma-separated), --bus-prefix P, --concurrency N,
-// --websocket-capacity N, --threads N,
+// --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
+// --bus-secret-key PATH, --concurrency N, --websocket-capacity N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
