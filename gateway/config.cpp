@@ -85,6 +85,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
   add(app, "max-header-size", config.max_header_size, "request head limit in bytes (431)");
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
+  add(app, "limit-connections", config.limit_connections,
+      "client connections open at once; past it 503 and close (0: the descriptor limit less a reserve)");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
   add(app, "server-name", config.server_name, "Server header value (empty: none)");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")

@@ -3,6 +3,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
+#include "fd_limit.hpp"
 #include "log.hpp"
 #include "tls_context.hpp"
 
@@ -22,7 +23,25 @@ Server::~Server() {
   if (bus_thread_.joinable()) bus_thread_.join();
 }
 
+// --limit-connections 0: what the descriptor limit leaves once the gateway's
+// own (bus, event loops, log) and a reserve are counted out.
+void Server::limit_connections(std::size_t fd_limit) {
+  auto in_use = open_fds();
+  auto limit = config_.limit_connections > 0 ? config_.limit_connections : default_connection_limit(fd_limit, in_use);
+  connections_ = std::make_unique<ConnectionLimit>(limit);
+  log::server().info("up to {} client connections (--limit-connections); {} descriptors in use, {} kept in reserve",
+                     limit, in_use, fd_reserve(fd_limit));
+  if (in_use + limit + fd_reserve(fd_limit) > fd_limit) {
+    log::server().warn("--limit-connections {} leaves fewer than {} descriptors for the bus and the admin endpoint: "
+                       "at the limit, accepts fail",
+                       limit, fd_reserve(fd_limit));
+  }
+}
+
 int Server::run() {
+  auto fds = raise_fd_limit();
+  if (!fds.error.empty()) log::server().warn("cannot raise the file descriptor limit: {}", fds.error);
+  log::server().info("file descriptor limit: {} (was {})", fds.now, fds.before);
   std::vector<Shard*> shard_pointers;
   for (unsigned i = 0; i < config_.threads; ++i) {
     shards_.push_back(std::make_unique<Shard>(i));
@@ -35,11 +54,14 @@ int Server::run() {
   try {
     tls_ = make_tls_context(config_);
     dispatcher_->start();
+    limit_connections(fds.now);
     for (const auto& bind : config_.binds) {
-      listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_, tls_.get()));
+      listeners_.push_back(
+          std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_, *connections_, tls_.get()));
     }
     for (const auto& path : config_.unix_sockets) {
-      listeners_.push_back(std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_));
+      listeners_.push_back(
+          std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_, *connections_));
     }
     if (config_.admin) {
       admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,

@@ -13,6 +13,7 @@
 
 #include "admin_server.hpp"
 #include "config.hpp"
+#include "connection_limit.hpp"
 #include "dispatcher.hpp"
 #include "listener.hpp"
 #include "shard.hpp"
@@ -30,9 +31,11 @@ class Server {
   void on_signal(int signal);
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
   void shut_down();
+  void limit_connections(std::size_t fd_limit);
   boost::asio::io_context& bus_io() { return bus_on_shard_ ? shards_.front()->io() : bus_io_; }
 
   const Config& config_;
+  std::unique_ptr<ConnectionLimit> connections_;  // --limit-connections; outlives the sessions
   boost::asio::io_context main_io_{1};
   boost::asio::io_context bus_io_{1};
   std::unique_ptr<boost::asio::ssl::context> tls_;  // --tls-cert; outlives the sessions using it
