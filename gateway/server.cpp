@@ -21,6 +21,25 @@ Server::Server(const Config& config) : config_(config) {}
 Server::~Server() {
   for (auto& shard : shards_) shard->join();
   if (bus_thread_.joinable()) bus_thread_.join();
+  tear_down();
+}
+
+// Every thread has stopped; what their io_contexts still hold goes now, in
+// an order where nothing outlives what it refers to. A pending accept lives
+// in main_io_ but holds a socket made for a shard's io_context, which is
+// destroyed first (member order): closing the acceptors and running main_io_
+// once completes those accepts (aborted) while every io_context exists.
+// Sessions still on a shard end when its io_context shuts down, and tell the
+// dispatcher, which must still exist then.
+void Server::tear_down() {
+  for (auto& listener : listeners_) listener->close_now();
+  if (admin_) admin_->stop();
+  main_io_.restart();
+  main_io_.poll();
+  listeners_.clear();
+  admin_.reset();
+  for (auto& shard : shards_) shard->shut_down();
+  dispatcher_.reset();
 }
 
 // --limit-connections 0: what the descriptor limit leaves once the gateway's
