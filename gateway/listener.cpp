@@ -53,22 +53,24 @@ void remove_stale_socket(asio::io_context& io, const std::string& path) {
 constexpr auto k_refusal_linger = std::chrono::seconds(1);
 constexpr std::size_t k_refusal_read_limit = 64 * 1024;
 
-asio::awaitable<void> answer_refusal(StreamSocket socket, std::string response, ConnectionLimit::Slot) {
+// The socket is shared with the deadline's handler, which may already be
+// queued when the coroutine ends.
+asio::awaitable<void> answer_refusal(std::shared_ptr<StreamSocket> socket, std::string response,
+                                     ConnectionLimit::Slot) {
   using asio::redirect_error;
   using asio::use_awaitable;
-  asio::steady_timer deadline(socket.get_executor(), k_refusal_linger);
-  deadline.async_wait([&socket](const boost::system::error_code& ec) {
+  asio::steady_timer deadline(socket->get_executor(), k_refusal_linger);
+  deadline.async_wait([socket](const boost::system::error_code& ec) {
     boost::system::error_code ignored;
-    if (!ec) socket.close(ignored);  // the reads below end
+    if (!ec) socket->close(ignored);  // the reads below end
   });
   boost::system::error_code ec;
-  co_await asio::async_write(socket, asio::buffer(response), redirect_error(use_awaitable, ec));
-  if (!ec) socket.shutdown(StreamSocket::shutdown_send, ec);
+  co_await asio::async_write(*socket, asio::buffer(response), redirect_error(use_awaitable, ec));
+  if (!ec) socket->shutdown(StreamSocket::shutdown_send, ec);
   char sink[4096];
   for (std::size_t read = 0; !ec && read < k_refusal_read_limit;) {
-    read += co_await socket.async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
+    read += co_await socket->async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
   }
-  deadline.cancel();
 }
 
 }  // namespace
@@ -195,9 +197,9 @@ void Listener::refuse(StreamSocket socket) {
                    "--limit-connections {} reached: new connections get 503", limit_.limit());
   auto refusing = limit_.try_refuse();
   if (tls_ || !refusing) return;  // the socket closes as it goes out of scope
-  auto executor = socket.get_executor();
-  asio::co_spawn(executor,
-                 answer_refusal(std::move(socket), format_error_response(503, config_.server_name, "retry-after: 1\r\n"),
+  auto shared = std::make_shared<StreamSocket>(std::move(socket));
+  asio::co_spawn(shared->get_executor(),
+                 answer_refusal(shared, format_error_response(503, config_.server_name, "retry-after: 1\r\n"),
                                 std::move(refusing)),
                  asio::detached);
 }
