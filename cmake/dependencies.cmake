@@ -31,10 +31,15 @@ endif()
 asgi_bridge_require(HIREDIS_FOUND libhiredis-dev "hiredis")
 
 # The gateway's allocator (docs/decisions.md, "jemalloc in the gateway").
-if(PkgConfig_FOUND)
-  pkg_check_modules(JEMALLOC QUIET IMPORTED_TARGET jemalloc)
+# ASGI_BRIDGE_JEMALLOC=OFF (sanitizer builds) links nothing in its place.
+add_library(asgi_bridge_allocator INTERFACE)
+if(ASGI_BRIDGE_JEMALLOC)
+  if(PkgConfig_FOUND)
+    pkg_check_modules(JEMALLOC QUIET IMPORTED_TARGET jemalloc)
+  endif()
+  asgi_bridge_require(JEMALLOC_FOUND libjemalloc-dev "jemalloc")
+  target_link_libraries(asgi_bridge_allocator INTERFACE PkgConfig::JEMALLOC)
 endif()
-asgi_bridge_require(JEMALLOC_FOUND libjemalloc-dev "jemalloc")
 
 # TLS of the --bind listeners (--tls-cert/--tls-key), through boost::asio::ssl.
 find_package(OpenSSL QUIET)

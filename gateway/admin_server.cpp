@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -14,7 +15,9 @@
 #include <boost/beast/http/write.hpp>
 #include <fmt/format.h>
 
+#include "accept_backoff.hpp"
 #include "listener.hpp"
+#include "log_limiter.hpp"
 #include "log.hpp"
 #include "shard.hpp"
 
@@ -68,15 +71,25 @@ AdminServer::Answer AdminServer::answer(std::string_view method, std::string_vie
   return {404, "text/plain", "not found: /healthz, /readyz, /metrics\n"};
 }
 
+// A failed accept (out of descriptors) pauses the loop: retried at once it
+// fails at once, at 100 % CPU and a log line per turn.
 asio::awaitable<void> AdminServer::accept_loop() {
+  AcceptBackoff backoff;
+  LogLimiter log_limiter;
+  asio::steady_timer pause(acceptor_.get_executor());
   while (acceptor_.is_open()) {
     boost::system::error_code ec;
     auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec) {
-      log::server().warn("admin: accept failed: {}", ec.message());
+      auto delay = backoff.next();
+      LogLimiter::warn(log::server(), log_limiter, "admin-accept", "admin: accept failed: {}; next attempt in {} ms",
+                       ec.message(), delay.count());
+      pause.expires_after(delay);
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
+    backoff.succeeded();
     asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
   }
 }

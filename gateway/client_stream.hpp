@@ -15,6 +15,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
+#include "connection_limit.hpp"
 #include "stream_socket.hpp"
 
 namespace asgi_bridge::gateway {
@@ -53,7 +54,12 @@ class ClientStream {
   // Ends the connection at once: no TLS close_notify, errors ignored.
   void close();
 
+  // The connection's place under --limit-connections, given back when the
+  // stream (and with it the socket) is destroyed.
+  void hold(ConnectionLimit::Slot slot) { slot_ = std::move(slot); }
+
  private:
+  ConnectionLimit::Slot slot_;  // declared first: released after the socket closes
   std::variant<StreamSocket, std::unique_ptr<TlsStream>> stream_;
 };
 

@@ -135,6 +135,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
+  add(app, "limit-connections", config.limit_connections,
+      "client connections open at once; past it 503 and close (0: the descriptor limit less a reserve)");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
   add(app, "server-name", config.server_name, "Server header value (empty: none)");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")

@@ -55,6 +55,9 @@ struct Config {
   std::size_t max_header_count = 100;       // fields in a request head (as nginx and uvicorn)
   std::size_t max_message_size = 16 * 1024 * 1024;
   std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
+  // Client connections open at once; past it 503 and close. 0: the
+  // descriptor limit less a reserve for the bus and admin (fd_limit.hpp).
+  std::size_t limit_connections = 0;
   std::string root_path;
   std::string server_name = "asgi-bridge";
   std::string log_level = "info";

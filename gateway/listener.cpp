@@ -7,10 +7,16 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
+#include "asgi_adapter.hpp"
 #include "http_session.hpp"
 #include "log.hpp"
 
@@ -41,6 +47,32 @@ void remove_stale_socket(asio::io_context& io, const std::string& path) {
   log::server().info("removed stale socket file {}", path);
 }
 
+// How long a refused connection may take to send its request and leave, and
+// how much of it is read: a close with unread bytes resets the connection, and
+// the client could lose the 503 (nginx's lingering close, in short).
+constexpr auto k_refusal_linger = std::chrono::seconds(1);
+constexpr std::size_t k_refusal_read_limit = 64 * 1024;
+
+// The socket is shared with the deadline's handler, which may already be
+// queued when the coroutine ends.
+asio::awaitable<void> answer_refusal(std::shared_ptr<StreamSocket> socket, std::string response,
+                                     ConnectionLimit::Slot) {
+  using asio::redirect_error;
+  using asio::use_awaitable;
+  asio::steady_timer deadline(socket->get_executor(), k_refusal_linger);
+  deadline.async_wait([socket](const boost::system::error_code& ec) {
+    boost::system::error_code ignored;
+    if (!ec) socket->close(ignored);  // the reads below end
+  });
+  boost::system::error_code ec;
+  co_await asio::async_write(*socket, asio::buffer(response), redirect_error(use_awaitable, ec));
+  if (!ec) socket->shutdown(StreamSocket::shutdown_send, ec);
+  char sink[4096];
+  for (std::size_t read = 0; !ec && read < k_refusal_read_limit;) {
+    read += co_await socket->async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
+  }
+}
+
 }  // namespace
 
 void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_view option) {
@@ -58,12 +90,13 @@ void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_
   }
 }
 
-Listener::Listener(asio::io_context& io, std::vector<Shard*> shards, Dispatcher& dispatcher, const Config& config)
-    : acceptor_(io), retry_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config) {}
+Listener::Listener(asio::io_context& io, std::vector<Shard*> shards, Dispatcher& dispatcher, const Config& config,
+                   ConnectionLimit& limit)
+    : acceptor_(io), retry_(io), shards_(std::move(shards)), dispatcher_(dispatcher), config_(config), limit_(limit) {}
 
 Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector<Shard*> shards,
-                   Dispatcher& dispatcher, const Config& config, asio::ssl::context* tls)
-    : Listener(io, std::move(shards), dispatcher, config) {
+                   Dispatcher& dispatcher, const Config& config, ConnectionLimit& limit, asio::ssl::context* tls)
+    : Listener(io, std::move(shards), dispatcher, config, limit) {
   tls_ = tls;
   tcp::acceptor acceptor(io);
   listen_on(acceptor, address, "--bind");
@@ -72,8 +105,8 @@ Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector
 }
 
 Listener::Listener(asio::io_context& io, const std::string& path, std::vector<Shard*> shards,
-                   Dispatcher& dispatcher, const Config& config)
-    : Listener(io, std::move(shards), dispatcher, config) {
+                   Dispatcher& dispatcher, const Config& config, ConnectionLimit& limit)
+    : Listener(io, std::move(shards), dispatcher, config, limit) {
   remove_stale_socket(io, path);
   UnixSocket::acceptor acceptor(io);
   boost::system::error_code ec;
@@ -103,12 +136,14 @@ void Listener::remove_socket_file() {
 void Listener::start() { accept_next(); }
 
 void Listener::stop() {
-  asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
-    boost::system::error_code ignored;
-    self->acceptor_.close(ignored);
-    self->retry_.cancel();
-    self->remove_socket_file();
-  });
+  asio::post(acceptor_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+}
+
+void Listener::close_now() {
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  retry_.cancel();
+  remove_socket_file();
 }
 
 void Listener::accept_next() {
@@ -117,24 +152,56 @@ void Listener::accept_next() {
                                                                        StreamSocket socket) {
     if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
     if (ec) {
-      // Out of descriptors or similar: log, pause, keep accepting.
-      log::server().warn("accept failed: {}", ec.message());
-      self->retry_.expires_after(std::chrono::milliseconds(100));
-      self->retry_.async_wait([self](const boost::system::error_code& wait_error) {
-        if (!wait_error && self->acceptor_.is_open()) self->accept_next();
-      });
+      self->pause_after(ec);
       return;
-    } else {
-      asio::post(shard.io(), [&shard, socket = std::move(socket), &dispatcher = self->dispatcher_,
-                              &config = self->config_, tls = self->tls_]() mutable {
-        if (shard.draining()) return;  // the socket closes as it goes out of scope
-        // The TLS state is made on the shard's thread, like the rest of the session.
-        auto stream = tls ? ClientStream(std::move(socket), *tls) : ClientStream(std::move(socket));
-        std::make_shared<HttpSession>(std::move(stream), shard, dispatcher, config)->start();
-      });
     }
+    self->backoff_.succeeded();
+    self->hand_over(shard, std::move(socket));
     self->accept_next();
   });
+}
+
+// Out of descriptors or similar: the connection waits in the backlog while
+// the listener pauses, longer each time.
+void Listener::pause_after(const boost::system::error_code& error) {
+  auto pause = backoff_.next();
+  LogLimiter::warn(log::server(), log_limiter_, "accept", "accept failed: {}; next attempt in {} ms",
+                   error.message(), pause.count());
+  retry_.expires_after(pause);
+  retry_.async_wait([self = shared_from_this()](const boost::system::error_code& wait_error) {
+    if (!wait_error && self->acceptor_.is_open()) self->accept_next();
+  });
+}
+
+void Listener::hand_over(Shard& shard, StreamSocket socket) {
+  auto slot = limit_.try_acquire();
+  if (!slot) {
+    refuse(std::move(socket));
+    return;
+  }
+  asio::post(shard.io(), [&shard, socket = std::move(socket), slot = std::move(slot), &dispatcher = dispatcher_,
+                          &config = config_, tls = tls_]() mutable {
+    if (shard.draining()) return;  // the socket closes as it goes out of scope
+    // The TLS state is made on the shard's thread, like the rest of the session.
+    auto stream = tls ? ClientStream(std::move(socket), *tls) : ClientStream(std::move(socket));
+    stream.hold(std::move(slot));
+    std::make_shared<HttpSession>(std::move(stream), shard, dispatcher, config)->start();
+  });
+}
+
+// Past --limit-connections. A TLS client would not understand a plain 503,
+// and more refusals than ConnectionLimit::k_max_refusing at once are closed
+// unanswered: answering holds a descriptor for up to k_refusal_linger.
+void Listener::refuse(StreamSocket socket) {
+  LogLimiter::warn(log::server(), log_limiter_, "limit-connections",
+                   "--limit-connections {} reached: new connections get 503", limit_.limit());
+  auto refusing = limit_.try_refuse();
+  if (tls_ || !refusing) return;  // the socket closes as it goes out of scope
+  auto shared = std::make_shared<StreamSocket>(std::move(socket));
+  asio::co_spawn(shared->get_executor(),
+                 answer_refusal(shared, format_error_response(503, config_.server_name, "retry-after: 1\r\n"),
+                                std::move(refusing)),
+                 asio::detached);
 }
 
 }  // namespace asgi_bridge::gateway

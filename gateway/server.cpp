@@ -3,6 +3,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
+#include "fd_limit.hpp"
 #include "log.hpp"
 #include "tls_context.hpp"
 
@@ -20,9 +21,46 @@ Server::Server(const Config& config) : config_(config) {}
 Server::~Server() {
   for (auto& shard : shards_) shard->join();
   if (bus_thread_.joinable()) bus_thread_.join();
+  tear_down();
+}
+
+// Every thread has stopped; what their io_contexts still hold goes now, in
+// an order where nothing outlives what it refers to. A pending accept lives
+// in main_io_ but holds a socket made for a shard's io_context, which is
+// destroyed first (member order): closing the acceptors and running main_io_
+// once completes those accepts (aborted) while every io_context exists.
+// Sessions still on a shard end when its io_context shuts down, and tell the
+// dispatcher, which must still exist then.
+void Server::tear_down() {
+  for (auto& listener : listeners_) listener->close_now();
+  if (admin_) admin_->stop();
+  main_io_.restart();
+  main_io_.poll();
+  listeners_.clear();
+  admin_.reset();
+  for (auto& shard : shards_) shard->shut_down();
+  dispatcher_.reset();
+}
+
+// --limit-connections 0: what the descriptor limit leaves once the gateway's
+// own (bus, event loops, log) and a reserve are counted out.
+void Server::limit_connections(std::size_t fd_limit) {
+  auto in_use = open_fds();
+  auto limit = config_.limit_connections > 0 ? config_.limit_connections : default_connection_limit(fd_limit, in_use);
+  connections_ = std::make_unique<ConnectionLimit>(limit);
+  log::server().info("up to {} client connections (--limit-connections); {} descriptors in use, {} kept in reserve",
+                     limit, in_use, fd_reserve(fd_limit));
+  if (in_use + limit + fd_reserve(fd_limit) > fd_limit) {
+    log::server().warn("--limit-connections {} leaves fewer than {} descriptors for the bus and the admin endpoint: "
+                       "at the limit, accepts fail",
+                       limit, fd_reserve(fd_limit));
+  }
 }
 
 int Server::run() {
+  auto fds = raise_fd_limit();
+  if (!fds.error.empty()) log::server().warn("cannot raise the file descriptor limit: {}", fds.error);
+  log::server().info("file descriptor limit: {} (was {})", fds.now, fds.before);
   std::vector<Shard*> shard_pointers;
   for (unsigned i = 0; i < config_.threads; ++i) {
     shards_.push_back(std::make_unique<Shard>(i));
@@ -35,11 +73,14 @@ int Server::run() {
   try {
     tls_ = make_tls_context(config_);
     dispatcher_->start();
+    limit_connections(fds.now);
     for (const auto& bind : config_.binds) {
-      listeners_.push_back(std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_, tls_.get()));
+      listeners_.push_back(
+          std::make_shared<Listener>(main_io_, bind, shard_pointers, *dispatcher_, config_, *connections_, tls_.get()));
     }
     for (const auto& path : config_.unix_sockets) {
-      listeners_.push_back(std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_));
+      listeners_.push_back(
+          std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_, *connections_));
     }
     if (config_.admin) {
       admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,

@@ -13,6 +13,7 @@
 
 #include "admin_server.hpp"
 #include "config.hpp"
+#include "connection_limit.hpp"
 #include "dispatcher.hpp"
 #include "listener.hpp"
 #include "shard.hpp"
@@ -31,9 +32,15 @@ class Server {
   void wait_for_reload();
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
   void shut_down();
+  void limit_connections(std::size_t fd_limit);
+  void tear_down();
   boost::asio::io_context& bus_io() { return bus_on_shard_ ? shards_.front()->io() : bus_io_; }
 
+  // Teardown order matters (tear_down() in server.cpp): what a pending
+  // operation holds must not outlive its io_context, and sessions destroyed
+  // with their shard still reach the dispatcher and the connection limit.
   const Config& config_;
+  std::unique_ptr<ConnectionLimit> connections_;  // --limit-connections; outlives the sessions
   boost::asio::io_context main_io_{1};
   boost::asio::io_context bus_io_{1};
   std::unique_ptr<boost::asio::ssl::context> tls_;  // --tls-cert; outlives the sessions using it

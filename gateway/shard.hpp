@@ -59,8 +59,18 @@ class Shard {
   void run_thread();
   void stop();
   void join();
+  // After join(): destroys every handler still pending (the sessions they
+  // keep alive end now, while what they refer to still exists); the
+  // io_context itself lives on until the shard is destroyed.
+  void shut_down() { io_.shut_down(); }
 
  private:
+  // shutdown() is protected in Asio: the public destructor is its only caller.
+  class Context : public boost::asio::io_context {
+   public:
+    using io_context::io_context;
+    void shut_down() { shutdown(); }
+  };
   struct Delivery {
     std::uint64_t conn_id = 0;
     SessionEvent event;
@@ -68,7 +78,7 @@ class Shard {
   void deliver(Delivery&& delivery);
 
   unsigned index_;
-  boost::asio::io_context io_{1};
+  Context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::thread thread_;
   Mailbox<Delivery> deliveries_{io_, [this](Delivery&& delivery) { deliver(std::move(delivery)); }};

@@ -89,7 +89,8 @@ class Proc:
     """A child process in its own process group, output to a log file."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path,
-                 env: Optional[dict] = None):
+                 env: Optional[dict] = None,
+                 preexec_fn: Optional[Callable[[], None]] = None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
@@ -99,7 +100,7 @@ class Proc:
         self.popen = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=preexec_fn)
         self.pid = self.popen.pid
         LIVE.append(self)
 
@@ -190,13 +191,14 @@ def bus_args(bus_url: str, side: str) -> list[str]:
 class Gateway(Proc):
     def __init__(self, bus_url: str, log_dir: Path, args: Iterable[str] = (),
                  name: str = "gateway", port: Optional[int] = None,
-                 log_level: str = "debug"):
+                 log_level: str = "debug",
+                 preexec_fn: Optional[Callable[[], None]] = None):
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.bus_url = bus_url
         argv = [str(gateway_binary()), "--bind", f"{self.host}:{self.port}",
                 "--bus", bus_url, *bus_args(bus_url, "gateway"), "--log-level", log_level, *args]
-        super().__init__(name, argv, log_dir / f"{name}.log")
+        super().__init__(name, argv, log_dir / f"{name}.log", preexec_fn=preexec_fn)
 
     def wait_listening(self, timeout: float = 10.0) -> None:
         def accepting():
@@ -283,9 +285,12 @@ class Bridge:
     # -- processes ---------------------------------------------------------
 
     def start_gateway(self, args: Optional[Iterable[str]] = None,
-                      wait: bool = True) -> Gateway:
+                      wait: bool = True,
+                      preexec_fn: Optional[Callable[[], None]] = None) -> Gateway:
+        """preexec_fn runs in the child before exec (e.g. resource.setrlimit)."""
         gw = Gateway(self.bus_url, self.log_dir,
-                     self.gateway_args if args is None else args)
+                     self.gateway_args if args is None else args,
+                     preexec_fn=preexec_fn)
         self.gateway = gw
         self.procs.append(gw)
         if wait:
