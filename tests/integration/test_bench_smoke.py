@@ -3,7 +3,9 @@
 It starts every server of the comparison (asgi-bridge with the C++ and the
 Python worker, uvicorn, daphne, raw Beast) and every quick workload for about
 a second each, and prints Markdown tables. Only the shape of the output is
-checked: exit status 0, the table header, a row per server in every table.
+checked: exit status 0, the table header, a row per server in every table,
+and the bus variants' rows (CURVE, Redis: the run starts its own
+redis-server and makes its own keys) in the two tables that have them.
 No timing assertion: the figures depend on the machine and its load.
 
 Needs the bench tools (built with the rest: asgi-bridge-raw-beast and
@@ -22,6 +24,9 @@ from .harness import REPO
 RUN = REPO / "bench" / "run"
 SERVER_ROWS = ["asgi-bridge + C++ worker", "asgi-bridge + Python worker",
                "uvicorn (httptools, uvloop)", "daphne", "raw Beast (ceiling)"]
+BUS_ROWS = ["asgi-bridge + C++ worker, CURVE bus", "asgi-bridge + C++ worker, Redis bus",
+            "asgi-bridge + Python worker, CURVE bus", "asgi-bridge + Python worker, Redis bus"]
+BUS_TABLES = ["HTTP hello", "WebSocket echo 32 B, 64 connections"]
 TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
 HOLD_HEADER = "| server | held sockets | handshake p50 µs, fresh | p99 µs, fresh | handshake p50 µs, warm |"
 QUICK_TIMEOUT = 240  # bench/run --quick takes under a minute on an idle machine
@@ -46,6 +51,13 @@ def test_bench_run_quick(tmp_path):
         for server in SERVER_ROWS:
             assert any(row.startswith(f"| {server} |") for row in rows), (
                 f"no row for {server!r} in table {table.splitlines()[0]!r}\n{report}")
+        if table.startswith(tuple(BUS_TABLES)):
+            for bus_row in BUS_ROWS:
+                # measured, not an error cell: the ×zmq bus column holds two ratios
+                row = next((r for r in rows if r.startswith(f"| {bus_row} |")), None)
+                assert row is not None and row.count("×") >= 2, (
+                    f"no measured row for {bus_row!r} in {table.splitlines()[0]!r}\n{report}")
+    assert "×zmq bus" in out and "rediss://" in out, report
     assert (tmp_path / "results.json").is_file()
 
     # --report-from renders the same tables from the saved results.
