@@ -11,26 +11,14 @@ using State = HeadVerdict::State;
 
 HeadVerdict reject(int status, std::string_view reason) { return {State::rejected, status, reason, 0}; }
 
+using protocol::http::iequals;
 using protocol::http::is_field_value;
+using protocol::http::is_ows;
 using protocol::http::is_tchar;
 using protocol::http::is_token;
+using protocol::http::trim_ows;
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-// `lower_literal` is lower-case already.
-bool iequals(std::string_view text, std::string_view lower_literal) {
-  return text.size() == lower_literal.size() &&
-         std::equal(text.begin(), text.end(), lower_literal.begin(), [](char x, char y) { return ascii_lower(x) == y; });
-}
 
 // HTTP/d.d (RFC 9112 §2.3)
 bool is_http_version(std::string_view v) {

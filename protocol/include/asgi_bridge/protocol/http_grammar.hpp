@@ -44,6 +44,23 @@ constexpr bool is_token(std::string_view s) { return !s.empty() && std::all_of(s
 
 constexpr bool is_field_value_byte(char c) { return k_field_value_byte[static_cast<unsigned char>(c)]; }
 
+// OWS = *( SP / HTAB ), around a field value and between list elements.
+constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+constexpr std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+// Field names and codings compare case-insensitively, in ASCII (RFC 9110 §5.1).
+constexpr bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
+}
+
 // A whole field value of RFC 9110 §5.5 (empty is allowed). Values are most of
 // a request head's bytes: eight at a time while none is below 0x20 or DEL (the
 // word test never misses one); the byte loop decides from the first word that
