@@ -492,6 +492,8 @@ def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
                                   ["--bus", "zmq://127.0.0.1:1", "--concurrency", "-4294967295"],
                                   ["--bus", "zmq://127.0.0.1:1", "--threads", "-1"],
                                   ["--bus", "zmq://127.0.0.1:1", "--graceful-timeout", "-1"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--graceful-timeout", "nan"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--heartbeat-interval", "inf"],
                                   ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"],
                                   ["--bus", "redis://127.0.0.1:notaport/0"]])
 def test_bad_command_line_exits_2(args):
