@@ -57,10 +57,10 @@ std::string env_name(const std::string& option) {
 // "nan" and "inf" through its number validators, and names their bound with
 // 309 digits. Validators see the text, from the command line and the
 // environment alike.
-CLI::Validator number_within(double max, const std::string& range) {
-  auto check = [max, range](std::string& text) -> std::string {
+CLI::Validator number_within(double min, double max, const std::string& range) {
+  auto check = [min, max, range](std::string& text) -> std::string {
     double value = 0;
-    if (!CLI::detail::lexical_cast(text, value) || !std::isfinite(value) || value < 0 || value > max) {
+    if (!CLI::detail::lexical_cast(text, value) || !std::isfinite(value) || value < min || value > max) {
       return "expected a number " + range + ", got '" + text + "'";
     }
     return {};
@@ -71,11 +71,12 @@ CLI::Validator number_within(double max, const std::string& range) {
 // Times: about 31 years at most, so that converting one to the clock's
 // nanoseconds cannot overflow.
 constexpr double k_max_seconds = 1e9;
+constexpr double k_max_number = std::numeric_limits<double>::max();
 
 template <typename T>
 CLI::Option* add(CLI::App& app, const std::string& name, T& value, const std::string& help) {
   auto* option = app.add_option("--" + name, value, help)->envname(env_name(name))->capture_default_str();
-  if constexpr (std::is_arithmetic_v<T>) option->check(number_within(std::numeric_limits<double>::max(), "from 0 up"));
+  if constexpr (std::is_arithmetic_v<T>) option->check(number_within(0, k_max_number, "from 0 up"));
   return option;
 }
 
@@ -83,7 +84,7 @@ void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const s
   auto* option = app.add_option_function<double>(
       "--" + name, [&value](double s) { value = Seconds(s); }, help + " (seconds)");
   option->envname(env_name(name))
-      ->check(number_within(k_max_seconds, "of seconds from 0 to 1e9"))
+      ->check(number_within(0, k_max_seconds, "of seconds from 0 to 1e9"))
       ->default_str(std::to_string(value.count()));
 }
 
@@ -116,9 +117,9 @@ ParseOutcome parse_config(int argc, char** argv) {
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
   add(app, "max-header-size", config.max_header_size, "request head limit in bytes, CRLFs included (431)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
