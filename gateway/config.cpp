@@ -1,6 +1,9 @@
 #include "config.hpp"
 
+#include <cmath>
+#include <limits>
 #include <thread>
+#include <type_traits>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -81,15 +84,40 @@ std::string env_name(const std::string& option) {
   return env;
 }
 
+// Every number of the command line or the environment: CLI11 reads "-1" into
+// an unsigned option as its wrap-around (a limit of 2^64 - 1, i.e. none), lets
+// "nan" and "inf" through its number validators, and names their bound with
+// 309 digits. Validators see the text, from the command line and the
+// environment alike.
+CLI::Validator number_within(double min, double max, const std::string& range) {
+  auto check = [min, max, range](std::string& text) -> std::string {
+    double value = 0;
+    if (!CLI::detail::lexical_cast(text, value) || !std::isfinite(value) || value < min || value > max) {
+      return "expected a number " + range + ", got '" + text + "'";
+    }
+    return {};
+  };
+  return CLI::Validator(check, "");
+}
+
+// Times: about 31 years at most, so that converting one to the clock's
+// nanoseconds cannot overflow.
+constexpr double k_max_seconds = 1e9;
+constexpr double k_max_number = std::numeric_limits<double>::max();
+
 template <typename T>
 CLI::Option* add(CLI::App& app, const std::string& name, T& value, const std::string& help) {
-  return app.add_option("--" + name, value, help)->envname(env_name(name))->capture_default_str();
+  auto* option = app.add_option("--" + name, value, help)->envname(env_name(name))->capture_default_str();
+  if constexpr (std::is_arithmetic_v<T>) option->check(number_within(0, k_max_number, "from 0 up"));
+  return option;
 }
 
 void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const std::string& help) {
   auto* option = app.add_option_function<double>(
       "--" + name, [&value](double s) { value = Seconds(s); }, help + " (seconds)");
-  option->envname(env_name(name))->check(CLI::NonNegativeNumber)->default_str(std::to_string(value.count()));
+  option->envname(env_name(name))
+      ->check(number_within(0, k_max_seconds, "of seconds from 0 to 1e9"))
+      ->default_str(std::to_string(value.count()));
 }
 
 }  // namespace
@@ -121,17 +149,16 @@ ParseOutcome parse_config(int argc, char** argv) {
   add_seconds(app, "request-timeout", config.request_timeout,
               "408 when a request head is not whole this long after its first byte, or a body sends nothing this long");
   add(app, "min-body-rate", config.min_body_rate,
-      "408 when a request body averages fewer bytes/s than this, past --min-body-rate-grace; 0 = off")
-      ->check(CLI::NonNegativeNumber);
+      "408 when a request body averages fewer bytes/s than this, past --min-body-rate-grace; 0 = off");
   add_seconds(app, "min-body-rate-grace", config.min_body_rate_grace,
               "time a request body gets before --min-body-rate applies");
   add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work");
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
   add(app, "max-header-size", config.max_header_size, "request head limit in bytes, CRLFs included (431)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");

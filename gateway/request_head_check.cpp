@@ -1,9 +1,8 @@
 #include "request_head_check.hpp"
 
 #include <algorithm>
-#include <array>
-#include <cstdint>
-#include <cstring>
+
+#include "asgi_bridge/protocol/http_grammar.hpp"
 
 namespace asgi_bridge::gateway {
 namespace {
@@ -12,66 +11,14 @@ using State = HeadVerdict::State;
 
 HeadVerdict reject(int status, std::string_view reason) { return {State::rejected, status, reason, 0}; }
 
-// RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
-// "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-constexpr std::array<bool, 256> make_tchar_table() {
-  std::array<bool, 256> table{};
-  for (int c = '0'; c <= '9'; ++c) table[c] = true;
-  for (int c = 'a'; c <= 'z'; ++c) table[c] = true;
-  for (int c = 'A'; c <= 'Z'; ++c) table[c] = true;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) table[static_cast<unsigned char>(c)] = true;
-  return table;
-}
-constexpr auto k_tchar = make_tchar_table();
+using protocol::http::iequals;
+using protocol::http::is_field_value;
+using protocol::http::is_ows;
+using protocol::http::is_tchar;
+using protocol::http::is_token;
+using protocol::http::trim_ows;
 
-// field-value bytes (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB; never NUL,
-// CR, LF or another CTL.
-constexpr std::array<bool, 256> make_field_value_table() {
-  std::array<bool, 256> table{};
-  for (int c = 0x20; c < 0x100; ++c) table[c] = c != 0x7F;
-  table['\t'] = true;
-  return table;
-}
-constexpr auto k_field_value = make_field_value_table();
-
-bool is_tchar(char c) { return k_tchar[static_cast<unsigned char>(c)]; }
-bool is_field_value_byte(char c) { return k_field_value[static_cast<unsigned char>(c)]; }
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar); }
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-// Values are most of a head's bytes: eight at a time while none is below
-// 0x20 or DEL (the word test never misses one); the byte loop decides from
-// the first word that may hold one, HTAB being allowed.
-bool is_field_value(std::string_view value) {
-  constexpr std::uint64_t ones = 0x0101010101010101ULL;
-  constexpr std::uint64_t highs = 0x8080808080808080ULL;
-  std::size_t i = 0;
-  for (; i + 8 <= value.size(); i += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, value.data() + i, sizeof word);
-    std::uint64_t below_space = (word - ones * 0x20) & ~word & highs;
-    std::uint64_t del = word ^ (ones * 0x7F);
-    del = (del - ones) & ~del & highs;
-    if ((below_space | del) != 0) break;
-  }
-  return std::all_of(value.begin() + static_cast<std::ptrdiff_t>(i), value.end(),
-                     [](char c) { return is_field_value_byte(c); });
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-// `lower_literal` is lower-case already.
-bool iequals(std::string_view text, std::string_view lower_literal) {
-  return text.size() == lower_literal.size() &&
-         std::equal(text.begin(), text.end(), lower_literal.begin(), [](char x, char y) { return ascii_lower(x) == y; });
-}
 
 // HTTP/d.d (RFC 9112 §2.3)
 bool is_http_version(std::string_view v) {

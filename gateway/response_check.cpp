@@ -4,32 +4,18 @@
 
 #include <fmt/format.h>
 
+#include "asgi_bridge/protocol/http_grammar.hpp"
+
 namespace asgi_bridge::gateway {
 namespace {
 
 constexpr std::size_t k_quoted_max = 64;  // a log line names a value, it does not copy it
 constexpr std::size_t k_max_length_digits = 19;  // every 19-digit number fits 64 bits
 
-bool is_tchar(unsigned char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
-
-bool is_token(std::string_view text) {
-  if (text.empty()) return false;
-  for (unsigned char c : text) {
-    if (!is_tchar(c)) return false;
-  }
-  return true;
-}
-
-// RFC 9110 §5.5: field-vchar, SP, HTAB and obs-text; no other control character.
-bool is_field_value(std::string_view text) {
-  for (unsigned char c : text) {
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  }
-  return true;
-}
+using protocol::http::iequals;
+using protocol::http::is_field_value;
+using protocol::http::is_token;
+using protocol::http::trim_ows;
 
 bool is_digits(std::string_view text) {
   if (text.empty()) return false;
@@ -37,21 +23,6 @@ bool is_digits(std::string_view text) {
     if (c < '0' || c > '9') return false;
   }
   return true;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-std::string_view trim_ows(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
 }
 
 // "value" with what is not printable ASCII as \xHH, cut after k_quoted_max bytes.

@@ -7,6 +7,7 @@
 // Writer in writing mode, and MapReader, which finds each field in a decoded
 // map, checks it and stores it.
 #include "asgi_bridge/protocol/codec.hpp"
+#include "asgi_bridge/protocol/http_grammar.hpp"
 
 #include <msgpack.hpp>
 
@@ -361,8 +362,8 @@ Header read_header(const msgpack::object& object, const Path& path) {
   std::string_view name = read_bin(object.via.array.ptr[0], Path(path, "name"));
   std::string_view value = read_bin(object.via.array.ptr[1], Path(path, "value"));
   if (name.empty()) fail(path, "empty header name");
-  if (!detail::is_token(name)) fail(path, "header name " + quoted(name) + " is not a token");
-  if (!detail::is_safe_header_value(value)) {
+  if (!http::is_token(name)) fail(path, "header name " + quoted(name) + " is not a token");
+  if (!http::is_safe_field_value(value)) {
     fail(path, "header " + quoted(name) + " value contains CR, LF or NUL");
   }
   return Header{Bytes(name), Bytes(value)};

@@ -1,21 +1,10 @@
 #include "validate.hpp"
 
-#include <array>
 #include <cstddef>
 #include <cstring>
 
 namespace asgi_bridge::protocol::detail {
 namespace {
-
-constexpr std::array<bool, 256> make_tchar_table() {
-  std::array<bool, 256> table{};
-  for (int c = '0'; c <= '9'; ++c) table[c] = true;
-  for (int c = 'a'; c <= 'z'; ++c) table[c] = true;
-  for (int c = 'A'; c <= 'Z'; ++c) table[c] = true;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) table[static_cast<unsigned char>(c)] = true;
-  return table;
-}
-constexpr auto k_tchar = make_tchar_table();
 
 constexpr std::uint64_t k_high_bits = 0x8080808080808080ULL;
 
@@ -66,24 +55,6 @@ bool is_valid_utf8(std::string_view text) {
       return false;
     }
     p += lead.continuation_bytes + 1;
-  }
-  return true;
-}
-
-bool is_token(std::string_view name) {
-  if (name.empty()) return false;
-  for (char c : name) {
-    if (!k_tchar[static_cast<unsigned char>(c)]) return false;
-  }
-  return true;
-}
-
-bool is_safe_header_value(std::string_view value) {
-  // Three memchr scans (vectorised by libc) beat one find_first_of, which
-  // tests each byte against each of the three.
-  if (value.empty()) return true;
-  for (int c : {'\r', '\n', '\0'}) {
-    if (std::memchr(value.data(), c, value.size()) != nullptr) return false;
   }
   return true;
 }

@@ -9,12 +9,6 @@ namespace asgi_bridge::protocol::detail {
 // (the same set Python's bytes.decode("utf-8") accepts).
 bool is_valid_utf8(std::string_view text);
 
-// An RFC 9110 token (1*tchar): what a header name must be.
-bool is_token(std::string_view name);
-
-// A header value that cannot split a message: no CR, LF or NUL.
-bool is_safe_header_value(std::string_view value);
-
 // A code an application may send in websocket.close: 1000-1003, 1007-1014, 3000-4999.
 bool is_valid_close_code(std::uint64_t code);
 

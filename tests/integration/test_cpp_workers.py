@@ -492,6 +492,12 @@ def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
 
 @pytest.mark.parametrize("args", [[], ["--bus", "zmq://127.0.0.1:1", "--concurrency", "0"],
                                   ["--bus", "zmq://127.0.0.1:1", "--websocket-capacity", "0"],
+                                  # negative numbers (CLI11 reads some into an unsigned wrapped)
+                                  ["--bus", "zmq://127.0.0.1:1", "--concurrency", "-4294967295"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--threads", "-1"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--graceful-timeout", "-1"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--graceful-timeout", "nan"],
+                                  ["--bus", "zmq://127.0.0.1:1", "--heartbeat-interval", "inf"],
                                   ["--bus", "http://nope"], ["--bus", "zmq://127.0.0.1:1", "--nope"],
                                   ["--bus", "redis://127.0.0.1:notaport/0"]])
 def test_bad_command_line_exits_2(args):

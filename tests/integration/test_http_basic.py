@@ -262,6 +262,22 @@ def test_large_body_both_ways(bridge):
     assert sum(n for n, _ in chunks) == len(payload)
 
 
+@pytest.mark.parametrize("length", ["1", "0"])
+def test_response_body_over_the_bus_message_limit_arrives_whole(bridge_factory, length):
+    # The gateway refuses a bus message over max(--max-body-size,
+    # --max-message-size) + 64 KiB and drops the worker that sent it: the app's
+    # one 5 MiB send must reach the bus as several body events.
+    b = bridge_factory(gateway_args=["--max-body-size", "1048576", "--max-message-size", "1048576"])
+    size = 5 * 1024 * 1024
+    expected = bytes(range(256)) * (size // 256)
+    for _ in range(2):  # and the worker is still there for the next one
+        r = request(b.port, "GET", f"/big?size={size}&length={length}", timeout=60)
+        assert r.status == 200
+        assert len(r.body) == size and r.body == expected
+        assert (r.header("content-length") is None) == (length == "0")
+    assert "lost" not in b.gateway.log()
+
+
 def test_body_under_backpressure_arrives_whole(bridge):
     # The app reads slowly: the gateway must stop at its event window and go
     # on with every credit the worker sends, until the last byte.

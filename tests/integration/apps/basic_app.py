@@ -152,6 +152,16 @@ async def app(scope, receive, send):
             if not message.get("more_body", False):
                 break
         await respond(send, 200, f"{total} {events}".encode())
+    elif path == "/big":
+        # ?size=N bytes in one send (the worker splits what the bus would refuse);
+        # &length=0 leaves out content-length (chunked).
+        size = int(query.get("size", ["0"])[0])
+        body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        headers = [(b"content-type", b"application/octet-stream")]
+        if query.get("length", ["1"])[0] != "0":
+            headers.append((b"content-length", str(size).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     elif path == "/stream":
         # No content-length: the gateway must send it chunked (HTTP/1.1).
         await send({"type": "http.response.start", "status": 200,

@@ -1,7 +1,9 @@
 // parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here), the head limits,
-// and the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure).
+// the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure) and the numbers
+// every option must be.
 #include "config.hpp"
 
+#include <cctype>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -132,6 +134,72 @@ TEST(ConfigBusSecurity, CurveNeedsBothKeysAndAZmqBus) {
   ASSERT_TRUE(outcome.config);
   EXPECT_EQ(outcome.config->bus_secret_key, "env.key_secret");
   EXPECT_EQ(outcome.config->bus_authorized_keys, "env-workers");
+}
+
+// CLI11 reads "-1" into an unsigned option as 2^64 - 1: a limit of none.
+// Every numeric option refuses it, from the command line and the environment.
+const std::vector<std::string> k_numeric_options = {
+    "threads",          "max-body-size",      "max-header-size",           "max-header-count",
+    "max-message-size", "group-relay-rate",   "min-body-rate",             "http-timeout",
+    "dispatch-timeout", "websocket-timeout",  "websocket-connect-timeout", "ping-interval",
+    "ping-timeout",     "keepalive-timeout",  "request-timeout",           "min-body-rate-grace",
+    "drain-timeout",    "heartbeat-interval", "limit-connections"};
+
+// parse({}) with ASGI_BRIDGE_<OPTION> set to `value`.
+ParseOutcome parse_with_env(const std::string& option, const std::string& value) {
+  std::string env = "ASGI_BRIDGE_";
+  for (char c : option) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  ::setenv(env.c_str(), value.c_str(), 1);
+  testing::internal::CaptureStderr();
+  auto outcome = parse({});
+  testing::internal::GetCapturedStderr();
+  ::unsetenv(env.c_str());
+  return outcome;
+}
+
+TEST(ConfigNumbers, NegativeOnTheCommandLineIsAnError) {
+  for (const auto& option : k_numeric_options) {
+    testing::internal::CaptureStderr();
+    auto outcome = parse({"--" + option, "-1"});
+    auto error = testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(outcome.config) << option;
+    EXPECT_NE(outcome.exit_code, 0) << option;
+    EXPECT_NE(error.find("--" + option + ": expected a number"), std::string::npos) << option << ": " << error;
+  }
+}
+
+TEST(ConfigNumbers, NegativeInTheEnvironmentIsAnError) {
+  for (const auto& option : k_numeric_options) {
+    auto outcome = parse_with_env(option, "-1");
+    EXPECT_FALSE(outcome.config) << option;
+    EXPECT_NE(outcome.exit_code, 0) << option;
+  }
+}
+
+TEST(ConfigNumbers, HugeNegativeSizeDoesNotWrapToASmallOne) {
+  // strtoull("-18446744073709551615") is 1.
+  EXPECT_FALSE(parse({"--max-body-size", "-18446744073709551615"}).config);
+}
+
+TEST(ConfigNumbers, TimesAreFiniteAndBounded) {
+  for (const char* bad : {"nan", "inf", "-inf", "1e300", "-0.5"}) {
+    EXPECT_FALSE(parse({"--http-timeout", bad}).config) << bad;
+    EXPECT_FALSE(parse_with_env("keepalive-timeout", bad).config) << bad;
+  }
+  auto fine = parse({"--http-timeout", "0", "--keepalive-timeout", "2.5"});
+  ASSERT_TRUE(fine.config);
+  EXPECT_EQ(fine.config->http_timeout.count(), 0);
+  EXPECT_EQ(fine.config->keepalive_timeout.count(), 2.5);
+}
+
+TEST(ConfigNumbers, ZeroAndPositiveSizesStillParse) {
+  auto outcome = parse({"--max-body-size", "0", "--max-message-size", "1048576", "--group-relay-rate", "0"});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->max_body_size, 0u);
+  EXPECT_EQ(outcome.config->max_message_size, 1048576u);
+  auto from_env = parse_with_env("max-body-size", "4096");
+  ASSERT_TRUE(from_env.config);
+  EXPECT_EQ(from_env.config->max_body_size, 4096u);
 }
 
 }  // namespace

@@ -545,5 +545,78 @@ TEST(ByteWindow, SendsLeaveInCallOrderWhileOneWaits) {
   EXPECT_TRUE(is<protocol::WebSocketClose>(events[3]));
 }
 
+
+// The gateway refuses a bus message much over its limits: one large send goes
+// as several body events, each within the window, that add up to the body.
+TEST(LargeBody, SplitIntoPiecesInOrderWithinTheWindow) {
+  constexpr std::uint64_t window = 128 * 1024;
+  auto h = http(window);
+  std::string sent;
+  for (std::size_t i = 0; i < 3 * 1024 * 1024; ++i) sent += static_cast<char>('a' + i % 23);
+  bool done = false;
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    co_await send(body(sent, false));
+    done = true;
+  });
+  // The gateway writes what it gets and gives credit for it (bounded rounds).
+  for (int round = 0; round < 1000 && !done; ++round) {
+    EXPECT_LE(h.connection->flow().unacknowledged(), window + k_body_piece);
+    h.connection->add_credit(h.connection->flow().unacknowledged());
+    h.poll();
+  }
+  ASSERT_TRUE(done);
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 1 + (sent.size() + k_body_piece - 1) / k_body_piece);
+  std::string received;
+  for (std::size_t i = 1; i < events.size(); ++i) {
+    const auto& piece = std::get<protocol::HttpResponseBody>(events[i]);
+    EXPECT_LE(piece.body.size(), k_body_piece);
+    EXPECT_EQ(piece.more_body, i + 1 < events.size()) << i;
+    received += piece.body;
+  }
+  EXPECT_TRUE(received == sent);
+  for (std::size_t i = 0; i < h.out.size(); ++i) EXPECT_EQ(h.out[i].seq, std::optional<std::uint64_t>(i));
+  EXPECT_TRUE(h.errors().empty());
+}
+
+TEST(LargeBody, PiecesWaitForCreditAndLaterSendsWaitForThem) {
+  auto h = http(1);
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    co_await send(body(std::string(3 * k_body_piece, 'x'), true));
+    co_await send(body("end", false));
+  });
+  EXPECT_EQ(h.events().size(), 2u);  // the start and the first piece: then over the window
+  h.connection->add_credit(k_body_piece);
+  h.poll();
+  EXPECT_EQ(h.events().size(), 3u);
+  for (int i = 0; i < 2; ++i) {
+    h.connection->add_credit(k_body_piece);
+    h.poll();
+  }
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_TRUE(std::get<protocol::HttpResponseBody>(events[3]).more_body);
+  EXPECT_EQ(std::get<protocol::HttpResponseBody>(events[4]), body("end", false));
+  EXPECT_TRUE(h.finished);
+}
+
+TEST(LargeBody, ClientLeavingBetweenPiecesRaises) {
+  auto h = http(1);
+  std::string error;
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    error = co_await thrown([&] { return send(body(std::string(4 * k_body_piece, 'x'), false)); });
+  });
+  EXPECT_EQ(h.events().size(), 2u);
+  h.connection->feed(protocol::HttpDisconnect{});
+  h.poll();
+  EXPECT_EQ(error, "ClientDisconnected: client disconnected");
+  EXPECT_EQ(h.events().size(), 2u);
+  EXPECT_TRUE(h.finished);
+  EXPECT_TRUE(h.errors().empty());
+}
+
 }  // namespace
 }  // namespace asgi_bridge::worker::detail

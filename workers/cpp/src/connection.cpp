@@ -113,9 +113,38 @@ boost::asio::awaitable<void> Connection::send(protocol::Event event) {
     pass_turn(ticket);
     throw;
   }
-  flow_.sent(size);
-  emit_event(std::move(event));
+  try {
+    if (auto* body = std::get_if<protocol::HttpResponseBody>(&event); body && body->body.size() > k_body_piece) {
+      co_await send_pieces(std::move(*body));
+    } else if (auto* denial = std::get_if<protocol::WebSocketHttpResponseBody>(&event);
+               denial && denial->body.size() > k_body_piece) {
+      co_await send_pieces(std::move(*denial));
+    } else {
+      flow_.sent(size);
+      emit_event(std::move(event));
+    }
+  } catch (...) {
+    pass_turn(ticket);
+    throw;
+  }
   pass_turn(ticket);
+}
+
+// One body as consecutive body events of k_body_piece bytes, each in turn
+// within the window (docs/protocol.md §5); all but the last with more_body.
+// The state machine has taken the whole body already; the turn is ours.
+template <typename BodyEvent>
+boost::asio::awaitable<void> Connection::send_pieces(BodyEvent event) {
+  const std::string_view body = event.body;
+  for (std::size_t start = 0; start < body.size(); start += k_body_piece) {
+    while (!disconnected_ && !failed_ && !flow_.can_send()) co_await wait_for_change();
+    if (failed_) co_return;
+    if (disconnected_) throw ClientDisconnected("client disconnected");
+    auto piece = body.substr(start, k_body_piece);
+    bool last = start + piece.size() == body.size();
+    flow_.sent(piece.size());
+    emit_event(BodyEvent{protocol::Bytes(piece), last ? event.more_body : true});
+  }
 }
 
 void Connection::pass_turn(std::uint64_t ticket) {

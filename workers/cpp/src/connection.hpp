@@ -31,6 +31,11 @@ struct ConnectionInfo {
   std::uint64_t window = protocol::k_default_byte_window;
 };
 
+// The gateway refuses a bus message over max(--max-message-size,
+// --max-body-size) + 64 KiB: a larger response body goes as several body
+// events of this size, which (with its envelope) fits whatever its options.
+inline constexpr std::size_t k_body_piece = 60 * 1024;
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Delivers one message for the owning gateway (kind event, credit or error).
@@ -101,6 +106,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool failed_ = false;        // we sent `error`: nothing more goes out
 
  private:
+  template <typename BodyEvent>
+  boost::asio::awaitable<void> send_pieces(BodyEvent event);
   void finish_after_app(const std::string& failure, bool client_gone);
   void report_error(std::string message);
   void pass_turn(std::uint64_t ticket);

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "asgi_bridge/protocol/http_grammar.hpp"
 #include "asgi_bridge/worker/errors.hpp"
 
 namespace asgi_bridge::worker::detail {
@@ -10,26 +11,12 @@ namespace {
 
 using namespace std::string_literals;
 
-// RFC 9110 tchar.
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
-
-bool is_token(std::string_view name) {
-  if (name.empty()) return false;
-  for (unsigned char c : name) {
-    if (!is_tchar(c)) return false;
-  }
-  return true;
-}
-
 void check_headers(const protocol::Headers& headers, const char* field) {
   for (const auto& header : headers) {
-    if (!is_token(header.name)) {
+    if (!protocol::http::is_token(header.name)) {
       throw InvalidEvent(field + ": header name '"s + header.name + "' is not an RFC 9110 token");
     }
-    if (header.value.find_first_of("\r\n"s + '\0') != std::string::npos) {
+    if (!protocol::http::is_safe_field_value(header.value)) {
       throw InvalidEvent(field + ": value of header '"s + header.name + "' contains CR, LF or NUL");
     }
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "asgi_bridge/protocol/http_grammar.hpp"
 #include "asgi_bridge/worker/events.hpp"
 
 namespace asgi_bridge::worker {
@@ -9,11 +10,7 @@ namespace {
 
 using boost::asio::awaitable;
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
+using protocol::http::iequals;
 
 // The whole body, or nullopt when the client left first.
 awaitable<std::optional<std::string>> read_body(const Receive& receive) {

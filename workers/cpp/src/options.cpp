@@ -1,6 +1,7 @@
 #include "asgi_bridge/worker/options.hpp"
 
 #include <cctype>
+#include <cmath>
 
 #include <CLI/CLI.hpp>
 
@@ -19,13 +20,22 @@ CLI::Option* add(CLI::App& cli, const std::string& name, T& value, const std::st
   return cli.add_option("--" + name, value, help)->envname(env_name(name));
 }
 
+// CLI11's PositiveNumber lets "nan" through (and names its bound with 309
+// digits); a timer cannot take it, nor (converted to nanoseconds) more than
+// about 31 years.
+std::string check_seconds(std::string& text) {
+  double seconds = 0;
+  if (CLI::detail::lexical_cast(text, seconds) && std::isfinite(seconds) && seconds > 0 && seconds <= 1e9) return {};
+  return "expected a number of seconds above 0, up to 1e9, got '" + text + "'";
+}
+
 void add_seconds(CLI::App& cli, const std::string& name, std::chrono::duration<double>& value,
                  const std::string& help) {
   cli.add_option_function<double>(
          "--" + name, [&value](double seconds) { value = std::chrono::duration<double>(seconds); },
          help + " (seconds)")
       ->envname(env_name(name))
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Validator(check_seconds, ""))
       ->default_str(std::to_string(value.count()));
 }
 

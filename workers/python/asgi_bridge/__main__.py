@@ -8,6 +8,7 @@ Every option can also be given as an ``ASGI_BRIDGE_<OPTION>`` environment variab
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -24,8 +25,9 @@ def _env(name, default):
 def _positive(kind):
     def parse(text):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        # `nan <= 0` is False: a number that is not finite is refused apart.
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
     return parse
 

@@ -17,6 +17,11 @@ logger = logging.getLogger("asgi_bridge.connection")
 
 CREDIT_BATCH = 8             # §5: acknowledge consumed events 8 at a time
 DEFAULT_WINDOW = 1024 * 1024  # §5: bytes in flight when the first event has no `window`
+# §5: a larger response body goes as several body events. The gateway refuses a bus
+# message over max(--max-message-size, --max-body-size) + 64 KiB, so a piece of 60 KiB
+# (and its envelope) fits whatever the gateway's options.
+BODY_PIECE = 60 * 1024
+_SPLIT_TYPES = frozenset(("http.response.body", "websocket.http.response.body"))
 
 
 class Connection:
@@ -113,6 +118,26 @@ class Connection:
     async def send(self, message):
         event = codec.canonical_event(message)  # InvalidEvent: a wrong field
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
+        if event["type"] in _SPLIT_TYPES and len(event["body"]) > BODY_PIECE:
+            await self._send_pieces(event)
+        else:
+            await self._send_event(event)
+
+    async def _send_pieces(self, event):
+        """A body as consecutive body events of BODY_PIECE bytes, each in turn within
+        the window; all but the last with more_body, the last with the app's."""
+        body = memoryview(event["body"])
+        last = len(body) - BODY_PIECE
+        for start in range(0, len(body), BODY_PIECE):
+            if self.failed:
+                return
+            if start and self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            await self._send_event({
+                "type": event["type"], "body": body[start:start + BODY_PIECE],
+                "more_body": event["more_body"] if start >= last else True})
+
+    async def _send_event(self, event):
         size = codec.payload_size(event)
         if size:
             if not self._writable:

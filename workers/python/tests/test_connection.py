@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from asgi_bridge import codec
+from asgi_bridge import codec, connection
 from asgi_bridge.connection import HttpConnection, WebSocketConnection
 from asgi_bridge.errors import ClientDisconnected, InvalidEvent, ProtocolError, UnexpectedMessage
 from bridge_helpers import run
@@ -323,6 +323,87 @@ def test_window_wait_ends_on_disconnect():
         conn.gateway_lost()
         await asyncio.wait_for(task, 1)
         assert len(caught) == 1 and gw.errors == []
+    run(main())
+
+
+def test_large_body_goes_as_pieces_within_the_window():
+    # The gateway refuses a bus message much over its limits: one 3 MiB send must
+    # go as body events of at most BODY_PIECE bytes, in order, each within the window.
+    async def main():
+        gw = Gateway()
+        window = 256 * 1024
+        conn = http(gw, window=window)
+        body = bytes(range(256)) * (3 * 1024 * 4)  # 3 MiB, not one repeated byte
+        done = []
+
+        async def app(scope, receive, send):
+            await send(START)
+            await send({"type": "http.response.body", "body": body})
+            done.append(True)
+        task = asyncio.ensure_future(conn.run(app))
+        for _ in range(10000):  # the gateway writes what it gets and gives credit
+            if done or task.done():
+                break
+            await asyncio.sleep(0)
+            assert conn._unacked <= window + connection.BODY_PIECE
+            if conn._unacked:
+                conn.add_credit(conn._unacked)
+        await asyncio.wait_for(task, 1)
+        pieces = gw.events[1:]
+        assert len(pieces) == -(-len(body) // connection.BODY_PIECE) > 1
+        assert all(len(p["body"]) <= connection.BODY_PIECE for p in pieces)
+        assert b"".join(p["body"] for p in pieces) == body
+        assert [p["more_body"] for p in pieces] == [True] * (len(pieces) - 1) + [False]
+        assert [m["s"] for m in gw.sent if m["k"] == "event"] == list(range(len(pieces) + 1))
+        assert gw.errors == []
+    run(main())
+
+
+def test_large_body_waits_for_credit_between_pieces():
+    async def main():
+        gw = Gateway()
+        conn = http(gw, window=1)
+        body = b"x" * (3 * connection.BODY_PIECE)
+        task = asyncio.ensure_future(conn.run(_send_then_finish(body)))
+        await asyncio.sleep(0.05)
+        assert len(gw.events) == 2  # start and the first piece: then over the window
+        conn.add_credit(connection.BODY_PIECE)
+        await asyncio.sleep(0.05)
+        assert len(gw.events) == 3
+        for _ in range(2):
+            conn.add_credit(connection.BODY_PIECE)
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(task, 1)
+        assert [e["more_body"] for e in gw.events[1:]] == [True, True, True, False]
+        assert gw.events[-1]["body"] == b"end"
+    run(main())
+
+
+def _send_then_finish(body):
+    async def app(scope, receive, send):
+        await send(START)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+    return app
+
+
+def test_large_body_stops_between_pieces_when_the_client_leaves():
+    async def main():
+        gw = Gateway()
+        conn = http(gw, window=1)
+        caught = []
+
+        async def app(scope, receive, send):
+            await send(START)
+            try:
+                await send({"type": "http.response.body", "body": b"x" * (4 * connection.BODY_PIECE)})
+            except ClientDisconnected as exc:
+                caught.append(exc)
+        task = asyncio.ensure_future(conn.run(app))
+        await asyncio.sleep(0.05)
+        conn.feed({"type": "http.disconnect"})
+        await asyncio.wait_for(task, 1)
+        assert len(caught) == 1 and len(gw.events) == 2 and gw.errors == []
     run(main())
 
 

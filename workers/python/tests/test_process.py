@@ -212,6 +212,23 @@ def test_websocket_capacity_from_the_environment_is_announced(gateway):
     assert (ready["capacity"], ready["ws_capacity"]) == (9, 250)
 
 
+@pytest.mark.parametrize("option", ["concurrency", "websocket-capacity", "processes",
+                                    "heartbeat-interval", "graceful-timeout"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_numeric_options_refuse_what_is_not_a_positive_number(option, value, monkeypatch, capsys):
+    from asgi_bridge.__main__ import parse_args
+    base = ["app:app", "--bus", "zmq://127.0.0.1:1"]
+    if value == "inf" and option in ("concurrency", "websocket-capacity", "processes"):
+        value = "1e3"  # int() refuses it anyway; keep a bad integer spelling
+    with pytest.raises(SystemExit) as info:
+        parse_args([*base, f"--{option}", value])
+    assert info.value.code == 2 and f"--{option}" in capsys.readouterr().err
+    monkeypatch.setenv("ASGI_BRIDGE_" + option.upper().replace("-", "_"), value)
+    with pytest.raises(SystemExit) as info:
+        parse_args(base)
+    assert info.value.code == 2 and f"--{option}" in capsys.readouterr().err
+
+
 def test_bad_command_lines_fail_fast(gateway):
     for args in (["--bus", "http://x"], ["--concurrency", "0"], ["--websocket-capacity", "0"]):
         proc = gateway.spawn(*args)
