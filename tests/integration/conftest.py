@@ -29,6 +29,7 @@ from typing import Iterable, Optional
 
 import pytest
 
+from .fakeworker import FakeWorker
 from .harness import (LIVE, Bridge, BusUrl, HarnessError, Proc, free_port,
                       gateway_binary, wait_until)
 
@@ -163,6 +164,25 @@ def bridge_factory(gateway_path, bus_url, tmp_path):
     yield start
     for b in reversed(bridges):
         b.close()
+
+
+# A gateway with no worker, for tests that add scripted ones (fakeworker.py)
+# to make a worker misbehave: fake_bridge.add_fake(**FakeWorker options).
+@pytest.fixture
+def fake_bridge(bridge_factory, bus_url):
+    if not bus_url.startswith("zmq://"):
+        pytest.skip("the scripted worker speaks ZeroMQ only")
+    b = bridge_factory(None, workers=0, gateway_args=["--dispatch-timeout", "10"])
+    fakes = []
+
+    def add_fake(**kwargs):
+        f = FakeWorker(b.bus_url, **kwargs)
+        fakes.append(f)
+        return f
+    b.add_fake = add_fake
+    yield b
+    for f in fakes:
+        f.close()
 
 
 @pytest.fixture

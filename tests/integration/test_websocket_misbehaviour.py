@@ -11,28 +11,10 @@ import time
 import pytest
 import websockets
 
-from .fakeworker import FakeWorker
 from .harness import wait_until
 from .wsraw import BINARY, RawWebSocket
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def fake_bridge(bridge_factory, bus_url):
-    if not bus_url.startswith("zmq://"):
-        pytest.skip("the scripted worker speaks ZeroMQ only")
-    b = bridge_factory(None, workers=0, gateway_args=["--dispatch-timeout", "10"])
-    fakes = []
-
-    def add_fake(**kwargs):
-        f = FakeWorker(b.bus_url, **kwargs)
-        fakes.append(f)
-        return f
-    b.add_fake = add_fake
-    yield b
-    for f in fakes:
-        f.close()
 
 
 def accept(fake, conn):

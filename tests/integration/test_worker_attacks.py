@@ -16,7 +16,7 @@ import msgpack
 import pytest
 
 from .fakeworker import FakeWorker, body, start
-from .harness import Background, free_port, request, wait_until
+from .harness import Background, free_port, request, wait_for_log, wait_until
 from .wsraw import RawWebSocket
 
 MiB = 1024 * 1024
@@ -33,27 +33,6 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def wait_for_log(proc, text: str, timeout: float = 10.0) -> None:
-    wait_until(lambda: text in proc.log(), timeout, f"{proc.name} to log {text!r}")
-
-
-@pytest.fixture
-def fake_bridge(bridge_factory, bus_url):
-    if not bus_url.startswith("zmq://"):
-        pytest.skip("the scripted worker speaks ZeroMQ only")
-    b = bridge_factory(None, workers=0, gateway_args=["--dispatch-timeout", "10"])
-    fakes = []
-
-    def add_fake(**kwargs):
-        f = FakeWorker(b.bus_url, **kwargs)
-        fakes.append(f)
-        return f
-    b.add_fake = add_fake
-    yield b
-    for f in fakes:
-        f.close()
 
 
 def not_reading_client(port: int) -> socket.socket:

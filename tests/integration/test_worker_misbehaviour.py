@@ -7,25 +7,8 @@ import msgpack
 import pytest
 import zmq
 
-from .fakeworker import FakeWorker, body, start
+from .fakeworker import body, start
 from .harness import Background, RawConnection, request
-
-
-@pytest.fixture
-def fake_bridge(bridge_factory, bus_url):
-    if not bus_url.startswith("zmq://"):
-        pytest.skip("the scripted worker speaks ZeroMQ only")
-    b = bridge_factory(None, workers=0, gateway_args=["--dispatch-timeout", "10"])
-    fakes = []
-
-    def add_fake(**kwargs):
-        f = FakeWorker(b.bus_url, **kwargs)
-        fakes.append(f)
-        return f
-    b.add_fake = add_fake
-    yield b
-    for f in fakes:
-        f.close()
 
 
 def test_first_event_carries_scope_and_window(fake_bridge):
