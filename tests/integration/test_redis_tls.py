@@ -1,0 +1,169 @@
+"""Redis over TLS (``rediss://``, issue 13, docs/redis.md): a real ``redis-server --tls-port``
+with a CA, server and client certificates made by ``openssl`` in the test's folder.
+
+- a gateway and a Python worker over rediss:// serve HTTP and a WebSocket echo, the server's
+  certificate checked against --bus-tls-ca-file;
+- with ``tls-auth-clients yes``: the client certificate and key make it work; without them
+  the gateway refuses to start, saying why (the worker too);
+- a CA that did not sign the server's certificate fails verification with OpenSSL's reason,
+  on both sides; --bus-tls-insecure skips the check;
+- misused options (TLS options on redis://, a certificate without its key) are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import _start_redis
+from .harness import APPS_DIR, WORKER_PATH, Bridge, BusUrl, Gateway, free_port, request
+from .test_bus_curve import assert_websocket_echo, bridges  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+class Pki:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by
+    it, and a second CA that signed nothing of ours."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True)
+        self.root = root
+        self.ca = self._ca("ca")
+        self.other_ca = self._ca("other-ca")
+        self.server = self._signed("server", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+        self.client = self._signed("client", "extendedKeyUsage=clientAuth")
+
+    def _ca(self, name: str) -> Path:
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-days", "2", "-subj", f"/CN=asgi-bridge test {name}",
+                "-keyout", str(self.root / f"{name}.key"), "-out", str(self.root / f"{name}.crt"))
+        return self.root / f"{name}.crt"
+
+    def _signed(self, name: str, extension: str) -> tuple[Path, Path]:
+        cert, key, csr = (self.root / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+        ext_file = self.root / f"{name}.ext"
+        ext_file.write_text(extension + "\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.root / "ca.key"),
+                "-CAcreateserial", "-days", "2", "-extfile", str(ext_file), "-out", str(cert))
+        return cert, key
+
+    def client_args(self) -> list[str]:
+        return ["--bus-tls-cert", str(self.client[0]), "--bus-tls-key", str(self.client[1])]
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    return Pki(tmp_path / "pki")
+
+
+def start_tls_redis(tmp_path: Path, pki: Pki, auth_clients: bool):
+    """redis-server with a TLS port; its plain port stays open only for _start_redis's
+    readiness probe (the tests use the TLS port alone). It listens on 127.0.0.2 too, an
+    address its certificate does not name."""
+    port = free_port()
+    proc, _ = _start_redis(tmp_path, "--bind", "127.0.0.1", "127.0.0.2", "--tls-port", str(port),
+                           "--tls-cert-file", str(pki.server[0]), "--tls-key-file", str(pki.server[1]),
+                           "--tls-ca-cert-file", str(pki.ca),
+                           "--tls-auth-clients", "yes" if auth_clients else "no")
+    return proc, port
+
+
+@pytest.fixture
+def redis_tls(tmp_path, pki):
+    made = []
+
+    def start(auth_clients: bool) -> int:
+        directory = tmp_path / f"redis{len(made)}"
+        directory.mkdir()
+        proc, port = start_tls_redis(directory, pki, auth_clients)
+        made.append(proc)
+        return port
+
+    yield start
+    for proc in made:
+        proc.close()
+
+
+def serve_and_echo(bridges, url: str, args: list[str]) -> Bridge:
+    b = bridges(BusUrl(url, gateway_args=args, worker_args=args))
+    b.start_gateway()
+    b.start_worker()
+    b.wait_ready()
+    r = request(b.port, "POST", "/echo", body=b"over rediss")
+    assert (r.status, r.body) == (200, b"over rediss")
+    assert_websocket_echo(b.port, "/ws?id=t", b"hello rediss")
+    return b
+
+
+def run_worker(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(APPS_DIR)]))
+    return subprocess.run([sys.executable, "-m", "asgi_bridge", "ws_app:app", "--bus", url, *args],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def refused_gateway(tmp_path: Path, url: str, args: list[str], name: str) -> str:
+    gw = Gateway(url, tmp_path, args, name=name)
+    assert gw.wait(15) not in (0, None)
+    return gw.log()
+
+
+def test_http_and_websocket_over_rediss(bridges, redis_tls, pki):
+    port = redis_tls(auth_clients=False)
+    serve_and_echo(bridges, f"rediss://127.0.0.1:{port}/0", ["--bus-tls-ca-file", str(pki.ca)])
+
+
+def test_client_certificate_required(bridges, redis_tls, pki, tmp_path):
+    port = redis_tls(auth_clients=True)
+    url = f"rediss://127.0.0.1:{port}/0"
+    serve_and_echo(bridges, url, ["--bus-tls-ca-file", str(pki.ca), *pki.client_args()])
+
+    log = refused_gateway(tmp_path, url, ["--bus-tls-ca-file", str(pki.ca)], "nocert")
+    assert f"redis 127.0.0.1:{port}: TLS: " in log and "certificate required" in log
+    worker = run_worker(url, "--bus-tls-ca-file", str(pki.ca))
+    assert worker.returncode != 0 and f"rediss://127.0.0.1:{port}/0" in worker.stderr
+
+
+def test_wrong_ca_fails_verification_unless_insecure(bridges, redis_tls, pki, tmp_path):
+    port = redis_tls(auth_clients=False)
+    url = f"rediss://127.0.0.1:{port}/0"
+    log = refused_gateway(tmp_path, url, ["--bus-tls-ca-file", str(pki.other_ca)], "wrongca")
+    assert f"redis 127.0.0.1:{port}: TLS: certificate verify failed (self-signed certificate" in log
+    worker = run_worker(url, "--bus-tls-ca-file", str(pki.other_ca))
+    assert worker.returncode != 0 and "certificate verify failed" in worker.stderr
+
+    # The system's CAs know nothing of this one either.
+    assert "certificate verify failed" in refused_gateway(tmp_path, url, [], "systemca")
+    serve_and_echo(bridges, url, ["--bus-tls-ca-file", str(pki.other_ca), "--bus-tls-insecure"])
+
+
+def test_host_name_is_verified(redis_tls, pki, tmp_path):
+    port = redis_tls(auth_clients=False)
+    # The certificate names localhost and 127.0.0.1, not 127.0.0.2 (also this machine).
+    log = refused_gateway(tmp_path, f"rediss://127.0.0.2:{port}/0", ["--bus-tls-ca-file", str(pki.ca)],
+                          "wronghost")
+    assert "certificate verify failed" in log
+    worker = run_worker(f"rediss://127.0.0.2:{port}/0", "--bus-tls-ca-file", str(pki.ca))
+    assert worker.returncode != 0 and "certificate verify failed" in worker.stderr
+
+
+def test_tls_option_errors(tmp_path, pki):
+    plain = f"redis://127.0.0.1:{free_port()}/0"
+    assert "rediss://" in refused_gateway(tmp_path, plain, ["--bus-tls-insecure"], "plain")
+    tls = f"rediss://127.0.0.1:{free_port()}/0"
+    assert "--bus-tls-key" in refused_gateway(tmp_path, tls, ["--bus-tls-cert", str(pki.client[0])], "nokey")
+    worker = run_worker(plain, "--bus-tls-insecure")
+    assert worker.returncode == 2 and "rediss://" in worker.stderr
+    worker = run_worker(tls, "--bus-tls-cert", str(pki.client[0]))
+    assert worker.returncode == 2 and "--bus-tls-key" in worker.stderr
