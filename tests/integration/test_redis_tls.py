@@ -7,6 +7,7 @@ with a CA, server and client certificates made by ``openssl`` in the test's fold
   the gateway refuses to start, saying why (the worker too);
 - a CA that did not sign the server's certificate fails verification with OpenSSL's reason,
   on both sides; --bus-tls-insecure skips the check;
+- the C++ SDK's echo example over rediss:// with a client certificate (HTTP and WebSocket);
 - misused options (TLS options on redis://, a certificate without its key) are refused.
 """
 
@@ -23,6 +24,7 @@ import pytest
 from .conftest import _start_redis
 from .harness import APPS_DIR, WORKER_PATH, Bridge, BusUrl, Gateway, free_port, request
 from .test_bus_curve import assert_websocket_echo, bridges  # noqa: F401 (a fixture)
+from .test_cpp_workers import start_cpp_worker
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
@@ -133,6 +135,19 @@ def test_client_certificate_required(bridges, redis_tls, pki, tmp_path):
     assert f"redis 127.0.0.1:{port}: TLS: " in log and "certificate required" in log
     worker = run_worker(url, "--bus-tls-ca-file", str(pki.ca))
     assert worker.returncode != 0 and f"rediss://127.0.0.1:{port}/0" in worker.stderr
+
+
+def test_cpp_worker_over_rediss(bridges, redis_tls, pki):
+    port = redis_tls(auth_clients=True)
+    args = ["--bus-tls-ca-file", str(pki.ca), *pki.client_args()]
+    b = bridges(BusUrl(f"rediss://127.0.0.1:{port}/0", gateway_args=args, worker_args=args))
+    b.start_gateway()
+    worker = start_cpp_worker(b, "echo")
+    b.wait_ready()
+    r = request(b.port, "POST", "/", body=b"c++ over rediss")
+    assert (r.status, r.body) == (200, b"c++ over rediss")
+    assert_websocket_echo(b.port, "/ws", b"hello c++")
+    assert worker.alive()
 
 
 def test_wrong_ca_fails_verification_unless_insecure(bridges, redis_tls, pki, tmp_path):
