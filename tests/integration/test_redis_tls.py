@@ -21,65 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import _start_redis
+from .conftest import start_tls_redis
 from .harness import APPS_DIR, WORKER_PATH, Bridge, BusUrl, Gateway, free_port, request
+from .tlscerts import Pki
 from .test_bus_curve import assert_websocket_echo, bridges  # noqa: F401 (a fixture)
 from .test_cpp_workers import start_cpp_worker
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-
-
-class Pki:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by
-    it, and a second CA that signed nothing of ours."""
-
-    def __init__(self, root: Path):
-        root.mkdir(parents=True)
-        self.root = root
-        self.ca = self._ca("ca")
-        self.other_ca = self._ca("other-ca")
-        self.server = self._signed("server", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-        self.client = self._signed("client", "extendedKeyUsage=clientAuth")
-
-    def _ca(self, name: str) -> Path:
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-days", "2", "-subj", f"/CN=asgi-bridge test {name}",
-                "-keyout", str(self.root / f"{name}.key"), "-out", str(self.root / f"{name}.crt"))
-        return self.root / f"{name}.crt"
-
-    def _signed(self, name: str, extension: str) -> tuple[Path, Path]:
-        cert, key, csr = (self.root / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
-        ext_file = self.root / f"{name}.ext"
-        ext_file.write_text(extension + "\n")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
-        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.root / "ca.key"),
-                "-CAcreateserial", "-days", "2", "-extfile", str(ext_file), "-out", str(cert))
-        return cert, key
-
-    def client_args(self) -> list[str]:
-        return ["--bus-tls-cert", str(self.client[0]), "--bus-tls-key", str(self.client[1])]
-
-
 @pytest.fixture
 def pki(tmp_path) -> Pki:
     return Pki(tmp_path / "pki")
-
-
-def start_tls_redis(tmp_path: Path, pki: Pki, auth_clients: bool):
-    """redis-server with a TLS port; its plain port stays open only for _start_redis's
-    readiness probe (the tests use the TLS port alone). It listens on 127.0.0.2 too, an
-    address its certificate does not name."""
-    port = free_port()
-    proc, _ = _start_redis(tmp_path, "--bind", "127.0.0.1", "127.0.0.2", "--tls-port", str(port),
-                           "--tls-cert-file", str(pki.server[0]), "--tls-key-file", str(pki.server[1]),
-                           "--tls-ca-cert-file", str(pki.ca),
-                           "--tls-auth-clients", "yes" if auth_clients else "no")
-    return proc, port
 
 
 @pytest.fixture
