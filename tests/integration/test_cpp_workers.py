@@ -67,7 +67,7 @@ def start_cpp_worker(bridge: Bridge, name: str, *args: str,
 
 
 def is_redis(bus_url: str) -> bool:
-    return bus_url.startswith("redis://")
+    return bus_url.startswith(("redis://", "rediss://"))
 
 
 def second_gateway_bus(bridge: Bridge) -> str:
