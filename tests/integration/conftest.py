@@ -104,11 +104,11 @@ def _start_redis(tmp_path, *args: str) -> tuple[Proc, int]:
 
 
 def start_tls_redis(tmp_path: Path, pki: Pki, auth_clients: bool,
-                    extra: Iterable[str] = ()) -> tuple[Proc, int]:
+                    extra: Iterable[str] = (), port: Optional[int] = None) -> tuple[Proc, int]:
     """redis-server with a TLS port; its plain port stays open only for _start_redis's
     readiness probe (the tests use the TLS port alone). It listens on 127.0.0.2 too, an
     address its certificate does not name."""
-    port = free_port()
+    port = port or free_port()
     proc, _ = _start_redis(tmp_path, "--bind", "127.0.0.1", "127.0.0.2", "--tls-port", str(port),
                            "--tls-cert-file", str(pki.server[0]), "--tls-key-file", str(pki.server[1]),
                            "--tls-ca-cert-file", str(pki.ca),

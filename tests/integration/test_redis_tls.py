@@ -7,7 +7,9 @@ with a CA, server and client certificates made by ``openssl`` in the test's fold
   the gateway refuses to start, saying why (the worker too);
 - a CA that did not sign the server's certificate fails verification with OpenSSL's reason,
   on both sides; --bus-tls-insecure skips the check;
+- a Redis restart: 503 while it is down, then served again over a new TLS connection;
 - the C++ SDK's echo example over rediss:// with a client certificate (HTTP and WebSocket);
+- a server that never answers the handshake is a start-up error, not a hang;
 - misused options (TLS options on redis://, a certificate without its key) are refused.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import start_tls_redis
-from .harness import APPS_DIR, WORKER_PATH, Bridge, BusUrl, Gateway, free_port, request
+from .harness import APPS_DIR, WORKER_PATH, Bridge, BusUrl, Gateway, free_port, request, wait_until
 from .tlscerts import Pki
 from .test_bus_curve import assert_websocket_echo, bridges  # noqa: F401 (a fixture)
 from .test_cpp_workers import start_cpp_worker
@@ -39,13 +42,14 @@ def pki(tmp_path) -> Pki:
 def redis_tls(tmp_path, pki):
     made = []
 
-    def start(auth_clients: bool) -> int:
+    def start(auth_clients: bool, port: int | None = None) -> int:
         directory = tmp_path / f"redis{len(made)}"
         directory.mkdir()
-        proc, port = start_tls_redis(directory, pki, auth_clients)
+        proc, port = start_tls_redis(directory, pki, auth_clients, port=port)
         made.append(proc)
         return port
 
+    start.made = made
     yield start
     for proc in made:
         proc.close()
@@ -90,6 +94,17 @@ def test_client_certificate_required(bridges, redis_tls, pki, tmp_path):
     assert worker.returncode != 0 and f"rediss://127.0.0.1:{port}/0" in worker.stderr
 
 
+def test_reconnects_after_a_redis_restart(bridges, redis_tls, pki):
+    port = redis_tls(auth_clients=True)
+    b = serve_and_echo(bridges, f"rediss://127.0.0.1:{port}/0", ["--bus-tls-ca-file", str(pki.ca), *pki.client_args()])
+    redis_tls.made[-1].close()
+    wait_until(lambda: request(b.port, "GET", "/").status == 503, 10, "503 while Redis is down")
+    redis_tls(auth_clients=True, port=port)
+    wait_until(lambda: request(b.port, "GET", "/").status == 200, 15, "serving again over a new TLS connection")
+    log = b.gateway.log()
+    assert f"connected to 127.0.0.1:{port}" in log[log.index(f"127.0.0.1:{port} unavailable"):]
+
+
 def test_cpp_worker_over_rediss(bridges, redis_tls, pki):
     port = redis_tls(auth_clients=True)
     args = ["--bus-tls-ca-file", str(pki.ca), *pki.client_args()]
@@ -124,6 +139,16 @@ def test_host_name_is_verified(redis_tls, pki, tmp_path):
     assert "certificate verify failed" in log
     worker = run_worker(f"rediss://127.0.0.2:{port}/0", "--bus-tls-ca-file", str(pki.ca))
     assert worker.returncode != 0 and "certificate verify failed" in worker.stderr
+
+
+def test_silent_server_is_a_startup_error(tmp_path):
+    """A server that takes the TCP connection and never answers the handshake."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        log = refused_gateway(tmp_path, f"rediss://127.0.0.1:{port}/0", [], "silent")
+    assert f"redis 127.0.0.1:{port}: TLS handshake timed out" in log
 
 
 def test_tls_option_errors(tmp_path, pki):

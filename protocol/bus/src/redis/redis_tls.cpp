@@ -45,18 +45,30 @@ std::shared_ptr<ssl::context> make_tls_context(const RedisUrl& url) {
 }
 
 TlsRelay::TlsRelay(boost::asio::io_context& io, std::shared_ptr<ssl::context> context, const RedisUrl& url)
-    : url_(url), context_(std::move(context)), resolver_(io), tls_(io, *context_), acceptor_(io), local_(io) {}
+    : url_(url), context_(std::move(context)), resolver_(io), tls_(io, *context_), deadline_(io), acceptor_(io),
+      local_(io) {}
 
 void TlsRelay::start(Ready ready) {
   if (!url_.tls_options.insecure) tls_.set_verify_callback(ssl::host_name_verification(url_.host));
   SSL_set_tlsext_host_name(tls_.native_handle(), url_.host.c_str());  // SNI, for managed services
   auto self = shared_from_this();
+  // A server that takes the TCP connection but never answers the handshake
+  // would otherwise keep this connection from ever being retried.
+  deadline_.expires_after(std::chrono::seconds(5));
+  deadline_.async_wait([self](const boost::system::error_code& ec) {
+    if (ec) return;
+    self->timed_out_ = true;
+    self->resolver_.cancel();
+    boost::system::error_code ignored;
+    self->tls_.lowest_layer().close(ignored);
+  });
   resolver_.async_resolve(url_.host, std::to_string(url_.port), [self, ready](auto ec, auto endpoints) mutable {
     if (ec) return self->fail(ready, ec);
     boost::asio::async_connect(self->tls_.lowest_layer(), endpoints, [self, ready](auto ec, auto) mutable {
       if (ec) return self->fail(ready, ec);
       self->tls_.async_handshake(ssl::stream_base::client, [self, ready](auto ec) mutable {
         if (ec) return self->fail(ready, ec);
+        self->deadline_.cancel();
         ready("");
       });
     });
@@ -65,7 +77,8 @@ void TlsRelay::start(Ready ready) {
 
 // "certificate verify failed" alone does not say why: add OpenSSL's reason.
 void TlsRelay::fail(Ready& ready, const boost::system::error_code& ec) {
-  std::string why = "TLS: " + ec.message();
+  deadline_.cancel();
+  std::string why = timed_out_ ? std::string("TLS: no handshake within 5 s") : "TLS: " + ec.message();
   long verify = SSL_get_verify_result(tls_.native_handle());
   if (verify != X509_V_OK) why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
   close();
@@ -85,9 +98,11 @@ std::string TlsRelay::listen() {
 }
 
 // hiredis' connect to a listening Unix socket completes at once: the
-// connection is already waiting, so a blocking accept does not block.
+// connection is already waiting. Non-blocking all the same: if hiredis
+// failed to connect, there is nothing to accept and the relay just ends.
 void TlsRelay::accept() {
   boost::system::error_code ec;
+  acceptor_.non_blocking(true, ec);
   acceptor_.accept(local_, ec);
   acceptor_.close(ec);
   remove_path();

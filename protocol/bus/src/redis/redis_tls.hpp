@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "redis/redis_url.hpp"
 
@@ -26,7 +27,7 @@ class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
   using Ready = std::function<void(const std::string& error)>;  // empty: handshake done
   TlsRelay(boost::asio::io_context& io, std::shared_ptr<boost::asio::ssl::context> context, const RedisUrl& url);
 
-  // Connects and handshakes; ready() is called once, on the io_context.
+  // Connects and handshakes within 5 s; ready() is called once, on the io_context.
   void start(Ready ready);
   // After ready(""): a Unix socket path for hiredis to connect to; then
   // accept() takes that one connection, removes the path and starts relaying.
@@ -50,6 +51,8 @@ class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
   std::shared_ptr<boost::asio::ssl::context> context_;
   boost::asio::ip::tcp::resolver resolver_;
   boost::asio::ssl::stream<boost::asio::ip::tcp::socket> tls_;
+  boost::asio::steady_timer deadline_;
+  bool timed_out_ = false;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   boost::asio::local::stream_protocol::socket local_;
   std::string dir_;
