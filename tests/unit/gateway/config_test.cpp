@@ -1,5 +1,6 @@
 // parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here), the head limits,
-// and the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure).
+// the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure), and the
+// --bus-tls-* options of rediss:// buses.
 #include "config.hpp"
 
 #include <cstdlib>
@@ -132,6 +133,25 @@ TEST(ConfigBusSecurity, CurveNeedsBothKeysAndAZmqBus) {
   ASSERT_TRUE(outcome.config);
   EXPECT_EQ(outcome.config->bus_secret_key, "env.key_secret");
   EXPECT_EQ(outcome.config->bus_authorized_keys, "env-workers");
+}
+
+TEST(ConfigBusTls, OptionsBelongToRedissAndACertificateNeedsItsKey) {
+  const char* tls = "rediss://127.0.0.1:6380/0";
+  EXPECT_TRUE(accepted({"--bus", tls}));
+  EXPECT_TRUE(accepted({"--bus", tls, "--bus-tls-ca-file", "ca.crt", "--bus-tls-cert", "c.crt", "--bus-tls-key", "c.key"}));
+  EXPECT_TRUE(accepted({"--bus", tls, "--bus-tls-insecure"}));
+  EXPECT_FALSE(accepted({"--bus", tls, "--bus-tls-cert", "c.crt"}));
+  EXPECT_FALSE(accepted({"--bus", tls, "--bus-tls-key", "c.key"}));
+  EXPECT_FALSE(accepted({"--bus", "redis://127.0.0.1:6379/0", "--bus-tls-ca-file", "ca.crt"}));
+  EXPECT_FALSE(accepted({"--bus-tls-insecure"}));  // the default zmq:// bus
+  ::setenv("ASGI_BRIDGE_BUS_TLS_CA_FILE", "env-ca.crt", 1);
+  ::setenv("ASGI_BRIDGE_BUS_TLS_INSECURE", "1", 1);
+  auto outcome = parse({"--bus", tls});
+  ::unsetenv("ASGI_BRIDGE_BUS_TLS_CA_FILE");
+  ::unsetenv("ASGI_BRIDGE_BUS_TLS_INSECURE");
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->bus_tls_ca_file, "env-ca.crt");
+  EXPECT_TRUE(outcome.config->bus_tls_insecure);
 }
 
 }  // namespace
