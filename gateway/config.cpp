@@ -59,6 +59,19 @@ bool loopback_zmq(const std::string& url) {
   return !error && address.is_loopback();
 }
 
+// The --bus-tls-* options belong to rediss:// URLs; a client certificate
+// needs its key.
+void check_bus_tls(const Config& config) {
+  bool tls = config.bus_url.rfind("rediss://", 0) == 0;
+  bool any = !config.bus_tls_ca_file.empty() || !config.bus_tls_cert.empty() || !config.bus_tls_key.empty() ||
+             config.bus_tls_insecure;
+  if (any && !tls) throw CLI::ValidationError("--bus-tls-*", "the TLS options apply to rediss:// buses only");
+  if (config.bus_tls_cert.empty() != config.bus_tls_key.empty()) {
+    throw CLI::ValidationError(config.bus_tls_cert.empty() ? "--bus-tls-key" : "--bus-tls-cert",
+                               "a client certificate needs both --bus-tls-cert and --bus-tls-key");
+  }
+}
+
 // Secure by default (docs/security.md): a bus other hosts can reach needs
 // CURVE, or the operator's explicit --bus-insecure.
 void check_bus_security(const Config& config) {
@@ -69,6 +82,7 @@ void check_bus_security(const Config& config) {
                                "CURVE needs both --bus-secret-key and --bus-authorized-keys");
   }
   if (curve && !zmq) throw CLI::ValidationError("--bus-secret-key", "CURVE keys apply to zmq:// and zmq+ipc:// buses only");
+  check_bus_tls(config);
   if (curve || config.bus_insecure || config.bus_url.rfind("zmq://", 0) != 0 || loopback_zmq(config.bus_url)) return;
   throw CLI::ValidationError(
       "--bus", "'" + config.bus_url +
@@ -129,7 +143,8 @@ ParseOutcome parse_config(int argc, char** argv) {
   std::vector<std::string> binds;
   add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000 unless --unix-socket)");
   add(app, "unix-socket", config.unix_sockets, "Unix domain socket PATH to listen on (repeatable)");
-  add(app, "bus", config.bus_url, "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB");
+  add(app, "bus", config.bus_url,
+      "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB, rediss://... (TLS)");
   add(app, "bus-prefix", config.bus_prefix, "Redis key prefix");
   add(app, "bus-secret-key", config.bus_secret_key,
       "ZeroMQ CURVE: this gateway's key pair file (NAME.key_secret from 'asgi-bridge keygen'); needs --bus-authorized-keys");
@@ -138,6 +153,13 @@ ParseOutcome parse_config(int argc, char** argv) {
   app.add_flag("--bus-insecure", config.bus_insecure,
                "allow a zmq:// bus on a non-loopback address without CURVE")
       ->envname("ASGI_BRIDGE_BUS_INSECURE");
+  add(app, "bus-tls-ca-file", config.bus_tls_ca_file,
+      "rediss://: CA file (PEM) to verify the Redis server's certificate; default: the system's CAs");
+  add(app, "bus-tls-cert", config.bus_tls_cert, "rediss://: client certificate (PEM), for tls-auth-clients; needs --bus-tls-key");
+  add(app, "bus-tls-key", config.bus_tls_key, "rediss://: the client certificate's private key (PEM)");
+  app.add_flag("--bus-tls-insecure", config.bus_tls_insecure,
+               "rediss://: do not verify the Redis server's certificate nor its host name")
+      ->envname("ASGI_BRIDGE_BUS_TLS_INSECURE");
   add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
   add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off");
   add_seconds(app, "dispatch-timeout", config.dispatch_timeout, "503 when no worker takes a connection");

@@ -35,6 +35,14 @@ struct Config {
   std::string bus_secret_key;
   std::string bus_authorized_keys;
   bool bus_insecure = false;
+  // Redis over TLS (rediss://, docs/redis.md): the server's certificate is
+  // verified against this CA file (empty: the system's CAs) and the URL's
+  // host unless bus_tls_insecure; cert and key (both or neither) for servers
+  // with `tls-auth-clients yes`.
+  std::string bus_tls_ca_file;
+  std::string bus_tls_cert;
+  std::string bus_tls_key;
+  bool bus_tls_insecure = false;
   unsigned threads = 1;
   Seconds http_timeout{60};               // response not started: 504; 0 = off
   Seconds dispatch_timeout{5};            // no worker with capacity: 503

@@ -71,6 +71,7 @@ void Dispatcher::start() {
   options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
   options.curve.secret_key_file = config_.bus_secret_key;
   options.curve.authorized_keys = config_.bus_authorized_keys;
+  options.redis_tls = {config_.bus_tls_ca_file, config_.bus_tls_cert, config_.bus_tls_key, config_.bus_tls_insecure};
   options.on_refused = [this](std::string_view address, std::string_view reason) { log_refused_worker(address, reason); };
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();

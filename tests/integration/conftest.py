@@ -5,12 +5,14 @@
   ``every_bus`` (bus-independent behaviour). ``zmq_only("why")`` marks a test
   that relies on what only ZeroMQ does (``ready``, the gateway routing by
   capacity...) inside such a module. ASGI_BRIDGE_TEST_BUSES (comma-separated:
-  ``zmq``, ``zmq+ipc``, ``redis``, ``curve``) runs every test over each of
+  ``zmq``, ``zmq+ipc``, ``redis``, ``rediss``, ``curve``) runs every test over each of
   those buses instead, ZeroMQ-only ones over its ZeroMQ buses. ``curve`` is
   ZeroMQ with CURVE: keys made per test, passed to the gateway and the
   workers the harness starts (``harness.BusUrl``); raw DEALERs (fakeworker)
   have none, so ``zmq_only`` tests skip it. Redis: one private
-  redis-server per session (free port, no persistence), a database per test.
+  redis-server per session (free port, no persistence), a database per test;
+  ``rediss``: one with TLS and client certificates (made per session), the
+  TLS options passed as for ``curve``.
 - ``bridge_factory``: ``start(app, gateway_args=..., workers=N, ...)``
   starts a gateway and N workers on that bus and waits until they serve;
   everything started is stopped when the test ends.
@@ -32,6 +34,7 @@ import pytest
 from .fakeworker import FakeWorker
 from .harness import (LIVE, Bridge, BusUrl, HarnessError, Proc, free_port,
                       gateway_binary, wait_until)
+from .tlscerts import Pki
 
 ALL_BUSES = ["zmq", "redis"]
 # None: each test's markers choose (see above).
@@ -101,6 +104,32 @@ def _start_redis(tmp_path, *args: str) -> tuple[Proc, int]:
     return proc, port
 
 
+def start_tls_redis(tmp_path: Path, pki: Pki, auth_clients: bool,
+                    extra: Iterable[str] = (), port: Optional[int] = None) -> tuple[Proc, int]:
+    """redis-server with a TLS port; its plain port stays open only for _start_redis's
+    readiness probe (the tests use the TLS port alone). It listens on 127.0.0.2 too, an
+    address its certificate does not name."""
+    port = port or free_port()
+    proc, _ = _start_redis(tmp_path, "--bind", "127.0.0.1", "127.0.0.2", "--tls-port", str(port),
+                           "--tls-cert-file", str(pki.server[0]), "--tls-key-file", str(pki.server[1]),
+                           "--tls-ca-cert-file", str(pki.ca),
+                           "--tls-auth-clients", "yes" if auth_clients else "no", *extra)
+    return proc, port
+
+
+@pytest.fixture(scope="session")
+def rediss_server(tmp_path_factory):
+    """A redis-server with TLS (Proc, with .port and .tls_args: the options a gateway or a
+    worker needs to trust it) shared by the session's ``rediss`` tests."""
+    pki = Pki(tmp_path_factory.mktemp("rediss") / "pki")
+    proc, port = start_tls_redis(pki.root.parent, pki, auth_clients=True,
+                                 extra=("--databases", str(REDIS_DATABASES)))
+    proc.port = port
+    proc.tls_args = ["--bus-tls-ca-file", str(pki.ca), *pki.client_args()]
+    yield proc
+    proc.close()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A redis-server (Proc, with .port) shared by the session's Redis tests."""
@@ -139,6 +168,12 @@ def bus_url(request, tmp_path):
         if not server.alive():
             raise HarnessError(f"the session's redis-server exited: {server.log(20)}")
         yield f"redis://127.0.0.1:{server.port}/{next(_redis_dbs) % REDIS_DATABASES}"
+    elif scheme == "rediss":
+        server = request.getfixturevalue("rediss_server")
+        if not server.alive():
+            raise HarnessError(f"the session's TLS redis-server exited: {server.log(20)}")
+        yield BusUrl(f"rediss://127.0.0.1:{server.port}/{next(_redis_dbs) % REDIS_DATABASES}",
+                     gateway_args=server.tls_args, worker_args=server.tls_args)
     else:
         raise ValueError(f"unknown bus scheme {scheme!r} in ASGI_BRIDGE_TEST_BUSES")
 

@@ -52,7 +52,7 @@ def test_healthz_readyz_and_metrics_count_responses(admin_bridge, bus_url):
     assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="2xx"}') >= ok_before + 3
     assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx"}') >= 2
     assert metric(text, "asgi_bridge_draining") == 0
-    if not bus_url.startswith("redis://"):
+    if not bus_url.startswith(("redis://", "rediss://")):
         assert metric(text, "asgi_bridge_workers") == 1
         assert metric(text, "asgi_bridge_worker_capacity") >= 1
     assert "# TYPE asgi_bridge_responses_total counter" in text

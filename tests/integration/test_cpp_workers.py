@@ -67,7 +67,7 @@ def start_cpp_worker(bridge: Bridge, name: str, *args: str,
 
 
 def is_redis(bus_url: str) -> bool:
-    return bus_url.startswith("redis://")
+    return bus_url.startswith(("redis://", "rediss://"))
 
 
 def second_gateway_bus(bridge: Bridge) -> str:
@@ -405,7 +405,10 @@ def test_worker_outlives_its_gateway_and_meets_the_next(cpp_bridge):
     assert worker.alive()
 
 
-def test_gateway_bye_is_heard_and_the_worker_stays(cpp_bridge):
+def test_gateway_bye_is_heard_and_the_worker_stays(cpp_bridge, bus_url):
+    if bus_url.startswith("rediss://"):
+        pytest.skip("known limitation (docs/redis.md): over rediss:// the gateway's bye written "
+                    "at exit does not get through the TLS relay")
     b, worker = cpp_bridge("hello")
     b.gateway.signal(signal.SIGTERM)
     assert b.gateway.wait(15) == 0
@@ -527,8 +530,8 @@ def test_unreachable_redis_exits_1_naming_it():
 
 @pytest.fixture
 def redis_bus(bus_url):
-    if not is_redis(bus_url):
-        pytest.skip("a Redis bus test")
+    if not bus_url.startswith("redis://"):  # its fake gateway speaks plain redis-py
+        pytest.skip("a plain Redis bus test")
     if redis is None:
         pytest.fail("the Redis tests need redis-py (python3-redis)", pytrace=False)
     return bus_url

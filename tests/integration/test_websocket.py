@@ -202,7 +202,7 @@ def test_worker_killed_before_accept_is_502(bridge_factory, bus_url):
     section 5); when that second worker dies too, the client gets 502. Redis: the worker
     claimed it at once (docs/redis.md), so the first death is already a 502 — once the
     claim has left the worker: killed before that, nobody took the connection (503)."""
-    redis = bus_url.startswith("redis:")
+    redis = bus_url.startswith(("redis:", "rediss:"))
     b = bridge_factory(APP, workers=2, gateway_args=["--websocket-connect-timeout", "30"])
     pids = {w.pid: w for w in b.workers}
     c = RawWebSocket(b.port, f"/hold?id=k&settle={1 if redis else 0}", timeout=20)

@@ -32,13 +32,14 @@ std::unique_ptr<Transport> make_transport(boost::asio::io_context& io, std::stri
   if (starts_with(url, "zmq://") || starts_with(url, "zmq+ipc://")) {
     return std::make_unique<ZmqTransport>(io, zmq_endpoint(url), options);
   }
-  if (starts_with(url, "redis://")) {
+  if (starts_with(url, "redis://") || starts_with(url, "rediss://")) {
     auto parsed = parse_redis_url(url);
+    parsed.tls_options = options.redis_tls;
     check_redis(parsed);  // a wrong password or an unreachable server is a start-up error
     return std::make_unique<RedisTransport>(io, parsed, options);
   }
   throw std::invalid_argument("unknown bus URL scheme in '" + std::string(url) +
-                              "' (expected zmq://, zmq+ipc:// or redis://)");
+                              "' (expected zmq://, zmq+ipc://, redis:// or rediss://)");
 }
 
 }  // namespace asgi_bridge::bus

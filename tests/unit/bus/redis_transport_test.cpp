@@ -394,5 +394,17 @@ TEST(RedisUrl, MessagesAndLogsNeverShowThePassword) {
   }
 }
 
+TEST(RedisUrl, RedissMeansTls) {
+  auto tls = parse_redis_url("rediss://u:p@redis.example:6380/3");
+  EXPECT_TRUE(tls.tls);
+  EXPECT_EQ(tls.host, "redis.example");
+  EXPECT_EQ(tls.port, 6380);
+  EXPECT_EQ(tls.db, 3);
+  EXPECT_EQ(tls.password, "p");
+  EXPECT_FALSE(parse_redis_url("redis://h:1/0").tls);
+  EXPECT_THROW(parse_redis_url("redisss://h:1/0"), std::invalid_argument);
+  EXPECT_EQ(redact_redis_url("rediss://user:s3cret@h:1/2"), "rediss://user:***@h:1/2");
+}
+
 }  // namespace
 }  // namespace asgi_bridge::bus

@@ -1,6 +1,6 @@
 // parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here), the head limits,
-// the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure) and the numbers
-// every option must be.
+// the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure), the
+// --bus-tls-* options of rediss:// buses, and the numbers every option must be.
 #include "config.hpp"
 
 #include <cctype>
@@ -200,6 +200,25 @@ TEST(ConfigNumbers, ZeroAndPositiveSizesStillParse) {
   auto from_env = parse_with_env("max-body-size", "4096");
   ASSERT_TRUE(from_env.config);
   EXPECT_EQ(from_env.config->max_body_size, 4096u);
+}
+
+TEST(ConfigBusTls, OptionsBelongToRedissAndACertificateNeedsItsKey) {
+  const char* tls = "rediss://127.0.0.1:6380/0";
+  EXPECT_TRUE(accepted({"--bus", tls}));
+  EXPECT_TRUE(accepted({"--bus", tls, "--bus-tls-ca-file", "ca.crt", "--bus-tls-cert", "c.crt", "--bus-tls-key", "c.key"}));
+  EXPECT_TRUE(accepted({"--bus", tls, "--bus-tls-insecure"}));
+  EXPECT_FALSE(accepted({"--bus", tls, "--bus-tls-cert", "c.crt"}));
+  EXPECT_FALSE(accepted({"--bus", tls, "--bus-tls-key", "c.key"}));
+  EXPECT_FALSE(accepted({"--bus", "redis://127.0.0.1:6379/0", "--bus-tls-ca-file", "ca.crt"}));
+  EXPECT_FALSE(accepted({"--bus-tls-insecure"}));  // the default zmq:// bus
+  ::setenv("ASGI_BRIDGE_BUS_TLS_CA_FILE", "env-ca.crt", 1);
+  ::setenv("ASGI_BRIDGE_BUS_TLS_INSECURE", "1", 1);
+  auto outcome = parse({"--bus", tls});
+  ::unsetenv("ASGI_BRIDGE_BUS_TLS_CA_FILE");
+  ::unsetenv("ASGI_BRIDGE_BUS_TLS_INSECURE");
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->bus_tls_ca_file, "env-ca.crt");
+  EXPECT_TRUE(outcome.config->bus_tls_insecure);
 }
 
 }  // namespace

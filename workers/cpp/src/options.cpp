@@ -45,7 +45,7 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
   Options options = std::move(defaults);
   CLI::App cli{description};
   add(cli, "bus", options.bus_urls,
-      "gateway bus URL: zmq://HOST:PORT, zmq+ipc://PATH or redis://[user:password@]HOST:PORT/DB (repeatable)")
+      "gateway bus URL: zmq://HOST:PORT, zmq+ipc://PATH or redis[s]://[user:password@]HOST:PORT/DB (repeatable)")
       ->delimiter(',')
       ->required();
   add(cli, "bus-prefix", options.bus_prefix, "Redis key prefix, as the gateways' --bus-prefix")
@@ -54,6 +54,13 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
       "ZeroMQ CURVE: the gateway's public key file (its NAME.key); needs --bus-secret-key");
   add(cli, "bus-secret-key", options.bus_secret_key,
       "ZeroMQ CURVE: this worker's key pair file (NAME.key_secret); needs --bus-server-key");
+  add(cli, "bus-tls-ca-file", options.bus_tls_ca_file,
+      "rediss://: CA file (PEM) to verify the Redis server's certificate; default: the system's CAs");
+  add(cli, "bus-tls-cert", options.bus_tls_cert, "rediss://: client certificate (PEM); needs --bus-tls-key");
+  add(cli, "bus-tls-key", options.bus_tls_key, "rediss://: the client certificate's private key (PEM)");
+  cli.add_flag("--bus-tls-insecure", options.bus_tls_insecure,
+               "rediss://: do not verify the Redis server's certificate nor its host name")
+      ->envname(env_name("bus-tls-insecure"));
   add(cli, "concurrency", options.concurrency, "HTTP requests served at once")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();

@@ -97,9 +97,11 @@ void Worker::open_links() {
   bus::CurveOptions curve;
   curve.server_key_file = options_.bus_server_key;
   curve.secret_key_file = options_.bus_secret_key;
+  bus::RedisTlsOptions tls{options_.bus_tls_ca_file, options_.bus_tls_cert, options_.bus_tls_key,
+                           options_.bus_tls_insecure};
   for (const auto& url : options_.bus_urls) {
     auto index = links_.size();
-    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix, curve));
+    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix, curve, tls));
     links_.back()->start([this, index](std::string_view payload) { on_message(index, payload); });
   }
 }

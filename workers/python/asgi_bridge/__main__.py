@@ -13,6 +13,7 @@ import os
 import sys
 
 from .curve import CurveKeys, keygen
+from .redis_transport import RedisTls
 from .transport import check_bus_urls, split_bus_urls
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -40,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--bus", action="append", default=None,
                    help="bus URL: zmq://HOST:PORT or zmq+ipc://PATH of a gateway (repeat or "
                         "separate with commas for several gateways), or "
-                        "redis://[user:password@]HOST:PORT/DB shared by every gateway")
+                        "redis://[user:password@]HOST:PORT/DB (rediss:// for TLS) shared by "
+                        "every gateway")
     p.add_argument("--bus-prefix", default=_env("bus-prefix", "asgi"),
                    help="Redis bus: prefix of every key (default asgi; the gateways' "
                         "--bus-prefix)")
@@ -50,6 +52,18 @@ def parse_args(argv=None):
     p.add_argument("--bus-secret-key", default=_env("bus-secret-key", None),
                    help="ZeroMQ CURVE: this worker's key pair file (NAME.key_secret from "
                         "keygen); its NAME.key goes in the gateway's --bus-authorized-keys")
+    p.add_argument("--bus-tls-ca-file", default=_env("bus-tls-ca-file", None),
+                   help="rediss://: CA file (PEM) to verify the Redis server's certificate "
+                        "(default: the system's CAs)")
+    p.add_argument("--bus-tls-cert", default=_env("bus-tls-cert", None),
+                   help="rediss://: client certificate (PEM), for tls-auth-clients; "
+                        "needs --bus-tls-key")
+    p.add_argument("--bus-tls-key", default=_env("bus-tls-key", None),
+                   help="rediss://: the client certificate's private key (PEM)")
+    p.add_argument("--bus-tls-insecure", action="store_true",
+                   default=_env("bus-tls-insecure", "").lower() in ("1", "true", "yes", "on"),
+                   help="rediss://: do not verify the Redis server's certificate nor its "
+                        "host name")
     p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
                    help="HTTP requests served at once (default 100)")
     p.add_argument("--websocket-capacity", type=_positive(int),
@@ -90,6 +104,7 @@ def parse_args(argv=None):
     if not args.bus_prefix:
         p.error("--bus-prefix must not be empty")
     args.curve = _curve_keys(p, args)
+    args.redis_tls = _redis_tls(p, args)
     return args
 
 
@@ -99,10 +114,23 @@ def _curve_keys(parser, args):
         return None
     if not args.bus_server_key or not args.bus_secret_key:
         parser.error("ZeroMQ CURVE needs both --bus-server-key and --bus-secret-key")
-    if args.bus[0].startswith("redis:"):
+    if args.bus[0].startswith(("redis:", "rediss:")):
         parser.error("--bus-server-key/--bus-secret-key apply to zmq:// buses only")
     try:
         return CurveKeys(args.bus_server_key, args.bus_secret_key)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _redis_tls(parser, args):
+    """RedisTls from the --bus-tls-* options (rediss:// only), or None."""
+    given = (args.bus_tls_ca_file, args.bus_tls_cert, args.bus_tls_key, args.bus_tls_insecure)
+    if not any(given):
+        return None
+    if not args.bus[0].startswith("rediss://"):
+        parser.error("the --bus-tls-* options apply to rediss:// buses only")
+    try:
+        return RedisTls(*given)
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -38,27 +38,53 @@ class BusError(RuntimeError):
 
 
 class RedisUrl:
-    """``redis://[user:password@]HOST:PORT/DB``, read exactly as the gateway reads it."""
+    """``redis://[user:password@]HOST:PORT/DB`` (``rediss://``: TLS), read exactly as the
+    gateway reads it. ``tls_options``: a RedisTls, set by the caller (not in the URL)."""
 
-    __slots__ = ("host", "port", "user", "password", "db")
+    __slots__ = ("host", "port", "user", "password", "db", "tls", "tls_options")
 
-    def __init__(self, host="127.0.0.1", port=6379, user="", password="", db=0):
+    def __init__(self, host="127.0.0.1", port=6379, user="", password="", db=0, tls=False):
         self.host, self.port, self.user, self.password, self.db = host, port, user, password, db
+        self.tls, self.tls_options = tls, RedisTls()
 
     @property
     def display(self):
         """The URL without its credentials, for logs."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+    def ssl_kwargs(self):
+        """redis-py's connection arguments for TLS: none for redis://."""
+        if not self.tls:
+            return {}
+        tls = self.tls_options
+        return {"ssl_ca_certs": tls.ca_file, "ssl_certfile": tls.cert_file,
+                "ssl_keyfile": tls.key_file,
+                "ssl_cert_reqs": "none" if tls.insecure else "required",
+                "ssl_check_hostname": not tls.insecure}
+
+
+class RedisTls:
+    """rediss:// settings (docs/redis.md): the server's certificate is verified against
+    ca_file (None: the system's CAs) and the URL's host unless insecure; cert_file and
+    key_file (both or neither): a client certificate for ``tls-auth-clients yes``."""
+
+    __slots__ = ("ca_file", "cert_file", "key_file", "insecure")
+
+    def __init__(self, ca_file=None, cert_file=None, key_file=None, insecure=False):
+        if bool(cert_file) != bool(key_file):
+            raise ValueError("a client certificate needs both --bus-tls-cert and --bus-tls-key")
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.insecure = insecure
 
 
 def parse_redis_url(url):
     """Parse like protocol/bus/src/redis/redis_url.cpp (no percent-decoding), or ValueError."""
-    scheme = "redis://"
-    if not url.startswith(scheme):
-        raise ValueError(f"bus URL {url!r}: not a redis:// URL")
-    parsed = RedisUrl()
-    rest = url[len(scheme):]
+    tls = url.startswith("rediss://")
+    if not tls and not url.startswith("redis://"):
+        raise ValueError(f"bus URL {url!r}: not a redis:// or rediss:// URL")
+    parsed = RedisUrl(tls=tls)
+    rest = url[len("rediss://" if tls else "redis://"):]
     at = rest.rfind("@")
     if at >= 0:
         credentials, rest = rest[:at], rest[at + 1:]
@@ -119,7 +145,8 @@ def check_redis(url, timeout=3.0):
     client = redis.Redis(host=url.host, port=url.port, db=url.db,
                          username=url.user or None if url.password else None,
                          password=url.password or None,
-                         socket_connect_timeout=timeout, socket_timeout=timeout)
+                         socket_connect_timeout=timeout, socket_timeout=timeout,
+                         ssl=url.tls, **url.ssl_kwargs())
     try:
         client.ping()
     except redis.exceptions.AuthenticationError as exc:
@@ -418,11 +445,13 @@ class RedisTransport:
 
     def _connection(self):
         config = self.config
-        return self._redis.asyncio.connection.Connection(
+        connections = self._redis.asyncio.connection
+        kind = connections.SSLConnection if config.tls else connections.Connection
+        return kind(
             host=config.host, port=config.port, db=config.db,
             username=config.user or None if config.password else None,
             password=config.password or None,
-            socket_connect_timeout=3.0, socket_timeout=self.READ_TIMEOUT)
+            socket_connect_timeout=3.0, socket_timeout=self.READ_TIMEOUT, **config.ssl_kwargs())
 
     async def _run(self, name, body):
         """Run body(connection) on a connection of its own, reconnecting with backoff."""

@@ -58,7 +58,7 @@ async def serve(args, loop_name="asyncio"):
         return 1
     try:
         # Before lifespan: Redis refusing our credentials must not cost a startup.
-        transport = make_transport(args.bus, worker_id, args.bus_prefix, args.curve)
+        transport = make_transport(args.bus, worker_id, args.bus_prefix, args.curve, args.redis_tls)
     except BusError as exc:
         logger.error("%s", exc)
         return 1

@@ -61,7 +61,7 @@ def zmq_endpoint(url):
 def check_bus_urls(urls):
     """ValueError naming the problem unless `urls` make one bus: ZeroMQ URLs (one per
     gateway), or exactly one redis:// URL (one server carries every gateway)."""
-    redis_urls = [url for url in urls if url.startswith("redis:")]
+    redis_urls = [url for url in urls if url.startswith(("redis:", "rediss:"))]
     if redis_urls and len(urls) > 1:
         raise ValueError(f"bus URL {redis_urls[0]!r}: a Redis bus is the only --bus "
                          "(every gateway shares it)")
@@ -72,13 +72,14 @@ def check_bus_urls(urls):
             zmq_endpoint(url)
 
 
-def make_transport(urls, worker_id, prefix="asgi", curve=None):
+def make_transport(urls, worker_id, prefix="asgi", curve=None, redis_tls=None):
     """The transport for `urls`. ValueError for bad URLs; BusError when Redis refuses us
     (wrong password, unknown user, bad database) or cannot be reached at start. `curve`:
-    ``curve.CurveKeys`` for ZeroMQ CURVE, or None."""
+    ``curve.CurveKeys`` for ZeroMQ CURVE, or None; `redis_tls`: a RedisTls for rediss://."""
     check_bus_urls(urls)  # ValueError before anything connects
-    if urls[0].startswith("redis:"):
+    if urls[0].startswith(("redis:", "rediss:")):
         url = parse_redis_url(urls[0])
+        url.tls_options = redis_tls or url.tls_options
         check_redis(url)
         return RedisTransport(url, worker_id, prefix)
     return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id, curve)

@@ -1,11 +1,13 @@
 #include "redis/redis_connection.hpp"
 
 #include "bus_log.hpp"
+#include "redis/redis_tls.hpp"
 
 #include <poll.h>
 #include <sys/ioctl.h>
 
 #include <stdexcept>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 #include <hiredis/async.h>
@@ -42,8 +44,42 @@ RedisConnection::~RedisConnection() {
 }
 
 void RedisConnection::connect() {
-  if (closing_ || context_) return;
-  redisAsyncContext* context = redisAsyncConnect(url_.host.c_str(), url_.port);
+  if (closing_ || context_ || connecting_tls_) return;
+  if (url_.tls) return connect_tls();
+  start(redisAsyncConnect(url_.host.c_str(), url_.port));
+}
+
+// hiredis 0.14 has no TLS: it talks to a TlsRelay over a private Unix socket.
+void RedisConnection::connect_tls() {
+  try {
+    if (!tls_context_) tls_context_ = make_tls_context(url_);
+  } catch (const std::exception& error) {
+    went_down(error.what());
+    schedule_reconnect();
+    return;
+  }
+  connecting_tls_ = true;
+  auto relay = std::make_shared<TlsRelay>(io_, tls_context_, url_);
+  relay->start([this, alive = alive_, relay](const std::string& error) {
+    if (!*alive || closing_) return relay->close();
+    connecting_tls_ = false;
+    std::string path;
+    try {
+      if (!error.empty()) throw std::runtime_error(error);
+      path = relay->listen();
+    } catch (const std::exception& failure) {
+      relay->close();
+      went_down(failure.what());
+      schedule_reconnect();
+      return;
+    }
+    redisAsyncContext* context = redisAsyncConnectUnix(path.c_str());
+    relay->accept();
+    start(context);
+  });
+}
+
+void RedisConnection::start(redisAsyncContext* context) {
   if (!context || context->err) {
     if (context) redisAsyncFree(context);
     went_down("cannot connect");
@@ -287,13 +323,16 @@ void RedisConnection::schedule_reconnect() {
   });
 }
 
-void check_redis(const RedisUrl& url) {
-  timeval timeout{3, 0};
-  std::unique_ptr<redisContext, decltype(&redisFree)> context(
-      redisConnectWithTimeout(url.host.c_str(), url.port, timeout), redisFree);
-  auto fail = [&](const std::string& what) {
-    throw std::runtime_error("redis " + url.host + ":" + std::to_string(url.port) + ": " + what);
-  };
+namespace {
+
+[[noreturn]] void fail_check(const RedisUrl& url, const std::string& what) {
+  throw std::runtime_error("redis " + url.host + ":" + std::to_string(url.port) + ": " + what);
+}
+
+// AUTH, SELECT and PING over a connection made synchronously (taken over).
+void run_checks(const RedisUrl& url, redisContext* connected) {
+  std::unique_ptr<redisContext, decltype(&redisFree)> context(connected, redisFree);
+  auto fail = [&](const std::string& what) { fail_check(url, what); };
   if (!context || context->err) fail(context ? context->errstr : "cannot allocate a context");
   auto run = [&](std::vector<std::string> argv) {
     std::vector<const char*> pointers;
@@ -317,6 +356,47 @@ void check_redis(const RedisUrl& url) {
   }
   run({"SELECT", std::to_string(url.db)});
   run({"PING"});
+}
+
+// The handshake (and so the certificate check) on a private io_context, then
+// the same checks as plain Redis through a relay served by a short-lived thread.
+void check_redis_tls(const RedisUrl& url) {
+  boost::asio::io_context io;
+  std::shared_ptr<TlsRelay> relay;
+  try {
+    relay = std::make_shared<TlsRelay>(io, make_tls_context(url), url);
+  } catch (const std::exception& error) {
+    fail_check(url, error.what());
+  }
+  std::string error = "TLS handshake timed out";
+  relay->start([&](const std::string& result) { error = result; });
+  io.run_for(std::chrono::seconds(3));
+  if (!error.empty()) fail_check(url, error);
+  timeval timeout{3, 0};
+  redisContext* context = redisConnectUnixWithTimeout(relay->listen().c_str(), timeout);
+  relay->accept();
+  io.restart();
+  std::thread pump([&io] { io.run_for(std::chrono::seconds(10)); });
+  std::string failure;
+  try {
+    run_checks(url, context);  // closes the Unix socket: the relay ends and so does the thread
+  } catch (const std::exception& error) {
+    failure = error.what();
+  }
+  boost::asio::post(io, [relay] { relay->close(); });
+  pump.join();
+  // hiredis only saw its socket close: the relay knows what the server said.
+  if (failure.empty()) return;
+  if (!relay->error().empty()) fail_check(url, relay->error());
+  throw std::runtime_error(failure);
+}
+
+}  // namespace
+
+void check_redis(const RedisUrl& url) {
+  if (url.tls) return check_redis_tls(url);
+  timeval timeout{3, 0};
+  run_checks(url, redisConnectWithTimeout(url.host.c_str(), url.port, timeout));
 }
 
 }  // namespace asgi_bridge::bus

@@ -14,6 +14,10 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+namespace boost::asio::ssl {
+class context;
+}
+
 #include "redis/redis_url.hpp"
 
 struct redisAsyncContext;
@@ -63,6 +67,8 @@ class RedisConnection {
   static void on_pubsub_reply(redisAsyncContext* context, void* reply, void* self);
   bool pubsub(std::string_view verb, std::string_view channel);
 
+  void connect_tls();
+  void start(redisAsyncContext* context);
   void attach(redisAsyncContext* context);
   void wait_readable();
   void handle_readable();
@@ -80,6 +86,8 @@ class RedisConnection {
   redisAsyncContext* context_ = nullptr;
   boost::asio::posix::stream_descriptor socket_;
   boost::asio::steady_timer reconnect_timer_;
+  std::shared_ptr<boost::asio::ssl::context> tls_context_;  // rediss:// only
+  bool connecting_tls_ = false;
   std::chrono::milliseconds backoff_{100};
   bool connected_ = false;  // TCP connected (hiredis' view)
   bool up_ = false;         // connected, authenticated, database selected

@@ -29,10 +29,14 @@ std::string redact_redis_url(std::string_view url) {
 }
 
 RedisUrl parse_redis_url(std::string_view url) {
-  constexpr std::string_view scheme = "redis://";
-  if (url.substr(0, scheme.size()) != scheme) throw std::invalid_argument("not a redis:// URL: " + redact_redis_url(url));
+  constexpr std::string_view plain = "redis://";
+  constexpr std::string_view tls = "rediss://";
   RedisUrl parsed;
-  auto rest = url.substr(scheme.size());
+  parsed.tls = url.substr(0, tls.size()) == tls;
+  if (!parsed.tls && url.substr(0, plain.size()) != plain) {
+    throw std::invalid_argument("not a redis:// or rediss:// URL: " + redact_redis_url(url));
+  }
+  auto rest = url.substr(parsed.tls ? tls.size() : plain.size());
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
     auto credentials = rest.substr(0, at);
     rest = rest.substr(at + 1);

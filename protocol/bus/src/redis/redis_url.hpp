@@ -2,10 +2,14 @@
 #include <string>
 #include <string_view>
 
+#include "asgi_bridge/bus/transport.hpp"
+
 namespace asgi_bridge::bus {
 
-// redis://[user:password@]HOST:PORT/DB
+// redis://[user:password@]HOST:PORT/DB, or rediss:// for TLS
 struct RedisUrl {
+  bool tls = false;
+  RedisTlsOptions tls_options;  // set by the caller: not part of the URL
   std::string host = "127.0.0.1";
   int port = 6379;
   std::string user;

@@ -33,12 +33,24 @@ using RefusedCallback = std::function<void(std::string_view address, std::string
 // whose HTTP slots are full still takes WebSockets, and the reverse.
 enum class NewConnection { http, websocket };
 
+// Redis over TLS (rediss:// URLs, docs/redis.md). The server's certificate is
+// checked against ca_file (empty: the system's CAs) and the URL's host name
+// unless insecure is set; cert_file and key_file: a client certificate, for
+// servers with `tls-auth-clients yes`.
+struct RedisTlsOptions {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool insecure = false;
+};
+
 struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
   std::size_t max_message_size = 0;   // 0: unlimited; ZeroMQ: a larger incoming message closes its peer's connection
   std::string key_prefix = "asgi";    // Redis: prefix of every key
   CurveOptions curve;                 // ZeroMQ: CURVE key files (docs/security.md); empty: plain
+  RedisTlsOptions redis_tls;          // Redis: used for rediss:// URLs only
   RefusedCallback on_refused;         // ZeroMQ gateway with CURVE; empty: logged unlimited
 };
 

@@ -21,6 +21,14 @@ struct Options {
   // --bus-authorized-keys lists.
   std::string bus_server_key;
   std::string bus_secret_key;
+  // Redis over TLS (rediss://, docs/redis.md): the server's certificate is
+  // verified against bus_tls_ca_file (empty: the system's CAs) and the URL's
+  // host unless bus_tls_insecure; a client certificate and key (both or
+  // neither) for servers with `tls-auth-clients yes`.
+  std::string bus_tls_ca_file;
+  std::string bus_tls_cert;
+  std::string bus_tls_key;
+  bool bus_tls_insecure = false;
   // HTTP requests served at once, announced to every gateway as `capacity`.
   unsigned concurrency = 100;
   // WebSockets open at once, counted apart from HTTP requests (an idle one
@@ -44,7 +52,8 @@ struct ParsedOptions {
 };
 
 // --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
-// --bus-secret-key PATH, --concurrency N, --websocket-capacity N, --threads N,
+// --bus-secret-key PATH, --bus-tls-ca-file PATH, --bus-tls-cert PATH, --bus-tls-key PATH,
+// --bus-tls-insecure, --concurrency N, --websocket-capacity N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
