@@ -67,6 +67,10 @@ void TlsRelay::start(Ready ready) {
     if (ec) return self->fail(ready, ec);
     boost::asio::async_connect(self->tls_.lowest_layer(), endpoints, [self, ready](auto ec, auto) mutable {
       if (ec) return self->fail(ready, ec);
+      // As hiredis does on its own TCP connections: a command must not wait
+      // for the ACK of the one before it (Nagle + delayed ACK cost 40 ms).
+      boost::system::error_code ignored;
+      self->tls_.lowest_layer().set_option(boost::asio::ip::tcp::no_delay(true), ignored);
       self->tls_.async_handshake(ssl::stream_base::client, [self, ready](auto ec) mutable {
         if (ec) return self->fail(ready, ec);
         self->deadline_.cancel();
