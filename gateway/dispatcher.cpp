@@ -125,6 +125,7 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
   if (shared_queue_) {
+    offer_again();  // those waiting for the bus go first
     offer_to_shared_queue(message.conn_id, connection);
   } else {
     dispatch_waiting();
@@ -132,11 +133,25 @@ void Dispatcher::on_first(ToBus&& message) {
 }
 
 // Redis: every worker with free capacity may pull it; the first message of
-// a worker about it (its claim) makes that worker the owner.
-void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
-  if (transport_->offer_shared(connection.kind(), connection.first) != bus::SendStatus::sent) {
-    LogLimiter::warn(log::bus(), limiter_, "bus unavailable", "conn {}: the bus is unavailable", conn_id);
-    boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
+// a worker about it (its claim) makes that worker the owner. While the bus is
+// down (still connecting at start, Redis restarting) the connection waits as
+// it would for a worker: offered again each tick until its dispatch deadline.
+void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, Connection& connection) {
+  connection.offered = transport_->offer_shared(connection.kind(), connection.first) == bus::SendStatus::sent;
+  if (connection.offered) return;
+  unoffered_ = true;
+  LogLimiter::warn(log::bus(), limiter_, "bus unavailable",
+                   "conn {}: the bus is unavailable; waiting for it up to the dispatch timeout", conn_id);
+}
+
+void Dispatcher::offer_again() {
+  if (!unoffered_) return;
+  unoffered_ = false;
+  for (auto conn_id : waiting_) {
+    auto it = connections_.find(conn_id);
+    if (it == connections_.end() || it->second.offered || it->second.ended || !it->second.owner.empty()) continue;
+    offer_to_shared_queue(conn_id, it->second);
+    if (!it->second.offered) return;  // still down: tried again next tick
   }
 }
 
@@ -528,6 +543,7 @@ void Dispatcher::tick() {
     group_second_ = now;
     for (auto& [id, worker] : workers_) worker.group_bytes = 0;
   }
+  if (shared_queue_) offer_again();
   while (!waiting_.empty()) {
     auto it = connections_.find(waiting_.front());
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;

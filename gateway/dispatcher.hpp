@@ -90,6 +90,7 @@ class Dispatcher {
     // Redis: the session ended before any worker claimed it; kept (with what the
     // session sent last, its disconnect) for a claim until the dispatch deadline.
     bool ended = false;
+    bool offered = true;               // Redis: its first event is in the shared queue
     Clock::time_point deadline;        // dispatch deadline while waiting
 
     bus::NewConnection kind() const { return websocket ? bus::NewConnection::websocket : bus::NewConnection::http; }
@@ -107,7 +108,8 @@ class Dispatcher {
   bool group_budget_allows(Worker& worker, std::size_t bytes);
   void relay_group(const std::string& origin, const protocol::Envelope& envelope, std::string_view payload);
 
-  void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
+  void offer_to_shared_queue(std::uint64_t conn_id, Connection& connection);
+  void offer_again();
   void claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id);
   void dispatch_waiting();
   Worker* pick_worker(bool websocket, std::string& id_out);
@@ -139,6 +141,7 @@ class Dispatcher {
   std::unordered_map<std::string, Worker> workers_;
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
+  bool unoffered_ = false;  // Redis: some waiting connection could not be offered yet
   Clock::time_point group_second_;      // start of the second group budgets count in
   LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
 };
