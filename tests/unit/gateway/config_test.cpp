@@ -256,6 +256,10 @@ TEST(ConfigAliases, DaphneAndUvicornNames) {
   EXPECT_EQ(c.keepalive_timeout.count(), 9);
   EXPECT_EQ(c.max_message_size, 1000u);
   EXPECT_EQ(c.drain_timeout.count(), 11);
+  auto ssl = parse({"--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"});
+  ASSERT_TRUE(ssl.config);
+  EXPECT_EQ(ssl.config->tls_cert, "c.pem");
+  EXPECT_EQ(ssl.config->tls_key, "k.pem");
   // One option, whatever its name: an alias and its option together add up.
   auto both = parse({"--bind", "127.0.0.1:1", "-b", "127.0.0.2:2", "--host", "[::1]:3"});
   ASSERT_TRUE(both.config);
