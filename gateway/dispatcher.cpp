@@ -296,10 +296,11 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     case Kind::heartbeat:
       return on_worker_status(worker_id, envelope);
     case Kind::drain:
-      if (auto it = workers_.find(worker_id); it != workers_.end()) {
+      if (auto it = workers_.find(worker_id); it != workers_.end() && !it->second.draining) {
         it->second.draining = true;
         it->second.last_seen = Clock::now();
-        log::bus().info("worker {} is draining", worker_id);
+        it->second.at_drain = it->second.in_flight + it->second.ws_in_flight;
+        log::bus().info("worker {} is draining with {} connection(s)", worker_id, it->second.at_drain);
       }
       return;
     case Kind::bye:
@@ -404,7 +405,11 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   if (envelope.kind == Kind::event && !within_window(worker_id, conn_id, connection, envelope)) return;
   if (envelope.event) {
     if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) connection.trailers = start->trailers;
+    connection.answered = connection.answered || std::holds_alternative<protocol::HttpResponseStart>(*envelope.event) ||
+                          std::holds_alternative<protocol::WebSocketAccept>(*envelope.event) ||
+                          std::holds_alternative<protocol::WebSocketHttpResponseStart>(*envelope.event);
   }
+  if (worker != workers_.end() && worker->second.draining) note_while_draining(worker->second, envelope);
   connection.finished = connection.finished || is_last_event(envelope, connection.trailers);
   envelope.worker_id = worker_id;  // the sender as the bus knows it, for the session's log lines
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, WorkerMessage::from(std::move(envelope)));
@@ -463,30 +468,43 @@ void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, failure);
 }
 
+// What a draining worker does to its connections itself, for its departure line.
+void Dispatcher::note_while_draining(Worker& worker, const Envelope& envelope) {
+  if (envelope.kind == Kind::error) {
+    ++worker.errors_while_draining;
+  } else if (const auto* close = envelope.event ? std::get_if<protocol::WebSocketClose>(&*envelope.event) : nullptr) {
+    ++worker.closes_while_draining[close->code];
+  }
+}
+
 void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why) {
-  if (workers_.erase(worker_id) == 0) return;
+  auto found = workers_.find(worker_id);
+  if (found == workers_.end()) return;
+  Worker worker = std::move(found->second);
+  workers_.erase(found);
   publish_worker_gauges();
   std::vector<std::uint64_t> failed;
-  std::size_t finished = 0;
-  std::size_t requeued = 0;
+  Departure departure;
   for (auto& [conn_id, connection] : connections_) {
     if (connection.owner != worker_id || connection.orphaned) continue;
     if (connection.finished) {
       // Its session is writing the worker's last event: the client loses nothing.
       connection.orphaned = true;
-      ++finished;
+      ++departure.finished;
     } else if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
       connection.owner.clear();
       connection.redispatched = true;
       connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
       waiting_.push_front(conn_id);
       if (shared_queue_) offer_to_shared_queue(conn_id, connection);
-      ++requeued;
+      ++departure.requeued;
     } else {
       failed.push_back(conn_id);
+      ++(!connection.answered ? departure.unanswered
+                              : connection.websocket ? departure.websockets : departure.aborted);
     }
   }
-  log_departure(worker_id, why, finished, requeued, failed.size());
+  log_departure(worker_id, why, worker, departure);
   for (auto conn_id : failed) {
     log::bus().info("conn {}: failed with worker {}", conn_id, worker_id);
     fail(conn_id, BusFailure::worker_lost);
@@ -496,21 +514,44 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
 
 // Says what the clients saw: a worker that said bye after finishing its
 // connections simply left; one that vanished is news, more so with losses.
-void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, std::size_t finished,
-                               std::size_t requeued, std::size_t failed) {
+// A worker that drained says too how many connections it had then and how
+// it ended those its graceful timeout cut (WebSocket closes by code, errors).
+void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, const Worker& worker,
+                               const Departure& departure) {
   bool said_bye = why == k_said_bye;
   std::string line = fmt::format("worker {} {}", worker_id, said_bye ? "left" : fmt::format("lost ({})", why));
+  auto plural = [](std::size_t count) { return count == 1 ? "" : "s"; };
+  if (worker.draining) {
+    line += fmt::format(" after draining {} connection{}", worker.at_drain, plural(worker.at_drain));
+    for (auto [code, count] : worker.closes_while_draining) {
+      line += fmt::format(", {} WebSocket{} closed {} by the worker", count, plural(count), code);
+    }
+    if (worker.errors_while_draining > 0) {
+      line += fmt::format(", {} ended with an error by the worker (500, abort or 1011)", worker.errors_while_draining);
+    }
+  }
+  std::string failures;
+  const std::pair<std::size_t, const char*> how[] = {{departure.unanswered, "unanswered: 502"},
+                                                     {departure.aborted, "HTTP response aborted"},
+                                                     {departure.websockets, "WebSocket closed 1011"}};
+  for (auto [count, what] : how) {
+    if (count > 0) failures += fmt::format("{}{} {}", failures.empty() ? "" : ", ", count, what);
+  }
   std::string_view separator = ": ";
-  const std::pair<std::size_t, const char*> outcomes[] = {{finished, "finished"}, {requeued, "re-dispatched"},
-                                                          {failed, "failed"}};
-  for (auto [count, what] : outcomes) {
+  const std::pair<std::size_t, std::string> outcomes[] = {
+      {departure.finished, "finished"},
+      {departure.requeued, "re-dispatched"},
+      {departure.failed(), fmt::format("failed ({})", failures)}};
+  for (const auto& [count, what] : outcomes) {
     if (count == 0) continue;
-    line += fmt::format("{}{} connection{} {}", separator, count, count == 1 ? "" : "s", what);
+    line += fmt::format("{}{} connection{} {}", separator, count, plural(count), what);
     separator = ", ";
   }
-  auto level = failed > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
+  auto level = departure.failed() > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
   // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
-  if (shared_queue_ && finished + requeued + failed == 0) level = spdlog::level::debug;
+  if (shared_queue_ && departure.finished + departure.requeued + departure.failed() == 0 && !worker.draining) {
+    level = spdlog::level::debug;
+  }
   log::bus().log(level, "{}", line);
 }
 

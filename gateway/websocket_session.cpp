@@ -87,7 +87,8 @@ WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request
       config_(config),
       link_(ws_.get_executor(), shard, dispatcher),
       close_deadline_(ws_.get_executor()),
-      lifetime_(ws_.get_executor()) {}
+      lifetime_(ws_.get_executor()),
+      keepalive_(ws_.get_executor()) {}
 
 WebSocketSession::~WebSocketSession() {
   shard_.untrack(drain_token_);  // the link ends a connection still open
@@ -237,7 +238,13 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
         }
         if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
       }));
-  set_keepalive(true);
+  // Beast's own timer only bounds the handshakes (the closing one too); our
+  // keep-alive timer does the pings.
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = k_close_timeout;
+  timeouts.idle_timeout = websocket::stream_base::none();
+  timeouts.keep_alive_pings = false;
+  ws_.set_option(timeouts);
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
@@ -249,6 +256,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
+  set_keepalive(true);
   // An open WebSocket may idle for hours: drop the decorator's copy of the
   // app's headers (run() drops the upgrade request).
   ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
@@ -315,7 +323,7 @@ awaitable<void> WebSocketSession::read_frames() {
       // Paused for credits, we leave the client's pongs unread too: not its fault.
       set_keepalive(false);
       while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
-      set_keepalive(true);  // the next read re-arms Beast's idle timer
+      set_keepalive(true);
     }
     // One message, read in parts: Beast sizes the buffer before a frame
     // arrives (1,536 bytes for a whole-message read), so the first part is
@@ -348,6 +356,7 @@ awaitable<void> WebSocketSession::read_frames() {
       inbox->push(std::move(gone));
       break;
     }
+    last_heard_ = Clock::now();
     if (failing) continue;
     auto data = beast::buffers_to_string(read_buffer_.data());
     if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
@@ -394,22 +403,68 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   }
 }
 
-// Beast's timeouts: pings after --ping-interval of silence and a close after
-// twice that, or (off) no idle limit at all; the closing handshake's limit always.
+// Pings while `on` and --ping-interval is not 0. Off while the reader waits
+// for credits: the client's pongs then sit unread, which is not its fault.
 void WebSocketSession::set_keepalive(bool on) {
-  websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = k_close_timeout;  // Beast also applies it to our close
-  bool pings = on && config_.ping_interval.count() > 0;
-  timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
-                                : websocket::stream_base::none();
-  timeouts.keep_alive_pings = pings;
-  ws_.set_option(timeouts);
+  awaiting_pong_ = false;
+  if (!on || config_.ping_interval.count() <= 0) {
+    keepalive_.cancel();
+    return;
+  }
+  last_heard_ = Clock::now();
+  wait_for_silence();
 }
 
-// The client's close frame. Beast completes the read only after the TCP
-// teardown (it waits for the client's FIN), so the app hears the close now; and
-// that wait gets a deadline, which Beast does not give it when pings are off.
+void WebSocketSession::wait_for_silence() {
+  arm_keepalive(last_heard_ + std::chrono::duration_cast<Clock::duration>(config_.ping_interval));
+}
+
+void WebSocketSession::arm_keepalive(Clock::time_point at) {
+  keepalive_.expires_at(at);
+  keepalive_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) self->on_keepalive_timer();
+  });
+}
+
+// Silent for --ping-interval: ping, and give the pong --ping-timeout (0: no
+// limit). No pong by then: close 1011, as uvicorn and Daphne do, rather than
+// drop the connection without a word.
+void WebSocketSession::on_keepalive_timer() {
+  if (state_ != State::open) return;
+  if (awaiting_pong_) {
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), "ping timeout",
+                     "conn {}: no pong within --ping-timeout ({} s): closing 1011", link_.conn_id(),
+                     config_.ping_timeout.count());
+    if (link_.inbox()) link_.inbox()->push(LocalClose{1011});
+    return;
+  }
+  if (Clock::now() < last_heard_ + std::chrono::duration_cast<Clock::duration>(config_.ping_interval)) {
+    wait_for_silence();  // heard from since the timer was set
+    return;
+  }
+  if (!pinging_) {
+    pinging_ = true;
+    ws_.async_ping({}, [self = shared_from_this()](const boost::system::error_code&) { self->pinging_ = false; });
+  }
+  if (config_.ping_timeout.count() <= 0) {
+    last_heard_ = Clock::now();
+    wait_for_silence();
+    return;
+  }
+  awaiting_pong_ = true;
+  arm_keepalive(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.ping_timeout));
+}
+
+// Any frame shows the client alive; a pong ends the wait for it.
+// The client's close frame: Beast completes the read only after the TCP
+// teardown (it waits for the client's FIN), so the app hears the close now;
+// and that wait gets a deadline, which Beast (its idle timer off) does not give it.
 void WebSocketSession::on_control_frame(websocket::frame_type kind) {
+  last_heard_ = Clock::now();
+  if (kind == websocket::frame_type::pong && awaiting_pong_) {
+    awaiting_pong_ = false;
+    wait_for_silence();  // replaces the pong's deadline
+  }
   if (kind != websocket::frame_type::close) return;
   if (state_ == State::open && close_code_beyond_range(ws_.reason().code)) {
     fail_bad_close_code();
@@ -503,6 +558,7 @@ awaitable<void> WebSocketSession::tls_shutdown() {
 
 void WebSocketSession::teardown() {
   lifetime_.cancel();
+  keepalive_.cancel();
   close_deadline_.cancel();
   link_.wake();
   ws_.next_layer().close();

@@ -66,6 +66,9 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> on_open_event(WorkerMessage& reply);
   boost::asio::awaitable<void> close(int code, std::string reason);
   void set_keepalive(bool on);
+  void wait_for_silence();
+  void arm_keepalive(Clock::time_point at);
+  void on_keepalive_timer();
   void on_control_frame(boost::beast::websocket::frame_type kind);
   void fail_bad_close_code();
   int client_close_code() const;
@@ -98,6 +101,12 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   bool draining_ = false;
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
+  // Keep-alive: a ping after --ping-interval of silence, close 1011 when its
+  // pong is later than --ping-timeout.
+  boost::asio::steady_timer keepalive_;
+  Clock::time_point last_heard_;  // the client's last frame
+  bool awaiting_pong_ = false;
+  bool pinging_ = false;          // our ping is being written
   boost::beast::flat_buffer read_buffer_;
 };
 

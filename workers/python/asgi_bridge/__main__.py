@@ -12,6 +12,7 @@ import math
 import os
 import sys
 
+from . import __version__
 from .curve import CurveKeys, keygen
 from .redis_transport import RedisTls
 from .transport import check_bus_urls, split_bus_urls
@@ -37,6 +38,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m asgi_bridge",
         description="Run an ASGI application as an asgi-bridge worker.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("app", help="the application, as MODULE:ATTRIBUTE")
     p.add_argument("--bus", action="append", default=None,
                    help="bus URL: zmq://HOST:PORT or zmq+ipc://PATH of a gateway (repeat or "
