@@ -73,9 +73,9 @@ def test_gateway_made_responses_say_so_and_why(logged):
         c.send(b"GET /big-head HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
         assert c.read_response().status == 431
     assert request(b.port, "POST", "/echo", body=b"x" * 100).status == 413
-    assert request(b.port, "GET", "/hang?id=al").status == 504
+    assert request(b.port, "GET", "/wait-disconnect?id=al").status == 504
 
-    log = wait_for_log(b.gateway, '"GET /hang?id=al HTTP/1.1" 504')
+    log = wait_for_log(b.gateway, '"GET /wait-disconnect?id=al HTTP/1.1" 504')
     bad = [m for m in COMBINED.finditer(log) if m["status"] == "400"]
     assert bad and bad[-1]["request"] == "GARBAGE \\x22x"  # the raw first line, escaped
     assert extras(bad[-1]) == {"origin": "gateway", "reason": "bad_request"}
@@ -84,7 +84,7 @@ def test_gateway_made_responses_say_so_and_why(logged):
     assert extras(big[-1])["reason"] == "limit"
     too_large = combined_line(log, "POST /echo HTTP/1.1")
     assert (too_large["status"], extras(too_large)) == ("413", {"origin": "gateway", "reason": "limit"})
-    timeout = combined_line(log, "GET /hang?id=al HTTP/1.1")
+    timeout = combined_line(log, "GET /wait-disconnect?id=al HTTP/1.1")
     assert extras(timeout) == {"origin": "gateway", "reason": "app_timeout"}
     assert 1 <= float(timeout["rt"]) < 10
 
