@@ -262,9 +262,13 @@ void Metrics::write_gateway(std::string& out, std::size_t open_connections) cons
 
 // Bounded: k_max_listed_workers series per family, plus "other".
 void Metrics::write_workers(std::string& out) const {
+  std::vector<WorkerGauge> gauges;
+  {
+    std::lock_guard lock(worker_gauges_mutex_);  // the bus thread waits for a copy at most
+    gauges = worker_gauges_;
+  }
   std::vector<const WorkerGauge*> sorted;
-  std::lock_guard lock(worker_gauges_mutex_);
-  for (const auto& worker : worker_gauges_) sorted.push_back(&worker);
+  for (const auto& worker : gauges) sorted.push_back(&worker);
   std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->id < b->id; });
   WorkerGauge other{"other", false, 0, 0};
   std::size_t others = 0;
