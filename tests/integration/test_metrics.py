@@ -76,11 +76,12 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(admin_bridge):
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     names = {n for e in exprs for n in re.findall(r"\b((?:asgi_bridge|process)_\w+)", e)}
     assert len(names) >= 15, names
-    for name in names:
-        assert re.search(rf"^{name}[{{ ]", text, re.M), f"the dashboard's {name} is not in /metrics"
+    for name in names:  # a family, declared even while it has no series (no worker yet)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f"# TYPE {family} " in text, f"the dashboard's {name} is not in /metrics"
 
 
-def test_every_family_moves_under_load(admin_bridge):
+def test_every_family_moves_under_load(admin_bridge, bus_url):
     b, metrics = admin_bridge()
     before = metrics()
     load(b)
@@ -111,7 +112,8 @@ def test_every_family_moves_under_load(admin_bridge):
     moved("asgi_bridge_websocket_messages_total", 3, direction="in")
     moved("asgi_bridge_websocket_messages_total", 3, direction="out")
     moved("asgi_bridge_websocket_closes_total", 1, code="1000", closed_by="client")
-    moved("asgi_bridge_bus_round_trip_seconds_count", 6)
+    if bus_url.startswith("zmq"):  # on Redis the worker's claim is its first message
+        moved("asgi_bridge_bus_round_trip_seconds_count", 6)
     moved("asgi_bridge_dispatch_wait_seconds_count", 6)
     # A gauge refreshed every 50 ms: the harness's first probe waited for the worker.
     wait_until(lambda: sample(metrics(), "asgi_bridge_dispatch_queue_depth") == 0, 5, "an empty dispatch queue")
