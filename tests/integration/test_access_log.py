@@ -192,3 +192,16 @@ def test_no_access_line_without_the_option(bridge_factory):
     # The 400's warning is written after the first request's access line would have been.
     log = wait_for_log(b.gateway, "bad request (400)")
     assert "[access]" not in log
+
+
+def test_websocket_closed_by_the_gateway_when_its_worker_dies(logged):
+    b = logged()
+    ws = RawWebSocket(b.port, "/ws-hang?id=k")
+    assert ws.read_handshake().status == 101
+    b.state.wait_for("started-k")
+    b.workers[0].kill()
+    assert ws.read_close()[0] == 1011
+    ws.send_frame(CLOSE, close_payload(1011))
+    ws.close()
+    line = combined_line(wait_for_log(b.gateway, '"WSDISCONNECT /ws-hang?id=k" 1011'), "WSDISCONNECT /ws-hang?id=k")
+    assert extras(line)["closed_by"] == "gateway"
