@@ -277,7 +277,14 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "tls-key", config.tls_key, "PEM private key of --tls-cert", "--ssl-keyfile");
   add(app, "log-format", config.log_format, "text, or json (one object per line)")
       ->check(CLI::IsMember({"text", "json"}));
-  app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
+  app.add_flag("--access-log", config.access_log,
+               "log one line per HTTP exchange and two per WebSocket (answered, closed)")
+      ->envname("ASGI_BRIDGE_ACCESS_LOG");
+  std::string access_log_format = "combined";
+  add(app, "access-log-format", access_log_format,
+      "combined (Apache/nginx, extra fields appended as key=value) or daphne; --log-format json adds every field "
+      "as its own key")
+      ->check(CLI::IsMember({"combined", "daphne"}));
   app.add_flag("--proxy-headers", config.proxy_headers,
                "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")
       ->envname("ASGI_BRIDGE_PROXY_HEADERS");
@@ -298,6 +305,7 @@ ParseOutcome parse_config(int argc, char** argv) {
       config.binds.push_back({"127.0.0.1", static_cast<unsigned short>(port)});
     }
     if (!admin.empty()) config.admin = parse_bind(admin, "--admin", std::nullopt);
+    config.access_log_format = parse_access_log_format(access_log_format);
     check_tls_pair(config);
     check_bus_security(config);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");

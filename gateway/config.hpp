@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "access_log.hpp"
 #include "proxy_headers.hpp"
 
 namespace asgi_bridge::gateway {
@@ -79,6 +80,7 @@ struct Config {
   std::string log_level = "info";
   std::string log_format = "text";       // text | json
   bool access_log = false;
+  AccessLogFormat access_log_format = AccessLogFormat::combined;
   bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
   TrustedProxies trusted_proxies = TrustedProxies::parse(k_default_trusted_proxies);
   // --tls-cert/--tls-key: both or neither; TLS on the --bind listeners only.

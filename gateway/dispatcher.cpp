@@ -122,7 +122,8 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.redispatchable = message.redispatchable;
   connection.websocket = message.websocket;
   connection.first = std::move(message.bytes);
-  connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
+  connection.arrived = Clock::now();
+  connection.deadline = connection.arrived + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
   if (shared_queue_) {
     offer_again();  // those waiting for the bus go first
@@ -158,6 +159,7 @@ void Dispatcher::offer_again() {
 void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id) {
   auto& worker = workers_[worker_id];
   worker.last_seen = Clock::now();
+  metrics_.observe_dispatch_wait(worker.last_seen - connection.arrived);
   connection.owner = worker_id;
   ++worker.assigned(connection.websocket);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
@@ -249,6 +251,8 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   connection.owner = worker_id;
   ++worker.assigned(connection.websocket);
   worker.last_assigned = ++assignments_;
+  connection.sent = Clock::now();
+  metrics_.observe_dispatch_wait(connection.sent - connection.arrived);
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
   send_to(worker_id, connection.first, conn_id);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
@@ -372,6 +376,7 @@ void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& 
     log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
   }
   publish_worker_gauges();  // /readyz knows at once, not at the next tick
+  if (added) publish_worker_list();
   dispatch_waiting();
 }
 
@@ -401,6 +406,7 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   if (!connection.acknowledged) {
     connection.acknowledged = true;
     release(connection.first);
+    if (connection.sent != Clock::time_point{}) metrics_.observe_bus_round_trip(Clock::now() - connection.sent);
   }
   if (envelope.kind == Kind::event && !within_window(worker_id, conn_id, connection, envelope)) return;
   if (envelope.event) {
@@ -483,6 +489,7 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
   Worker worker = std::move(found->second);
   workers_.erase(found);
   publish_worker_gauges();
+  publish_worker_list();
   std::vector<std::uint64_t> failed;
   Departure departure;
   for (auto& [conn_id, connection] : connections_) {
@@ -600,6 +607,33 @@ void Dispatcher::tick() {
     }
   }
   publish_worker_gauges();
+  publish_queue_depth();
+  if (heartbeat_due) publish_worker_list();
+}
+
+// Connections waiting for a worker; ids of ones that ended are skipped.
+void Dispatcher::publish_queue_depth() {
+  std::size_t depth = 0;
+  for (auto conn_id : waiting_) {
+    auto it = connections_.find(conn_id);
+    depth += it != connections_.end() && it->second.owner.empty() && !it->second.ended ? 1 : 0;
+  }
+  metrics_.set_dispatch_queue(depth);
+}
+
+// The per-worker gauges, once per heartbeat interval: their figures move
+// with every request, a scrape comes every few seconds at most.
+void Dispatcher::publish_worker_list() {
+  worker_list_.resize(workers_.size());
+  std::size_t i = 0;
+  for (const auto& [id, worker] : workers_) {
+    auto& gauge = worker_list_[i++];
+    gauge.id.assign(id);
+    gauge.draining = worker.draining;
+    gauge.in_flight = std::uint64_t{worker.in_flight} + worker.ws_in_flight;
+    gauge.capacity = std::uint64_t{worker.capacity} + worker.ws_capacity.value_or(0);
+  }
+  metrics_.set_worker_gauges(worker_list_);
 }
 
 void Dispatcher::publish_worker_gauges() {

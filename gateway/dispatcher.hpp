@@ -99,6 +99,8 @@ class Dispatcher {
     bool ended = false;
     bool offered = true;               // Redis: its first event is in the shared queue
     Clock::time_point deadline;        // dispatch deadline while waiting
+    Clock::time_point arrived;         // for the dispatch wait metric
+    Clock::time_point sent;            // its first event went to its worker (ZeroMQ), for the bus round trip
 
     bus::NewConnection kind() const { return websocket ? bus::NewConnection::websocket : bus::NewConnection::http; }
   };
@@ -140,6 +142,8 @@ class Dispatcher {
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
   void tick();
   void publish_worker_gauges();
+  void publish_worker_list();
+  void publish_queue_depth();
   void schedule_tick();
   void log_refused_worker(std::string_view address, std::string_view reason);
 
@@ -161,6 +165,7 @@ class Dispatcher {
   bool unoffered_ = false;  // Redis: some waiting connection could not be offered yet
   Clock::time_point group_second_;      // start of the second group budgets count in
   LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
+  std::vector<Metrics::WorkerGauge> worker_list_;  // reused: no allocation once the ids are known
 };
 
 }  // namespace asgi_bridge::gateway

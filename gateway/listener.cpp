@@ -257,6 +257,7 @@ void Listener::refuse(StreamSocket socket) {
                    "--limit-connections {} reached: new connections get 503", limit_.limit());
   auto refusing = limit_.try_refuse();
   if (tls_ || !refusing) return;  // the socket closes as it goes out of scope
+  dispatcher_.metrics().count_connection_refused();
   auto shared = std::make_shared<StreamSocket>(std::move(socket));
   asio::co_spawn(shared->get_executor(),
                  answer_refusal(shared, format_error_response(503, config_.server_name, "retry-after: 1\r\n"),

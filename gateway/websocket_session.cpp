@@ -10,6 +10,7 @@
 #include <boost/beast/websocket/error.hpp>
 #include <fmt/format.h>
 
+#include "access_log.hpp"
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
@@ -110,7 +111,7 @@ void WebSocketSession::drain() {
 
 awaitable<void> WebSocketSession::run() {
   if (auto refusal = send_connect()) {
-    co_await reject(refusal->status, refusal->why, refusal->extra_headers);
+    co_await reject(refusal->status, GatewayReason::bad_request, refusal->why, refusal->extra_headers);
     co_await tls_shutdown();
     co_return;
   }
@@ -118,6 +119,7 @@ awaitable<void> WebSocketSession::run() {
   upgrade_.reset();  // only the handshake needed it; an open WebSocket may idle for hours
   if (state_ == State::open) {
     co_await serve_open();  // Beast's closing handshake ends TLS too
+    report_close();
   } else {
     co_await tls_shutdown();
   }
@@ -134,6 +136,7 @@ std::optional<WebSocketSession::Refusal> WebSocketSession::send_connect() {
   auto scope = make_scope(upgrade_->request, std::move(upgrade_->headers), protocol::ScopeType::websocket,
                           upgrade_->ends, config_);
   if (!scope) return Refusal{400, "bad request target", ""};
+  if (config_.access_log) client_ = scope->client;
   link_.open();
   link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
   return std::nullopt;
@@ -148,21 +151,23 @@ awaitable<void> WebSocketSession::hold_handshake() {
     auto event = co_await link_.inbox()->pop(deadline);
     if (!event) {
       send_disconnect(1006);
-      co_await reject(504, "no accept or close within --websocket-connect-timeout");
+      co_await reject(504, GatewayReason::app_timeout, "no accept or close within --websocket-connect-timeout");
     } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
       bool no_capacity = *failure == BusFailure::no_capacity;
       if (!no_capacity) send_disconnect(1006);
-      co_await reject(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost",
-                      no_capacity ? "retry-after: 1\r\n" : "");
+      co_await reject(no_capacity ? 503 : 502, no_capacity ? GatewayReason::no_worker : GatewayReason::worker_lost,
+                      no_capacity ? "no worker available" : "worker lost", no_capacity ? "retry-after: 1\r\n" : "");
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
       log::websocket().debug("conn {}: client left during the handshake", link_.conn_id());
       send_disconnect(gone->code);
       state_ = State::done;
+      report_handshake(0, std::nullopt);
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
+      if (config_.access_log && worker_.empty()) worker_ = reply->worker_id;
       if (reply->kind == protocol::Kind::error) {
         LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
                          "conn {}: application error on worker {}: {}", link_.conn_id(), reply->worker_id, reply->error);
-        co_await reject(500, "application error");
+        co_await reject(500, GatewayReason::app_error, "application error");
         continue;
       }
       if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
@@ -171,12 +176,12 @@ awaitable<void> WebSocketSession::hold_handshake() {
       } else if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
         co_await accept(*accepted);
       } else if (std::holds_alternative<protocol::WebSocketClose>(*reply->event)) {
-        co_await reject(403, "the application closed before accepting");
+        co_await reject(403, std::nullopt, "the application closed before accepting");
       } else if (auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&*reply->event)) {
         co_await deny(*start);
       } else {
         send_disconnect(1006);
-        co_await reject(502, "invalid event before accept");
+        co_await reject(502, GatewayReason::invalid_response, "invalid event before accept");
       }
     }
   }
@@ -201,7 +206,7 @@ awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& c
                    "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
                    check.problem);
   send_disconnect(1006);
-  co_await reject(500, "invalid handshake response from the app");
+  co_await reject(500, GatewayReason::invalid_response, "invalid handshake response from the app");
 }
 
 // The client must stay silent until our 101; readable with nothing to read
@@ -253,6 +258,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     log::websocket().info("conn {}: handshake failed: {}", link_.conn_id(), ec.message());
     send_disconnect(1006);
     state_ = State::done;
+    report_handshake(0, std::nullopt);
     co_return;
   }
   state_ = State::open;
@@ -261,14 +267,15 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   // app's headers (run() drops the upgrade request).
   ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
   log::websocket().debug("conn {}: accepted", link_.conn_id());
-  dispatcher_.metrics().count_response(Protocol::websocket, 101);
+  opened_ = Clock::now();
+  report_handshake(101, std::nullopt);
 }
 
 // The denial response extension: the app's status, headers and body, then close.
 awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& start) {
   auto head = format_response_head({start.status, &start.headers, false, true, false, config_.server_name});
   state_ = State::done;
-  dispatcher_.metrics().count_response(Protocol::websocket, start.status);
+  report_handshake(start.status, std::nullopt);
   if (!co_await write_raw(head)) co_return;
   for (;;) {
     auto event = co_await link_.inbox()->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
@@ -304,10 +311,10 @@ awaitable<void> WebSocketSession::serve_open() {
     if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       co_await on_open_event(*reply);
     } else if (std::holds_alternative<BusFailure>(*event)) {
-      co_await close(1011, "");
+      co_await close(1011, "", Closer::gateway);
     } else if (auto* local = std::get_if<LocalClose>(&*event)) {
       send_disconnect(local->code);
-      co_await close(local->code, "");
+      co_await close(local->code, "", Closer::gateway);
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
       send_disconnect(gone->code, gone->reason);
       state_ = State::done;
@@ -353,6 +360,8 @@ awaitable<void> WebSocketSession::read_frames() {
       } else if (ec != asio::error::operation_aborted) {
         log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
       }
+      // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
+      note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
       inbox->push(std::move(gone));
       break;
     }
@@ -364,6 +373,7 @@ awaitable<void> WebSocketSession::read_frames() {
       inbox->push(LocalClose{1007});
       continue;
     }
+    count_in(data.size());
     protocol::WebSocketReceive receive;
     receive.text = ws_.got_text();
     receive.data = std::move(data);
@@ -378,13 +388,13 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     if (link_.on_credit(reply.events)) co_return;
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
                      "conn {}: worker {} acknowledged events never sent", link_.conn_id(), reply.worker_id);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
     co_return;
   }
   if (reply.kind == Kind::error) {
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
     co_return;
   }
   if (reply.kind != Kind::event || !check_sequence(reply) || state_ != State::open) co_return;
@@ -393,13 +403,14 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     ws_.text(send->text);
     co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
     if (ec) co_return;  // the reader reports the end of the connection
+    count_out(send->data.size());
     link_.on_written(send->data.size());
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
-    co_await close(closing->code, closing->reason);
+    co_await close(closing->code, closing->reason, Closer::app);
   } else {
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                      "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
   }
 }
 
@@ -469,6 +480,7 @@ void WebSocketSession::on_control_frame(websocket::frame_type kind) {
   if (state_ == State::open && close_code_beyond_range(ws_.reason().code)) {
     fail_bad_close_code();
   } else if (state_ == State::open) {
+    note_close(client_close_code(), Closer::client);
     send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
   }
   close_deadline_.expires_after(k_close_timeout);
@@ -488,6 +500,7 @@ void WebSocketSession::fail_bad_close_code() {
   log::websocket().info("conn {}: client sent close code {}, outside 1000-4999: closing 1002", link_.conn_id(),
                         ws_.reason().code);
   send_disconnect(1002);
+  note_close(1002, Closer::gateway);
   state_ = State::closing;  // close() does nothing more: one close per stream
   ws_.async_close(websocket::close_reason(websocket::close_code::protocol_error),
                   [self = shared_from_this()](const boost::system::error_code&) {});
@@ -501,9 +514,10 @@ int WebSocketSession::client_close_code() const {
 
 // Sends our close frame; the reader then sees the client's answer (or the
 // Beast handshake timeout) and ends the connection.
-awaitable<void> WebSocketSession::close(int code, std::string reason) {
+awaitable<void> WebSocketSession::close(int code, std::string reason, Closer who) {
   if (state_ != State::open) co_return;
   state_ = State::closing;
+  note_close(code, who);
   websocket::close_reason why;
   why.code = static_cast<std::uint16_t>(code);
   why.reason = reason;
@@ -514,11 +528,84 @@ awaitable<void> WebSocketSession::close(int code, std::string reason) {
 
 // --- plumbing -----------------------------------------------------------------
 
-awaitable<void> WebSocketSession::reject(int status, const char* why, std::string_view extra_headers) {
+awaitable<void> WebSocketSession::reject(int status, Origin origin, const char* why, std::string_view extra_headers) {
   state_ = State::done;
   log::websocket().info("conn {}: answering {}: {}", link_.conn_id(), status, why);
-  dispatcher_.metrics().count_response(Protocol::websocket, status);
+  report_handshake(status, origin);
   co_await write_raw(format_error_response(status, config_.server_name, extra_headers));
+}
+
+// --- access log and metrics ---------------------------------------------------------
+
+// The first close decides the line: the other side's answer to it is no news.
+void WebSocketSession::note_close(int code, Closer who) {
+  if (close_noted_) return;
+  close_noted_ = true;
+  close_code_ = code;
+  closed_by_ = who;
+}
+
+void WebSocketSession::count_in(std::size_t bytes) {
+  ++messages_in_;
+  bytes_in_ += bytes;
+  shard_.metrics().websocket_message_in(bytes);
+}
+
+void WebSocketSession::count_out(std::size_t bytes) {
+  ++messages_out_;
+  bytes_out_ += bytes;
+  shard_.metrics().websocket_message_out(bytes);
+}
+
+// The upgrade request answered (status 0: the client left first). Called
+// while upgrade_ still holds the request.
+void WebSocketSession::report_handshake(int status, Origin origin) {
+  AccessRecord record;
+  record.kind = AccessRecord::Kind::websocket_handshake;
+  record.status = status;
+  record.gateway_reason = origin;
+  record.duration = Clock::now() - started_;
+  shard_.metrics().count(record);
+  if (!config_.access_log || !upgrade_) return;
+  const auto& request = upgrade_->request;
+  auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
+  const auto& client = client_ ? client_ : upgrade_->ends.client;
+  if (client) {
+    record.client = client->host;
+    record.client_port = client->port;
+  }
+  record.method = "GET";
+  record.target = view(request.target());
+  record.http_version = request.version() == 10 ? 10 : 11;
+  record.referer = view(request[http::field::referer]);
+  record.user_agent = view(request[http::field::user_agent]);
+  record.worker = worker_;
+  write_access_log(record, config_.access_log_format, config_.log_format == "json");
+  if (status != 101) return;
+  // The close line needs these after the upgrade request is freed.
+  target_.assign(record.target);
+  if (!client_) client_ = upgrade_->ends.client;
+}
+
+void WebSocketSession::report_close() {
+  AccessRecord record;
+  record.kind = AccessRecord::Kind::websocket_close;
+  record.status = close_code_;
+  record.closed_by = closed_by_;
+  record.duration = Clock::now() - opened_;
+  record.messages_received = messages_in_;
+  record.messages_sent = messages_out_;
+  record.bytes_received = bytes_in_;
+  record.bytes_sent = bytes_out_;
+  shard_.metrics().count(record);
+  if (!config_.access_log) return;
+  if (client_) {
+    record.client = client_->host;
+    record.client_port = client_->port;
+  }
+  record.target = target_;
+  record.worker = worker_;
+  write_access_log(record, config_.access_log_format, config_.log_format == "json");
 }
 
 awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view b) {
