@@ -276,6 +276,19 @@ class ZmqTransport:
         else:
             logger.debug("bus %s: backlog full, control message dropped", link.url)
 
+    # Broadcast groups (groups.py): every gateway relays a group message to the other
+    # workers it knows, who drop the groups they have no member in. Nothing to subscribe.
+
+    def publish_group(self, group, data):
+        for link in self.links:
+            self.send_nowait(link, data)
+
+    def subscribe_group(self, group):
+        pass
+
+    def unsubscribe_group(self, group):
+        pass
+
     async def close(self, linger=1.0):
         """Stop receiving; give queued messages (our bye) up to `linger` seconds to leave."""
         deadline = self._loop.time() + linger
