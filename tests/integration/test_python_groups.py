@@ -29,7 +29,7 @@ def on_bus(bridge, worker) -> None:
     if is_redis(bridge.bus_url):
         wait_for_log(worker, ": connected")
     else:
-        wait_for_log(bridge.gateway, "joined", more_than=len(bridge.procs) - 2)
+        wait_for_log(bridge.gateway, "joined", more_than=len(bridge.workers) - 1)
 
 
 def subscribed(bus_url: str, group: str, workers: int) -> None:

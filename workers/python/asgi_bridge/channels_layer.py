@@ -35,7 +35,7 @@ from . import groups as bridge_groups
 
 logger = logging.getLogger("asgi_bridge.channels")
 
-WORKER = "channels!worker:"
+WORKER = bridge_groups.PROCESS_GROUP_PREFIX  # "channels!worker:"
 GROUP = "channels!group:"
 NAMED = "channels!channel:"
 

@@ -23,6 +23,10 @@ from .errors import ClientDisconnected, UnexpectedMessage
 
 logger = logging.getLogger("asgi_bridge.groups")
 
+# The group of this process itself, for what other processes send to one of its Channels
+# channels (channels_layer.py). Subscribed from the start: a channel name handed out
+# is reachable at once, whenever the layer itself is first used.
+PROCESS_GROUP_PREFIX = "channels!worker:"
 SCOPE_KEY = "asgi_bridge.groups"  # the scope key of a connection's GroupHandle (and extension)
 MAX_POSTED = 1024    # messages waiting for one slow WebSocket before more are dropped (as C++)
 MAX_ORIGINS = 4096   # publishers whose last sequence number we remember (as C++)
@@ -85,6 +89,7 @@ class GroupHub:
         """Make this the hub of the process (what ``current_hub()`` returns)."""
         global _current
         _current = self
+        self.transport.subscribe_group(PROCESS_GROUP_PREFIX + self.worker_id)
 
     def uninstall(self):
         global _current

@@ -351,11 +351,13 @@ class RedisTransport:
         self._group_channels.add(self._group_channel(group))
         if "groups" not in self._tasks and self._loop is not None and not self._closing:
             self._tasks["groups"] = self._loop.create_task(self._run("groups", self._listen))
-        self._group_wake.set()
+        if self._group_wake is not None:
+            self._group_wake.set()
 
     def unsubscribe_group(self, group):
         self._group_channels.discard(self._group_channel(group))
-        self._group_wake.set()
+        if self._group_wake is not None:
+            self._group_wake.set()
 
     async def _listen(self, conn):
         """Deliver what the channels we subscribe to bring; _subscriptions keeps them

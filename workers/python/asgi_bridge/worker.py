@@ -86,8 +86,8 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self):
-        self.groups.install()
         self.transport.start(self.on_message)
+        self.groups.install()
         self._update_capacity()
         for link in self.transport.links:
             self._announce(link)
