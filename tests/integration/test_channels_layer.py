@@ -22,7 +22,7 @@ import websockets
 
 from .harness import Gateway, wait_for_log
 from .test_cpp_workers import is_redis, run, second_gateway_bus
-from .test_python_groups import on_bus, recv, subscribed
+from .test_python_groups import first_worker_takes, on_bus, recv, subscribed
 
 pytestmark = pytest.mark.every_bus
 
@@ -87,10 +87,7 @@ def test_room_over_two_workers_and_two_gateways(bridge_factory):
 
 
 def test_direct_send_named_channel_and_channel_full(bridge_factory):
-    b = bridge_factory(APP, workers=0)
-    one = b.start_worker(args=["--websocket-capacity", "2"])
-    on_bus(b, one)
-    b.wait_ready("/")
+    b, one = first_worker_takes(bridge_factory, APP, 2, "/")
     url = f"ws://127.0.0.1:{b.port}/ws/"
 
     async def body():
@@ -119,10 +116,7 @@ def test_direct_send_named_channel_and_channel_full(bridge_factory):
 
 
 def test_leavers_get_nothing_more(bridge_factory):
-    b = bridge_factory(APP, workers=0)
-    one = b.start_worker(args=["--websocket-capacity", "1"])
-    on_bus(b, one)
-    b.wait_ready("/")
+    b, one = first_worker_takes(bridge_factory, APP, 1, "/")
     url = f"ws://127.0.0.1:{b.port}/ws/chat/room/"
 
     async def body():
@@ -149,10 +143,7 @@ def test_leavers_get_nothing_more(bridge_factory):
 
 
 def test_sync_consumers_and_a_killed_worker(bridge_factory):
-    b = bridge_factory(APP, workers=0)
-    one = b.start_worker(args=["--websocket-capacity", "2"])
-    on_bus(b, one)
-    b.wait_ready("/")
+    b, one = first_worker_takes(bridge_factory, APP, 2, "/")
     url = f"ws://127.0.0.1:{b.port}/ws/sync/room/"
 
     async def body():

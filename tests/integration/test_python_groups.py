@@ -48,16 +48,20 @@ async def recv(ws):
     return await asyncio.wait_for(ws.recv(), 10)
 
 
-def first_worker_takes_one(bridge_factory):
-    """A bridge whose only worker takes one WebSocket: the next goes to the next worker."""
-    b = bridge_factory(APP, workers=0)
-    on_bus(b, b.start_worker(args=["--websocket-capacity", "1"]))
-    b.wait_ready()
-    return b, f"ws://127.0.0.1:{b.port}/chat/"
+def first_worker_takes(bridge_factory, app: str, websockets: int,
+                       ready_path: str = "/__ready"):
+    """A bridge whose only worker, `one`, takes `websockets` WebSockets: the next go to
+    the next worker. Returns (bridge, one)."""
+    b = bridge_factory(app, workers=0)
+    one = b.start_worker(args=["--websocket-capacity", str(websockets)])
+    on_bus(b, one)
+    b.wait_ready(ready_path)
+    return b, one
 
 
 def test_room_spans_two_python_workers(bridge_factory):
-    b, url = first_worker_takes_one(bridge_factory)
+    b, _ = first_worker_takes(bridge_factory, APP, 1)
+    url = f"ws://127.0.0.1:{b.port}/chat/"
 
     async def body():
         async with websockets.connect(url + "r") as c1:
@@ -100,7 +104,8 @@ def test_redis_worker_unsubscribes_when_its_last_member_leaves(bridge_factory, b
 
 
 def test_python_and_cpp_workers_share_a_room(bridge_factory):
-    b, url = first_worker_takes_one(bridge_factory)
+    b, _ = first_worker_takes(bridge_factory, APP, 1)
+    url = f"ws://127.0.0.1:{b.port}/chat/"
 
     async def body():
         async with websockets.connect(url + "lobby") as from_py:  # the only worker
