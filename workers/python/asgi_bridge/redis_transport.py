@@ -338,7 +338,8 @@ class RedisTransport:
         return f"{self._group_prefix}{{{group}}}"
 
     def publish_group(self, group, data):
-        if self._sender_up is False or self._queued >= self.MAX_NOWAIT_BACKLOG:
+        # Half the backlog at most: a flood of group messages leaves room for heartbeats.
+        if self._sender_up is False or self._queued >= self.MAX_NOWAIT_BACKLOG // 2:
             self._dropped += 1
             return
         self._publishes.append(("PUBLISH", self._group_channel(group), data))

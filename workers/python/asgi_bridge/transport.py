@@ -280,8 +280,12 @@ class ZmqTransport:
     # workers it knows, who drop the groups they have no member in. Nothing to subscribe.
 
     def publish_group(self, group, data):
+        # Half the backlog at most: a flood of group messages leaves room for heartbeats.
         for link in self.links:
-            self.send_nowait(link, data)
+            if len(link.backlog) < self.MAX_NOWAIT_BACKLOG // 2:
+                self._queue(link, data)
+            else:
+                logger.debug("bus %s: backlog full, group %s message dropped", link.url, group)
 
     def subscribe_group(self, group):
         pass
