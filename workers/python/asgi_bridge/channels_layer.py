@@ -75,6 +75,7 @@ class BusChannelLayer(BaseChannelLayer):
         self._waiters = {}    # channel -> deque of futures of receive()
         self._groups = {}     # group -> {channel: joined at}
         self._listening = set()  # named channels received on here
+        self._swept = 0.0        # when _clean_expired last looked at every channel
 
     # --- the bus ---------------------------------------------------------------------
 
@@ -165,6 +166,8 @@ class BusChannelLayer(BaseChannelLayer):
         self._clean_expired()
         buffer = self._buffers.get(channel)
         if buffer:
+            self._expire(channel, buffer)
+        if buffer:
             message = buffer.popleft()[1]
             if not buffer:
                 del self._buffers[channel]
@@ -218,6 +221,12 @@ class BusChannelLayer(BaseChannelLayer):
             del self._buffers[channel]
 
     def _clean_expired(self):
+        """Every channel's expired messages, at most once a second: every receive() and
+        group_send() asks, and a pass costs one look per channel holding messages."""
+        now = time.monotonic()
+        if now - self._swept < 1.0:
+            return
+        self._swept = now
         for channel, buffer in list(self._buffers.items()):
             self._expire(channel, buffer)
 

@@ -104,7 +104,9 @@ def test_capacity_expiry_and_flush():
         await asyncio.sleep(0.1)
         await layer.send("jobs", {"type": "new"})
         assert (await layer.receive("jobs"))["type"] == "new"
+        await layer.group_send("g", {"type": "then"})  # finds "old" expired: mine leaves g
         assert "g" not in layer._groups
+        assert (await layer.receive(mine))["type"] == "then"
         await layer.send("jobs", {"type": "kept"})
         await layer.group_add("g", mine)
         await layer.flush()
