@@ -9,7 +9,9 @@ real gateways, real Python workers, Redis where the bus is Redis:
   worker unsubscribes;
 - a worker killed with members in the room: the others keep receiving.
 
-Capacity, expiry, group expiry, flush and the message rules are unit-tested in
+- expiry (a message nobody received for 3 s is gone) and flush, in one worker.
+
+Group expiry and the message rules are unit-tested in
 workers/python/tests/test_channels_layer.py.
 """
 
@@ -167,3 +169,29 @@ def test_sync_consumers_and_a_killed_worker(bridge_factory):
         for ws in survivors:
             await ws.close()
     run(body(), timeout=60)
+
+
+def test_expiry_and_flush(bridge_factory):
+    b = bridge_factory(APP, ready_path="/")
+    url = f"ws://127.0.0.1:{b.port}/ws/"
+
+    async def body():
+        a, a_name = await join(url + "chat/room/")
+        c, _ = await join(url + "chat/room/")
+        # Expiry: "0" waits in named channel late.x for 3 s (expiry), nobody receives it.
+        await c.send("fill late.x 1")
+        assert await recv(c) == "sent 1"
+        await asyncio.sleep(3.5)
+        await c.send("to late.x fresh")
+        async with websockets.connect(url + "named/late.x/") as listener:
+            assert await recv(listener) == "listening"
+            assert await recv(listener) == "fresh"  # not the expired "0"
+        # Flush: the process forgets its groups, so the room has no member left.
+        await c.send("flush")
+        assert await recv(c) == "flushed"
+        await c.send("hello room")
+        await c.send(f"to {a_name} direct")
+        assert await recv(a) == "direct"  # not "hello room"
+        await a.close()
+        await c.close()
+    run(body())

@@ -4,7 +4,8 @@
 - ``ws/chat/ROOM/``: ``AsyncWebsocketConsumer``; ``group_add`` on connect, then says
   ``me CHANNEL_NAME``. A text ``to CHANNEL TEXT`` sends ``TEXT`` to that channel
   (``chat.direct``), ``fill CHANNEL N`` sends N messages to it and answers ``sent K`` or
-  ``full at K`` (ChannelFull), ``leave`` ``group_discard``s (answers ``left``), anything
+  ``full at K`` (ChannelFull), ``leave`` ``group_discard``s (answers ``left``), ``flush``
+  flushes the layer (answers ``flushed``), anything
   else goes to the room with ``group_send`` (``chat.message``). Every message it gets is
   sent to the client as its text.
 - ``ws/sync/ROOM/``: the same chat with a sync ``WebsocketConsumer`` (``async_to_sync``).
@@ -50,6 +51,9 @@ class Chat(AsyncWebsocketConsumer):
         elif words[0] == "leave":
             await self.channel_layer.group_discard(self.room, self.channel_name)
             await self.send(text_data="left")
+        elif words[0] == "flush":
+            await self.channel_layer.flush()
+            await self.send(text_data="flushed")
         else:
             await self.channel_layer.group_send(self.room, {"type": "chat.message",
                                                             "text": text_data})

@@ -5,6 +5,7 @@ from django_settings import *  # noqa: F401,F403
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "asgi_bridge.channels_layer.BusChannelLayer",
-        "CONFIG": {"channel_capacity": {"full.*": 3}},
+        # Messages nobody receives expire after 3 s (the expiry test waits that long).
+        "CONFIG": {"channel_capacity": {"full.*": 3}, "expiry": 3},
     },
 }
