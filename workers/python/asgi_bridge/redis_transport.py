@@ -16,8 +16,9 @@ with all its messages, each followed by ``PEXPIRE key 30000``.
 Broadcast groups (groups.py) are pub/sub, as the C++ SDK's: a group message is
 ``PUBLISH``ed by the writing connection on ``P:group:DB:{NAME}`` (pub/sub ignores
 ``SELECT``, so the database number is in the name); a fourth connection, opened at the
-first group this process has a member in, subscribes to exactly those groups (again after
-a reconnect) and pings every second so that a lost connection is noticed.
+first subscription (the worker makes one at start: its process's own group), subscribes to
+exactly the groups this process has members in (again after a reconnect) and pings every
+second so that a lost connection is noticed.
 
 Each connection reconnects on its own with backoff (100 ms doubling to 2 s); the transport
 logs once when Redis becomes unavailable and once when it is back. While the writing
