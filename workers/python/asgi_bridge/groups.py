@@ -149,6 +149,10 @@ class GroupHub:
             return  # Redis echoes ours: delivered locally already
         if not self._sequences.accept(origin, msg["s"]):
             return  # a copy through a second gateway
+        if msg["group"] not in self._members:
+            # ZeroMQ relays every group message to every worker.
+            logger.debug("group %s: message from %s, no member here", msg["group"], origin)
+            return
         self._deliver(msg["group"], msg["event"])
 
     def _deliver(self, group, event):
