@@ -59,6 +59,9 @@ class _LocalHub:
     def publish(self, group, event, local=True):
         pass
 
+    async def subscribed(self, group):
+        pass
+
 
 class BusChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
@@ -139,6 +142,9 @@ class BusChannelLayer(BaseChannelLayer):
     # --- channels --------------------------------------------------------------------
 
     async def new_channel(self, prefix="specific"):
+        # Our process's group heard before the name is out (at once after the first
+        # time): a send to the channel from another process cannot come too early.
+        await self.hub.subscribed(WORKER + self.hub.worker_id)
         return f"{prefix}.{self.hub.worker_id}!{os.urandom(6).hex()}"
 
     async def send(self, channel, message):
@@ -163,6 +169,7 @@ class BusChannelLayer(BaseChannelLayer):
         if owner is None and channel not in self._listening:
             self._listening.add(channel)
             self.hub.add(NAMED + channel, self)
+            await self.hub.subscribed(NAMED + channel)
         self._clean_expired()
         buffer = self._buffers.get(channel)
         if buffer:
@@ -235,7 +242,9 @@ class BusChannelLayer(BaseChannelLayer):
     async def group_add(self, group, channel):
         assert self.valid_group_name(group), "Group name not valid"
         assert self.valid_channel_name(channel), "Channel name not valid"
-        self._group_op("group_add", group, channel)
+        if self._group_op("group_add", group, channel):
+            # Once group_add returns, a group_send from any process reaches the channel.
+            await self.hub.subscribed(GROUP + group)
 
     async def group_discard(self, group, channel):
         assert self.valid_group_name(group), "Group name not valid"
@@ -244,12 +253,13 @@ class BusChannelLayer(BaseChannelLayer):
 
     def _group_op(self, op, group, channel):
         """Groups are kept where their member channels live: another process's
-        channel is added (or discarded) there."""
+        channel is added (or discarded) there. True when the channel is ours."""
         owner = self._owner(channel)
         if owner is None or owner == self.hub.worker_id:
             (self._add_local if op == "group_add" else self._discard_local)(group, channel)
-        else:
-            self._publish(WORKER + owner, op, [group, channel], None)
+            return True
+        self._publish(WORKER + owner, op, [group, channel], None)
+        return False
 
     def _add_local(self, group, channel):
         members = self._groups.get(group)

@@ -24,9 +24,9 @@ from .errors import ClientDisconnected, UnexpectedMessage
 logger = logging.getLogger("asgi_bridge.groups")
 
 # The group of this process itself, for what other processes send to one of its Channels
-# channels (channels_layer.py). Subscribed from the start: a channel name handed out
-# is reachable at once, whenever the layer itself is first used.
+# channels (channels_layer.py).
 PROCESS_GROUP_PREFIX = "channels!worker:"
+SUBSCRIBE_TIMEOUT = 1.0  # seconds subscribed() waits for Redis to confirm, at most
 SCOPE_KEY = "asgi_bridge.groups"  # the scope key of a connection's GroupHandle (and extension)
 MAX_POSTED = 1024    # messages waiting for one slow WebSocket before more are dropped (as C++)
 MAX_ORIGINS = 4096   # publishers whose last sequence number we remember (as C++)
@@ -89,7 +89,6 @@ class GroupHub:
         """Make this the hub of the process (what ``current_hub()`` returns)."""
         global _current
         _current = self
-        self.transport.subscribe_group(PROCESS_GROUP_PREFIX + self.worker_id)
 
     def uninstall(self):
         global _current
@@ -125,6 +124,11 @@ class GroupHub:
     def discard_all(self, member):
         for group in list(self._memberships.get(member, ())):
             self.discard(group, member)
+
+    async def subscribed(self, group):
+        """Until this process hears what is published to `group` (Redis: our
+        subscription is confirmed; ZeroMQ: at once), or SUBSCRIBE_TIMEOUT passed."""
+        await self.transport.group_subscribed(group, SUBSCRIBE_TIMEOUT)
 
     def groups_of(self, member):
         return list(self._memberships.get(member, ()))

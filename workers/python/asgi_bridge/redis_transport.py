@@ -16,9 +16,10 @@ with all its messages, each followed by ``PEXPIRE key 30000``.
 Broadcast groups (groups.py) are pub/sub, as the C++ SDK's: a group message is
 ``PUBLISH``ed by the writing connection on ``P:group:DB:{NAME}`` (pub/sub ignores
 ``SELECT``, so the database number is in the name); a fourth connection, opened at the
-first subscription (the worker makes one at start: its process's own group), subscribes to
-exactly the groups this process has members in (again after a reconnect) and pings every
-second so that a lost connection is noticed.
+first subscription, subscribes to exactly the groups this process has members in (again
+after a reconnect; ``group_subscribed`` waits for Redis to confirm one) and pings every
+second so that a lost connection is noticed. A refused SUBSCRIBE (an ACL user without it) is
+logged; the rest of the bus goes on.
 
 Each connection reconnects on its own with backoff (100 ms doubling to 2 s); the transport
 logs once when Redis becomes unavailable and once when it is back. While the writing
@@ -216,6 +217,8 @@ class RedisTransport:
         self._publishes = []       # PUBLISH commands for the next write
         self._group_channels = set()  # the channels of the groups we have members in
         self._group_wake = None    # event: the wanted subscriptions changed
+        self._confirmed = set()    # channels Redis confirmed our subscription to
+        self._confirming = {}      # channel -> futures of group_subscribed()
         self.inbox = RedisLink(f"{self.url} {self._own_key}", self._own_key)
         self._redis = None
         self._loop = None
@@ -361,19 +364,52 @@ class RedisTransport:
         if self._group_wake is not None:
             self._group_wake.set()
 
+    async def group_subscribed(self, group, timeout):
+        """Until Redis confirmed our subscription to the group (at most `timeout` s):
+        from then on, what is published there reaches us."""
+        channel = self._group_channel(group)
+        if channel in self._confirmed or channel not in self._group_channels:
+            return
+        waiter = self._loop.create_future()
+        self._confirming.setdefault(channel, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            logger.debug("bus %s: subscription to %s not confirmed within %ss", self.url,
+                         channel, timeout)
+
     async def _listen(self, conn):
         """Deliver what the channels we subscribe to bring; _subscriptions keeps them
         in line with the groups we have members in, on this same connection."""
+        self._confirmed.clear()
         keeper = self._loop.create_task(self._subscriptions(conn))
         try:
             while True:
-                reply = await conn.read_response()
+                try:
+                    reply = await conn.read_response()
+                except self._redis.exceptions.ResponseError as exc:
+                    # e.g. NOPERM: an ACL user without SUBSCRIBE. Groups then do not
+                    # reach this process; everything else goes on.
+                    logger.warning("bus %s: a group subscription was refused: %s", self.url, exc)
+                    continue
                 if keeper.done():
                     keeper.result()  # its error ends this connection too
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                    self._deliver(reply[2])
+                if isinstance(reply, list) and len(reply) == 3:
+                    self._on_push(*reply)
         finally:
             keeper.cancel()
+
+    def _on_push(self, kind, channel, data):
+        if kind == b"message":
+            self._deliver(data)
+        elif kind == b"subscribe":
+            channel = channel.decode()
+            self._confirmed.add(channel)
+            for waiter in self._confirming.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == b"unsubscribe":
+            self._confirmed.discard(channel.decode())
 
     async def _subscriptions(self, conn):
         subscribed = set()  # on this connection
@@ -550,7 +586,7 @@ class RedisTransport:
                     if name == "sends":
                         self._sender_up = False
                         self._release_writers()
-                    else:
+                    elif name != "groups":  # (the writer does not depend on it)
                         self._losses += 1
                         self._wake.set()
                     self._state(name, exc)

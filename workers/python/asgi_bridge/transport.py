@@ -290,6 +290,9 @@ class ZmqTransport:
     def subscribe_group(self, group):
         pass
 
+    async def group_subscribed(self, group, timeout):
+        pass  # gateways relay every group message to every worker
+
     def unsubscribe_group(self, group):
         pass
 

@@ -52,6 +52,9 @@ class FakeTransport:
     def subscribe_group(self, group):
         pass
 
+    async def group_subscribed(self, group, timeout):
+        pass
+
     def unsubscribe_group(self, group):
         pass
 

@@ -34,6 +34,9 @@ class Bus:
 
             unsubscribe_group = subscribe_group
 
+            async def group_subscribed(self, group, timeout):
+                pass
+
         hub = GroupHub(Transport(), f"wk-{name}")
         self.hubs.append(hub)
         layer = BusChannelLayer(**config)
