@@ -47,6 +47,8 @@ class MessageTooLarge(ValueError):
 class _LocalHub:
     """Outside a worker (a management command, a test): this process only."""
 
+    loop = None  # any loop
+
     def __init__(self):
         self.worker_id = f"local-{os.urandom(4).hex()}"
 
@@ -84,6 +86,13 @@ class BusChannelLayer(BaseChannelLayer):
 
     @property
     def hub(self):
+        if self._hub is not None and self._hub.loop is not None:
+            if asyncio.get_running_loop() is not self._hub.loop:
+                # Its state belongs to the worker's loop (asgiref's async_to_sync from a
+                # sync consumer or view comes back to it; a loop of one's own does not).
+                raise RuntimeError("BusChannelLayer used from an event loop other than the "
+                                   "worker's: call it from the app's loop (async_to_sync "
+                                   "from sync code)")
         if self._hub is None:
             hub = bridge_groups.current_hub()
             if hub is None:

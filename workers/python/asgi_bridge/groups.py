@@ -15,6 +15,7 @@ local members in. So Python and C++ workers on one bus share groups.
 * the Channels layer (``channels_layer.py``), under names no app can choose (``!``).
 """
 
+import asyncio
 import collections
 import logging
 
@@ -80,6 +81,7 @@ class GroupHub:
     def __init__(self, transport, worker_id):
         self.transport = transport
         self.worker_id = worker_id
+        self.loop = asyncio.get_running_loop()  # the worker's: every call comes from it
         self._members = {}      # group -> {member: None}, in joining order
         self._memberships = {}  # member -> {group: None}
         self._seq = 0

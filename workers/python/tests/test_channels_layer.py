@@ -159,6 +159,16 @@ def test_message_rules():
     run(body())
 
 
+def test_another_event_loop_is_refused():
+    async def body():
+        layer = Bus().process("one")
+        await layer.new_channel()
+        return layer
+    layer = run(body())
+    with pytest.raises(RuntimeError, match="event loop other than the worker's"):
+        run(layer.group_send("g", {"type": "x"}))
+
+
 def test_unreadable_messages_are_dropped():
     async def body():
         bus = Bus()
