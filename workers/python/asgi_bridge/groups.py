@@ -216,6 +216,12 @@ class GroupHandle:
         self._hub = hub
         self._member = member
 
+    def __copy__(self):
+        return self  # one connection's: a copied scope still names the same connection
+
+    def __deepcopy__(self, memo):
+        return self
+
     def add(self, group):
         self._hub.add(group, self._member)
 

@@ -23,8 +23,8 @@ import os
 
 from . import codec
 from .connection import make_connection
-from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .errors import ProtocolError
+from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 
 logger = logging.getLogger("asgi_bridge.worker")
 

@@ -182,3 +182,4 @@ def test_unreadable_messages_are_dropped():
             hub._seq += 1
         assert not layer._buffers
     run(body())
+

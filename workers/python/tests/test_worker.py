@@ -1,6 +1,7 @@
 """The worker's demultiplexing, capacity, liveness and drain, over an in-process bus."""
 
 import asyncio
+import copy
 
 import msgpack
 
@@ -370,3 +371,10 @@ def test_group_messages_reach_local_members_once(caplog):
         assert worker.gateways.keys() == {"gw-1"}
     run(main())
     assert all(r.levelname == "DEBUG" for r in caplog.records if "group" in r.getMessage())
+
+
+def test_a_copied_scope_keeps_its_connection_handle():
+    handle = groups.GroupHandle(hub=object(), member=object())
+    scope = {"type": "websocket", "asgi_bridge.groups": handle}
+    assert copy.deepcopy(scope)["asgi_bridge.groups"] is handle
+    assert copy.copy(handle) is handle
