@@ -113,8 +113,16 @@ class BusChannelLayer(BaseChannelLayer):
         try:
             payload = msgpack.unpackb(event["bytes"], raw=False)
             op, target, data = payload["op"], payload["target"], payload["message"]
-            message = msgpack.unpackb(data, raw=False) if op == "send" else None
-        except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+            if op in ("group_add", "group_discard"):
+                name, channel = target
+                self.valid_group_name(name)
+                self.valid_channel_name(channel)
+            elif op == "group_send":
+                self.valid_group_name(target)
+            else:
+                self.valid_channel_name(target)
+                message = msgpack.unpackb(data, raw=False)
+        except (AssertionError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             logger.debug("%s: unreadable channel layer message dropped: %s", group, exc)
             return
         if op == "send" and (group.startswith(WORKER) or target in self._listening):
@@ -122,7 +130,6 @@ class BusChannelLayer(BaseChannelLayer):
         elif op == "group_send" and group.startswith(GROUP):
             self._send_local_group(target, data)
         elif op in ("group_add", "group_discard") and group.startswith(WORKER):
-            name, channel = target
             (self._add_local if op == "group_add" else self._discard_local)(name, channel)
 
     def _owner(self, channel):

@@ -176,7 +176,11 @@ def test_unreadable_messages_are_dropped():
         hub = bus.hubs[0]
         for event in ({"type": "websocket.send", "text": "hi"},
                       {"type": "websocket.send", "bytes": b"\xc1"},
-                      {"type": "websocket.send", "bytes": codec.msgpack.packb({"op": 1})}):
+                      {"type": "websocket.send", "bytes": codec.msgpack.packb({"op": 1})},
+                      {"type": "websocket.send", "bytes": codec.msgpack.packb(
+                          {"op": "group_add", "target": ["g", "bad name!"], "message": None})},
+                      {"type": "websocket.send", "bytes": codec.msgpack.packb(
+                          {"op": "send", "target": 7, "message": b"\x80"})}):
             hub.on_message({"w": "wk-x", "s": hub._seq, "group": "channels!worker:wk-one",
                             "event": event})
             hub._seq += 1
