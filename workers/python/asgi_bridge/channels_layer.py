@@ -40,6 +40,11 @@ GROUP = "channels!group:"
 NAMED = "channels!channel:"
 
 
+# channels_redis options that mean nothing here (the bus's own server, prefix and TLS
+# apply): accepted and ignored, so that switching BACKEND is the only change.
+CHANNELS_REDIS_OPTIONS = ("hosts", "prefix", "symmetric_encryption_keys")
+
+
 class MessageTooLarge(ValueError):
     """A message whose msgpack form is over the layer's ``max_message_size``."""
 
@@ -70,6 +75,10 @@ class BusChannelLayer(BaseChannelLayer):
 
     def __init__(self, expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
                  max_message_size=1024 * 1024, **kwargs):
+        ignored = [name for name in CHANNELS_REDIS_OPTIONS if kwargs.pop(name, None) is not None]
+        if ignored:
+            logger.warning("BusChannelLayer: %s ignored (the bus's own server, prefix and "
+                           "security apply)", ", ".join(ignored))
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity,
                          **kwargs)
         self.channel_capacity = self.compile_capacities(self.channel_capacity)

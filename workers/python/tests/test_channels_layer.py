@@ -169,6 +169,13 @@ def test_another_event_loop_is_refused():
         run(layer.group_send("g", {"type": "x"}))
 
 
+def test_channels_redis_options_are_ignored_others_refused(caplog):
+    layer = BusChannelLayer(hosts=[("redis", 6379)], prefix="asgi", capacity=5)
+    assert layer.capacity == 5 and "hosts, prefix ignored" in caplog.text
+    with pytest.raises(TypeError):
+        BusChannelLayer(capcity=5)
+
+
 def test_unreadable_messages_are_dropped():
     async def body():
         bus = Bus()
