@@ -329,6 +329,14 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
     log::bus().debug("worker {}: group message ignored (Redis workers publish themselves)", origin);
     return;
   }
+  // Receivers order and de-duplicate by (origin, sequence): a worker naming
+  // another as origin, with a high sequence, would silence that one's messages.
+  if (envelope.worker_id != origin) {
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group origin",
+                     "worker {}: group message claiming to be from {} dropped", origin, envelope.worker_id);
+    metrics_.count_group_dropped();
+    return;
+  }
   const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
   if (message.data.size() > config_.max_message_size) {
     LogLimiter::warn(log::bus(), limiter_, origin + ": group size",
