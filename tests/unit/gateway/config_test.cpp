@@ -323,6 +323,8 @@ TEST(ConfigBinds, SystemdSocketActivation) {
   ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
   ::setenv("LISTEN_FDS", "two", 1);
   EXPECT_FALSE(parse({}).config);
+  ::unsetenv("LISTEN_PID");  // the tests after this one parse a clean environment
+  ::unsetenv("LISTEN_FDS");
 }
 
 TEST(ConfigVersion, PrintsAndExitsZero) {
@@ -330,6 +332,7 @@ TEST(ConfigVersion, PrintsAndExitsZero) {
   EXPECT_FALSE(outcome.config);
   EXPECT_EQ(outcome.exit_code, 0);
   EXPECT_FALSE(version().empty());
+}
 
 TEST(ConfigWsDeflate, OnByDefaultAndTakesTrueOrFalseAsUvicorn) {
   auto defaults = parse({});
