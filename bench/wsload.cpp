@@ -8,11 +8,15 @@
 //   --mode hold       opens N connections one after another and keeps them
 //                     open: p50 upgrade-to-101 of those handshakes; prints
 //                     "HELD n" once all are open, then holds them for
-//                     --duration seconds (or until stdin closes with --stdin)
+//                     --duration seconds (or until stdin closes with --stdin);
+//                     with --warm each sends one --size byte message and reads
+//                     its echo first (a compressor and inflater in use, not idle)
+//   --deflate         offer permessage-deflate (as browsers do) in every mode
 //
 // Output: one JSON line on stdout. Exit 1 if nothing succeeded.
 // Usage: asgi-bridge-wsload --url ws://HOST:PORT/PATH [--mode echo]
 //          [--connections N] [--size BYTES] [--duration SECONDS] [--binary]
+//          [--deflate] [--warm]
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -46,6 +50,8 @@ struct Options {
   std::size_t size = 32;
   double duration = 5.0;
   bool binary = false;
+  bool deflate = false;  // offer permessage-deflate
+  bool warm = false;     // hold: one echo per connection before holding
 };
 
 struct Stats {
@@ -71,6 +77,11 @@ void note_error(Stats& stats, const std::exception& e) {
 // Connects TCP, then upgrades; returns the upgrade-to-101 time.
 awaitable<Clock::duration> open(Ws& ws, const tcp::resolver::results_type& endpoints,
                                 const Options& opt) {
+  if (opt.deflate) {
+    websocket::permessage_deflate offer;
+    offer.client_enable = true;
+    ws.set_option(offer);
+  }
   co_await beast::get_lowest_layer(ws).async_connect(endpoints, use_awaitable);
   beast::get_lowest_layer(ws).socket().set_option(tcp::no_delay(true));
   auto start = Clock::now();
@@ -124,6 +135,11 @@ awaitable<void> hold(tcp::resolver::results_type endpoints, const Options& opt, 
     try {
       auto ws = std::make_unique<Ws>(executor);
       auto elapsed = co_await open(*ws, endpoints, opt);
+      if (opt.warm) {
+        beast::flat_buffer buffer;
+        co_await ws->async_write(asio::buffer(std::string(opt.size, 'x')), use_awaitable);
+        co_await ws->async_read(buffer, use_awaitable);
+      }
       stats.latencies_us.push_back(micros(elapsed));
       ++stats.completed;
       held.push_back(std::move(ws));
@@ -165,7 +181,8 @@ bool parse_url(const std::string& url, Options& opt) {
 
 int usage() {
   std::cerr << "usage: asgi-bridge-wsload --url ws://HOST:PORT/PATH [--mode echo|handshake|hold]\n"
-               "         [--connections N] [--size BYTES] [--duration SECONDS] [--binary]\n";
+               "         [--connections N] [--size BYTES] [--duration SECONDS] [--binary]\n"
+               "         [--deflate] [--warm]\n";
   return 2;
 }
 
@@ -188,6 +205,10 @@ int main(int argc, char** argv) {
       opt.duration = std::atof(value().c_str());
     } else if (arg == "--binary") {
       opt.binary = true;
+    } else if (arg == "--deflate") {
+      opt.deflate = true;
+    } else if (arg == "--warm") {
+      opt.warm = true;
     } else {
       return usage();
     }

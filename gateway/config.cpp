@@ -186,6 +186,26 @@ void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const s
       ->default_str(std::to_string(value.count()));
 }
 
+// As uvicorn's and daphne's --ws-per-message-deflate: a value, true or false.
+void add_ws_deflate(CLI::App& app, Config& config) {
+  app.add_option("--ws-per-message-deflate", config.ws_per_message_deflate,
+                 "WebSocket permessage-deflate for clients that offer it: true or false")
+      ->envname(env_name("ws-per-message-deflate"))
+      ->default_str("true");
+  add(app, "ws-deflate-server-window-bits", config.ws_deflate_server_window_bits,
+      "permessage-deflate: window of our compressor, 2^N bytes (9-15)")
+      ->check(number_within(9, 15, "from 9 to 15"));
+  add(app, "ws-deflate-client-window-bits", config.ws_deflate_client_window_bits,
+      "permessage-deflate: window asked of clients that offer client_max_window_bits, 2^N bytes (9-15)")
+      ->check(number_within(9, 15, "from 9 to 15"));
+  app.add_flag("--ws-deflate-server-no-context-takeover", config.ws_deflate_server_no_context_takeover,
+               "permessage-deflate: compress each message on its own")
+      ->envname(env_name("ws-deflate-server-no-context-takeover"));
+  app.add_flag("--ws-deflate-client-no-context-takeover", config.ws_deflate_client_no_context_takeover,
+               "permessage-deflate: ask clients to compress each message on its own")
+      ->envname(env_name("ws-deflate-client-no-context-takeover"));
+}
+
 }  // namespace
 
 std::string_view version() { return ASGI_BRIDGE_VERSION; }
@@ -261,6 +281,7 @@ ParseOutcome parse_config(int argc, char** argv) {
       ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)",
       "--ws-max-size");
+  add_ws_deflate(app, config);
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
   add(app, "limit-connections", config.limit_connections,

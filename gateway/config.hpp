@@ -71,6 +71,13 @@ struct Config {
   std::size_t max_header_size = 16 * 1024;  // request line + fields, as received
   std::size_t max_header_count = 100;       // fields in a request head (as nginx and uvicorn)
   std::size_t max_message_size = 16 * 1024 * 1024;
+  // WebSocket permessage-deflate (RFC 7692), agreed when a client offers it;
+  // the defaults and what they cost per socket: docs/decisions.md.
+  bool ws_per_message_deflate = true;
+  int ws_deflate_server_window_bits = 12;  // our compressor's window, 2^N bytes (9-15)
+  int ws_deflate_client_window_bits = 12;  // asked of clients whose offer lets us choose (9-15)
+  bool ws_deflate_server_no_context_takeover = false;
+  bool ws_deflate_client_no_context_takeover = false;
   std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
   // Client connections open at once; past it 503 and close. 0: the
   // descriptor limit less a reserve for the bus and admin (fd_limit.hpp).

@@ -7,6 +7,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/detail/base64.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <fmt/format.h>
 
@@ -68,6 +70,34 @@ bool ends_inside_utf8_sequence(std::string_view text) {
     ++continuation_bytes;
   }
   return false;
+}
+
+// Whether the client's first permessage-deflate offer, the one Beast
+// answers, has client_max_window_bits: only then may we choose its window
+// (RFC 7692 §7.1.2.2).
+bool offers_client_window(const WebSocketSession::Request& request) {
+  for (const auto& extension : http::ext_list(request[http::field::sec_websocket_extensions])) {
+    if (!beast::iequals(extension.first, "permessage-deflate")) continue;
+    for (const auto& param : extension.second) {
+      if (beast::iequals(param.first, "client_max_window_bits")) return true;
+    }
+    return false;
+  }
+  return false;
+}
+
+// permessage-deflate as configured. Beast 1.74 declines the extension
+// outright when it wants a client window under 15 bits and the offer leaves
+// the client's window unnamed: such a client keeps compression with the full
+// window instead (as the websockets library does).
+websocket::permessage_deflate deflate_option(const Config& config, const WebSocketSession::Request& request) {
+  websocket::permessage_deflate option;
+  option.server_enable = true;
+  option.server_max_window_bits = config.ws_deflate_server_window_bits;
+  option.client_max_window_bits = offers_client_window(request) ? config.ws_deflate_client_window_bits : 15;
+  option.server_no_context_takeover = config.ws_deflate_server_no_context_takeover;
+  option.client_no_context_takeover = config.ws_deflate_client_no_context_takeover;
+  return option;
 }
 
 }  // namespace
@@ -238,7 +268,11 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
         if (!server_name.empty()) response.set(http::field::server, server_name);
         for (const auto& header : headers) {
           auto name = lower(header.name);
-          if (name == "sec-websocket-protocol" || name == "connection" || name == "upgrade") continue;
+          // Extensions are the gateway's: the app never sees the frames they change.
+          if (name == "sec-websocket-protocol" || name == "sec-websocket-extensions" || name == "connection" ||
+              name == "upgrade") {
+            continue;
+          }
           response.insert(header.name, header.value);
         }
         if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
@@ -250,6 +284,9 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   timeouts.idle_timeout = websocket::stream_base::none();
   timeouts.keep_alive_pings = false;
   ws_.set_option(timeouts);
+  if (config_.ws_per_message_deflate) ws_.set_option(deflate_option(config_, upgrade_->request));
+  // Of the inflated message: Beast checks it after each inflated chunk, so a
+  // small frame that inflates past it is closed 1009 at the limit.
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });

@@ -3,6 +3,8 @@ the HTTP answer to a handshake that was not accepted, frames fragmented by hand,
 invalid UTF-8, pings left unanswered, a client that never reads.
 
 Frames are written masked (RFC 6455 §5.3: a client must mask) and read unmasked.
+RSV1 marks a compressed message (permessage-deflate, RFC 7692): `deflate` and
+`inflate` make and read such payloads.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import zlib
 from typing import Iterable, Optional
 
 from .harness import RawConnection, RawResponse
@@ -25,9 +28,9 @@ def handshake(path: str, port: int, headers: Iterable[tuple[str, str]] = ()) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+def frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> bytes:
     """One masked client frame."""
-    head = bytes([(0x80 if fin else 0) | opcode])
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
     n = len(payload)
     if n < 126:
         head += bytes([0x80 | n])
@@ -46,6 +49,23 @@ def masked_payload(payload: bytes, mask: bytes) -> bytes:
         return b""
     key = (mask * (n // 4 + 1))[:n]
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+def deflate(data: bytes, window_bits: int = 15) -> bytes:
+    """A permessage-deflate payload: raw deflate, flushed, without the flush's
+    0x00 0x00 0xff 0xff tail (RFC 7692 §7.2.1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -window_bits)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflate(payload: bytes, context=None) -> bytes:
+    """The message of a compressed payload (its tail put back, RFC 7692 §7.2.2).
+    context: the connection's zlib.decompressobj(-15), for a sender that keeps its
+    context from message to message; None: a fresh one."""
+    context = context or zlib.decompressobj(-15)
+    return context.decompress(payload + b"\x00\x00\xff\xff")
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -78,11 +98,16 @@ class RawWebSocket(RawConnection):
             head.body = self.buf
         return head
 
-    def send_frame(self, opcode: int, payload: bytes = b"", fin: bool = True) -> None:
-        self.send(frame(opcode, payload, fin))
+    def send_frame(self, opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> None:
+        self.send(frame(opcode, payload, fin, rsv1))
 
     def read_frame(self) -> tuple[bool, int, bytes]:
         """(fin, opcode, payload) of the next server frame; EOFError if the peer closed."""
+        fin, _, opcode, payload = self.read_frame_rsv1()
+        return fin, opcode, payload
+
+    def read_frame_rsv1(self) -> tuple[bool, bool, int, bytes]:
+        """(fin, rsv1, opcode, payload) of the next server frame."""
         b0, b1 = self.read_exact(2)
         if b1 & 0x80:
             raise AssertionError("a server frame must not be masked")
@@ -91,7 +116,7 @@ class RawWebSocket(RawConnection):
             n = struct.unpack("!H", self.read_exact(2))[0]
         elif n == 127:
             n = struct.unpack("!Q", self.read_exact(8))[0]
-        return bool(b0 & 0x80), b0 & 0x0F, self.read_exact(n)
+        return bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, self.read_exact(n)
 
     def read_message(self, answer_pings: bool = True) -> tuple[int, bytes]:
         """(opcode, payload) of the next data or close frame, answering pings on the way

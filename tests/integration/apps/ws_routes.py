@@ -3,7 +3,8 @@
 ``?id=NAME`` names the marker files a route writes into $IT_STATE_DIR:
 
 - ``/scope``: records the scope (JSON) in ``scope-NAME``, accepts with the subprotocol
-  ``?sub=`` names (if offered) and extra headers, then echoes like ``/echo``.
+  ``?sub=`` names (if offered) and extra headers (``?ext=``: a Sec-WebSocket-Extensions
+  header too), then echoes like ``/echo``.
 - ``/echo``: accepts (the first offered subprotocol), echoes text and bytes; a text
   ``close:CODE:REASON`` makes it close with that code and reason. Every disconnect it
   sees is appended to ``ws-NAME`` as ``disconnect CODE REASON``.
@@ -74,10 +75,12 @@ async def echo_loop(receive, send, ident):
 async def scope_route(scope, receive, send, query, ident):
     mark(f"scope-{ident}", json.dumps(jsonable(dict(scope, state=None))))
     wanted = query.get("sub")
+    headers = [(b"x-app", b"accepted"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    if "ext" in query:
+        headers.append((b"sec-websocket-extensions", query["ext"].encode()))
     await send({"type": "websocket.accept",
                 "subprotocol": wanted if wanted in scope["subprotocols"] else None,
-                "headers": [(b"x-app", b"accepted"), (b"set-cookie", b"a=1"),
-                            (b"set-cookie", b"b=2")]})
+                "headers": headers})
     await echo_loop(receive, send, ident)
 
 

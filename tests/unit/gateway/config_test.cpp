@@ -1,6 +1,7 @@
 // parse_config: the --tls-cert/--tls-key pair (files are checked at startup, not here), the head limits,
 // the bus's security rule (a non-loopback zmq:// bus needs CURVE or --bus-insecure), the
-// --bus-tls-* options of rediss:// buses, and the numbers every option must be.
+// --bus-tls-* options of rediss:// buses, the numbers every option must be, and the
+// WebSocket permessage-deflate options.
 #include "config.hpp"
 
 #include <unistd.h>
@@ -322,6 +323,8 @@ TEST(ConfigBinds, SystemdSocketActivation) {
   ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
   ::setenv("LISTEN_FDS", "two", 1);
   EXPECT_FALSE(parse({}).config);
+  ::unsetenv("LISTEN_PID");  // the tests after this one parse a clean environment
+  ::unsetenv("LISTEN_FDS");
 }
 
 TEST(ConfigVersion, PrintsAndExitsZero) {
@@ -329,6 +332,41 @@ TEST(ConfigVersion, PrintsAndExitsZero) {
   EXPECT_FALSE(outcome.config);
   EXPECT_EQ(outcome.exit_code, 0);
   EXPECT_FALSE(version().empty());
+}
+
+TEST(ConfigWsDeflate, OnByDefaultAndTakesTrueOrFalseAsUvicorn) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults.config);
+  EXPECT_TRUE(defaults.config->ws_per_message_deflate);
+  EXPECT_EQ(defaults.config->ws_deflate_server_window_bits, 12);
+  EXPECT_EQ(defaults.config->ws_deflate_client_window_bits, 12);
+  EXPECT_FALSE(defaults.config->ws_deflate_server_no_context_takeover);
+  EXPECT_FALSE(defaults.config->ws_deflate_client_no_context_takeover);
+  auto off = parse({"--ws-per-message-deflate", "false"});
+  ASSERT_TRUE(off.config);
+  EXPECT_FALSE(off.config->ws_per_message_deflate);
+  auto on = parse({"--ws-per-message-deflate", "true"});
+  ASSERT_TRUE(on.config);
+  EXPECT_TRUE(on.config->ws_per_message_deflate);
+  auto from_env = parse_with_env("ws-per-message-deflate", "false");
+  ASSERT_TRUE(from_env.config);
+  EXPECT_FALSE(from_env.config->ws_per_message_deflate);
+  EXPECT_FALSE(parse_with_env("ws-per-message-deflate", "maybe").config);
+}
+
+TEST(ConfigWsDeflate, WindowBitsFrom9To15) {
+  auto outcome = parse({"--ws-deflate-server-window-bits", "9", "--ws-deflate-client-window-bits", "15",
+                        "--ws-deflate-server-no-context-takeover", "--ws-deflate-client-no-context-takeover"});
+  ASSERT_TRUE(outcome.config);
+  EXPECT_EQ(outcome.config->ws_deflate_server_window_bits, 9);
+  EXPECT_EQ(outcome.config->ws_deflate_client_window_bits, 15);
+  EXPECT_TRUE(outcome.config->ws_deflate_server_no_context_takeover);
+  EXPECT_TRUE(outcome.config->ws_deflate_client_no_context_takeover);
+  // 8: zlib would silently use 9 (Beast refuses it); 16 is no deflate window.
+  for (const char* bits : {"8", "16", "-1", "nan"}) {
+    EXPECT_FALSE(parse_with_env("ws-deflate-server-window-bits", bits).config) << bits;
+    EXPECT_FALSE(parse_with_env("ws-deflate-client-window-bits", bits).config) << bits;
+  }
 }
 
 }  // namespace
