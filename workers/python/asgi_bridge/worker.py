@@ -50,7 +50,8 @@ class Gateway:
 
 class Worker:
     def __init__(self, app, transport, worker_id, concurrency=100,
-                 heartbeat_interval=1.0, state=None, websocket_capacity=10000):
+                 heartbeat_interval=1.0, state=None, websocket_capacity=10000,
+                 max_requests=0, on_max_requests=None):
         self.app = app
         self.transport = transport
         self.worker_id = worker_id
@@ -61,6 +62,11 @@ class Worker:
         self.conns = {}     # (gateway id, conn id) -> Connection
         self.gateways = {}  # gateway id -> Gateway
         self.draining = False
+        # --max-requests: after this many connections (HTTP requests and WebSockets),
+        # on_max_requests() is called once (the runtime then drains and exits: a recycle).
+        self._max_requests = max_requests
+        self._on_max_requests = on_max_requests
+        self._opened = 0
         self._departed = set()  # gateways that said bye: ignore their stragglers
         # Connections we finished, so that a gateway's late events for them (a disconnect,
         # a credit) are ignored instead of answered with "unknown connection".
@@ -277,6 +283,14 @@ class Worker:
                                       context=self._app_context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._count_opened()
+
+    def _count_opened(self):
+        self._opened += 1
+        if self._max_requests and self._opened == self._max_requests:
+            logger.info("served %d connections (--max-requests): recycling", self._opened)
+            if self._on_max_requests is not None:
+                self._on_max_requests()
 
     async def _serve(self, gateway, key, conn, websocket):
         try:
