@@ -442,7 +442,7 @@ def test_sigterm_finishes_in_flight_request_then_exits_0(cpp_bridge):
     assert "bye" in log
 
 
-def test_sigterm_graceful_timeout_closes_websocket_1001(cpp_bridge):
+def test_sigterm_graceful_timeout_closes_websocket_1012(cpp_bridge):
     b, worker = cpp_bridge("echo", "--graceful-timeout", "0.5")
 
     async def body():
@@ -452,7 +452,7 @@ def test_sigterm_graceful_timeout_closes_websocket_1001(cpp_bridge):
             worker.signal(signal.SIGTERM)
             with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
                 await asyncio.wait_for(ws.recv(), 10)
-            assert info.value.rcvd.code == 1001
+            assert info.value.rcvd.code == 1012
     run(body())
     assert worker.wait(10) == 0
 

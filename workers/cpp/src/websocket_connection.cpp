@@ -27,9 +27,10 @@ void WebSocketConnection::gateway_lost() {
 void WebSocketConnection::shut_down() {
   if (!over()) {
     if (state_ == State::open) {
-      // A clean "going away" for the client rather than the 1011 an error gives.
+      // 1012 "service restart" for the client (the contract, design §5): the gateway
+      // stays, this worker goes; cleaner than the 1011 an error gives.
       close();
-      emit_event(protocol::WebSocketClose{1001, ""});
+      emit_event(protocol::WebSocketClose{1012, ""});
     } else {
       fail("worker shut down before the application finished");
     }

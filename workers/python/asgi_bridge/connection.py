@@ -192,7 +192,7 @@ class Connection:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Only the worker cancels (graceful timeout at shutdown).
-            await self._quietly(self.fail("worker shut down before the application finished"))
+            await self._quietly(self._on_shut_down())
         except ClientDisconnected as exc:
             if not self.over:
                 logger.error("conn %s/%s: %s", self.gateway, self.conn_id, exc)
@@ -217,6 +217,9 @@ class Connection:
 
     async def _on_return(self):
         raise NotImplementedError
+
+    async def _on_shut_down(self):
+        await self.fail("worker shut down before the application finished")
 
 
 # --- HTTP ------------------------------------------------------------------------------
@@ -378,6 +381,15 @@ class WebSocketConnection(Connection):
     def _close(self):
         self._state = _CLOSED
         self._wake()
+
+    async def _on_shut_down(self):
+        """Graceful timeout: an open WebSocket gets 1012 "service restart" (design §5): the
+        gateway stays, this worker goes; cleaner for the client than the 1011 of an error."""
+        if self._state == _OPEN and not self.over:
+            self._close()
+            await self._emit_event({"type": "websocket.close", "code": 1012, "reason": ""})
+        else:
+            await super()._on_shut_down()
 
     async def _on_return(self):
         if self.over:

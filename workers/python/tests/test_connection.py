@@ -439,6 +439,29 @@ def test_cancelled_instance_reports_an_error():
     run(main())
 
 
+def test_cancelled_open_websocket_is_closed_with_1012_and_unaccepted_one_errors():
+    async def main():
+        for accept, expected in ((True, 1012), (False, None)):
+            gw = Gateway()
+            conn = websocket(gw)
+
+            async def app(scope, receive, send):
+                await receive()
+                if accept:
+                    await send({"type": "websocket.accept"})
+                await asyncio.sleep(10)
+            task = asyncio.ensure_future(conn.run(app))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.wait_for(task, 1)
+            if expected:
+                assert gw.events[-1]["type"] == "websocket.close"
+                assert gw.events[-1]["code"] == 1012 and gw.errors == []
+            else:
+                assert gw.errors == ["worker shut down before the application finished"]
+    run(main())
+
+
 def test_gateway_event_of_the_wrong_protocol_is_refused():
     async def main():
         conn = http(Gateway())

@@ -40,7 +40,7 @@ struct Options {
   // trace, debug, info, warning, error, critical, off.
   std::string log_level = "info";
   // After SIGTERM/SIGINT: how long connections may take to finish before
-  // they are ended for the client (HTTP: error; WebSocket: close 1001).
+  // they are ended for the client (HTTP: error; WebSocket: close 1012).
   std::chrono::duration<double> graceful_timeout{30.0};
   // Our heartbeat period; a gateway silent for 3 of them is dead.
   std::chrono::duration<double> heartbeat_interval{1.0};
