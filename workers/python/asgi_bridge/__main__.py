@@ -88,6 +88,9 @@ def parse_args(argv=None):
                    default=_env("max-requests-jitter", 0),
                    help="add a random 0..N to --max-requests per process, so a pool's "
                         "workers do not recycle at once (default 0)")
+    p.add_argument("--health-file", default=_env("health-file", None),
+                   help="touch this file at every heartbeat while the event loop runs, for "
+                        "a container HEALTHCHECK to test its age (default: none)")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default=_env("lifespan", "auto"),
                    help="ASGI lifespan protocol (default auto)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_env("log-level", "info"))

@@ -79,7 +79,8 @@ async def serve(args, loop_name="asyncio", ready=None):
     worker = Worker(app, transport, worker_id, concurrency=args.concurrency,
                     heartbeat_interval=args.heartbeat_interval, state=state,
                     websocket_capacity=args.websocket_capacity,
-                    max_requests=_max_requests(args), on_max_requests=stop.set)
+                    max_requests=_max_requests(args), on_max_requests=stop.set,
+                    health_file=getattr(args, "health_file", None))
     worker.start()
     if ready is not None:
         ready()

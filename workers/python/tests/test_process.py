@@ -318,3 +318,14 @@ def test_a_worker_that_fails_before_it_serves_is_not_restarted(gateway):
                           capture_output=True, timeout=20)
     assert proc.returncode == 1
     assert b"before it served: not restarting it" in proc.stderr
+
+
+def test_health_file_is_touched_at_every_heartbeat(gateway, tmp_path):
+    health = tmp_path / "health"
+    gateway.spawn("--health-file", str(health))
+    gateway.expect("ready")
+    gateway.expect("heartbeat")
+    gateway.expect("heartbeat")
+    first = health.stat().st_mtime_ns
+    gateway.collect(lambda m: m["k"] == "heartbeat", 3)
+    assert health.stat().st_mtime_ns > first
