@@ -1,5 +1,7 @@
 """The cluster under faults: HAProxy → two gateways → four workers (two Python, two C++),
-over ZeroMQ (every worker connected to both gateways) and over Redis, as local processes.
+over ZeroMQ (every worker connected to both gateways) and over Redis, as local processes; on
+loopback, and again with gateways, workers and Redis in network namespaces of their own
+(skipped, with the reason, where namespaces cannot be made: not root, no `ip`).
 
 Under a steady, bounded load (loadclient.py) each scenario asserts its outcome by count, never
 by timing, and adds a row to the table printed at the end (pytest -s shows it):
@@ -25,24 +27,34 @@ import pytest
 
 from integration.harness import HarnessError, gateway_binary, wait_until
 
-from .cluster import Cluster, require_haproxy
+from .cluster import Cluster, Namespaces, require_haproxy
 from .loadclient import HttpLoad, WsLoad, wait_closed
 
 HTTP_THREADS = 3
 
 
-@pytest.fixture(params=["zmq", "redis"])
+@pytest.fixture(params=["zmq", "redis", "zmq-netns", "redis-netns"])
 def cluster(request, tmp_path):
     require_haproxy()
     cpp = gateway_binary().parent / "asgi-bridge-example-echo"
     if not cpp.exists():
         raise HarnessError(f"{cpp} not built: cmake --build build --target asgi-bridge-example-echo")
-    c = Cluster(tmp_path, request.param, gateway_binary(), cpp)
+    bus, _, variant = request.param.partition("-")
+    net = None
+    if variant == "netns":
+        net = Namespaces()
+        try:
+            net.up()
+        except OSError as exc:
+            pytest.skip(f"no network namespaces here ({exc}): the loopback variant ran")
+    c = Cluster(tmp_path, bus, gateway_binary(), cpp, net)
     try:
         c.start()
         yield c
     finally:
         c.close()
+        if net is not None:
+            net.down()
 
 
 def wait_more(load: HttpLoad, count: int, timeout: float = 30.0):
@@ -220,7 +232,8 @@ def _last(load, count):
 
 
 def test_cluster_under_faults(cluster):
-    table = Table(cluster.bus)
+    table = Table(cluster.bus + (" across network namespaces (CURVE / password)"
+                                 if cluster.net else " on loopback"))
     try:
         rolling_restart(cluster, table)
         gateway_drain(cluster, table)
