@@ -66,6 +66,12 @@ void TlsRelay::start(Ready ready) {
     if (ec) return self->fail(ready, ec);
     boost::asio::async_connect(self->tls_.lowest_layer(), endpoints, [self, ready](auto ec, auto) mutable {
       if (ec) return self->fail(ready, ec);
+      // The relay writes each small RESP command as its own TLS record: with Nagle on, a
+      // record waits for the ACK of the previous one, which the server delays up to
+      // 40 ms (bench: 44 ms per HTTP request over rediss://). hiredis sets this on its
+      // own TCP sockets; this one is ours.
+      boost::system::error_code ignored;
+      self->tls_.lowest_layer().set_option(boost::asio::ip::tcp::no_delay(true), ignored);
       self->tls_.async_handshake(ssl::stream_base::client, [self, ready](auto ec) mutable {
         if (ec) return self->fail(ready, ec);
         self->deadline_.cancel();
