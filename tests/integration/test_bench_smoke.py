@@ -27,7 +27,8 @@ SERVER_ROWS = ["asgi-bridge + C++ worker", "asgi-bridge + Python worker",
                "uvicorn (httptools, uvloop)", "daphne", "raw Beast (ceiling)"]
 BUS_ROWS = ["asgi-bridge + C++ worker, CURVE bus", "asgi-bridge + C++ worker, Redis bus",
             "asgi-bridge + Python worker, CURVE bus", "asgi-bridge + Python worker, Redis bus",
-            "asgi-bridge + C++ worker, Redis bus over TLS"]
+            "asgi-bridge + C++ worker, Redis over TLS bus",
+            "asgi-bridge + Python worker, Redis over TLS bus"]
 # HTTP hello only: HAProxy in front of 1 + 1 and 2 + 2 (the latter a ratio to the former).
 CLUSTER_ROWS = ["HAProxy → 1 gateway → 1 C++ worker",
                 "HAProxy → 2 gateways → 2 C++ workers (each on both)"]
@@ -62,7 +63,8 @@ def test_bench_run_quick(tmp_path):
                 row = next((r for r in rows if r.startswith(f"| {bus_row} |")), None)
                 assert row is not None and row.count("×") >= 2, (
                     f"no measured row for {bus_row!r} in {table.splitlines()[0]!r}\n{report}")
-    assert "×zmq bus" in out and "cluster row" in out, report
+    assert "×zmq bus" in out and "rediss rows are Redis over TLS" in out, report
+    assert "cluster row" in out, report
     hello = next(t for t in tables if t.startswith("HTTP hello"))
     for cluster_row in CLUSTER_ROWS:
         row = next((r for r in hello.splitlines() if r.startswith(f"| {cluster_row} |")), None)

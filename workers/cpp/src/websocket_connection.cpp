@@ -27,15 +27,15 @@ void WebSocketConnection::gateway_lost() {
 void WebSocketConnection::shut_down() {
   if (!over()) {
     if (state_ == State::open) {
-      // 1012 "service restart" for the client (the contract, design §5): the gateway
-      // stays, this worker goes; cleaner than the 1011 an error gives.
+      // 1012 "service restart" for the client (the gateway stays: come back)
+      // rather than the 1011 an error gives; docs/architecture.md's contract.
       close();
       emit_event(protocol::WebSocketClose{1012, ""});
     } else {
       fail("worker shut down before the application finished");
     }
   }
-  feed(protocol::WebSocketDisconnect{1001, ""});
+  feed(protocol::WebSocketDisconnect{1012, ""});
 }
 
 boost::asio::awaitable<protocol::Event> WebSocketConnection::receive() {

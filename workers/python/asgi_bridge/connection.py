@@ -192,7 +192,7 @@ class Connection:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Only the worker cancels (graceful timeout at shutdown).
-            await self._quietly(self._on_shut_down())
+            await self._quietly(self._on_shutdown())
         except ClientDisconnected as exc:
             if not self.over:
                 logger.error("conn %s/%s: %s", self.gateway, self.conn_id, exc)
@@ -218,7 +218,8 @@ class Connection:
     async def _on_return(self):
         raise NotImplementedError
 
-    async def _on_shut_down(self):
+    async def _on_shutdown(self):
+        """The graceful timeout ended the app before it finished."""
         await self.fail("worker shut down before the application finished")
 
 
@@ -382,14 +383,14 @@ class WebSocketConnection(Connection):
         self._state = _CLOSED
         self._wake()
 
-    async def _on_shut_down(self):
-        """Graceful timeout: an open WebSocket gets 1012 "service restart" (design §5): the
-        gateway stays, this worker goes; cleaner for the client than the 1011 of an error."""
+    async def _on_shutdown(self):
         if self._state == _OPEN and not self.over:
+            # 1012 "service restart" (the gateway stays: come back), as the C++ worker
+            # and uvicorn do, rather than the 1011 an `error` would give the client.
             self._close()
             await self._emit_event({"type": "websocket.close", "code": 1012, "reason": ""})
         else:
-            await super()._on_shut_down()
+            await super()._on_shutdown()
 
     async def _on_return(self):
         if self.over:

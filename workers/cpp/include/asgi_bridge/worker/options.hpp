@@ -54,7 +54,7 @@ struct ParsedOptions {
 // --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
 // --bus-secret-key PATH, --bus-tls-ca-file PATH, --bus-tls-cert PATH, --bus-tls-key PATH,
 // --bus-tls-insecure, --concurrency N, --websocket-capacity N, --threads N,
-// --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
+// --log-level L, --graceful-timeout S, --heartbeat-interval S, --help, --version.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
 
