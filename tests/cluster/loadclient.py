@@ -91,15 +91,23 @@ class WsLoad:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks = []
-        self._opened = None
 
     def __enter__(self):
         self._thread.start()
-        self._opened = [asyncio.run_coroutine_threadsafe(self._open(ws), self._loop)
-                        for ws in self.sockets]
-        for future in self._opened:
-            future.result(30)
+        self._open_all(self.sockets)
         return self
+
+    def open_more(self, count: int):
+        """`count` more WebSockets, like the first ones."""
+        more = [Ws(len(self.sockets) + i) for i in range(count)]
+        self.sockets += more
+        self._open_all(more)
+
+    def _open_all(self, sockets):
+        futures = [asyncio.run_coroutine_threadsafe(self._open(ws), self._loop)
+                   for ws in sockets]
+        for future in futures:
+            future.result(30)
 
     def __exit__(self, *exc):
         self.stop()

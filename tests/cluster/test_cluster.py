@@ -171,7 +171,12 @@ def gateway_kill(c: Cluster, table: Table):
 
 def worker_freeze(c: Cluster, table: Table):
     with HttpLoad(c.port, HTTP_THREADS) as load, WsLoad(c.port, 12) as wsl:
-        # The Python worker that owns the most WebSockets (Redis: whoever pops first).
+        # On Redis whoever pops first owns a WebSocket: open more (bounded) until a Python
+        # worker owns some; freeze the one that owns the most.
+        for _ in range(3):
+            if any(ws.owner != "cpp" for ws in wsl.sockets):
+                break
+            wsl.open_more(12)
         name = max((n for n in c.workers if n.startswith("py")),
                    key=lambda n: sum(ws.owner == str(c.workers[n].pid) for ws in wsl.sockets))
         proc = c.workers[name]
@@ -211,7 +216,9 @@ def redis_restart(c: Cluster, table: Table):
     pids = {p.pid for p in c.procs if p.alive() and p is not c.redis}
     with HttpLoad(c.port, HTTP_THREADS) as load:
         c.redis.stop()
-        wait_more(load, 20)  # requests while Redis is down
+        # Requests while Redis is down: a gateway holds each up to --dispatch-timeout
+        # waiting for the bus, so one per load thread is what the outage can take.
+        wait_more(load, HTTP_THREADS)
         c.start_redis()
         wait_until(lambda: load.snapshot()["ok"] and not failed(_last(load, 20)), 30,
                    "requests to succeed again")
