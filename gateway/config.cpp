@@ -273,6 +273,8 @@ ParseOutcome parse_config(int argc, char** argv) {
               "time a request body gets before --min-body-rate applies");
   add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work",
               "--timeout-graceful-shutdown");
+  add_seconds(app, "drain-delay", config.drain_delay,
+              "on SIGTERM, /readyz answers 503 this long while the gateway still serves, then it drains");
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
   add(app, "max-header-size", config.max_header_size, "request head limit in bytes, CRLFs included (431)")

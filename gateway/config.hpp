@@ -66,6 +66,9 @@ struct Config {
   std::uint64_t min_body_rate = 500;
   Seconds min_body_rate_grace{10};
   Seconds drain_timeout{10};              // SIGTERM: time in-flight work gets
+  // SIGTERM: /readyz answers 503 this long while the gateway still serves, so a load
+  // balancer takes it out of rotation before it stops accepting.
+  Seconds drain_delay{0};
   Seconds heartbeat_interval{1};
   std::size_t max_body_size = 100 * 1024 * 1024;
   std::size_t max_header_size = 16 * 1024;  // request line + fields, as received

@@ -127,12 +127,25 @@ void Server::on_signal(int signal) {
   }
   draining_ = true;
   dispatcher_->metrics().set_draining();  // /readyz turns 503 at once
-  log::server().info("signal {}: draining (up to {} s)", signal, config_.drain_timeout.count());
-  for (auto& listener : listeners_) listener->stop();
-  for (auto& shard : shards_) shard->post_drain();
   signals_.async_wait([this](const boost::system::error_code& ec, int next) {
     if (!ec) on_signal(next);
   });
+  if (config_.drain_delay.count() <= 0) {
+    start_drain(signal);
+    return;
+  }
+  // Lame duck: still accepting and serving while the load balancer's health check sees 503.
+  log::server().info("signal {}: /readyz 503, draining in {} s", signal, config_.drain_delay.count());
+  drain_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(config_.drain_delay));
+  drain_timer_.async_wait([this, signal](const boost::system::error_code& ec) {
+    if (!ec) start_drain(signal);
+  });
+}
+
+void Server::start_drain(int signal) {
+  log::server().info("signal {}: draining (up to {} s)", signal, config_.drain_timeout.count());
+  for (auto& listener : listeners_) listener->stop();
+  for (auto& shard : shards_) shard->post_drain();
   auto drain = std::chrono::duration_cast<std::chrono::steady_clock::duration>(config_.drain_timeout);
   wait_for_drain(std::chrono::steady_clock::now() + drain + k_close_grace);
 }

@@ -29,6 +29,7 @@ class Server {
 
  private:
   void on_signal(int signal);
+  void start_drain(int signal);
   void wait_for_reload();
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
   void shut_down();

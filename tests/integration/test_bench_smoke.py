@@ -4,8 +4,9 @@ It starts every server of the comparison (asgi-bridge with the C++ and the
 Python worker, uvicorn, daphne, raw Beast) and every quick workload for about
 a second each, and prints Markdown tables. Only the shape of the output is
 checked: exit status 0, the table header, a row per server in every table,
-and the bus variants' rows (CURVE, Redis: the run starts its own
-redis-server and makes its own keys) in the two tables that have them.
+and the bus variants' rows (CURVE, Redis, Redis over TLS: the run starts its own
+redis-server and makes its own keys and certificate) in the two tables that have them,
+and the cluster rows (HAProxy → 1 + 1 and 2 + 2) in HTTP hello.
 No timing assertion: the figures depend on the machine and its load.
 
 Needs the bench tools (built with the rest: asgi-bridge-raw-beast and
@@ -28,6 +29,9 @@ BUS_ROWS = ["asgi-bridge + C++ worker, CURVE bus", "asgi-bridge + C++ worker, Re
             "asgi-bridge + Python worker, CURVE bus", "asgi-bridge + Python worker, Redis bus",
             "asgi-bridge + C++ worker, Redis over TLS bus",
             "asgi-bridge + Python worker, Redis over TLS bus"]
+# HTTP hello only: HAProxy in front of 1 + 1 and 2 + 2 (the latter a ratio to the former).
+CLUSTER_ROWS = ["HAProxy → 1 gateway → 1 C++ worker",
+                "HAProxy → 2 gateways → 2 C++ workers (each on both)"]
 BUS_TABLES = ["HTTP hello", "WebSocket echo 32 B, 64 connections"]
 TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
 HOLD_HEADER = "| server | held sockets | handshake p50 µs, fresh | p99 µs, fresh | handshake p50 µs, warm |"
@@ -60,6 +64,12 @@ def test_bench_run_quick(tmp_path):
                 assert row is not None and row.count("×") >= 2, (
                     f"no measured row for {bus_row!r} in {table.splitlines()[0]!r}\n{report}")
     assert "×zmq bus" in out and "rediss rows are Redis over TLS" in out, report
+    assert "cluster row" in out, report
+    hello = next(t for t in tables if t.startswith("HTTP hello"))
+    for cluster_row in CLUSTER_ROWS:
+        row = next((r for r in hello.splitlines() if r.startswith(f"| {cluster_row} |")), None)
+        assert row is not None and "exited" not in row and "| – | – | – |" not in row, (
+            f"{cluster_row!r}: {row}\n{report}")
     assert (tmp_path / "results.json").is_file()
 
     # --report-from renders the same tables from the saved results.

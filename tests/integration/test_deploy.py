@@ -1,6 +1,9 @@
 """deploy/: the compose file validates, and the Dockerfiles copy what exists.
 (No Docker engine runs here: images are not built.)"""
 
+import functools
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,11 +13,15 @@ from .harness import REPO
 DEPLOY = REPO / "deploy"
 
 
-def compose(*args):
+REDIS_PASSWORD = "test-password-1"  # what the user exports for cluster-redis.yml
+
+
+def compose(*args, file="docker-compose.yml"):
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is not installed (scripts/install-deps installs it)"
-    out = subprocess.run([exe, "-f", str(DEPLOY / "docker-compose.yml"), *args],
-                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    env = dict(os.environ, ASGI_BRIDGE_REDIS_PASSWORD=REDIS_PASSWORD)
+    out = subprocess.run([exe, "-f", str(DEPLOY / file), *args],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -139,7 +146,8 @@ def test_gateway_image_ships_every_library_the_binary_links():
     """Each shared library the built gateway needs directly (objdump's NEEDED)
     comes from a Debian package the runtime stage installs, or from the base
     image's C and C++ runtime."""
-    runtime_stage = dockerfile_stages("Dockerfile.gateway")[-1]
+    runtime_stage = next(stage for stage in dockerfile_stages("Dockerfile.gateway")
+                         if stage.startswith("debian:12-slim AS runtime"))
     from .harness import gateway_binary
 
     dump = subprocess.run(["objdump", "-p", str(gateway_binary())], capture_output=True,
@@ -154,3 +162,126 @@ def test_gateway_image_ships_every_library_the_binary_links():
             continue
         assert re.search(rf"\s{re.escape(package)}\s", runtime_stage), \
             f"Dockerfile.gateway's runtime stage does not install {package} ({library})"
+
+
+@functools.lru_cache(maxsize=None)  # docker-compose takes seconds per run
+def cluster_services(file):
+    import yaml
+    return yaml.safe_load(compose("config", file=file))["services"]
+
+
+def test_cluster_compose_files_are_valid():
+    assert sorted(cluster_services("cluster-zmq.yml")) == [
+        "cpp-worker", "gateway1", "gateway2", "haproxy", "keygen", "python-worker1",
+        "python-worker2"]
+    assert sorted(cluster_services("cluster-redis.yml")) == [
+        "cpp-worker1", "cpp-worker2", "gateway1", "gateway2", "haproxy", "python-worker1",
+        "python-worker2", "redis"]
+
+
+def test_cluster_redis_needs_a_password():
+    exe = shutil.which("docker-compose")
+    env = {k: v for k, v in os.environ.items() if k != "ASGI_BRIDGE_REDIS_PASSWORD"}
+    out = subprocess.run([exe, "-f", str(DEPLOY / "cluster-redis.yml"), "config", "-q"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert out.returncode != 0 and "set ASGI_BRIDGE_REDIS_PASSWORD" in out.stderr
+
+
+def test_cluster_zmq_workers_connect_to_both_gateways_with_curve():
+    services = cluster_services("cluster-zmq.yml")
+    workers = [name for name in services if "worker" in name]
+    for name in workers:
+        command = services[name]["command"]
+        assert {"zmq://gateway1:5555", "zmq://gateway2:5555"} <= set(command), name
+        assert services[name]["environment"]["ASGI_BRIDGE_BUS_SECRET_KEY"], name
+    for name in ("gateway1", "gateway2"):
+        assert "zmq://0.0.0.0:5555" in services[name]["command"]
+        assert services[name]["environment"]["ASGI_BRIDGE_BUS_AUTHORIZED_KEYS"]
+
+
+def test_cluster_gateways_drain_before_their_stop_grace_period():
+    for file in ("cluster-zmq.yml", "cluster-redis.yml"):
+        for name in ("gateway1", "gateway2"):
+            service = cluster_services(file)[name]
+            command = service["command"]
+            delay = float(command[command.index("--drain-delay") + 1])
+            drain = float(command[command.index("--drain-timeout") + 1])
+            grace = float(service["stop_grace_period"].rstrip("s"))
+            assert delay + drain < grace, (file, name)
+            assert "0.0.0.0:9000" in command  # the admin port HAProxy checks
+
+
+def test_haproxy_cfg_is_valid_and_checks_readyz(tmp_path):
+    """haproxy -c on deploy/haproxy.cfg (the compose host names made local)."""
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is not installed (scripts/install-deps installs it)"
+    text = (DEPLOY / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in text
+    assert re.findall(r"server (gateway\d) \1:8000 check port 9000", text) == ["gateway1",
+                                                                              "gateway2"]
+    local = tmp_path / "haproxy.cfg"
+    local.write_text(re.sub(r"gateway(\d):", "127.0.0.1:", text))
+    out = subprocess.run([haproxy, "-c", "-f", str(local)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for file in ("cluster-zmq.yml", "cluster-redis.yml"):
+        assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in \
+            cluster_services(file)["haproxy"]["volumes"][0].replace(str(DEPLOY), ".")
+
+
+def test_cluster_redis_acl_user_serves_through_a_gateway(tmp_path):
+    """The compose file's Redis command (its ACL: no default user, `bridge` on the bus
+    prefix) on a local redis-server, and the compose file's bus URL: a gateway and a
+    worker serve through it; without the password Redis refuses."""
+    from .harness import Bridge, Proc, free_port, request, wait_until
+
+    services = cluster_services("cluster-redis.yml")
+    command = services["redis"]["command"]
+    assert command[0] == "redis-server"
+    port = free_port()
+    redis = Proc("redis", ["redis-server", *command[1:], "--port", str(port),
+                           "--bind", "127.0.0.1", "--dir", str(tmp_path)], tmp_path / "redis.log")
+    bus = services["gateway1"]["environment"]["ASGI_BRIDGE_BUS"].replace(
+        "@redis:6379", f"@127.0.0.1:{port}")
+    assert services["python-worker1"]["environment"]["ASGI_BRIDGE_BUS"] == \
+        services["gateway1"]["environment"]["ASGI_BRIDGE_BUS"]
+    bridge = Bridge(bus, tmp_path / "bridge", "basic_app:app")
+    try:
+        wait_until(lambda: "Ready to accept" in redis.log(), 10, "redis-server to start")
+        refused = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                 text=True, timeout=10)
+        assert "NOAUTH" in refused.stdout + refused.stderr
+        bridge.start_gateway()
+        bridge.start_worker()
+        bridge.wait_ready()
+        assert request(bridge.port, "GET", "/").status == 200
+    finally:
+        bridge.close()
+        redis.close()
+
+
+def test_every_image_has_a_healthcheck():
+    for name in ("Dockerfile.gateway", "Dockerfile.worker"):
+        for stage in dockerfile_stages(name):
+            if "ENTRYPOINT" in stage:  # an image one runs, not a build or base stage
+                assert "\nHEALTHCHECK " in stage, f"{name}: {stage.splitlines()[0]}"
+    assert "build" in (REPO / ".dockerignore").read_text().split()
+
+
+def test_worker_image_healthcheck_follows_the_health_file(bridge_factory, tmp_path):
+    """The worker image's HEALTHCHECK command, run here against a real worker's
+    --health-file (the image's path swapped for one of the test's)."""
+    text = (DEPLOY / "Dockerfile.worker").read_text()
+    path = re.search(r"ASGI_BRIDGE_HEALTH_FILE=(\S+)", text).group(1)
+    argv = json.loads(re.search(r"HEALTHCHECK .*\\\n\s+CMD (\[.*\])", text).group(1))
+    health = tmp_path / "health"
+    bridge_factory(worker_args=["--health-file", str(health)])
+    from .harness import wait_until
+    wait_until(health.exists, 10, "the worker to touch its health file")
+
+    def probe(file):
+        cmd = [a.replace(path, str(file)) for a in argv]
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode
+
+    assert probe(health) == 0
+    assert probe(tmp_path / "missing") != 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .harness import Background, RawConnection, request, wait_until
+from .harness import Background, RawConnection, free_port, request, wait_for_log, wait_until
 
 pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
@@ -66,3 +66,17 @@ def test_drain_timeout_bounds_shutdown(bridge_factory):
     except (OSError, http.client.HTTPException):
         return  # the connection was cut: acceptable once the drain time is over
     assert r.status >= 500
+
+
+def test_drain_delay_keeps_serving_while_readyz_says_503(bridge_factory):
+    # --drain-delay: the load balancer's health check sees 503 at once, but the gateway
+    # goes on accepting and serving until the delay ends, then drains as usual.
+    admin = free_port()
+    b = bridge_factory(gateway_args=["--drain-delay", "3", "--admin", f"127.0.0.1:{admin}"])
+    b.gateway.signal(signal.SIGTERM)
+    wait_until(lambda: request(admin, "GET", "/readyz").status == 503, 2,
+               "/readyz to answer 503 after SIGTERM")
+    assert request(b.port, "GET", "/").status == 200  # a new connection, still served
+    wait_for_log(b.gateway, "draining in 3 s")
+    wait_until(lambda: refuses_connections(b.port), 10, "the drain after the delay")
+    assert b.gateway.wait(10) == 0

@@ -35,6 +35,13 @@ def _positive(kind):
     return parse
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m asgi_bridge",
@@ -75,6 +82,18 @@ def parse_args(argv=None):
                         "(default 10000)")
     p.add_argument("--processes", type=_positive(int), default=_env("processes", 1),
                    help="worker processes to fork (default 1)")
+    p.add_argument("--max-requests", type=_non_negative_int,
+                   default=_env("max-requests", 0),
+                   help="recycle a worker process after this many connections (HTTP "
+                        "requests and WebSockets): it drains and the supervisor starts a "
+                        "fresh one (default 0: never)")
+    p.add_argument("--max-requests-jitter", type=_non_negative_int,
+                   default=_env("max-requests-jitter", 0),
+                   help="add a random 0..N to --max-requests per process, so a pool's "
+                        "workers do not recycle at once (default 0)")
+    p.add_argument("--health-file", default=_env("health-file", None),
+                   help="touch this file at every heartbeat while the event loop runs, for "
+                        "a container HEALTHCHECK to test its age (default: none)")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default=_env("lifespan", "auto"),
                    help="ASGI lifespan protocol (default auto)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_env("log-level", "info"))
@@ -94,10 +113,14 @@ def parse_args(argv=None):
                    help="directory put first on sys.path to import the app (default .)")
     args = p.parse_args(argv)
     # Defaults read from the environment arrive as strings: convert like the options.
-    for name, kind in (("concurrency", int), ("websocket_capacity", int), ("processes", int),
-                       ("heartbeat_interval", float), ("graceful_timeout", float)):
+    for name, check in (("concurrency", _positive(int)),
+                        ("websocket_capacity", _positive(int)), ("processes", _positive(int)),
+                        ("heartbeat_interval", _positive(float)),
+                        ("graceful_timeout", _positive(float)),
+                        ("max_requests", _non_negative_int),
+                        ("max_requests_jitter", _non_negative_int)):
         try:
-            setattr(args, name, _positive(kind)(getattr(args, name)))
+            setattr(args, name, check(getattr(args, name)))
         except (ValueError, argparse.ArgumentTypeError) as exc:
             p.error(f"--{name.replace('_', '-')}: {exc}")
     args.bus = split_bus_urls(args.bus or [_env("bus", "")])
@@ -163,10 +186,12 @@ def main(argv=None):
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     from .runtime import run
-    if args.processes == 1:
+    if args.processes == 1 and not args.max_requests:
         return run(args)
+    # A recycled worker needs someone to start the next one: --max-requests implies the
+    # supervisor, even for one process.
     from .supervisor import supervise
-    return supervise(args.processes, lambda: run(args))
+    return supervise(args.processes, lambda ready: run(args, ready))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import signal
 
 from .lifespan import Lifespan
@@ -25,13 +26,14 @@ def choose_loop(name="auto"):
     return asyncio.new_event_loop, "asyncio"
 
 
-def run(args):
-    """Run one worker until it is stopped; return the process exit code."""
+def run(args, ready=None):
+    """Run one worker until it is stopped; return the process exit code. `ready()` is
+    called once it serves (the supervisor's sign that it booted)."""
     factory, loop_name = choose_loop(args.loop)
     loop = factory()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(args, loop_name))
+        return loop.run_until_complete(serve(args, loop_name, ready))
     finally:
         _cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
@@ -48,7 +50,7 @@ def _cancel_leftovers(loop):
         loop.run_until_complete(asyncio.wait(tasks, timeout=5))
 
 
-async def serve(args, loop_name="asyncio"):
+async def serve(args, loop_name="asyncio", ready=None):
     worker_id = new_worker_id()
     logger.info("worker %s starting (event loop: %s)", worker_id, loop_name)
     try:
@@ -76,8 +78,12 @@ async def serve(args, loop_name="asyncio"):
 
     worker = Worker(app, transport, worker_id, concurrency=args.concurrency,
                     heartbeat_interval=args.heartbeat_interval, state=state,
-                    websocket_capacity=args.websocket_capacity)
+                    websocket_capacity=args.websocket_capacity,
+                    max_requests=_max_requests(args), on_max_requests=stop.set,
+                    health_file=getattr(args, "health_file", None))
     worker.start()
+    if ready is not None:
+        ready()
     await stop.wait()
 
     logger.info("stopping: draining connections")
@@ -88,6 +94,15 @@ async def serve(args, loop_name="asyncio"):
     await worker.close()
     logger.info("worker %s stopped", worker_id)
     return 0 if ok else 1
+
+
+def _max_requests(args):
+    """This process's limit: --max-requests plus up to --max-requests-jitter (random per
+    process, so a pool's workers do not all recycle at once); 0 = none."""
+    limit = getattr(args, "max_requests", 0)
+    if not limit:
+        return 0
+    return limit + random.randint(0, getattr(args, "max_requests_jitter", 0))
 
 
 def _stop_on_signals():

@@ -51,7 +51,8 @@ class Gateway:
 
 class Worker:
     def __init__(self, app, transport, worker_id, concurrency=100,
-                 heartbeat_interval=1.0, state=None, websocket_capacity=10000):
+                 heartbeat_interval=1.0, state=None, websocket_capacity=10000,
+                 max_requests=0, on_max_requests=None, health_file=None):
         self.app = app
         self.transport = transport
         self.worker_id = worker_id
@@ -62,6 +63,12 @@ class Worker:
         self.conns = {}     # (gateway id, conn id) -> Connection
         self.gateways = {}  # gateway id -> Gateway
         self.draining = False
+        # --max-requests: after this many connections (HTTP requests and WebSockets),
+        # on_max_requests() is called once (the runtime then drains and exits: a recycle).
+        self._max_requests = max_requests
+        self._on_max_requests = on_max_requests
+        self._opened = 0
+        self._health_file = health_file  # touched every heartbeat: the loop is alive
         self._departed = set()  # gateways that said bye: ignore their stragglers
         # Connections we finished, so that a gateway's late events for them (a disconnect,
         # a credit) are ignored instead of answered with "unknown connection".
@@ -158,6 +165,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             heartbeat = self._status("heartbeat")
+            self._touch_health_file()
             for link in self._peer_links():
                 self._send_nowait(link, heartbeat)
             limit = self._loop.time() - SILENT_INTERVALS * self.heartbeat_interval
@@ -166,6 +174,16 @@ class Worker:
                 quiet = self.transport.shared_queue and not gateway.conns
                 self._forget(gateway, "silent for %d heartbeat intervals" % SILENT_INTERVALS,
                              logging.INFO if quiet else logging.WARNING)
+
+    def _touch_health_file(self):
+        if self._health_file is None:
+            return
+        try:
+            with open(self._health_file, "a"):
+                os.utime(self._health_file)
+        except OSError as exc:
+            logger.warning("--health-file %s: %s", self._health_file, exc)
+            self._health_file = None  # said once; a container check then reports it
 
     def _peer_links(self):
         """Where heartbeats, drain and bye go: every configured link (ZeroMQ), and the
@@ -290,6 +308,14 @@ class Worker:
                                       context=self._app_context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._count_opened()
+
+    def _count_opened(self):
+        self._opened += 1
+        if self._max_requests and self._opened == self._max_requests:
+            logger.info("served %d connections (--max-requests): recycling", self._opened)
+            if self._on_max_requests is not None:
+                self._on_max_requests()
 
     async def _serve(self, gateway, key, conn, websocket, handle):
         try:

@@ -255,3 +255,77 @@ def test_processes_fork_workers_and_forward_signals(gateway):
     assert {identity for identity, _ in byes} == ids
     code, out, err = finish(proc)
     assert code == 0, err
+
+
+def test_supervisor_restarts_a_worker_that_dies(gateway):
+    proc = gateway.spawn("--processes", "2")
+    ids = {gateway.expect("ready")[0], gateway.expect("ready")[0]}
+    victim = sorted(ids)[0]
+    gateway.request(victim, conn=1, path="/pid")
+    pid = int(gateway.collect(lambda m: m["k"] == "event" and
+                              m["event"]["type"] == "http.response.body", 1)[0][1]["event"]["body"])
+    os.kill(pid, signal.SIGKILL)
+    identity, _ = gateway.expect("ready", timeout=10)  # its replacement, after the backoff
+    assert identity not in ids
+    gateway.request(identity, conn=2, path="/pid")
+    body = gateway.collect(lambda m: m["k"] == "event" and
+                           m["event"]["type"] == "http.response.body", 1)[0][1]["event"]["body"]
+    assert int(body) != pid
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert f"worker process {pid} died (exit -9): restarting it in 0.5 s" in err
+
+
+def test_max_requests_recycles_a_worker_gracefully(gateway):
+    proc = gateway.spawn("--max-requests", "2", "--max-requests-jitter", "0")
+    first, _ = gateway.expect("ready")
+    gateway.request(first, conn=1, path="/slow", query=b"0.3")
+    gateway.request(first, conn=2, path="/pid")
+    # Both are answered (the second during the drain), then drain and bye, then a new worker.
+    # (The first worker says ready again when it meets the gateway id: not counted.)
+    seen = gateway.collect(lambda m: m["k"] in ("drain", "bye") or (
+        m["k"] == "event" and m["event"]["type"] == "http.response.body"), 4)
+    kinds = [m["k"] if m["k"] != "event" else m["c"] for _, m in seen]
+    assert sorted(kinds[:3], key=str) == [1, 2, "drain"] and kinds[3] == "bye", kinds
+    assert {identity for identity, _ in seen} == {first}
+    fresh = gateway.collect(lambda m: m["k"] == "ready", 1)[0][0]
+    assert fresh != first
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert "served 2 connections (--max-requests): recycling" in err and "recycled" in err
+
+
+def test_max_requests_jitter_and_negative_values(monkeypatch, capsys):
+    from asgi_bridge.__main__ import parse_args
+    from asgi_bridge.runtime import _max_requests
+    base = ["app:app", "--bus", "zmq://127.0.0.1:1"]
+    args = parse_args([*base, "--max-requests", "100", "--max-requests-jitter", "10"])
+    assert {_max_requests(args) for _ in range(200)} <= set(range(100, 111))
+    assert len({_max_requests(args) for _ in range(200)}) > 1
+    assert _max_requests(parse_args(base)) == 0
+    for option in ("--max-requests", "--max-requests-jitter"):
+        with pytest.raises(SystemExit) as info:
+            parse_args([*base, option, "-1"])
+        assert info.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_a_worker_that_fails_before_it_serves_is_not_restarted(gateway):
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    proc = subprocess.run([sys.executable, "-m", "asgi_bridge", "no_such_module_q:app",
+                           "--bus", gateway.url, "--processes", "2"], cwd=HERE, env=env,
+                          capture_output=True, timeout=20)
+    assert proc.returncode == 1
+    assert b"before it served: not restarting it" in proc.stderr
+
+
+def test_health_file_is_touched_at_every_heartbeat(gateway, tmp_path):
+    health = tmp_path / "health"
+    gateway.spawn("--health-file", str(health))
+    gateway.expect("ready")
+    gateway.expect("heartbeat")
+    gateway.expect("heartbeat")
+    first = health.stat().st_mtime_ns
+    gateway.collect(lambda m: m["k"] == "heartbeat", 3)
+    assert health.stat().st_mtime_ns > first
