@@ -41,6 +41,9 @@ class Dispatcher {
   void reload_credentials();
   // Any thread (atomics inside).
   Metrics& metrics() { return metrics_; }
+  // Any thread: a publish made at this gateway (POST /publish), already
+  // checked with publication_problem(); reaches every gateway of the bus.
+  void publish(PublicationPtr publication);
   // Redis: workers pull new connections; valid after start().
   bool workers_pull() const { return shared_queue_; }
 
@@ -106,6 +109,11 @@ class Dispatcher {
                      const protocol::Envelope& envelope);
   bool group_budget_allows(Worker& worker, std::size_t bytes);
   void relay_group(const std::string& origin, const protocol::Envelope& envelope, std::string_view payload);
+  void on_publish(const std::string& origin, protocol::Envelope&& envelope);
+  void on_redis_broadcast(std::string_view channel, bool text, std::string_view data);
+  void publish_here(const PublicationPtr& publication);
+  void fan_out(PublicationPtr publication, std::string_view origin);
+  void relay_publish(const PublicationPtr& publication);
 
   void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
   void claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id);
@@ -141,6 +149,7 @@ class Dispatcher {
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
   Clock::time_point group_second_;      // start of the second group budgets count in
   LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
+  std::uint64_t relays_ = 0;            // ZeroMQ: admin publishes relayed, to rotate the relaying worker
 };
 
 }  // namespace asgi_bridge::gateway

@@ -49,7 +49,31 @@ std::string Metrics::prometheus(std::size_t open_connections) const {
                  "# TYPE asgi_bridge_group_relay_dropped_total counter\n"
                  "asgi_bridge_group_relay_dropped_total {}\n",
                  group_dropped_.load(relaxed));
+  broadcast_prometheus(out);
   return out;
+}
+
+void Metrics::broadcast_prometheus(std::string& out) const {
+  auto it = std::back_inserter(out);
+  fmt::format_to(it,
+                 "# HELP asgi_bridge_broadcast_subscriptions Channel subscriptions of open WebSockets.\n"
+                 "# TYPE asgi_bridge_broadcast_subscriptions gauge\n"
+                 "asgi_bridge_broadcast_subscriptions {}\n"
+                 "# HELP asgi_bridge_broadcast_publishes_total Publishes this gateway fanned out to its sockets.\n"
+                 "# TYPE asgi_bridge_broadcast_publishes_total counter\n"
+                 "asgi_bridge_broadcast_publishes_total {}\n"
+                 "# HELP asgi_bridge_broadcast_frames_total Frames queued to subscribed sockets by those publishes.\n"
+                 "# TYPE asgi_bridge_broadcast_frames_total counter\n"
+                 "asgi_bridge_broadcast_frames_total {}\n"
+                 "# HELP asgi_bridge_broadcast_dropped_total Broadcast frames not written (slow_subscriber: queued "
+                 "to a socket closed 1013), publishes refused (invalid) or not carried (bus).\n"
+                 "# TYPE asgi_bridge_broadcast_dropped_total counter\n",
+                 subscriptions_.load(relaxed), publishes_.load(relaxed), fanned_out_.load(relaxed));
+  constexpr std::array<const char*, 3> k_reasons{"slow_subscriber", "invalid", "bus"};
+  for (std::size_t r = 0; r < k_reasons.size(); ++r) {
+    fmt::format_to(it, "asgi_bridge_broadcast_dropped_total{{reason=\"{}\"}} {}\n", k_reasons[r],
+                   broadcast_dropped_[r].load(relaxed));
+  }
 }
 
 }  // namespace asgi_bridge::gateway

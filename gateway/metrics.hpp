@@ -26,6 +26,15 @@ class Metrics {
   // --group-relay-rate or --max-message-size, or its queue full).
   void count_group_dropped() { group_dropped_.fetch_add(1, std::memory_order_relaxed); }
 
+  // --- broadcast (docs/broadcast.md) ---
+  enum class BroadcastDrop { slow_subscriber, invalid, bus, count };
+  void add_subscriptions(std::int64_t delta) { subscriptions_.fetch_add(delta, std::memory_order_relaxed); }
+  void count_publish() { publishes_.fetch_add(1, std::memory_order_relaxed); }
+  void count_fanned_out(std::uint64_t frames) { fanned_out_.fetch_add(frames, std::memory_order_relaxed); }
+  void count_broadcast_dropped(BroadcastDrop reason, std::uint64_t frames = 1) {
+    broadcast_dropped_[static_cast<std::size_t>(reason)].fetch_add(frames, std::memory_order_relaxed);
+  }
+
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::uint32_t live_workers() const { return live_workers_.load(std::memory_order_relaxed); }
 
@@ -40,6 +49,11 @@ class Metrics {
   std::atomic<std::uint64_t> in_flight_{0};
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> group_dropped_{0};
+  std::atomic<std::int64_t> subscriptions_{0};
+  std::atomic<std::uint64_t> publishes_{0};
+  std::atomic<std::uint64_t> fanned_out_{0};
+  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(BroadcastDrop::count)> broadcast_dropped_{};
+  void broadcast_prometheus(std::string& out) const;
 };
 
 }  // namespace asgi_bridge::gateway

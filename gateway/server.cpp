@@ -83,8 +83,9 @@ int Server::run() {
           std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_, *connections_));
     }
     if (config_.admin) {
-      admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,
-                                             dispatcher_->workers_pull());
+      admin_ = std::make_unique<AdminServer>(
+          main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers, dispatcher_->workers_pull(), config_,
+          [this](PublicationPtr publication) { dispatcher_->publish(std::move(publication)); });
     }
   } catch (const std::exception& e) {
     log::server().critical("{}", e.what());

@@ -32,6 +32,13 @@ void check_text(std::string_view text, const char* field) {
   if (!is_valid_utf8(text)) throw InvalidEvent(field + ": not valid UTF-8"s);
 }
 
+void check_channel(const std::string& channel, const char* type) {
+  if (!protocol::is_valid_channel(channel)) {
+    throw InvalidEvent(type + ".channel: '"s + channel.substr(0, 60) +
+                       "' is not a channel name (1-128 bytes of letters, digits, - _ . : / @)");
+  }
+}
+
 bool is_valid_close_code(int code) {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
@@ -63,6 +70,8 @@ struct Checker {
     check_status(e.status, "websocket.http.response.start");
     check_headers(e.headers, "websocket.http.response.start.headers");
   }
+  void operator()(const protocol::BroadcastSubscribe& e) const { check_channel(e.channel, "asgi-bridge.subscribe"); }
+  void operator()(const protocol::BroadcastUnsubscribe& e) const { check_channel(e.channel, "asgi-bridge.unsubscribe"); }
   // Bodies are bytes; incoming-only types are refused by the state machine.
   template <typename Other>
   void operator()(const Other&) const {}
