@@ -534,6 +534,7 @@ void WebSocketSession::drop_slow_subscriber() {
   LogLimiter::warn(log::websocket(), shard_.log_limiter(), "broadcast: slow subscriber",
                    "conn {}: {} broadcast frames queued and not written: closing 1013", link_.conn_id(),
                    dropped - 1);
+  send_disconnect(1013);  // now: the write under way may take until the close deadline
   link_.inbox()->push(LocalClose{1013});
   close_deadline_.expires_after(k_close_timeout);
   close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
