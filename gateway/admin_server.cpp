@@ -1,6 +1,8 @@
 #include "admin_server.hpp"
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 
 #include <boost/asio/co_spawn.hpp>
@@ -95,6 +97,14 @@ AdminServer::Answer AdminServer::answer_publish(std::string_view method, std::st
 
 namespace {
 bool is_publish(std::string_view target) { return target.substr(0, target.find('?')) == "/publish"; }
+
+// A publish's body is a message, base64 in JSON at worst: 4/3 of it and room
+// for the rest (saturating: --max-message-size may be huge).
+std::uint64_t publish_body_limit(std::uint64_t max_message_size) {
+  constexpr std::uint64_t k_room = 64 * 1024;
+  constexpr auto k_max = std::numeric_limits<std::uint64_t>::max();
+  return max_message_size > (k_max - k_room) / 4 * 3 ? k_max : max_message_size / 3 * 4 + k_room;
+}
 }  // namespace
 
 // A failed accept (out of descriptors) pauses the loop: retried at once it
@@ -129,8 +139,7 @@ asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
   stream.expires_after(k_admin_timeout);
   co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   bool publishing = !ec && is_publish(parser.get().target());
-  // A publish's body is a message, base64 in JSON at worst: 4/3 of it and room for the rest.
-  parser.body_limit(publishing ? config_.max_message_size / 3 * 4 + 64 * 1024 : 64 * 1024);
+  parser.body_limit(publishing ? publish_body_limit(config_.max_message_size) : 64 * 1024);
   if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   Answer result;
   if (ec == http::error::body_limit) {
