@@ -12,7 +12,7 @@ std::mutex g_mutex;
 detail::BroadcastBus* g_bus = nullptr;  // guarded by g_mutex
 
 bool publish(const std::string& channel, protocol::WebSocketSend message) {
-  detail::check_event_values(protocol::BroadcastSubscribe{channel});  // the channel name
+  detail::check_channel(channel, "publish");
   detail::check_event_values(message);
   std::lock_guard lock(g_mutex);
   if (g_bus == nullptr) return false;

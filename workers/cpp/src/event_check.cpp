@@ -32,13 +32,6 @@ void check_text(std::string_view text, const char* field) {
   if (!is_valid_utf8(text)) throw InvalidEvent(field + ": not valid UTF-8"s);
 }
 
-void check_channel(const std::string& channel, const char* type) {
-  if (!protocol::is_valid_channel(channel)) {
-    throw InvalidEvent(type + ".channel: '"s + channel.substr(0, 60) +
-                       "' is not a channel name (1-128 bytes of letters, digits, - _ . : / @)");
-  }
-}
-
 bool is_valid_close_code(int code) {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
@@ -71,7 +64,9 @@ struct Checker {
     check_headers(e.headers, "websocket.http.response.start.headers");
   }
   void operator()(const protocol::BroadcastSubscribe& e) const { check_channel(e.channel, "asgi-bridge.subscribe"); }
-  void operator()(const protocol::BroadcastUnsubscribe& e) const { check_channel(e.channel, "asgi-bridge.unsubscribe"); }
+  void operator()(const protocol::BroadcastUnsubscribe& e) const {
+    check_channel(e.channel, "asgi-bridge.unsubscribe");
+  }
   // Bodies are bytes; incoming-only types are refused by the state machine.
   template <typename Other>
   void operator()(const Other&) const {}
@@ -87,6 +82,13 @@ int sequence_length(unsigned char lead) {
 }
 
 }  // namespace
+
+void check_channel(const std::string& channel, const char* where) {
+  if (!protocol::is_valid_channel(channel)) {
+    throw InvalidEvent(where + ".channel: '"s + channel.substr(0, 60) +
+                       "' is not a channel name (1-128 bytes of letters, digits, - _ . : / @)");
+  }
+}
 
 void check_event_values(const protocol::Event& event) { std::visit(Checker{}, event); }
 
