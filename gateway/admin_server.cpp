@@ -74,7 +74,9 @@ AdminServer::Answer AdminServer::answer(std::string_view method, std::string_vie
     return {200, "text/plain", "ready\n"};
   }
   if (path == "/metrics") {
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.prometheus(open_connections())};
+    std::vector<const ShardMetrics*> shard_metrics;
+    for (const auto* shard : shards_) shard_metrics.push_back(&shard->metrics());
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.prometheus(open_connections(), shard_metrics)};
   }
   return {404, "text/plain", "not found: /healthz, /readyz, /metrics, /publish\n"};
 }

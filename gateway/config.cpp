@@ -1,6 +1,11 @@
 #include "config.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <thread>
 #include <type_traits>
@@ -11,23 +16,61 @@
 namespace asgi_bridge::gateway {
 namespace {
 
-BindAddress parse_bind(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) throw CLI::ValidationError("--bind", "expected HOST:PORT, got '" + text + "'");
+// HOST:PORT, [V6]:PORT, or a host alone (V4, V6 bare or in brackets): Daphne's
+// `-b HOST -p PORT` and uvicorn's `--host HOST --port PORT` mean the same as
+// `--bind HOST:PORT`. A host alone takes `default_port`; none: a port is required.
+BindAddress parse_bind(const std::string& text, const std::string& option, std::optional<unsigned short> default_port) {
   BindAddress bind;
-  bind.host = text.substr(0, colon);
-  if (bind.host.size() >= 2 && bind.host.front() == '[' && bind.host.back() == ']') {
-    bind.host = bind.host.substr(1, bind.host.size() - 2);
+  std::string port_text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || (close + 1 < text.size() && text[close + 1] != ':')) {
+      throw CLI::ValidationError(option, "expected [V6]:PORT, got '" + text + "'");
+    }
+    bind.host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) port_text = text.substr(close + 2);
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    auto colon = text.find(':');
+    bind.host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  } else {
+    bind.host = text;  // V4, a name, or a bare V6 address: no port
   }
-  int port = 0;
-  try {
-    port = std::stoi(text.substr(colon + 1));
-  } catch (const std::exception&) {
-    port = -1;
+  if (port_text.empty() && !default_port) throw CLI::ValidationError(option, "expected HOST:PORT, got '" + text + "'");
+  if (port_text.empty()) {
+    bind.port = *default_port;
+    return bind;
   }
-  if (port < 0 || port > 65535) throw CLI::ValidationError("--bind", "bad port in '" + text + "'");
+  int port = -1;
+  auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (error != std::errc{} || end != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+    throw CLI::ValidationError(option, "bad port in '" + text + "'");
+  }
   bind.port = static_cast<unsigned short>(port);
   return bind;
+}
+
+// systemd socket activation (sd_listen_fds(3)): LISTEN_FDS sockets from
+// descriptor 3 on, meant for us when LISTEN_PID is our pid. The variables
+// are removed so that nothing we start takes them for its own.
+std::vector<int> socket_activation_fds() {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* count = std::getenv("LISTEN_FDS");
+  if (!pid || !count) return {};
+  std::vector<int> fds;
+  if (std::string(pid) == std::to_string(::getpid())) {
+    int n = 0;
+    std::string_view text(count);
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (error != std::errc{} || end != text.data() + text.size() || n < 0 || n > 1024) {
+      throw CLI::ValidationError("LISTEN_FDS", "expected a number of sockets, got '" + std::string(text) + "'");
+    }
+    for (int fd = 3; fd < 3 + n; ++fd) fds.push_back(fd);
+  }
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  return fds;
 }
 
 // sockaddr_un holds 108 bytes, the terminating NUL included.
@@ -119,16 +162,25 @@ CLI::Validator number_within(double min, double max, const std::string& range) {
 constexpr double k_max_seconds = 1e9;
 constexpr double k_max_number = std::numeric_limits<double>::max();
 
+// The option's names for CLI11: --NAME first (errors name it), then
+// `aliases`, other programs' names for it ("-b,--host"). One option answers
+// to all of them; its environment variable is named after NAME alone.
+std::string names(const std::string& name, const std::string& aliases) {
+  return aliases.empty() ? "--" + name : "--" + name + "," + aliases;
+}
+
 template <typename T>
-CLI::Option* add(CLI::App& app, const std::string& name, T& value, const std::string& help) {
-  auto* option = app.add_option("--" + name, value, help)->envname(env_name(name))->capture_default_str();
+CLI::Option* add(CLI::App& app, const std::string& name, T& value, const std::string& help,
+                 const std::string& aliases = "") {
+  auto* option = app.add_option(names(name, aliases), value, help)->envname(env_name(name))->capture_default_str();
   if constexpr (std::is_arithmetic_v<T>) option->check(number_within(0, k_max_number, "from 0 up"));
   return option;
 }
 
-void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const std::string& help) {
+void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const std::string& help,
+                 const std::string& aliases = "") {
   auto* option = app.add_option_function<double>(
-      "--" + name, [&value](double s) { value = Seconds(s); }, help + " (seconds)");
+      names(name, aliases), [&value](double s) { value = Seconds(s); }, help + " (seconds)");
   option->envname(env_name(name))
       ->check(number_within(0, k_max_seconds, "of seconds from 0 to 1e9"))
       ->default_str(std::to_string(value.count()));
@@ -136,13 +188,33 @@ void add_seconds(CLI::App& app, const std::string& name, Seconds& value, const s
 
 }  // namespace
 
+std::string_view version() { return ASGI_BRIDGE_VERSION; }
+
 ParseOutcome parse_config(int argc, char** argv) {
   Config config;
   config.threads = std::max(1u, std::thread::hardware_concurrency());
   CLI::App app{"asgi-bridge: HTTP/1.1 and WebSocket gateway to ASGI workers over a message bus"};
+  app.set_version_flag("--version", "asgi-bridge " + std::string(version()));
+  // Aliases are the names Daphne and uvicorn users type (docs/operations.md).
   std::vector<std::string> binds;
-  add(app, "bind", binds, "HOST:PORT to listen on (repeatable; default 127.0.0.1:8000 unless --unix-socket)");
-  add(app, "unix-socket", config.unix_sockets, "Unix domain socket PATH to listen on (repeatable)");
+  add(app, "bind", binds,
+      "HOST:PORT to listen on, or HOST on --port (repeatable, or comma-separated; default 127.0.0.1:8000 unless "
+      "--unix-socket or --fd)",
+      "-b,--host")
+      ->delimiter(',');
+  unsigned port = k_default_port;
+  auto* port_option = add(app, "port", port, "port of a --bind/--host given without one; alone: 127.0.0.1:PORT", "-p")
+                          ->check(number_within(0, 65535, "from 0 to 65535"));
+  add(app, "unix-socket", config.unix_sockets, "Unix domain socket PATH to listen on (repeatable, or comma-separated)",
+      "-u,--uds")
+      ->delimiter(',');
+  add(app, "fd", config.inherited_fds,
+      "listening socket inherited as descriptor N (repeatable, or comma-separated); systemd's LISTEN_FDS are taken "
+      "too")
+      ->delimiter(',')
+      ->check(number_within(0, std::numeric_limits<int>::max(), "from 0 up"));
+  add(app, "backlog", config.backlog, "listen() backlog of --bind and --unix-socket listeners")
+      ->check(number_within(1, 65535, "from 1 to 65535"));
   add(app, "bus", config.bus_url,
       "bus URL: zmq://HOST:PORT, zmq+ipc://PATH, redis://[user:password@]HOST:PORT/DB, rediss://... (TLS)");
   add(app, "bus-prefix", config.bus_prefix, "Redis key prefix");
@@ -161,27 +233,34 @@ ParseOutcome parse_config(int argc, char** argv) {
                "rediss://: do not verify the Redis server's certificate nor its host name")
       ->envname("ASGI_BRIDGE_BUS_TLS_INSECURE");
   add(app, "threads", config.threads, "I/O threads")->check(CLI::Range(1u, 256u));
-  add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off");
+  add_seconds(app, "http-timeout", config.http_timeout, "504 when a response has not started; 0 = off", "-t");
   add_seconds(app, "dispatch-timeout", config.dispatch_timeout, "503 when no worker takes a connection");
-  add_seconds(app, "websocket-connect-timeout", config.websocket_connect_timeout, "504 when the app neither accepts nor closes");
-  add_seconds(app, "websocket-timeout", config.websocket_timeout, "maximum WebSocket lifetime; 0 = off");
-  add_seconds(app, "ping-interval", config.ping_interval, "WebSocket ping interval; 0 = off");
-  add_seconds(app, "ping-timeout", config.ping_timeout, "close a WebSocket whose pong is this late");
-  add_seconds(app, "keepalive-timeout", config.keepalive_timeout, "close idle keep-alive connections");
+  add_seconds(app, "websocket-connect-timeout", config.websocket_connect_timeout,
+              "504 when the app neither accepts nor closes", "--websocket_connect_timeout");
+  add_seconds(app, "websocket-timeout", config.websocket_timeout, "maximum WebSocket lifetime; 0 = off",
+              "--websocket_timeout");
+  add_seconds(app, "ping-interval", config.ping_interval, "a WebSocket silent this long gets a ping; 0 = off",
+              "--ws-ping-interval");
+  add_seconds(app, "ping-timeout", config.ping_timeout, "close 1011 a WebSocket whose pong is this late",
+              "--ws-ping-timeout");
+  add_seconds(app, "keepalive-timeout", config.keepalive_timeout, "close idle keep-alive connections",
+              "--timeout-keep-alive");
   add_seconds(app, "request-timeout", config.request_timeout,
               "408 when a request head is not whole this long after its first byte, or a body sends nothing this long");
   add(app, "min-body-rate", config.min_body_rate,
       "408 when a request body averages fewer bytes/s than this, past --min-body-rate-grace; 0 = off");
   add_seconds(app, "min-body-rate-grace", config.min_body_rate_grace,
               "time a request body gets before --min-body-rate applies");
-  add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work");
+  add_seconds(app, "drain-timeout", config.drain_timeout, "on SIGTERM, time given to in-flight work",
+              "--timeout-graceful-shutdown");
   add_seconds(app, "heartbeat-interval", config.heartbeat_interval, "bus heartbeat; a worker silent 3 intervals is dead");
   add(app, "max-body-size", config.max_body_size, "request body limit in bytes (413)");
   add(app, "max-header-size", config.max_header_size, "request head limit in bytes, CRLFs included (431)")
       ->check(number_within(1, k_max_number, "from 1 up"));
   add(app, "max-header-count", config.max_header_count, "request head limit in header fields (431)")
       ->check(number_within(1, k_max_number, "from 1 up"));
-  add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)");
+  add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)",
+      "--ws-max-size");
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
   add(app, "broadcast-queue", config.broadcast_queue,
@@ -190,30 +269,48 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "publish-token", config.publish_token,
       "bearer token the admin endpoint's POST /publish requires (default: none: whoever reaches --admin may publish)");
   add(app, "limit-connections", config.limit_connections,
-      "client connections open at once; past it 503 and close (0: the descriptor limit less a reserve)");
+      "client connections open at once; past it 503 and close (0: the descriptor limit less a reserve)",
+      "--limit-concurrency");
   add(app, "root-path", config.root_path, "ASGI root_path given to the app");
-  add(app, "server-name", config.server_name, "Server header value (empty: none)");
+  add(app, "server-name", config.server_name, "Server header value (empty: none)", "-s");
   add(app, "log-level", config.log_level, "trace, debug, info, warning, error, critical")
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
   std::string admin;
   add(app, "admin", admin, "HOST:PORT of the admin endpoint: /healthz, /readyz, /metrics (default: off)");
-  add(app, "tls-cert", config.tls_cert, "PEM certificate chain: serve HTTPS/WSS on the --bind listeners (needs --tls-key)");
-  add(app, "tls-key", config.tls_key, "PEM private key of --tls-cert");
+  add(app, "tls-cert", config.tls_cert,
+      "PEM certificate chain: serve HTTPS/WSS on the --bind and TCP --fd listeners (needs --tls-key)", "--ssl-certfile");
+  add(app, "tls-key", config.tls_key, "PEM private key of --tls-cert", "--ssl-keyfile");
   add(app, "log-format", config.log_format, "text, or json (one object per line)")
       ->check(CLI::IsMember({"text", "json"}));
-  app.add_flag("--access-log", config.access_log, "log one line per request")->envname("ASGI_BRIDGE_ACCESS_LOG");
+  app.add_flag("--access-log", config.access_log,
+               "log one line per HTTP exchange and two per WebSocket (answered, closed)")
+      ->envname("ASGI_BRIDGE_ACCESS_LOG");
+  std::string access_log_format = "combined";
+  add(app, "access-log-format", access_log_format,
+      "combined (Apache/nginx, extra fields appended as key=value) or daphne; --log-format json adds every field "
+      "as its own key")
+      ->check(CLI::IsMember({"combined", "daphne"}));
   app.add_flag("--proxy-headers", config.proxy_headers,
                "take the client address and scheme from X-Forwarded-For/-Proto/-Port sent by a trusted proxy")
       ->envname("ASGI_BRIDGE_PROXY_HEADERS");
   std::string trusted_proxies(k_default_trusted_proxies);
   add(app, "trusted-proxies", trusted_proxies,
-      "comma-separated addresses/CIDR networks (or *) whose X-Forwarded-* headers --proxy-headers believes");
+      "comma-separated addresses/CIDR networks (or *) whose X-Forwarded-* and Daphne-Root-Path headers "
+      "--proxy-headers believes",
+      "--forwarded-allow-ips");
   try {
     app.parse(argc, argv);
-    for (const auto& b : binds) config.binds.push_back(parse_bind(b));
+    for (const auto& b : binds) config.binds.push_back(parse_bind(b, "--bind", static_cast<unsigned short>(port)));
     for (const auto& path : config.unix_sockets) check_unix_socket(path);
-    if (config.binds.empty() && config.unix_sockets.empty()) config.binds.push_back({"127.0.0.1", 8000});
-    if (!admin.empty()) config.admin = parse_bind(admin);
+    for (int fd : socket_activation_fds()) config.inherited_fds.push_back(fd);
+    // As Daphne: 127.0.0.1:8000 when nothing else is given, 127.0.0.1:PORT
+    // when a port is, whatever else is.
+    bool no_other = config.unix_sockets.empty() && config.inherited_fds.empty();
+    if (config.binds.empty() && (no_other || port_option->count() > 0)) {
+      config.binds.push_back({"127.0.0.1", static_cast<unsigned short>(port)});
+    }
+    if (!admin.empty()) config.admin = parse_bind(admin, "--admin", std::nullopt);
+    config.access_log_format = parse_access_log_format(access_log_format);
     check_tls_pair(config);
     check_bus_security(config);
     if (config.heartbeat_interval.count() <= 0) throw CLI::ValidationError("--heartbeat-interval", "must be > 0");

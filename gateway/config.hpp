@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "access_log.hpp"
 #include "proxy_headers.hpp"
 
 namespace asgi_bridge::gateway {
@@ -23,9 +24,17 @@ struct BindAddress {
   unsigned short port = 0;
 };
 
+// --port, and the port of a --bind/--host given without one (Daphne's and
+// uvicorn's default).
+inline constexpr unsigned short k_default_port = 8000;
+
 struct Config {
   std::vector<BindAddress> binds;
   std::vector<std::string> unix_sockets;  // --unix-socket paths
+  // Listening sockets inherited from the parent: --fd, and systemd's socket
+  // activation (LISTEN_FDS/LISTEN_PID).
+  std::vector<int> inherited_fds;
+  unsigned backlog = 4096;                // listen() backlog (SOMAXCONN; the kernel caps it)
   std::optional<BindAddress> admin;       // --admin: /healthz, /readyz, /metrics
   std::string bus_url = "zmq://127.0.0.1:5555";
   std::string bus_prefix = "asgi";        // Redis key prefix
@@ -75,6 +84,7 @@ struct Config {
   std::string log_level = "info";
   std::string log_format = "text";       // text | json
   bool access_log = false;
+  AccessLogFormat access_log_format = AccessLogFormat::combined;
   bool proxy_headers = false;             // believe X-Forwarded-* from trusted_proxies
   TrustedProxies trusted_proxies = TrustedProxies::parse(k_default_trusted_proxies);
   // --tls-cert/--tls-key: both or neither; TLS on the --bind listeners only.
@@ -83,7 +93,10 @@ struct Config {
   bool tls() const { return !tls_cert.empty(); }
 };
 
-// Parses argv; on --help or an invalid option prints the message and
+// The version every program prints for --version.
+std::string_view version();
+
+// Parses argv; on --help, --version or an invalid option prints the message and
 // returns the process exit code instead of a Config.
 struct ParseOutcome {
   std::optional<Config> config;

@@ -126,9 +126,11 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.redispatchable = message.redispatchable;
   connection.websocket = message.websocket;
   connection.first = std::move(message.bytes);
-  connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
+  connection.arrived = Clock::now();
+  connection.deadline = connection.arrived + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
   if (shared_queue_) {
+    offer_again();  // those waiting for the bus go first
     offer_to_shared_queue(message.conn_id, connection);
   } else {
     dispatch_waiting();
@@ -136,17 +138,32 @@ void Dispatcher::on_first(ToBus&& message) {
 }
 
 // Redis: every worker with free capacity may pull it; the first message of
-// a worker about it (its claim) makes that worker the owner.
-void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection) {
-  if (transport_->offer_shared(connection.kind(), connection.first) != bus::SendStatus::sent) {
-    LogLimiter::warn(log::bus(), limiter_, "bus unavailable", "conn {}: the bus is unavailable", conn_id);
-    boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::no_capacity); });
+// a worker about it (its claim) makes that worker the owner. While the bus is
+// down (still connecting at start, Redis restarting) the connection waits as
+// it would for a worker: offered again each tick until its dispatch deadline.
+void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, Connection& connection) {
+  connection.offered = transport_->offer_shared(connection.kind(), connection.first) == bus::SendStatus::sent;
+  if (connection.offered) return;
+  unoffered_ = true;
+  LogLimiter::warn(log::bus(), limiter_, "bus unavailable",
+                   "conn {}: the bus is unavailable; waiting for it up to the dispatch timeout", conn_id);
+}
+
+void Dispatcher::offer_again() {
+  if (!unoffered_) return;
+  unoffered_ = false;
+  for (auto conn_id : waiting_) {
+    auto it = connections_.find(conn_id);
+    if (it == connections_.end() || it->second.offered || it->second.ended || !it->second.owner.empty()) continue;
+    offer_to_shared_queue(conn_id, it->second);
+    if (!it->second.offered) return;  // still down: tried again next tick
   }
 }
 
 void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id) {
   auto& worker = workers_[worker_id];
   worker.last_seen = Clock::now();
+  metrics_.observe_dispatch_wait(worker.last_seen - connection.arrived);
   connection.owner = worker_id;
   ++worker.assigned(connection.websocket);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
@@ -238,6 +255,8 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   connection.owner = worker_id;
   ++worker.assigned(connection.websocket);
   worker.last_assigned = ++assignments_;
+  connection.sent = Clock::now();
+  metrics_.observe_dispatch_wait(connection.sent - connection.arrived);
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
   send_to(worker_id, connection.first, conn_id);
   for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
@@ -285,10 +304,11 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     case Kind::heartbeat:
       return on_worker_status(worker_id, envelope);
     case Kind::drain:
-      if (auto it = workers_.find(worker_id); it != workers_.end()) {
+      if (auto it = workers_.find(worker_id); it != workers_.end() && !it->second.draining) {
         it->second.draining = true;
         it->second.last_seen = Clock::now();
-        log::bus().info("worker {} is draining", worker_id);
+        it->second.at_drain = it->second.in_flight + it->second.ws_in_flight;
+        log::bus().info("worker {} is draining with {} connection(s)", worker_id, it->second.at_drain);
       }
       return;
     case Kind::bye:
@@ -313,6 +333,14 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
   if (auto it = workers_.find(origin); it != workers_.end()) it->second.last_seen = Clock::now();
   if (shared_queue_) {
     log::bus().debug("worker {}: group message ignored (Redis workers publish themselves)", origin);
+    return;
+  }
+  // Receivers order and de-duplicate by (origin, sequence): a worker naming
+  // another as origin, with a high sequence, would silence that one's messages.
+  if (envelope.worker_id != origin) {
+    LogLimiter::warn(log::bus(), limiter_, origin + ": group origin",
+                     "worker {}: group message claiming to be from {} dropped", origin, envelope.worker_id);
+    metrics_.count_group_dropped();
     return;
   }
   const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
@@ -441,6 +469,7 @@ void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& 
     log::bus().info("worker {} joined (capacity {})", worker_id, worker.capacity);
   }
   publish_worker_gauges();  // /readyz knows at once, not at the next tick
+  if (added) publish_worker_list();
   dispatch_waiting();
 }
 
@@ -470,11 +499,16 @@ void Dispatcher::on_connection_message(const std::string& worker_id, Envelope&& 
   if (!connection.acknowledged) {
     connection.acknowledged = true;
     release(connection.first);
+    if (connection.sent != Clock::time_point{}) metrics_.observe_bus_round_trip(Clock::now() - connection.sent);
   }
   if (envelope.kind == Kind::event && !within_window(worker_id, conn_id, connection, envelope)) return;
   if (envelope.event) {
     if (auto* start = std::get_if<protocol::HttpResponseStart>(&*envelope.event)) connection.trailers = start->trailers;
+    connection.answered = connection.answered || std::holds_alternative<protocol::HttpResponseStart>(*envelope.event) ||
+                          std::holds_alternative<protocol::WebSocketAccept>(*envelope.event) ||
+                          std::holds_alternative<protocol::WebSocketHttpResponseStart>(*envelope.event);
   }
+  if (worker != workers_.end() && worker->second.draining) note_while_draining(worker->second, envelope);
   connection.finished = connection.finished || is_last_event(envelope, connection.trailers);
   envelope.worker_id = worker_id;  // the sender as the bus knows it, for the session's log lines
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, WorkerMessage::from(std::move(envelope)));
@@ -533,30 +567,44 @@ void Dispatcher::fail(std::uint64_t conn_id, BusFailure failure) {
   shards_[Shard::index_of(conn_id) % shards_.size()]->post_event(conn_id, failure);
 }
 
+// What a draining worker does to its connections itself, for its departure line.
+void Dispatcher::note_while_draining(Worker& worker, const Envelope& envelope) {
+  if (envelope.kind == Kind::error) {
+    ++worker.errors_while_draining;
+  } else if (const auto* close = envelope.event ? std::get_if<protocol::WebSocketClose>(&*envelope.event) : nullptr) {
+    ++worker.closes_while_draining[close->code];
+  }
+}
+
 void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why) {
-  if (workers_.erase(worker_id) == 0) return;
+  auto found = workers_.find(worker_id);
+  if (found == workers_.end()) return;
+  Worker worker = std::move(found->second);
+  workers_.erase(found);
   publish_worker_gauges();
+  publish_worker_list();
   std::vector<std::uint64_t> failed;
-  std::size_t finished = 0;
-  std::size_t requeued = 0;
+  Departure departure;
   for (auto& [conn_id, connection] : connections_) {
     if (connection.owner != worker_id || connection.orphaned) continue;
     if (connection.finished) {
       // Its session is writing the worker's last event: the client loses nothing.
       connection.orphaned = true;
-      ++finished;
+      ++departure.finished;
     } else if (!connection.acknowledged && connection.redispatchable && !connection.redispatched) {
       connection.owner.clear();
       connection.redispatched = true;
       connection.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
       waiting_.push_front(conn_id);
       if (shared_queue_) offer_to_shared_queue(conn_id, connection);
-      ++requeued;
+      ++departure.requeued;
     } else {
       failed.push_back(conn_id);
+      ++(!connection.answered ? departure.unanswered
+                              : connection.websocket ? departure.websockets : departure.aborted);
     }
   }
-  log_departure(worker_id, why, finished, requeued, failed.size());
+  log_departure(worker_id, why, worker, departure);
   for (auto conn_id : failed) {
     log::bus().info("conn {}: failed with worker {}", conn_id, worker_id);
     fail(conn_id, BusFailure::worker_lost);
@@ -566,21 +614,44 @@ void Dispatcher::worker_lost(const std::string& worker_id, std::string_view why)
 
 // Says what the clients saw: a worker that said bye after finishing its
 // connections simply left; one that vanished is news, more so with losses.
-void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, std::size_t finished,
-                               std::size_t requeued, std::size_t failed) {
+// A worker that drained says too how many connections it had then and how
+// it ended those its graceful timeout cut (WebSocket closes by code, errors).
+void Dispatcher::log_departure(const std::string& worker_id, std::string_view why, const Worker& worker,
+                               const Departure& departure) {
   bool said_bye = why == k_said_bye;
   std::string line = fmt::format("worker {} {}", worker_id, said_bye ? "left" : fmt::format("lost ({})", why));
+  auto plural = [](std::size_t count) { return count == 1 ? "" : "s"; };
+  if (worker.draining) {
+    line += fmt::format(" after draining {} connection{}", worker.at_drain, plural(worker.at_drain));
+    for (auto [code, count] : worker.closes_while_draining) {
+      line += fmt::format(", {} WebSocket{} closed {} by the worker", count, plural(count), code);
+    }
+    if (worker.errors_while_draining > 0) {
+      line += fmt::format(", {} ended with an error by the worker (500, abort or 1011)", worker.errors_while_draining);
+    }
+  }
+  std::string failures;
+  const std::pair<std::size_t, const char*> how[] = {{departure.unanswered, "unanswered: 502"},
+                                                     {departure.aborted, "HTTP response aborted"},
+                                                     {departure.websockets, "WebSocket closed 1011"}};
+  for (auto [count, what] : how) {
+    if (count > 0) failures += fmt::format("{}{} {}", failures.empty() ? "" : ", ", count, what);
+  }
   std::string_view separator = ": ";
-  const std::pair<std::size_t, const char*> outcomes[] = {{finished, "finished"}, {requeued, "re-dispatched"},
-                                                          {failed, "failed"}};
-  for (auto [count, what] : outcomes) {
+  const std::pair<std::size_t, std::string> outcomes[] = {
+      {departure.finished, "finished"},
+      {departure.requeued, "re-dispatched"},
+      {departure.failed(), fmt::format("failed ({})", failures)}};
+  for (const auto& [count, what] : outcomes) {
     if (count == 0) continue;
-    line += fmt::format("{}{} connection{} {}", separator, count, count == 1 ? "" : "s", what);
+    line += fmt::format("{}{} connection{} {}", separator, count, plural(count), what);
     separator = ", ";
   }
-  auto level = failed > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
+  auto level = departure.failed() > 0 || !said_bye ? spdlog::level::warn : spdlog::level::info;
   // On a shared queue a worker that stops serving this gateway simply goes quiet: not news.
-  if (shared_queue_ && finished + requeued + failed == 0) level = spdlog::level::debug;
+  if (shared_queue_ && departure.finished + departure.requeued + departure.failed() == 0 && !worker.draining) {
+    level = spdlog::level::debug;
+  }
   log::bus().log(level, "{}", line);
 }
 
@@ -613,6 +684,7 @@ void Dispatcher::tick() {
     group_second_ = now;
     for (auto& [id, worker] : workers_) worker.group_bytes = 0;
   }
+  if (shared_queue_) offer_again();
   while (!waiting_.empty()) {
     auto it = connections_.find(waiting_.front());
     if (it != connections_.end() && it->second.owner.empty() && it->second.deadline > now) break;
@@ -628,6 +700,33 @@ void Dispatcher::tick() {
     }
   }
   publish_worker_gauges();
+  publish_queue_depth();
+  if (heartbeat_due) publish_worker_list();
+}
+
+// Connections waiting for a worker; ids of ones that ended are skipped.
+void Dispatcher::publish_queue_depth() {
+  std::size_t depth = 0;
+  for (auto conn_id : waiting_) {
+    auto it = connections_.find(conn_id);
+    depth += it != connections_.end() && it->second.owner.empty() && !it->second.ended ? 1 : 0;
+  }
+  metrics_.set_dispatch_queue(depth);
+}
+
+// The per-worker gauges, once per heartbeat interval: their figures move
+// with every request, a scrape comes every few seconds at most.
+void Dispatcher::publish_worker_list() {
+  worker_list_.resize(workers_.size());
+  std::size_t i = 0;
+  for (const auto& [id, worker] : workers_) {
+    auto& gauge = worker_list_[i++];
+    gauge.id.assign(id);
+    gauge.draining = worker.draining;
+    gauge.in_flight = std::uint64_t{worker.in_flight} + worker.ws_in_flight;
+    gauge.capacity = std::uint64_t{worker.capacity} + worker.ws_capacity.value_or(0);
+  }
+  metrics_.set_worker_gauges(worker_list_);
 }
 
 void Dispatcher::publish_worker_gauges() {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,11 @@ class Dispatcher {
     Clock::time_point last_seen;
     std::uint64_t last_assigned = 0;
     std::uint64_t group_bytes = 0;     // group messages relayed to it this second
+    // From its `drain` on: the connections it had then, and how it ended
+    // them itself, for the line logged when it leaves.
+    std::size_t at_drain = 0;
+    std::size_t errors_while_draining = 0;         // `error`: 500, abort or 1011
+    std::map<int, std::size_t> closes_while_draining;  // WebSocket closes, by code
 
     std::uint32_t& assigned(bool websocket) { return websocket ? ws_in_flight : in_flight; }
     void finished(bool websocket) {
@@ -88,12 +94,16 @@ class Dispatcher {
     // the byte window we granted bounds it (docs/protocol.md §5).
     std::uint64_t unacked_bytes = 0;
     bool trailers = false;             // its response start announced trailers
+    bool answered = false;             // response started, WebSocket accepted or denied
     bool finished = false;             // the worker sent its last event for it
     bool orphaned = false;             // its worker left after finishing it; the session ends it
     // Redis: the session ended before any worker claimed it; kept (with what the
     // session sent last, its disconnect) for a claim until the dispatch deadline.
     bool ended = false;
+    bool offered = true;               // Redis: its first event is in the shared queue
     Clock::time_point deadline;        // dispatch deadline while waiting
+    Clock::time_point arrived;         // for the dispatch wait metric
+    Clock::time_point sent;            // its first event went to its worker (ZeroMQ), for the bus round trip
 
     bus::NewConnection kind() const { return websocket ? bus::NewConnection::websocket : bus::NewConnection::http; }
   };
@@ -115,20 +125,33 @@ class Dispatcher {
   void fan_out(PublicationPtr publication, std::string_view origin);
   void relay_publish(const PublicationPtr& publication);
 
-  void offer_to_shared_queue(std::uint64_t conn_id, const Connection& connection);
+  void offer_to_shared_queue(std::uint64_t conn_id, Connection& connection);
+  void offer_again();
   void claim(std::uint64_t conn_id, Connection& connection, const std::string& worker_id);
   void dispatch_waiting();
   Worker* pick_worker(bool websocket, std::string& id_out);
   void assign(std::uint64_t conn_id, Connection& connection, const std::string& worker_id, Worker& worker);
   void worker_lost(const std::string& worker_id, std::string_view why);
-  void log_departure(const std::string& worker_id, std::string_view why, std::size_t finished, std::size_t requeued,
-                     std::size_t failed);
+  // How a departing worker's connections ended when it left.
+  struct Departure {
+    std::size_t finished = 0;    // its last event is being written: nothing lost
+    std::size_t requeued = 0;    // re-dispatched to another worker
+    std::size_t unanswered = 0;  // failed before an answer: 502
+    std::size_t aborted = 0;     // HTTP response cut short
+    std::size_t websockets = 0;  // open WebSocket closed 1011
+    std::size_t failed() const { return unanswered + aborted + websockets; }
+  };
+  void note_while_draining(Worker& worker, const protocol::Envelope& envelope);
+  void log_departure(const std::string& worker_id, std::string_view why, const Worker& worker,
+                     const Departure& departure);
   void fail(std::uint64_t conn_id, BusFailure failure);
   void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
   void reject(const std::string& worker_id, std::uint64_t conn_id, const char* why);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
   void tick();
   void publish_worker_gauges();
+  void publish_worker_list();
+  void publish_queue_depth();
   void schedule_tick();
   void log_refused_worker(std::string_view address, std::string_view reason);
 
@@ -147,9 +170,11 @@ class Dispatcher {
   std::unordered_map<std::string, Worker> workers_;
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
+  bool unoffered_ = false;  // Redis: some waiting connection could not be offered yet
   Clock::time_point group_second_;      // start of the second group budgets count in
   LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
   std::uint64_t relays_ = 0;            // ZeroMQ: admin publishes relayed, to rotate the relaying worker
+  std::vector<Metrics::WorkerGauge> worker_list_;  // reused: no allocation once the ids are known
 };
 
 }  // namespace asgi_bridge::gateway

@@ -14,6 +14,7 @@
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <fmt/format.h>
 
+#include "access_log.hpp"
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
@@ -158,6 +159,10 @@ awaitable<bool> HttpSession::read_head() {
     if (ec || draining_) co_return false;
   }
   idle_ = false;
+  head_started_ = Clock::now();
+  bytes_in_ = bytes_out_ = 0;
+  sent_status_ = 0;
+  gateway_reason_.reset();
   arm(read_deadline_, config_.request_timeout);
   // The gateway counts the head itself (Beast 1.74 does not count a head
   // that arrives in pieces), and reads no more than the limit: the check
@@ -186,6 +191,7 @@ awaitable<bool> HttpSession::read_head() {
     co_return co_await reject_request(ec == http::error::body_limit ? 413 : 400, why);
   }
   buffer_.consume(used);
+  bytes_in_ += used;
   co_return true;
 }
 
@@ -200,15 +206,24 @@ awaitable<bool> HttpSession::reject_request(int status, std::string_view reason)
   auto peer = ends_.peer_address ? ends_.peer_address->to_string() : std::string("unix");
   LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
                    status, reason);
-  dispatcher_.metrics().count_response(Protocol::http, status);
+  if (bytes_in_ == 0) bytes_in_ = buffer_.size();  // a head refused unparsed: what was read of it
   co_await write(format_error_response(status, config_.server_name));
+  sent_status_ = status;
+  gateway_reason_ = reason_of_status(status);
+  report_exchange();
   co_return false;
+}
+
+GatewayReason HttpSession::reason_of_status(int status) {
+  if (status == 408) return GatewayReason::client_timeout;
+  return status == 413 || status == 431 ? GatewayReason::limit : GatewayReason::bad_request;
 }
 
 awaitable<bool> HttpSession::serve() {
   auto& request = parser_->request();
   auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, ends_, config_);
   if (!scope) co_return co_await reject_request(400, "invalid request target");
+  if (config_.access_log) client_ = scope->client;  // as --proxy-headers resolved it
   if (!has_valid_host(request)) co_return co_await reject_request(400, "no Host or more than one");
   link_.open();
   body_bytes_written_ = 0;
@@ -231,16 +246,19 @@ awaitable<bool> HttpSession::serve() {
       bool written = co_await write(k_continue);
       if (!written) {
         end_exchange();
+        report_exchange();
         co_return false;
       }
     }
     auto result = co_await read_body_chunk(chunk);
     if (result != ReadResult::ok) {
       if (result != ReadResult::client_gone) {
-        dispatcher_.metrics().count_response(Protocol::http, status_of(result));
         co_await write(format_error_response(status_of(result), config_.server_name));
+        sent_status_ = status_of(result);
+        gateway_reason_ = reason_of(result);
       }
       end_exchange();
+      report_exchange();
       co_return false;
     }
   }
@@ -255,6 +273,7 @@ awaitable<bool> HttpSession::serve() {
   co_await respond();
   co_await stop_reader();
   end_exchange();
+  report_exchange();
   co_return keep_alive_ && !close_after_ && body_complete_ && !client_gone_ && !draining_;
 }
 
@@ -278,6 +297,7 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
   body_deadline_.cancel();
   body_rate_.read_ends(Clock::now(), parser_->body_bytes());
   chunk.resize(parser_->body_bytes());
+  bytes_in_ += chunk.size();
   parser_->lend_body_buffer(nullptr, 0);
   auto result = read_result(ec);
   if (result != ReadResult::ok && result != ReadResult::client_gone) log_body_rejected(result);
@@ -294,6 +314,12 @@ HttpSession::ReadResult HttpSession::read_result(const boost::system::error_code
 
 int HttpSession::status_of(ReadResult result) {
   return result == ReadResult::too_slow ? 408 : result == ReadResult::too_large ? 413 : 400;
+}
+
+GatewayReason HttpSession::reason_of(ReadResult result) {
+  return result == ReadResult::too_slow    ? GatewayReason::client_timeout
+         : result == ReadResult::too_large ? GatewayReason::limit
+                                           : GatewayReason::bad_request;
 }
 
 // A client can send bad bodies at will: its lines are limited per address.
@@ -410,12 +436,14 @@ awaitable<void> HttpSession::respond() {
     auto event = co_await link_.inbox()->pop(deadline);
     if (!event) {
       send_disconnect();
-      co_await fail_exchange(504, "the response did not start within --http-timeout");
+      co_await fail_exchange(504, GatewayReason::app_timeout, "the response did not start within --http-timeout");
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       co_await handle(*reply);
     } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
       bool no_capacity = *failure == BusFailure::no_capacity;
-      co_await fail_exchange(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost");
+      co_await fail_exchange(no_capacity ? 503 : 502,
+                             no_capacity ? GatewayReason::no_worker : GatewayReason::worker_lost,
+                             no_capacity ? "no worker available" : "worker lost");
     } else if (std::holds_alternative<ClientGone>(*event)) {
       log::http().debug("conn {}: client left before the response completed", link_.conn_id());
       client_gone_ = true;
@@ -423,7 +451,7 @@ awaitable<void> HttpSession::respond() {
       response_ = Response::done;
     } else if (auto* invalid = std::get_if<RequestInvalid>(&*event)) {
       send_disconnect();
-      co_await answer_error(invalid->status);  // the reader logged why
+      co_await answer_error(invalid->status, reason_of_status(invalid->status));  // the reader logged why
     }
   }
 }
@@ -431,13 +459,14 @@ awaitable<void> HttpSession::respond() {
 awaitable<void> HttpSession::handle(WorkerMessage& reply) {
   using protocol::Kind;
   const char* violation = nullptr;
+  if (config_.access_log && worker_.empty()) worker_ = reply.worker_id;
   if (reply.kind == Kind::credit) {
     if (link_.on_credit(reply.events)) co_return;
     violation = "a credit for events never sent";
   } else if (reply.kind == Kind::error) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
-    co_await fail_exchange(500, "application error");
+    co_await fail_exchange(500, GatewayReason::app_error, "application error");
     co_return;
   } else if (reply.kind != Kind::event || !reply.event) {
     co_return;
@@ -474,7 +503,7 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                      "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
     send_disconnect();
-    co_await fail_exchange(502, violation);
+    co_await fail_exchange(502, GatewayReason::invalid_response, violation);
   }
 }
 
@@ -487,7 +516,7 @@ awaitable<void> HttpSession::on_start(protocol::HttpResponseStart& start, const 
                      "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
                      worker_id, check.problem);
     send_disconnect();
-    co_await answer_error(500);
+    co_await answer_error(500, GatewayReason::invalid_response);
     co_return;
   }
   content_length_ = check.content_length;
@@ -507,6 +536,7 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
     head = format_response_head({status, &start_->headers, chunked_, close_after_, !close_after_ && http10,
                                  config_.server_name});
     head_written_ = true;
+    sent_status_ = status;
   }
   std::string_view payload = body_allowed_ ? std::string_view(body.body) : std::string_view{};
   if (content_length_ && body_bytes_written_ + payload.size() > *content_length_) {
@@ -550,17 +580,11 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
     last += "\r\n";
     if (!co_await write(last)) client_gone_ = true;
   }
-  if (start_) dispatcher_.metrics().count_response(Protocol::http, start_->status);
-  if (config_.access_log) {
-    log::access().info("{} \"{} {}\" {}", ends_.label(),
-                       std::string(parser_->request().method_string()), std::string(parser_->request().target()),
-                       start_ ? start_->status : 0);
-  }
 }
 
 // Before the head went out the client gets `status`; after, the response
 // can only be cut short, which the client sees as an incomplete message.
-awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
+awaitable<void> HttpSession::fail_exchange(int status, GatewayReason reason, const char* why) {
   if (head_written_) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
                      why);
@@ -568,19 +592,20 @@ awaitable<void> HttpSession::fail_exchange(int status, const char* why) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status,
                      why);
   }
-  co_await answer_error(status);
+  co_await answer_error(status, reason);
 }
 
 // fail_exchange without its log line, for callers that logged the cause themselves.
-awaitable<void> HttpSession::answer_error(int status) {
+awaitable<void> HttpSession::answer_error(int status, GatewayReason reason) {
   response_ = Response::done;
   close_after_ = true;
   if (head_written_) {
     close_socket();
     co_return;
   }
-  dispatcher_.metrics().count_response(Protocol::http, status);
   head_written_ = true;
+  sent_status_ = status;
+  gateway_reason_ = reason;
   co_await write(format_error_response(status, config_.server_name, status == 503 ? "retry-after: 1\r\n" : ""));
 }
 
@@ -590,7 +615,8 @@ awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::
   std::array<asio::const_buffer, 3> buffers{asio::buffer(a), asio::buffer(b), asio::buffer(c)};
   boost::system::error_code ec;
   arm(write_deadline_, config_.request_timeout);
-  co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
+  auto written = co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
+  bytes_out_ += written;
   write_deadline_.cancel();
   if (ec) log::http().debug("conn {}: write failed: {}", link_.conn_id(), ec.message());
   co_return !ec;
@@ -635,8 +661,51 @@ awaitable<void> HttpSession::answer_slow_head() {
   LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(408),
                    "{}: request head not complete within --request-timeout ({} s); answering 408", ends_.label(),
                    config_.request_timeout.count());
-  dispatcher_.metrics().count_response(Protocol::http, 408);
+  if (bytes_in_ == 0) bytes_in_ = buffer_.size();  // the part of the head that came
   co_await write(format_error_response(408, config_.server_name));
+  sent_status_ = 408;
+  gateway_reason_ = GatewayReason::client_timeout;
+  report_exchange();
+}
+
+// The exchange's metrics, and its access log line. With the log off this
+// fills a record of views and counts: nothing is copied or allocated.
+void HttpSession::report_exchange() {
+  AccessRecord record;
+  record.status = sent_status_;
+  record.gateway_reason = sent_status_ != 0 ? gateway_reason_ : std::nullopt;
+  record.bytes_received = bytes_in_;
+  record.bytes_sent = bytes_out_;
+  record.duration = Clock::now() - head_started_;
+  shard_.metrics().count(record);
+  if (!config_.access_log) return;
+  const auto& client = client_ ? client_ : ends_.client;
+  if (client) {
+    record.client = client->host;
+    record.client_port = client->port;
+  }
+  record.worker = worker_;
+  if (parser_ && parser_->is_header_done()) {
+    const auto& request = parser_->request();
+    auto view = [](boost::beast::string_view v) { return std::string_view(v.data(), v.size()); };
+    record.method = view(request.method_string());
+    record.target = view(request.target());
+    record.http_version = request.version() == 10 ? 10 : 11;
+    record.referer = view(request[http::field::referer]);
+    record.user_agent = view(request[http::field::user_agent]);
+  } else {
+    record.raw_request_line = request_line_received();
+  }
+  write_access_log(record, config_.access_log_format, config_.log_format == "json");
+  client_.reset();
+  worker_.clear();
+}
+
+// The first line of a head refused before it was parsed, as far as it came
+// (at most 256 bytes of it).
+std::string_view HttpSession::request_line_received() const {
+  auto line = buffered().substr(0, 256);
+  return line.substr(0, line.find_first_of("\r\n"));
 }
 
 // Per client address (not port: a client opens many connections) and status.

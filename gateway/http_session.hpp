@@ -42,12 +42,14 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
+  static GatewayReason reason_of_status(int status);
   std::string_view buffered() const;  // the bytes read and not yet parsed
   boost::asio::awaitable<bool> serve();
   enum class ReadResult { ok, client_gone, too_large, too_slow, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);
   ReadResult read_result(const boost::system::error_code& ec) const;
   static int status_of(ReadResult result);
+  static GatewayReason reason_of(ReadResult result);
   void log_body_rejected(ReadResult result);
   void arm_body_deadline();
   void on_body_too_slow();
@@ -58,8 +60,10 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<void> on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
   boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
-  boost::asio::awaitable<void> fail_exchange(int status, const char* why);
-  boost::asio::awaitable<void> answer_error(int status);
+  boost::asio::awaitable<void> fail_exchange(int status, GatewayReason reason, const char* why);
+  boost::asio::awaitable<void> answer_error(int status, GatewayReason reason);
+  void report_exchange();
+  std::string_view request_line_received() const;
   boost::asio::awaitable<bool> write(std::string_view a, std::string_view b = {}, std::string_view c = {});
   boost::asio::awaitable<void> stop_reader();
 
@@ -110,6 +114,16 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   std::uint64_t body_bytes_written_ = 0;
   protocol::Headers trailers_;
   Clock::time_point started_at_;
+
+  // What the access log and the metrics say of the exchange (report_exchange).
+  Clock::time_point head_started_;  // its first byte read
+  std::uint64_t bytes_in_ = 0;      // request head and body
+  std::uint64_t bytes_out_ = 0;     // everything written
+  int sent_status_ = 0;             // 0: no response went out
+  std::optional<GatewayReason> gateway_reason_;  // the gateway made the response
+  // --access-log only, so that a request with the log off copies nothing.
+  std::optional<protocol::Endpoint> client_;  // as --proxy-headers resolved it
+  std::string worker_;
 };
 
 }  // namespace asgi_bridge::gateway

@@ -1,7 +1,14 @@
 #include "listener.hpp"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
 
 #include <cerrno>
 #include <cstring>
@@ -73,9 +80,47 @@ asio::awaitable<void> answer_refusal(std::shared_ptr<StreamSocket> socket, std::
   }
 }
 
+// The address family of `fd`, a listening stream socket; throws otherwise.
+int listening_family(int fd) {
+  auto fail = [fd](std::string_view why) { throw std::runtime_error(fmt::format("--fd {}: {}", fd, why)); };
+  int type = 0;
+  int listening = 0;
+  socklen_t size = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0) {
+    fail(errno == ENOTSOCK ? "not a socket" : std::strerror(errno));  // EBADF: nothing inherited there
+  }
+  size = sizeof listening;
+  if (type != SOCK_STREAM || ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || !listening) {
+    fail("not a listening stream socket");
+  }
+  sockaddr_storage address{};
+  size = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) fail(std::strerror(errno));
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6 && address.ss_family != AF_UNIX) {
+    fail("neither a TCP nor a Unix domain socket");
+  }
+  return address.ss_family;
+}
+
+// "http://127.0.0.1:8000", "unix:/run/app.sock": for the log.
+std::string describe(const asio::basic_socket_acceptor<asio::generic::stream_protocol>& acceptor, bool tls) {
+  boost::system::error_code ec;
+  auto local = acceptor.local_endpoint(ec);
+  if (ec) return "address unknown";
+  if (local.protocol().family() == AF_UNIX) {
+    const auto* address = reinterpret_cast<const sockaddr_un*>(local.data());
+    auto length = local.size() - offsetof(sockaddr_un, sun_path);
+    return "unix:" + std::string(address->sun_path, strnlen(address->sun_path, length));
+  }
+  tcp::endpoint endpoint;
+  std::memcpy(endpoint.data(), local.data(), std::min<std::size_t>(local.size(), endpoint.capacity()));
+  return fmt::format("{}://{}", tls ? "https" : "http", endpoint.address().to_string() + ":" +
+                                                             std::to_string(endpoint.port()));
+}
+
 }  // namespace
 
-void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_view option) {
+void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_view option, int backlog) {
   boost::system::error_code ec;
   auto ip = asio::ip::make_address(address.host, ec);
   if (ec) throw std::runtime_error(fmt::format("{} {}:{}: not an IP address", option, address.host, address.port));
@@ -83,7 +128,7 @@ void listen_on(tcp::acceptor& acceptor, const BindAddress& address, std::string_
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor.listen(backlog, ec);
   if (ec) {
     throw std::runtime_error(
         fmt::format("{}: cannot listen on {}:{}: {}", option, address.host, address.port, ec.message()));
@@ -99,7 +144,7 @@ Listener::Listener(asio::io_context& io, const BindAddress& address, std::vector
     : Listener(io, std::move(shards), dispatcher, config, limit) {
   tls_ = tls;
   tcp::acceptor acceptor(io);
-  listen_on(acceptor, address, "--bind");
+  listen_on(acceptor, address, "--bind", static_cast<int>(config.backlog));
   log::server().info("listening on {}://{}:{}", tls ? "https" : "http", address.host, acceptor.local_endpoint().port());
   acceptor_ = std::move(acceptor);
 }
@@ -117,10 +162,25 @@ Listener::Listener(asio::io_context& io, const std::string& path, std::vector<Sh
   // Like uvicorn's --uds: whoever may enter the directory may connect (nginx
   // usually runs as another user); restrict access with the directory.
   if (::chmod(path.c_str(), 0666) != 0) fail_unix(path, std::string("cannot chmod 0666: ") + std::strerror(errno));
-  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  acceptor.listen(static_cast<int>(config.backlog), ec);
   if (ec) fail_unix(path, "cannot listen: " + ec.message());
   log::server().info("listening on unix:{}", path);
   acceptor_ = std::move(acceptor);
+}
+
+Listener::Listener(asio::io_context& io, InheritedSocket inherited, std::vector<Shard*> shards,
+                   Dispatcher& dispatcher, const Config& config, ConnectionLimit& limit, asio::ssl::context* tls)
+    : Listener(io, std::move(shards), dispatcher, config, limit) {
+  int fd = inherited.fd;
+  auto family = listening_family(fd);
+  bool unix_socket = family == AF_UNIX;
+  tls_ = unix_socket ? nullptr : tls;  // as --unix-socket: the proxy in front is on this host
+  boost::system::error_code ec;
+  acceptor_.assign(asio::generic::stream_protocol(family, unix_socket ? 0 : IPPROTO_TCP), fd, ec);
+  if (ec) throw std::runtime_error(fmt::format("--fd {}: {}", fd, ec.message()));
+  // The socket is ours now: keep it from programs we might start.
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  log::server().info("listening on inherited descriptor {} ({})", fd, describe(acceptor_, tls_ != nullptr));
 }
 
 Listener::~Listener() { remove_socket_file(); }
@@ -197,6 +257,7 @@ void Listener::refuse(StreamSocket socket) {
                    "--limit-connections {} reached: new connections get 503", limit_.limit());
   auto refusing = limit_.try_refuse();
   if (tls_ || !refusing) return;  // the socket closes as it goes out of scope
+  dispatcher_.metrics().count_connection_refused();
   auto shared = std::make_shared<StreamSocket>(std::move(socket));
   asio::co_spawn(shared->get_executor(),
                  answer_refusal(shared, format_error_response(503, config_.server_name, "retry-after: 1\r\n"),

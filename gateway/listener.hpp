@@ -1,7 +1,7 @@
 #pragma once
-// Accepts connections on one TCP address (--bind) or one Unix domain socket
-// (--unix-socket) and places each on the next shard (round robin), where its
-// HttpSession lives from then on. A TCP listener given a TLS context
+// Accepts connections on one TCP address (--bind), one Unix domain socket
+// (--unix-socket) or one inherited socket (--fd), and places each on the next
+// shard (round robin), where its HttpSession lives from then on. A TCP listener given a TLS context
 // (--tls-cert) serves HTTPS and WSS; a Unix socket is always plain (the proxy
 // in front of it is on the same host). Past --limit-connections a connection
 // gets 503 and is closed; a failed accept (out of descriptors) pauses the
@@ -32,7 +32,13 @@ namespace asgi_bridge::gateway {
 
 // Opens, binds and listens; throws std::runtime_error starting with `option`
 // (--bind, --admin) and naming the address when it cannot.
-void listen_on(boost::asio::ip::tcp::acceptor& acceptor, const BindAddress& address, std::string_view option);
+void listen_on(boost::asio::ip::tcp::acceptor& acceptor, const BindAddress& address, std::string_view option,
+               int backlog = boost::asio::socket_base::max_listen_connections);
+
+// A listening socket the gateway inherited (--fd, systemd's LISTEN_FDS).
+struct InheritedSocket {
+  int fd;
+};
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
@@ -45,6 +51,11 @@ class Listener : public std::enable_shared_from_this<Listener> {
   // business) and removed again when the listener stops.
   Listener(boost::asio::io_context& io, const std::string& path, std::vector<Shard*> shards,
            Dispatcher& dispatcher, const Config& config, ConnectionLimit& limit);
+  // Takes over a socket already listening (TCP or Unix; TLS with `tls` on
+  // TCP only); throws std::runtime_error naming the descriptor when it is
+  // not a listening stream socket.
+  Listener(boost::asio::io_context& io, InheritedSocket inherited, std::vector<Shard*> shards,
+           Dispatcher& dispatcher, const Config& config, ConnectionLimit& limit, boost::asio::ssl::context* tls);
   ~Listener();
 
   void start();

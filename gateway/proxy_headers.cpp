@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "asgi_adapter.hpp"
 #include "list_items.hpp"
 
 namespace asgi_bridge::gateway {
@@ -68,6 +69,19 @@ std::optional<std::string> forwarded_scheme(std::string_view proto, protocol::Sc
   return secure ? "https" : "http";
 }
 
+// Daphne-Root-Path: the prefix the proxy mounts the app at (Daphne's header,
+// which nginx configurations written for Daphne set). The nearest proxy's
+// (last) value, percent-decoded as Daphne does; the header is for the
+// server, not the app, and leaves the scope as in Daphne.
+void apply_root_path(protocol::Scope& scope) {
+  auto& headers = scope.headers;
+  auto is_root_path = [](const protocol::Header& header) { return header.name == "daphne-root-path"; };
+  auto last = std::find_if(headers.rbegin(), headers.rend(), is_root_path);
+  if (last == headers.rend()) return;
+  scope.root_path = percent_decode_utf8(last->value);
+  headers.erase(std::remove_if(headers.begin(), headers.end(), is_root_path), headers.end());
+}
+
 }  // namespace
 
 TrustedProxies TrustedProxies::parse(std::string_view list) {
@@ -115,6 +129,7 @@ bool TrustedProxies::contains(std::string_view address) const {
 void apply_proxy_headers(protocol::Scope& scope, const std::optional<ip::address>& peer,
                          const TrustedProxies& trusted) {
   if (peer && !trusted.contains(*peer)) return;
+  apply_root_path(scope);
   if (auto protos = header_items(scope.headers, "x-forwarded-proto"); !protos.empty()) {
     // The last value is the one the nearest (trusted) proxy added.
     if (auto scheme = forwarded_scheme(protos.back(), scope.type)) scope.scheme = *scheme;

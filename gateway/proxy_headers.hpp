@@ -1,7 +1,8 @@
 #pragma once
 // --proxy-headers: behind a reverse proxy or load balancer, the client the app
 // should see is the one the proxy names in X-Forwarded-For / -Proto / -Port,
-// not the proxy's own address. Only a peer listed in --trusted-proxies may say
+// not the proxy's own address; the app's mount point is the one it names in
+// Daphne-Root-Path. Only a peer listed in --trusted-proxies may say
 // so: anyone else could forge those headers.
 #include <optional>
 #include <string_view>
@@ -30,7 +31,8 @@ class TrustedProxies {
   std::vector<boost::asio::ip::network_v6> v6_;
 };
 
-// Rewrites scope.client and scope.scheme from the X-Forwarded-* headers when
+// Rewrites scope.client and scope.scheme from the X-Forwarded-* headers, and
+// scope.root_path from Daphne-Root-Path (then removed from the headers), when
 // `peer` (the TCP peer) is trusted; leaves the scope alone otherwise. No peer
 // means a Unix socket peer, which is always trusted: only processes on this
 // host allowed to open the socket file can connect (uvicorn does the same).

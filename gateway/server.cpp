@@ -82,6 +82,10 @@ int Server::run() {
       listeners_.push_back(
           std::make_shared<Listener>(main_io_, path, shard_pointers, *dispatcher_, config_, *connections_));
     }
+    for (int fd : config_.inherited_fds) {
+      listeners_.push_back(std::make_shared<Listener>(main_io_, InheritedSocket{fd}, shard_pointers, *dispatcher_,
+                                                      config_, *connections_, tls_.get()));
+    }
     if (config_.admin) {
       admin_ = std::make_unique<AdminServer>(
           main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers, dispatcher_->workers_pull(), config_,

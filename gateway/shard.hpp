@@ -17,6 +17,7 @@
 #include "inbox.hpp"
 #include "log_limiter.hpp"
 #include "mailbox.hpp"
+#include "metrics.hpp"
 
 namespace asgi_bridge::gateway {
 
@@ -50,6 +51,9 @@ class Shard {
   bool draining() const { return draining_; }
   // Shard thread: for warnings a peer can repeat (a worker's invalid events...).
   LogLimiter& log_limiter() { return log_limiter_; }
+  // Shard thread writes (its sessions), any thread reads (a scrape).
+  ShardMetrics& metrics() { return metrics_; }
+  const ShardMetrics& metrics() const { return metrics_; }
   // Any thread: how many sessions live on this shard.
   std::size_t session_count() const { return live_sessions_.load(std::memory_order_relaxed); }
 
@@ -103,6 +107,7 @@ class Shard {
   std::unordered_map<std::uint64_t, std::weak_ptr<Drainable>> sessions_;
   std::atomic<std::size_t> live_sessions_{0};
   LogLimiter log_limiter_;
+  ShardMetrics metrics_;
 };
 
 }  // namespace asgi_bridge::gateway

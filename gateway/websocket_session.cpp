@@ -12,6 +12,7 @@
 #include <boost/beast/websocket/error.hpp>
 #include <fmt/format.h>
 
+#include "access_log.hpp"
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
@@ -98,7 +99,8 @@ WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request
       config_(config),
       link_(ws_.get_executor(), shard, dispatcher),
       close_deadline_(ws_.get_executor()),
-      lifetime_(ws_.get_executor()) {}
+      lifetime_(ws_.get_executor()),
+      keepalive_(ws_.get_executor()) {}
 
 WebSocketSession::~WebSocketSession() {
   unsubscribe_all();  // the registry holds a plain pointer to us
@@ -121,7 +123,7 @@ void WebSocketSession::drain() {
 
 awaitable<void> WebSocketSession::run() {
   if (auto refusal = send_connect()) {
-    co_await reject(refusal->status, refusal->why, refusal->extra_headers);
+    co_await reject(refusal->status, GatewayReason::bad_request, refusal->why, refusal->extra_headers);
     co_await tls_shutdown();
     co_return;
   }
@@ -129,6 +131,7 @@ awaitable<void> WebSocketSession::run() {
   upgrade_.reset();  // only the handshake needed it; an open WebSocket may idle for hours
   if (state_ == State::open) {
     co_await serve_open();  // Beast's closing handshake ends TLS too
+    report_close();
   } else {
     co_await tls_shutdown();
   }
@@ -145,6 +148,7 @@ std::optional<WebSocketSession::Refusal> WebSocketSession::send_connect() {
   auto scope = make_scope(upgrade_->request, std::move(upgrade_->headers), protocol::ScopeType::websocket,
                           upgrade_->ends, config_);
   if (!scope) return Refusal{400, "bad request target", ""};
+  if (config_.access_log) client_ = scope->client;
   link_.open();
   link_.send_first(protocol::WebSocketConnect{}, std::move(*scope), true);
   return std::nullopt;
@@ -159,21 +163,23 @@ awaitable<void> WebSocketSession::hold_handshake() {
     auto event = co_await link_.inbox()->pop(deadline);
     if (!event) {
       send_disconnect(1006);
-      co_await reject(504, "no accept or close within --websocket-connect-timeout");
+      co_await reject(504, GatewayReason::app_timeout, "no accept or close within --websocket-connect-timeout");
     } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
       bool no_capacity = *failure == BusFailure::no_capacity;
       if (!no_capacity) send_disconnect(1006);
-      co_await reject(no_capacity ? 503 : 502, no_capacity ? "no worker available" : "worker lost",
-                      no_capacity ? "retry-after: 1\r\n" : "");
+      co_await reject(no_capacity ? 503 : 502, no_capacity ? GatewayReason::no_worker : GatewayReason::worker_lost,
+                      no_capacity ? "no worker available" : "worker lost", no_capacity ? "retry-after: 1\r\n" : "");
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
       log::websocket().debug("conn {}: client left during the handshake", link_.conn_id());
       send_disconnect(gone->code);
       state_ = State::done;
+      report_handshake(0, std::nullopt);
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
+      if (config_.access_log && worker_.empty()) worker_ = reply->worker_id;
       if (reply->kind == protocol::Kind::error) {
         LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
                          "conn {}: application error on worker {}: {}", link_.conn_id(), reply->worker_id, reply->error);
-        co_await reject(500, "application error");
+        co_await reject(500, GatewayReason::app_error, "application error");
         continue;
       }
       if (reply->kind != protocol::Kind::event || !check_sequence(*reply)) continue;
@@ -182,12 +188,12 @@ awaitable<void> WebSocketSession::hold_handshake() {
       } else if (auto* accepted = std::get_if<protocol::WebSocketAccept>(&*reply->event)) {
         co_await accept(*accepted);
       } else if (std::holds_alternative<protocol::WebSocketClose>(*reply->event)) {
-        co_await reject(403, "the application closed before accepting");
+        co_await reject(403, std::nullopt, "the application closed before accepting");
       } else if (auto* start = std::get_if<protocol::WebSocketHttpResponseStart>(&*reply->event)) {
         co_await deny(*start);
       } else {
         send_disconnect(1006);
-        co_await reject(502, "invalid event before accept");
+        co_await reject(502, GatewayReason::invalid_response, "invalid event before accept");
       }
     }
   }
@@ -212,7 +218,7 @@ awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& c
                    "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
                    check.problem);
   send_disconnect(1006);
-  co_await reject(500, "invalid handshake response from the app");
+  co_await reject(500, GatewayReason::invalid_response, "invalid handshake response from the app");
 }
 
 // The client must stay silent until our 101; readable with nothing to read
@@ -249,7 +255,13 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
         }
         if (subprotocol) response.set(http::field::sec_websocket_protocol, *subprotocol);
       }));
-  set_keepalive(true);
+  // Beast's own timer only bounds the handshakes (the closing one too); our
+  // keep-alive timer does the pings.
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = k_close_timeout;
+  timeouts.idle_timeout = websocket::stream_base::none();
+  timeouts.keep_alive_pings = false;
+  ws_.set_option(timeouts);
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
@@ -258,21 +270,24 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     log::websocket().info("conn {}: handshake failed: {}", link_.conn_id(), ec.message());
     send_disconnect(1006);
     state_ = State::done;
+    report_handshake(0, std::nullopt);
     co_return;
   }
   state_ = State::open;
+  set_keepalive(true);
   // An open WebSocket may idle for hours: drop the decorator's copy of the
   // app's headers (run() drops the upgrade request).
   ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
   log::websocket().debug("conn {}: accepted", link_.conn_id());
-  dispatcher_.metrics().count_response(Protocol::websocket, 101);
+  opened_ = Clock::now();
+  report_handshake(101, std::nullopt);
 }
 
 // The denial response extension: the app's status, headers and body, then close.
 awaitable<void> WebSocketSession::deny(protocol::WebSocketHttpResponseStart& start) {
   auto head = format_response_head({start.status, &start.headers, false, true, false, config_.server_name});
   state_ = State::done;
-  dispatcher_.metrics().count_response(Protocol::websocket, start.status);
+  report_handshake(start.status, std::nullopt);
   if (!co_await write_raw(head)) co_return;
   for (;;) {
     auto event = co_await link_.inbox()->pop(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.request_timeout));
@@ -308,10 +323,10 @@ awaitable<void> WebSocketSession::serve_open() {
     if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       co_await on_open_event(*reply);
     } else if (std::holds_alternative<BusFailure>(*event)) {
-      co_await close(1011, "");
+      co_await close(1011, "", Closer::gateway);
     } else if (auto* local = std::get_if<LocalClose>(&*event)) {
       send_disconnect(local->code);
-      co_await close(local->code, "");
+      co_await close(local->code, "", Closer::gateway);
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
       send_disconnect(gone->code, gone->reason);
       state_ = State::done;
@@ -329,7 +344,7 @@ awaitable<void> WebSocketSession::read_frames() {
       // Paused for credits, we leave the client's pongs unread too: not its fault.
       set_keepalive(false);
       while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
-      set_keepalive(true);  // the next read re-arms Beast's idle timer
+      set_keepalive(true);
     }
     // One message, read in parts: Beast sizes the buffer before a frame
     // arrives (1,536 bytes for a whole-message read), so the first part is
@@ -359,9 +374,12 @@ awaitable<void> WebSocketSession::read_frames() {
       } else if (ec != asio::error::operation_aborted) {
         log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
       }
+      // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
+      note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
       inbox->push(std::move(gone));
       break;
     }
+    last_heard_ = Clock::now();
     if (failing) continue;
     auto data = beast::buffers_to_string(read_buffer_.data());
     if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
@@ -369,6 +387,7 @@ awaitable<void> WebSocketSession::read_frames() {
       inbox->push(LocalClose{1007});
       continue;
     }
+    count_in(data.size());
     protocol::WebSocketReceive receive;
     receive.text = ws_.got_text();
     receive.data = std::move(data);
@@ -383,13 +402,13 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     if (link_.on_credit(reply.events)) co_return;
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
                      "conn {}: worker {} acknowledged events never sent", link_.conn_id(), reply.worker_id);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
     co_return;
   }
   if (reply.kind == Kind::error) {
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
     co_return;
   }
   if (reply.kind != Kind::event || !check_sequence(reply) || state_ != State::open) co_return;
@@ -398,44 +417,92 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     ws_.text(send->text);
     co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
     if (ec) co_return;  // the reader reports the end of the connection
+    count_out(send->data.size());
     link_.on_written(send->data.size());
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
-    co_await close(closing->code, closing->reason);
+    co_await close(closing->code, closing->reason, Closer::app);
   } else if (auto* joining = std::get_if<protocol::BroadcastSubscribe>(&*reply.event)) {
     if (subscribe(joining->channel)) co_return;
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": subscriptions",
                      "conn {}: app on worker {} subscribed to more than {} channels; closing 1011", link_.conn_id(),
                      reply.worker_id, k_max_subscriptions);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
   } else if (auto* leaving = std::get_if<protocol::BroadcastUnsubscribe>(&*reply.event)) {
     unsubscribe(leaving->channel);
   } else {
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                      "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
-    co_await close(1011, "");
+    co_await close(1011, "", Closer::gateway);
   }
 }
 
-// Beast's timeouts: pings after --ping-interval of silence and a close after
-// twice that, or (off) no idle limit at all; the closing handshake's limit always.
+// Pings while `on` and --ping-interval is not 0. Off while the reader waits
+// for credits: the client's pongs then sit unread, which is not its fault.
 void WebSocketSession::set_keepalive(bool on) {
-  websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = k_close_timeout;  // Beast also applies it to our close
-  bool pings = on && config_.ping_interval.count() > 0;
-  timeouts.idle_timeout = pings ? std::chrono::duration_cast<Clock::duration>(config_.ping_interval * 2)
-                                : websocket::stream_base::none();
-  timeouts.keep_alive_pings = pings;
-  ws_.set_option(timeouts);
+  awaiting_pong_ = false;
+  if (!on || config_.ping_interval.count() <= 0) {
+    keepalive_.cancel();
+    return;
+  }
+  last_heard_ = Clock::now();
+  wait_for_silence();
 }
 
-// The client's close frame. Beast completes the read only after the TCP
-// teardown (it waits for the client's FIN), so the app hears the close now; and
-// that wait gets a deadline, which Beast does not give it when pings are off.
+void WebSocketSession::wait_for_silence() {
+  arm_keepalive(last_heard_ + std::chrono::duration_cast<Clock::duration>(config_.ping_interval));
+}
+
+void WebSocketSession::arm_keepalive(Clock::time_point at) {
+  keepalive_.expires_at(at);
+  keepalive_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) self->on_keepalive_timer();
+  });
+}
+
+// Silent for --ping-interval: ping, and give the pong --ping-timeout (0: no
+// limit). No pong by then: close 1011, as uvicorn and Daphne do, rather than
+// drop the connection without a word.
+void WebSocketSession::on_keepalive_timer() {
+  if (state_ != State::open) return;
+  if (awaiting_pong_) {
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), "ping timeout",
+                     "conn {}: no pong within --ping-timeout ({} s): closing 1011", link_.conn_id(),
+                     config_.ping_timeout.count());
+    if (link_.inbox()) link_.inbox()->push(LocalClose{1011});
+    return;
+  }
+  if (Clock::now() < last_heard_ + std::chrono::duration_cast<Clock::duration>(config_.ping_interval)) {
+    wait_for_silence();  // heard from since the timer was set
+    return;
+  }
+  if (!pinging_) {
+    pinging_ = true;
+    ws_.async_ping({}, [self = shared_from_this()](const boost::system::error_code&) { self->pinging_ = false; });
+  }
+  if (config_.ping_timeout.count() <= 0) {
+    last_heard_ = Clock::now();
+    wait_for_silence();
+    return;
+  }
+  awaiting_pong_ = true;
+  arm_keepalive(Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.ping_timeout));
+}
+
+// Any frame shows the client alive; a pong ends the wait for it.
+// The client's close frame: Beast completes the read only after the TCP
+// teardown (it waits for the client's FIN), so the app hears the close now;
+// and that wait gets a deadline, which Beast (its idle timer off) does not give it.
 void WebSocketSession::on_control_frame(websocket::frame_type kind) {
+  last_heard_ = Clock::now();
+  if (kind == websocket::frame_type::pong && awaiting_pong_) {
+    awaiting_pong_ = false;
+    wait_for_silence();  // replaces the pong's deadline
+  }
   if (kind != websocket::frame_type::close) return;
   if (state_ == State::open && close_code_beyond_range(ws_.reason().code)) {
     fail_bad_close_code();
   } else if (state_ == State::open) {
+    note_close(client_close_code(), Closer::client);
     send_disconnect(client_close_code(), std::string(ws_.reason().reason.c_str()));
   }
   close_deadline_.expires_after(k_close_timeout);
@@ -455,6 +522,7 @@ void WebSocketSession::fail_bad_close_code() {
   log::websocket().info("conn {}: client sent close code {}, outside 1000-4999: closing 1002", link_.conn_id(),
                         ws_.reason().code);
   send_disconnect(1002);
+  note_close(1002, Closer::gateway);
   state_ = State::closing;  // close() does nothing more: one close per stream
   ws_.async_close(websocket::close_reason(websocket::close_code::protocol_error),
                   [self = shared_from_this()](const boost::system::error_code&) {});
@@ -468,9 +536,10 @@ int WebSocketSession::client_close_code() const {
 
 // Sends our close frame; the reader then sees the client's answer (or the
 // Beast handshake timeout) and ends the connection.
-awaitable<void> WebSocketSession::close(int code, std::string reason) {
+awaitable<void> WebSocketSession::close(int code, std::string reason, Closer who) {
   if (state_ != State::open) co_return;
   state_ = State::closing;
+  note_close(code, who);
   websocket::close_reason why;
   why.code = static_cast<std::uint16_t>(code);
   why.reason = reason;
@@ -556,6 +625,7 @@ awaitable<void> WebSocketSession::write_broadcast() {
     boost::system::error_code ec;
     ws_.text(publication->text);
     co_await ws_.async_write(asio::buffer(publication->data), redirect_error(use_awaitable, ec));
+    if (!ec) count_out(publication->data.size());  // a message out, as the app's own
   }
   broadcast_bytes_ -= std::min(broadcast_bytes_, publication->data.size());
   if (++broadcast_head_ < broadcasts_.size()) {
@@ -569,11 +639,84 @@ awaitable<void> WebSocketSession::write_broadcast() {
 
 // --- plumbing -----------------------------------------------------------------
 
-awaitable<void> WebSocketSession::reject(int status, const char* why, std::string_view extra_headers) {
+awaitable<void> WebSocketSession::reject(int status, Origin origin, const char* why, std::string_view extra_headers) {
   state_ = State::done;
   log::websocket().info("conn {}: answering {}: {}", link_.conn_id(), status, why);
-  dispatcher_.metrics().count_response(Protocol::websocket, status);
+  report_handshake(status, origin);
   co_await write_raw(format_error_response(status, config_.server_name, extra_headers));
+}
+
+// --- access log and metrics ---------------------------------------------------------
+
+// The first close decides the line: the other side's answer to it is no news.
+void WebSocketSession::note_close(int code, Closer who) {
+  if (close_noted_) return;
+  close_noted_ = true;
+  close_code_ = code;
+  closed_by_ = who;
+}
+
+void WebSocketSession::count_in(std::size_t bytes) {
+  ++messages_in_;
+  bytes_in_ += bytes;
+  shard_.metrics().websocket_message_in(bytes);
+}
+
+void WebSocketSession::count_out(std::size_t bytes) {
+  ++messages_out_;
+  bytes_out_ += bytes;
+  shard_.metrics().websocket_message_out(bytes);
+}
+
+// The upgrade request answered (status 0: the client left first). Called
+// while upgrade_ still holds the request.
+void WebSocketSession::report_handshake(int status, Origin origin) {
+  AccessRecord record;
+  record.kind = AccessRecord::Kind::websocket_handshake;
+  record.status = status;
+  record.gateway_reason = origin;
+  record.duration = Clock::now() - started_;
+  shard_.metrics().count(record);
+  if (!config_.access_log || !upgrade_) return;
+  const auto& request = upgrade_->request;
+  auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
+  const auto& client = client_ ? client_ : upgrade_->ends.client;
+  if (client) {
+    record.client = client->host;
+    record.client_port = client->port;
+  }
+  record.method = "GET";
+  record.target = view(request.target());
+  record.http_version = request.version() == 10 ? 10 : 11;
+  record.referer = view(request[http::field::referer]);
+  record.user_agent = view(request[http::field::user_agent]);
+  record.worker = worker_;
+  write_access_log(record, config_.access_log_format, config_.log_format == "json");
+  if (status != 101) return;
+  // The close line needs these after the upgrade request is freed.
+  target_.assign(record.target);
+  if (!client_) client_ = upgrade_->ends.client;
+}
+
+void WebSocketSession::report_close() {
+  AccessRecord record;
+  record.kind = AccessRecord::Kind::websocket_close;
+  record.status = close_code_;
+  record.closed_by = closed_by_;
+  record.duration = Clock::now() - opened_;
+  record.messages_received = messages_in_;
+  record.messages_sent = messages_out_;
+  record.bytes_received = bytes_in_;
+  record.bytes_sent = bytes_out_;
+  shard_.metrics().count(record);
+  if (!config_.access_log) return;
+  if (client_) {
+    record.client = client_->host;
+    record.client_port = client_->port;
+  }
+  record.target = target_;
+  record.worker = worker_;
+  write_access_log(record, config_.access_log_format, config_.log_format == "json");
 }
 
 awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view b) {
@@ -614,6 +757,7 @@ awaitable<void> WebSocketSession::tls_shutdown() {
 void WebSocketSession::teardown() {
   unsubscribe_all();
   lifetime_.cancel();
+  keepalive_.cancel();
   close_deadline_.cancel();
   link_.wake();
   ws_.next_layer().close();

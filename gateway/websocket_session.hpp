@@ -56,6 +56,8 @@ class WebSocketSession : public Drainable,
     const char* why;
     std::string_view extra_headers;
   };
+  // Who answered an upgrade request: the app (none) or the gateway, and why.
+  using Origin = std::optional<GatewayReason>;
 
   boost::asio::awaitable<void> run();
   std::optional<Refusal> send_connect();
@@ -68,12 +70,20 @@ class WebSocketSession : public Drainable,
   boost::asio::awaitable<void> serve_open();
   boost::asio::awaitable<void> read_frames();
   boost::asio::awaitable<void> on_open_event(WorkerMessage& reply);
-  boost::asio::awaitable<void> close(int code, std::string reason);
+  boost::asio::awaitable<void> close(int code, std::string reason, Closer who);
+  void note_close(int code, Closer who);
+  void count_in(std::size_t bytes);
+  void count_out(std::size_t bytes);
+  void report_handshake(int status, Origin origin);
+  void report_close();
   void set_keepalive(bool on);
+  void wait_for_silence();
+  void arm_keepalive(Clock::time_point at);
+  void on_keepalive_timer();
   void on_control_frame(boost::beast::websocket::frame_type kind);
   void fail_bad_close_code();
   int client_close_code() const;
-  boost::asio::awaitable<void> reject(int status, const char* why, std::string_view extra_headers = {});
+  boost::asio::awaitable<void> reject(int status, Origin origin, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
 
   // The asgi-bridge.broadcast extension (docs/broadcast.md).
@@ -109,6 +119,12 @@ class WebSocketSession : public Drainable,
   bool draining_ = false;
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
+  // Keep-alive: a ping after --ping-interval of silence, close 1011 when its
+  // pong is later than --ping-timeout.
+  boost::asio::steady_timer keepalive_;
+  Clock::time_point last_heard_;  // the client's last frame
+  bool awaiting_pong_ = false;
+  bool pinging_ = false;          // our ping is being written
   boost::beast::flat_buffer read_buffer_;
   std::vector<std::string> channels_;  // subscribed to, at most k_max_subscriptions
   // Publishes not yet written, oldest at broadcast_head_: a pointer each,
@@ -117,6 +133,21 @@ class WebSocketSession : public Drainable,
   std::size_t broadcast_head_ = 0;
   std::size_t broadcast_bytes_ = 0;    // their payloads
   bool slow_subscriber_ = false;       // the queue overflowed: closing 1013
+
+  // What the access log and the metrics say of the connection.
+  Clock::time_point started_ = Clock::now();  // the upgrade request's arrival
+  Clock::time_point opened_;                  // our 101 sent
+  std::uint64_t messages_in_ = 0;
+  std::uint64_t messages_out_ = 0;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  int close_code_ = 1006;  // the first close: ours or the client's
+  Closer closed_by_ = Closer::client;
+  bool close_noted_ = false;
+  // --access-log only: the request's client (as resolved), target and worker.
+  std::optional<protocol::Endpoint> client_;
+  std::string target_;
+  std::string worker_;
 };
 
 }  // namespace asgi_bridge::gateway

@@ -8,8 +8,8 @@
   ``zmq``, ``zmq+ipc``, ``redis``, ``rediss``, ``curve``) runs every test over each of
   those buses instead, ZeroMQ-only ones over its ZeroMQ buses. ``curve`` is
   ZeroMQ with CURVE: keys made per test, passed to the gateway and the
-  workers the harness starts (``harness.BusUrl``); raw DEALERs (fakeworker)
-  have none, so ``zmq_only`` tests skip it. Redis: one private
+  workers the harness starts (``harness.BusUrl``) and to the scripted
+  worker (fakeworker). Redis: one private
   redis-server per session (free port, no persistence), a database per test;
   ``rediss``: one with TLS and client certificates (made per session), the
   TLS options passed as for ``curve``.

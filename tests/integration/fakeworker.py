@@ -16,6 +16,9 @@ from typing import Optional
 
 import msgpack
 import zmq
+import zmq.auth
+
+from .harness import bus_args
 
 
 class FakeWorker:
@@ -28,6 +31,7 @@ class FakeWorker:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.ROUTING_ID, self.id.encode())
         self.sock.setsockopt(zmq.LINGER, 0)
+        self._use_curve_keys(bus_url)
         self.sock.connect("tcp://" + bus_url[len("zmq://"):])
         self.inbox: "queue.Queue[dict]" = queue.Queue()
         self.gateway_id: Optional[str] = None
@@ -39,6 +43,16 @@ class FakeWorker:
         self.send({"v": 1, "k": "ready", "w": self.id,
                    "capacity": capacity, "active": 0})
         self._thread.start()
+
+    def _use_curve_keys(self, bus_url: str) -> None:
+        """On the ``curve`` test bus, the worker keys the harness gives real workers."""
+        args = bus_args(bus_url, "worker")
+        options = dict(zip(args[::2], args[1::2]))
+        if "--bus-server-key" not in options:
+            return
+        self.sock.curve_serverkey, _ = zmq.auth.load_certificate(options["--bus-server-key"])
+        self.sock.curve_publickey, self.sock.curve_secretkey = zmq.auth.load_certificate(
+            options["--bus-secret-key"])
 
     # -- the socket thread (ZeroMQ sockets are not thread-safe) -----------
 

@@ -90,7 +90,9 @@ class Proc:
 
     def __init__(self, name: str, argv: list[str], log_path: Path,
                  env: Optional[dict] = None,
-                 preexec_fn: Optional[Callable[[], None]] = None):
+                 preexec_fn: Optional[Callable[[], None]] = None,
+                 pass_fds: Iterable[int] = ()):
+        """pass_fds: descriptors the child inherits (an inherited listening socket)."""
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
@@ -100,7 +102,7 @@ class Proc:
         self.popen = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            start_new_session=True, preexec_fn=preexec_fn)
+            start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
         self.pid = self.popen.pid
         LIVE.append(self)
 

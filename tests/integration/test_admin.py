@@ -39,7 +39,8 @@ def test_healthz_readyz_and_metrics_count_responses(admin_bridge, bus_url):
     before = request(admin, "GET", "/metrics")
     assert before.status == 200
     assert before.header("content-type").startswith("text/plain; version=0.0.4")
-    ok_before = metric(before.body.decode(), "asgi_bridge_responses_total", '{protocol="http",status="2xx"}')
+    ok_before = metric(before.body.decode(), "asgi_bridge_responses_total",
+                       '{protocol="http",status="2xx",origin="app"}')
     for _ in range(3):
         assert request(b.port, "GET", "/").status == 200
     assert request(b.port, "GET", "/status?code=404").status == 404
@@ -49,8 +50,9 @@ def test_healthz_readyz_and_metrics_count_responses(admin_bridge, bus_url):
 
     text = request(admin, "GET", "/metrics").body.decode()
     # /__ready probes of the harness may add more 2xx, never fewer.
-    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="2xx"}') >= ok_before + 3
-    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx"}') >= 2
+    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="2xx",origin="app"}') >= ok_before + 3
+    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="app"}') >= 1  # the 404
+    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="gateway"}') >= 1
     assert metric(text, "asgi_bridge_draining") == 0
     if not bus_url.startswith(("redis://", "rediss://")):
         assert metric(text, "asgi_bridge_workers") == 1

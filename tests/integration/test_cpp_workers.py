@@ -406,9 +406,6 @@ def test_worker_outlives_its_gateway_and_meets_the_next(cpp_bridge):
 
 
 def test_gateway_bye_is_heard_and_the_worker_stays(cpp_bridge, bus_url):
-    if bus_url.startswith("rediss://"):
-        pytest.skip("known limitation (docs/redis.md): over rediss:// the gateway's bye written "
-                    "at exit does not get through the TLS relay")
     b, worker = cpp_bridge("hello")
     b.gateway.signal(signal.SIGTERM)
     assert b.gateway.wait(15) == 0
@@ -442,7 +439,7 @@ def test_sigterm_finishes_in_flight_request_then_exits_0(cpp_bridge):
     assert "bye" in log
 
 
-def test_sigterm_graceful_timeout_closes_websocket_1001(cpp_bridge):
+def test_sigterm_graceful_timeout_closes_websocket_1012(cpp_bridge):
     b, worker = cpp_bridge("echo", "--graceful-timeout", "0.5")
 
     async def body():
@@ -452,7 +449,7 @@ def test_sigterm_graceful_timeout_closes_websocket_1001(cpp_bridge):
             worker.signal(signal.SIGTERM)
             with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
                 await asyncio.wait_for(ws.recv(), 10)
-            assert info.value.rcvd.code == 1001
+            assert info.value.rcvd.code == 1012  # service restart
     run(body())
     assert worker.wait(10) == 0
 

@@ -10,6 +10,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -109,7 +110,7 @@ def test_http_over_unix_socket_only(unix_bridge, path):
     assert scope["server"] == [str(path), None]
     assert scope["client"] is None
 
-    log = wait_for_log(gw, 'unix: "GET /scope" 200')  # the access log names the socket peer
+    log = wait_for_log(gw, re.compile(r'\] unix: - - \[[^]]+\] "GET /scope HTTP/1.1" 200 '))  # the socket peer
     assert f"listening on unix:{path}" in log
     assert "listening on http://" not in log  # no TCP listener without --bind
 

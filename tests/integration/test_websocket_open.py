@@ -165,7 +165,8 @@ def test_invalid_utf8_in_text_frame_closes_1007(bridge_factory):
 
 
 def test_pings_keep_an_answering_client_open(bridge_factory):
-    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5"])
+    # Each pong meets its --ping-timeout deadline.
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5", "--ping-timeout", "0.5"])
     with opened(b.port, "/echo?id=ping") as c:
         pings = 0
         deadline = time.monotonic() + 3  # six ping intervals, all answered
@@ -182,19 +183,23 @@ def test_pings_keep_an_answering_client_open(bridge_factory):
         assert b.state.read("ws-ping") is None
 
 
-def test_a_client_that_never_answers_pings_is_closed(bridge_factory):
-    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5"])
-    started = time.monotonic()
+def test_a_client_that_never_answers_pings_is_closed_1011(bridge_factory):
+    """--ping-timeout is its own deadline: no pong within it after a ping, and the
+    gateway closes with 1011 (a close frame, not a dropped socket) and says why."""
+    b = bridge_factory(APP, gateway_args=["--ping-interval", "0.5", "--ping-timeout", "0.5"])
     with opened(b.port, "/echo?id=deaf", timeout=15) as c:
         pings = 0
-        with pytest.raises(EOFError):
-            while True:
-                fin, opcode, payload = c.read_frame()
-                assert opcode in (PING, CLOSE), opcode
-                pings += opcode == PING
-        assert pings >= 1
-    assert time.monotonic() - started < 15, "no hang"
-    assert b.state.wait_for("ws-deaf").startswith("disconnect 1006")
+        while True:
+            fin, opcode, payload = c.read_frame()
+            if opcode == CLOSE:
+                break
+            assert opcode == PING, opcode
+            pings += 1
+        assert pings == 1, "one ping, then the close at its deadline"
+        assert int.from_bytes(payload[:2], "big") == 1011
+        c.send_frame(CLOSE, close_payload(1011))
+    assert b.state.wait_for("ws-deaf").startswith("disconnect 1011")
+    wait_for_log(b.gateway, "no pong within --ping-timeout (0.5 s): closing 1011")
 
 
 def test_pings_off_with_interval_zero(bridge_factory):

@@ -8,6 +8,7 @@ asserts by status, close code, log line or a memory bound.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import time
@@ -229,6 +230,37 @@ def test_group_flood_is_bounded_and_others_are_served(bridge_factory, bus_url):
         wait_for_log(b.gateway, f"worker {flooder.id}: group message not relayed")
     finally:
         flooder.close()
+
+
+def group_messages(fake, timeout: float) -> list[dict]:
+    """The group messages the fake worker receives within timeout seconds."""
+    got, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = fake.inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if msg.get("k") == "group":
+            got.append(msg)
+    return got
+
+
+def test_group_message_with_a_borrowed_origin_is_dropped(fake_bridge):
+    """Receivers order group messages by (origin, sequence): a worker that names
+    another as the origin could silence that worker's messages everywhere."""
+    sender, receiver = fake_bridge.add_fake(), fake_bridge.add_fake()
+    for fake in (sender, receiver):
+        wait_for_log(fake_bridge.gateway, f"worker {fake.id} joined")
+
+    def group(origin: str, text: str) -> dict:
+        return {"v": 1, "k": "group", "w": origin, "s": 2**40, "group": "room",
+                "event": {"type": "websocket.send", "text": text}}
+    sender.send(group(receiver.id, "forged"))
+    wait_for_log(fake_bridge.gateway, f"worker {sender.id}: group message claiming to be from "
+                                      f"{receiver.id} dropped")
+    sender.send(group(sender.id, "genuine"))
+    texts = [m["event"]["text"] for m in group_messages(receiver, 2.0)]
+    assert texts == ["genuine"], texts
 
 
 # -- item 9: a flood of garbage gives a bounded log ----------------------------------------------

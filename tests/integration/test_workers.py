@@ -2,12 +2,14 @@
 ASGI 2 apps."""
 
 import json
+import re
 import signal
 import time
 
 import pytest
 
-from .harness import Background, request, wait_until
+from .harness import Background, request, wait_for_log, wait_until
+from .wsraw import CLOSE, RawWebSocket, close_payload
 
 pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
@@ -123,3 +125,22 @@ def test_unknown_app_exits_non_zero(bridge_factory):
     assert worker.wait(15) != 0
     wait_until(lambda: "no_such_module_here" in worker.log(), 5,
                "the worker to name the module it could not import")
+
+
+def test_graceful_timeout_closes_websockets_1012_and_the_gateway_says_so(bridge_factory):
+    """An open WebSocket that the graceful timeout ends gets 1012 "service restart" (the
+    gateway stays: come back), as from the C++ worker, not the 1011 of an error; the
+    gateway's departure line says what the worker had and did."""
+    b = bridge_factory("ws_routes:app", worker_args=["--graceful-timeout", "0.5"])
+    worker = b.workers[0]
+    with RawWebSocket(b.port, "/hang?id=g", timeout=15) as c:
+        assert c.read_handshake().status == 101
+        b.state.wait_for("started-g")
+        worker.signal(signal.SIGTERM)
+        assert c.read_close()[0] == 1012
+        c.send_frame(CLOSE, close_payload(1012))
+    assert worker.wait(15) == 0
+    log = wait_for_log(b.gateway, " left after draining")
+    assert re.search(r"worker \S+ is draining with 1 connection", log), log
+    assert re.search(r"worker \S+ left after draining 1 connection, "
+                     r"1 WebSocket closed 1012 by the worker", log), log

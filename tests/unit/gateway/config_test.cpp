@@ -3,6 +3,8 @@
 // --bus-tls-* options of rediss:// buses, and the numbers every option must be.
 #include "config.hpp"
 
+#include <unistd.h>
+
 #include <cctype>
 #include <cstdlib>
 #include <string>
@@ -219,6 +221,114 @@ TEST(ConfigBusTls, OptionsBelongToRedissAndACertificateNeedsItsKey) {
   ASSERT_TRUE(outcome.config);
   EXPECT_EQ(outcome.config->bus_tls_ca_file, "env-ca.crt");
   EXPECT_TRUE(outcome.config->bus_tls_insecure);
+}
+
+// Daphne's and uvicorn's names are aliases of the same options.
+TEST(ConfigAliases, DaphneAndUvicornNames) {
+  auto daphne = parse({"-b", "0.0.0.0", "-p", "9001", "-u", "/tmp/a.sock", "-t", "7", "--websocket_timeout", "60",
+                       "--websocket_connect_timeout", "3", "-s", "daphne"});
+  ASSERT_TRUE(daphne.config);
+  ASSERT_EQ(daphne.config->binds.size(), 1u);
+  EXPECT_EQ(daphne.config->binds[0].host, "0.0.0.0");
+  EXPECT_EQ(daphne.config->binds[0].port, 9001);
+  EXPECT_EQ(daphne.config->unix_sockets, std::vector<std::string>{"/tmp/a.sock"});
+  EXPECT_EQ(daphne.config->http_timeout.count(), 7);
+  EXPECT_EQ(daphne.config->websocket_timeout.count(), 60);
+  EXPECT_EQ(daphne.config->websocket_connect_timeout.count(), 3);
+  EXPECT_EQ(daphne.config->server_name, "daphne");
+  auto uvicorn = parse({"--host", "::1", "--port", "9002", "--uds", "/tmp/b.sock", "--fd", "5",
+                        "--forwarded-allow-ips", "10.0.0.0/8", "--ws-ping-interval", "4", "--ws-ping-timeout", "6",
+                        "--limit-concurrency", "50", "--backlog", "128", "--timeout-keep-alive", "9",
+                        "--ws-max-size", "1000", "--timeout-graceful-shutdown", "11"});
+  ASSERT_TRUE(uvicorn.config);
+  const auto& c = *uvicorn.config;
+  ASSERT_EQ(c.binds.size(), 1u);
+  EXPECT_EQ(c.binds[0].host, "::1");
+  EXPECT_EQ(c.binds[0].port, 9002);
+  EXPECT_EQ(c.unix_sockets, std::vector<std::string>{"/tmp/b.sock"});
+  EXPECT_EQ(c.inherited_fds, std::vector<int>{5});
+  EXPECT_TRUE(c.trusted_proxies.contains("10.1.2.3"));
+  EXPECT_FALSE(c.trusted_proxies.contains("127.0.0.1"));
+  EXPECT_EQ(c.ping_interval.count(), 4);
+  EXPECT_EQ(c.ping_timeout.count(), 6);
+  EXPECT_EQ(c.limit_connections, 50u);
+  EXPECT_EQ(c.backlog, 128u);
+  EXPECT_EQ(c.keepalive_timeout.count(), 9);
+  EXPECT_EQ(c.max_message_size, 1000u);
+  EXPECT_EQ(c.drain_timeout.count(), 11);
+  auto ssl = parse({"--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"});
+  ASSERT_TRUE(ssl.config);
+  EXPECT_EQ(ssl.config->tls_cert, "c.pem");
+  EXPECT_EQ(ssl.config->tls_key, "k.pem");
+  // One option, whatever its name: an alias and its option together add up.
+  auto both = parse({"--bind", "127.0.0.1:1", "-b", "127.0.0.2:2", "--host", "[::1]:3"});
+  ASSERT_TRUE(both.config);
+  ASSERT_EQ(both.config->binds.size(), 3u);
+  EXPECT_EQ(both.config->binds[2].host, "::1");
+  EXPECT_EQ(both.config->binds[2].port, 3);
+}
+
+TEST(ConfigBinds, DefaultsAndPort) {
+  auto none = parse({});
+  ASSERT_TRUE(none.config);
+  ASSERT_EQ(none.config->binds.size(), 1u);
+  EXPECT_EQ(none.config->binds[0].port, 8000);
+  auto unix_only = parse({"--uds", "/tmp/x.sock"});
+  ASSERT_TRUE(unix_only.config);
+  EXPECT_TRUE(unix_only.config->binds.empty());
+  auto fd_only = parse({"--fd", "3"});
+  ASSERT_TRUE(fd_only.config);
+  EXPECT_TRUE(fd_only.config->binds.empty());
+  // A port given explicitly is listened on, as in Daphne, next to the rest.
+  auto port_and_unix = parse({"--uds", "/tmp/x.sock", "-p", "9003"});
+  ASSERT_TRUE(port_and_unix.config);
+  ASSERT_EQ(port_and_unix.config->binds.size(), 1u);
+  EXPECT_EQ(port_and_unix.config->binds[0].host, "127.0.0.1");
+  EXPECT_EQ(port_and_unix.config->binds[0].port, 9003);
+  EXPECT_FALSE(parse({"--bind", "1.2.3.4:99999"}).config);
+  EXPECT_FALSE(parse({"--bind", "[::1"}).config);
+  EXPECT_FALSE(parse({"--port", "70000"}).config);
+  EXPECT_FALSE(parse({"--admin", "127.0.0.1"}).config) << "the admin endpoint needs its port";
+}
+
+TEST(ConfigBinds, SeveralFromTheEnvironmentCommaSeparated) {
+  ::setenv("ASGI_BRIDGE_BIND", "127.0.0.1:7001,[::1]:7002", 1);
+  ::setenv("ASGI_BRIDGE_UNIX_SOCKET", "/tmp/a.sock,/tmp/b.sock", 1);
+  ::setenv("ASGI_BRIDGE_FD", "3,4", 1);
+  auto outcome = parse({});
+  ::unsetenv("ASGI_BRIDGE_BIND");
+  ::unsetenv("ASGI_BRIDGE_UNIX_SOCKET");
+  ::unsetenv("ASGI_BRIDGE_FD");
+  ASSERT_TRUE(outcome.config);
+  ASSERT_EQ(outcome.config->binds.size(), 2u);
+  EXPECT_EQ(outcome.config->binds[1].host, "::1");
+  EXPECT_EQ(outcome.config->unix_sockets, (std::vector<std::string>{"/tmp/a.sock", "/tmp/b.sock"}));
+  EXPECT_EQ(outcome.config->inherited_fds, (std::vector<int>{3, 4}));
+}
+
+TEST(ConfigBinds, SystemdSocketActivation) {
+  ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+  ::setenv("LISTEN_FDS", "2", 1);
+  auto ours = parse({});
+  ASSERT_TRUE(ours.config);
+  EXPECT_EQ(ours.config->inherited_fds, (std::vector<int>{3, 4}));
+  EXPECT_TRUE(ours.config->binds.empty());
+  EXPECT_EQ(std::getenv("LISTEN_FDS"), nullptr) << "not passed on";
+  ::setenv("LISTEN_PID", "1", 1);  // another process's sockets
+  ::setenv("LISTEN_FDS", "2", 1);
+  auto theirs = parse({});
+  ASSERT_TRUE(theirs.config);
+  EXPECT_TRUE(theirs.config->inherited_fds.empty());
+  ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+  ::setenv("LISTEN_FDS", "two", 1);
+  EXPECT_FALSE(parse({}).config);
+}
+
+TEST(ConfigVersion, PrintsAndExitsZero) {
+  auto outcome = parse({"--version"});
+  EXPECT_FALSE(outcome.config);
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_FALSE(version().empty());
 }
 
 }  // namespace

@@ -96,5 +96,23 @@ TEST(ApplyProxyHeaders, WebSocketSchemesAndGarbage) {
   EXPECT_EQ(v6.client, (protocol::Endpoint{"2001:db8::5", 0}));
 }
 
+TEST(ApplyProxyHeaders, DaphneRootPathFromATrustedProxy) {
+  // As Daphne: percent-decoded, and taken out of the headers the app sees;
+  // the nearest proxy's value (the last) wins.
+  auto scope = scope_with({{"daphne-root-path", "/forged"}, {"host", "x"}, {"daphne-root-path", "/m%C3%BCnchen%20app"}});
+  scope.root_path = "/from-option";
+  apply_proxy_headers(scope, kLoopback, TrustedProxies::parse("127.0.0.1"));
+  EXPECT_EQ(scope.root_path, "/m\xC3\xBCnchen app");
+  ASSERT_EQ(scope.headers.size(), 1u);
+  EXPECT_EQ(scope.headers[0].name, "host");
+}
+
+TEST(ApplyProxyHeaders, DaphneRootPathFromAnUntrustedPeerIsIgnored) {
+  auto scope = scope_with({{"daphne-root-path", "/forged"}});
+  scope.root_path = "/from-option";
+  apply_proxy_headers(scope, ip::make_address("192.0.2.1"), TrustedProxies::parse("127.0.0.1"));
+  EXPECT_EQ(scope.root_path, "/from-option");
+}
+
 }  // namespace
 }  // namespace asgi_bridge::gateway

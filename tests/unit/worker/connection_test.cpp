@@ -415,7 +415,7 @@ TEST(WebSocketConnection, GatewayLostIsAbnormalClosure) {
   EXPECT_EQ(std::get<protocol::WebSocketDisconnect>(last).code, 1006);
 }
 
-TEST(WebSocketConnection, ShutDownClosesWith1001) {
+TEST(WebSocketConnection, ShutDownClosesWith1012) {
   auto h = websocket();
   Event last;
   h.start([&](protocol::Scope, Receive receive, Send send) -> awaitable<void> {
@@ -428,7 +428,7 @@ TEST(WebSocketConnection, ShutDownClosesWith1001) {
   auto events = h.events();
   ASSERT_EQ(events.size(), 2u);
   ASSERT_TRUE(is<protocol::WebSocketClose>(events[1]));
-  EXPECT_EQ(std::get<protocol::WebSocketClose>(events[1]).code, 1001);
+  EXPECT_EQ(std::get<protocol::WebSocketClose>(events[1]).code, 1012);
   ASSERT_TRUE(is<protocol::WebSocketDisconnect>(last));
   EXPECT_TRUE(h.finished);
 }

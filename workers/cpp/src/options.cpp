@@ -44,6 +44,10 @@ void add_seconds(CLI::App& cli, const std::string& name, std::chrono::duration<d
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults) {
   Options options = std::move(defaults);
   CLI::App cli{description};
+  // The program's name and the SDK it was built with: apps have no version of their own here.
+  std::string program = argc > 0 ? argv[0] : "worker";
+  program = program.substr(program.rfind('/') + 1);
+  cli.set_version_flag("--version", program + " (asgi-bridge C++ worker SDK " ASGI_BRIDGE_VERSION ")");
   add(cli, "bus", options.bus_urls,
       "gateway bus URL: zmq://HOST:PORT, zmq+ipc://PATH or redis[s]://[user:password@]HOST:PORT/DB (repeatable)")
       ->delimiter(',')

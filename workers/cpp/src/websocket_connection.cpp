@@ -27,14 +27,15 @@ void WebSocketConnection::gateway_lost() {
 void WebSocketConnection::shut_down() {
   if (!over()) {
     if (state_ == State::open) {
-      // A clean "going away" for the client rather than the 1011 an error gives.
+      // 1012 "service restart" for the client (the gateway stays: come back)
+      // rather than the 1011 an error gives; docs/architecture.md's contract.
       close();
-      emit_event(protocol::WebSocketClose{1001, ""});
+      emit_event(protocol::WebSocketClose{1012, ""});
     } else {
       fail("worker shut down before the application finished");
     }
   }
-  feed(protocol::WebSocketDisconnect{1001, ""});
+  feed(protocol::WebSocketDisconnect{1012, ""});
 }
 
 boost::asio::awaitable<protocol::Event> WebSocketConnection::receive() {

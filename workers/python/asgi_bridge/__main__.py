@@ -7,12 +7,14 @@ Every option can also be given as an ``ASGI_BRIDGE_<OPTION>`` environment variab
 """
 
 import argparse
-import logging
 import math
 import os
 import sys
 
+from . import __version__
 from .curve import CurveKeys, keygen
+from .logformat import LOG_FORMATS
+from .logformat import configure as configure_logging
 from .redis_transport import RedisTls
 from .transport import check_bus_urls, split_bus_urls
 
@@ -37,6 +39,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m asgi_bridge",
         description="Run an ASGI application as an asgi-bridge worker.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("app", help="the application, as MODULE:ATTRIBUTE")
     p.add_argument("--bus", action="append", default=None,
                    help="bus URL: zmq://HOST:PORT or zmq+ipc://PATH of a gateway (repeat or "
@@ -75,6 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default=_env("lifespan", "auto"),
                    help="ASGI lifespan protocol (default auto)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_env("log-level", "info"))
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log-format", "text"),
+                   help="text (default), or json: one object per line (time, level, logger, "
+                        "message, process)")
     p.add_argument("--heartbeat-interval", type=_positive(float),
                    default=_env("heartbeat-interval", 1.0),
                    help="seconds between heartbeats (default 1.0); a gateway silent for "
@@ -155,9 +161,7 @@ def main(argv=None):
     if argv[:1] == ["keygen"]:
         return _keygen(argv[1:])
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     from .runtime import run
     if args.processes == 1:
         return run(args)

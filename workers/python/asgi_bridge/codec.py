@@ -501,7 +501,7 @@ def _decode_envelope(obj):
 
 
 def _check_group(msg):
-    """A C++ worker's broadcast: this worker only ever ignores them, but decodes them."""
+    """Another worker's broadcast (groups.py), for our members of its group."""
     for key in ("w", "s", "group", "event"):
         if key not in msg or msg[key] == "":
             raise ProtocolError(f"{key}: missing (required in a group message)")

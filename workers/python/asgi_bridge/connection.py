@@ -196,7 +196,7 @@ class Connection:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Only the worker cancels (graceful timeout at shutdown).
-            await self._quietly(self.fail("worker shut down before the application finished"))
+            await self._quietly(self._on_shutdown())
         except ClientDisconnected as exc:
             if not self.over:
                 logger.error("conn %s/%s: %s", self.gateway, self.conn_id, exc)
@@ -221,6 +221,10 @@ class Connection:
 
     async def _on_return(self):
         raise NotImplementedError
+
+    async def _on_shutdown(self):
+        """The graceful timeout ended the app before it finished."""
+        await self.fail("worker shut down before the application finished")
 
 
 # --- HTTP ------------------------------------------------------------------------------
@@ -396,6 +400,15 @@ class WebSocketConnection(Connection):
     def _close(self):
         self._state = _CLOSED
         self._wake()
+
+    async def _on_shutdown(self):
+        if self._state == _OPEN and not self.over:
+            # 1012 "service restart" (the gateway stays: come back), as the C++ worker
+            # and uvicorn do, rather than the 1011 an `error` would give the client.
+            self._close()
+            await self._emit_event({"type": "websocket.close", "code": 1012, "reason": ""})
+        else:
+            await super()._on_shutdown()
 
     async def _on_return(self):
         if self.over:

@@ -13,6 +13,14 @@ Everything sent in one turn of the event loop (more under load: whatever accumul
 the previous write is on its way) leaves as one pipeline: one ``RPUSH`` per destination
 with all its messages, each followed by ``PEXPIRE key 30000``.
 
+Broadcast groups (groups.py) are pub/sub, as the C++ SDK's: a group message is
+``PUBLISH``ed by the writing connection on ``P:group:DB:{NAME}`` (pub/sub ignores
+``SELECT``, so the database number is in the name); a fourth connection, opened at the
+first subscription, subscribes to exactly the groups this process has members in (again
+after a reconnect; ``group_subscribed`` waits for Redis to confirm one) and pings every
+second so that a lost connection is noticed. A refused SUBSCRIBE (an ACL user without it) is
+logged; the rest of the bus goes on.
+
 Each connection reconnects on its own with backoff (100 ms doubling to 2 s); the transport
 logs once when Redis becomes unavailable and once when it is back. While the writing
 connection is down, messages are dropped (counted, and the count logged when Redis is
@@ -205,6 +213,12 @@ class RedisTransport:
         self._own_key = f"{prefix}:{{wk:{worker_id}}}"
         self._new_key = f"{prefix}:{{new}}"
         self._new_ws_key = f"{prefix}:{{new}}:ws"  # same hash slot: one BLMPOP takes both
+        self._group_prefix = f"{prefix}:group:{self.config.db}:"
+        self._publishes = []       # PUBLISH commands for the next write
+        self._group_channels = set()  # the channels of the groups we have members in
+        self._group_wake = None    # event: the wanted subscriptions changed
+        self._confirmed = set()    # channels Redis confirmed our subscription to
+        self._confirming = {}      # channel -> futures of group_subscribed()
         self.inbox = RedisLink(f"{self.url} {self._own_key}", self._own_key)
         self._redis = None
         self._loop = None
@@ -242,6 +256,7 @@ class RedisTransport:
         self._capacity = asyncio.Event()
         self._popping_new = asyncio.Event()
         self._popping_new.set()
+        self._group_wake = asyncio.Event()
         self.set_free_capacity(self._free, self._free_ws)
         bodies = (self._pop_own, self._pop_new, self._write_loop)
         for name, body in zip(self.CONNECTIONS, bodies):
@@ -325,8 +340,106 @@ class RedisTransport:
             await asyncio.sleep(0.01)
         writer = self._tasks.pop("sends")
         writer.cancel()
+        listener = self._tasks.pop("groups", None)
+        if listener is not None:
+            listener.cancel()
+            pops.append(listener)
         await asyncio.wait(pops + [writer], timeout=1.0)
         self._release_writers()
+
+    # --- broadcast groups ----------------------------------------------------------------
+
+    def _group_channel(self, group):
+        return f"{self._group_prefix}{{{group}}}"
+
+    def publish_group(self, group, data):
+        # Half the backlog at most: a flood of group messages leaves room for heartbeats.
+        if self._sender_up is False or self._queued >= self.MAX_NOWAIT_BACKLOG // 2:
+            self._dropped += 1
+            return
+        self._publishes.append(("PUBLISH", self._group_channel(group), data))
+        self._queued += 1
+        self._queued_bytes += len(data)
+        if self._wake is not None:
+            self._wake.set()
+
+    def subscribe_group(self, group):
+        self._group_channels.add(self._group_channel(group))
+        if "groups" not in self._tasks and self._loop is not None and not self._closing:
+            self._tasks["groups"] = self._loop.create_task(self._run("groups", self._listen))
+        if self._group_wake is not None:
+            self._group_wake.set()
+
+    def unsubscribe_group(self, group):
+        self._group_channels.discard(self._group_channel(group))
+        if self._group_wake is not None:
+            self._group_wake.set()
+
+    async def group_subscribed(self, group, timeout):
+        """Until Redis confirmed our subscription to the group (at most `timeout` s):
+        from then on, what is published there reaches us."""
+        channel = self._group_channel(group)
+        if channel in self._confirmed or channel not in self._group_channels:
+            return
+        waiter = self._loop.create_future()
+        self._confirming.setdefault(channel, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            logger.debug("bus %s: subscription to %s not confirmed within %ss", self.url,
+                         channel, timeout)
+
+    async def _listen(self, conn):
+        """Deliver what the channels we subscribe to bring; _subscriptions keeps them
+        in line with the groups we have members in, on this same connection."""
+        self._confirmed.clear()
+        keeper = self._loop.create_task(self._subscriptions(conn))
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response()
+                except self._redis.exceptions.ResponseError as exc:
+                    # e.g. NOPERM: an ACL user without SUBSCRIBE. Groups then do not
+                    # reach this process; everything else goes on.
+                    logger.warning("bus %s: a group subscription was refused: %s", self.url, exc)
+                    continue
+                if keeper.done():
+                    keeper.result()  # its error ends this connection too
+                if isinstance(reply, list) and len(reply) == 3:
+                    self._on_push(*reply)
+        finally:
+            keeper.cancel()
+
+    def _on_push(self, kind, channel, data):
+        if kind == b"message":
+            self._deliver(data)
+        elif kind == b"subscribe":
+            channel = channel.decode()
+            self._confirmed.add(channel)
+            for waiter in self._confirming.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == b"unsubscribe":
+            self._confirmed.discard(channel.decode())
+
+    async def _subscriptions(self, conn):
+        subscribed = set()  # on this connection
+        while True:
+            wanted = set(self._group_channels)
+            commands = []
+            if wanted - subscribed:
+                commands.append(("SUBSCRIBE", *sorted(wanted - subscribed)))
+            if subscribed - wanted:
+                commands.append(("UNSUBSCRIBE", *sorted(subscribed - wanted)))
+            subscribed = wanted
+            self._group_wake.clear()
+            if commands:
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            try:
+                await asyncio.wait_for(self._group_wake.wait(), self.IDLE_PING)
+            except asyncio.TimeoutError:
+                # An answer within READ_TIMEOUT, or the reader gives the connection up.
+                await conn.send_packed_command(conn.pack_command("PING"), check_health=False)
 
     # --- sending -----------------------------------------------------------------------
 
@@ -364,7 +477,7 @@ class RedisTransport:
                 # knowing it. Start afresh with the others (no message is lost by it:
                 # Redis was unavailable a moment ago).
                 raise self._redis.exceptions.ConnectionError("another connection was lost")
-            if not self._outbox and not self._control:
+            if not self._outbox and not self._control and not self._publishes:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.IDLE_PING)
@@ -378,6 +491,8 @@ class RedisTransport:
             for key, messages in batch.items():
                 commands.append(("RPUSH", key, *messages))
                 commands.append(("PEXPIRE", key, self.QUEUE_TTL_MS))
+            commands += self._publishes
+            self._publishes = []
             self._writing = True
             try:
                 await conn.send_packed_command(conn.pack_commands(commands),
@@ -482,7 +597,7 @@ class RedisTransport:
                     if name == "sends":
                         self._sender_up = False
                         self._release_writers()
-                    else:
+                    elif name != "groups":  # (the writer does not depend on it)
                         self._losses += 1
                         self._wake.set()
                     self._state(name, exc)
@@ -501,7 +616,7 @@ class RedisTransport:
         """Log once per change of the whole transport: every connection up, or not."""
         if error is None:
             self._up.add(name)
-            if len(self._up) == len(self.CONNECTIONS) and self._available is not True:
+            if self._up.issuperset(self.CONNECTIONS) and self._available is not True:
                 if self._available is None:
                     logger.info("bus %s: connected", self.url)
                 else:

@@ -276,6 +276,26 @@ class ZmqTransport:
         else:
             logger.debug("bus %s: backlog full, control message dropped", link.url)
 
+    # Broadcast groups (groups.py): every gateway relays a group message to the other
+    # workers it knows, who drop the groups they have no member in. Nothing to subscribe.
+
+    def publish_group(self, group, data):
+        # Half the backlog at most: a flood of group messages leaves room for heartbeats.
+        for link in self.links:
+            if len(link.backlog) < self.MAX_NOWAIT_BACKLOG // 2:
+                self._queue(link, data)
+            else:
+                logger.debug("bus %s: backlog full, group %s message dropped", link.url, group)
+
+    def subscribe_group(self, group):
+        pass
+
+    async def group_subscribed(self, group, timeout):
+        pass  # gateways relay every group message to every worker
+
+    def unsubscribe_group(self, group):
+        pass
+
     async def close(self, linger=1.0):
         """Stop receiving; give queued messages (our bye) up to `linger` seconds to leave."""
         deadline = self._loop.time() + linger

@@ -24,6 +24,7 @@ import os
 from . import broadcast, codec
 from .connection import make_connection
 from .errors import ProtocolError
+from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 
 logger = logging.getLogger("asgi_bridge.worker")
 
@@ -76,6 +77,8 @@ class Worker:
         # transport's next service), and an app's context vars must not leak into another
         # connection (asgiref's thread-sensitive guard then refuses: "would deadlock").
         self._app_context = contextvars.copy_context()
+        # Broadcast groups (groups.py): of the apps' WebSockets and of the Channels layer.
+        self.groups = GroupHub(transport, worker_id)
         self._handlers = {"event": self._on_event, "credit": self._on_credit,
                           "error": self._on_error, "bye": self._on_bye,
                           "heartbeat": lambda gateway, msg: None,
@@ -86,6 +89,7 @@ class Worker:
     def start(self):
         broadcast.attach(self)
         self.transport.start(self.on_message)
+        self.groups.install()
         self._update_capacity()
         for link in self.transport.links:
             self._announce(link)
@@ -119,6 +123,7 @@ class Worker:
         """Say bye to every gateway and close the bus."""
         if self._ticker is not None:
             self._ticker.cancel()
+        self.groups.uninstall()
         for link in self._peer_links():
             self._send_nowait(link, {"k": "bye", "w": self.worker_id})
         await self.transport.close()  # gives the byes a moment to leave
@@ -218,6 +223,9 @@ class Worker:
             self._on_malformed(link, exc)
             return
         kind = msg["k"]
+        if kind == "group":  # another worker's, relayed by a gateway or published on Redis
+            self.groups.on_message(msg)
+            return
         handler = self._handlers.get(kind)
         if handler is None:
             logger.debug("bus %s: ignoring a message of kind %r", link.url, kind)
@@ -297,19 +305,26 @@ class Worker:
         self.conns[key] = conn
         gateway.conns.add(key)
         websocket = scope["type"] == "websocket"
+        handle = None
+        if websocket:
+            handle = GroupHandle(self.groups, WebSocketMember(conn, self._loop))
+            scope[SCOPE_KEY] = handle
+            scope["extensions"][SCOPE_KEY] = {}
         self._websockets += websocket
         self._update_capacity()
-        task = self._loop.create_task(self._serve(gateway, key, conn, websocket),
+        task = self._loop.create_task(self._serve(gateway, key, conn, websocket, handle),
                                       context=self._app_context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, gateway, key, conn, websocket):
+    async def _serve(self, gateway, key, conn, websocket, handle):
         try:
             async with self._ws_slots if websocket else self._slots:
                 if not conn.disconnected:  # gone while queued: nobody to answer
                     await conn.run(self.app)
         finally:
+            if handle is not None:
+                handle.leave_all()  # however the connection ended
             del self.conns[key]
             self._websockets -= websocket
             gateway.conns.discard(key)

@@ -46,6 +46,18 @@ class FakeTransport:
     async def close(self):
         self.closed = True
 
+    def publish_group(self, group, data):
+        self.sent.append(("group", codec.decode(data)))
+
+    def subscribe_group(self, group):
+        pass
+
+    async def group_subscribed(self, group, timeout):
+        pass
+
+    def unsubscribe_group(self, group):
+        pass
+
     def deliver(self, envelope, link=0):
         self.on_message(self.links[link], codec.encode(envelope))
 

@@ -439,6 +439,31 @@ def test_cancelled_instance_reports_an_error():
     run(main())
 
 
+def test_cancelled_open_websocket_closes_1012_and_one_not_accepted_reports_an_error():
+    """The graceful timeout: an open WebSocket gets 1012 "service restart" (as the C++
+    worker), not the `error` that the gateway turns into 1011."""
+    async def main():
+        for accept, expected_events, expected_errors in (
+                (True, [{"type": "websocket.close", "code": 1012, "reason": ""}], []),
+                (False, [], ["worker shut down before the application finished"])):
+            gw = Gateway()
+            conn = websocket(gw)
+
+            async def app(scope, receive, send):
+                await receive()
+                if accept:
+                    await send({"type": "websocket.accept"})
+                await asyncio.sleep(10)
+            task = asyncio.ensure_future(conn.run(app))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.wait_for(task, 1)
+            events = [e for e in gw.events if e["type"] != "websocket.accept"]
+            assert [{k: e[k] for k in ("type", "code", "reason")} for e in events] == expected_events
+            assert gw.errors == expected_errors
+    run(main())
+
+
 def test_gateway_event_of_the_wrong_protocol_is_refused():
     async def main():
         conn = http(Gateway())

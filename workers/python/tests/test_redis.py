@@ -337,6 +337,55 @@ def test_acl_user(tmp_path):
         srv.stop()
 
 
+def test_groups_publish_subscribe_and_confirm(server):
+    db = server.client()
+    channel = "t:group:0:{room}"  # P:group:DB:{NAME}
+
+    async def main():
+        got = []
+        transport = RedisTransport(server.url(), "wk-g", prefix="t")
+        transport.start(lambda link, data: got.append(data))
+        await until(lambda: transport._available, what="connected")
+        assert "groups" not in transport._tasks  # no subscription, no fourth connection
+        transport.subscribe_group("room")
+        await transport.group_subscribed("room", 5)
+        assert dict(db.pubsub_numsub(channel))[channel.encode()] == 1  # confirmed: in place
+        await in_thread(db.publish, channel, b"from another worker")
+        await until(lambda: got == [b"from another worker"], what="the published message")
+        transport.publish_group("room", b"ours")
+        await until(lambda: got[-1] == b"ours", what="our own echo")
+        transport.unsubscribe_group("room")
+        await until(lambda: dict(db.pubsub_numsub(channel))[channel.encode()] == 0,
+                    what="the unsubscription")
+        await transport.close(0.5)
+    run(main())
+
+
+def test_a_refused_subscription_leaves_the_bus_serving(tmp_path, caplog):
+    srv = RedisServer(tmp_path)
+    try:
+        admin = srv.client()
+        # The queues' user of test_acl_user: no PUBLISH, no SUBSCRIBE.
+        admin.execute_command("ACL", "SETUSER", "bridge", "on", ">pw", "~asgi:*",
+                              "+@list", "+@keyspace", "+@connection")
+        db = srv.client()
+
+        async def main():
+            transport = RedisTransport(parse_redis_url(srv.url("bridge:pw@")), "wk-r")
+            transport.start(lambda link, data: None)
+            await until(lambda: transport._available, what="connected")
+            transport.subscribe_group("room")
+            await transport.group_subscribed("room", 0.5)  # never confirmed: gives up
+            await until(lambda: "subscription was refused" in caplog.text, what="the warning")
+            transport.send_nowait(transport.reply_link(transport.inbox, "gw"), b"reply")
+            await until(lambda: db.lrange("asgi:{gw:gw}", 0, -1) == [b"reply"], what="reply")
+            assert transport._available
+            await transport.close(0.5)
+        run(main())
+    finally:
+        srv.stop()
+
+
 # --- the worker on a shared queue ---------------------------------------------------------
 
 

@@ -1,9 +1,11 @@
 """The worker's demultiplexing, capacity, liveness and drain, over an in-process bus."""
 
 import asyncio
+import copy
 
 import msgpack
 
+from asgi_bridge import groups
 from asgi_bridge.worker import Worker
 from bridge_helpers import FakeTransport, run
 
@@ -343,19 +345,36 @@ def test_drain_waits_for_in_flight_then_cancels_at_the_timeout():
     run(main())
 
 
-def test_group_messages_of_cpp_workers_are_ignored_quietly(caplog):
-    # On ZeroMQ a gateway relays C++ workers' broadcast-group messages to every
-    # worker, this one included: nothing to answer, nothing to warn about.
+def test_group_messages_reach_local_members_once(caplog):
+    # On ZeroMQ a gateway relays every worker's group messages to every worker, through
+    # each gateway they share: members get each once; without a member, nothing
+    # happens, and nothing is answered or warned about.
+    async def joins_lobby(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        groups.of(scope).add("lobby")
+        await receive()
+
     async def main():
-        worker, bus = make_worker()
+        worker, bus = make_worker(joins_lobby)
         caplog.set_level("DEBUG", logger="asgi_bridge")
-        bus.deliver({"k": "group", "w": "wk-cpp", "s": 3, "group": "lobby",
-                     "event": {"type": "websocket.send", "text": "hi"}})
-        bus.deliver(first_http(conn=5))
+        bus.deliver(first_ws(conn=2))
         await settle()
-        assert bus.kinds().count("event") == 2  # the request's answer, start and body
-        assert set(bus.kinds()) == {"ready", "event"}  # nothing about the group message
+        for group, s in (("lobby", 3), ("lobby", 3), ("elsewhere", 4), ("lobby", 2)):
+            bus.deliver({"k": "group", "w": "wk-cpp", "s": s, "group": group,
+                         "event": {"type": "websocket.send", "text": f"{group} {s}"}})
+        await settle()
+        sent = [m["event"] for m in bus.of_kind("event")]
+        assert sent == [{"type": "websocket.accept", "subprotocol": None, "headers": []},
+                        {"type": "websocket.send", "text": "lobby 3"}]
+        assert set(bus.kinds()) == {"ready", "event"}
         assert worker.gateways.keys() == {"gw-1"}
     run(main())
-    quiet = [r for r in caplog.records if "group" in r.getMessage()]
-    assert quiet and all(r.levelname == "DEBUG" for r in quiet)
+    assert all(r.levelname == "DEBUG" for r in caplog.records if "group" in r.getMessage())
+
+
+def test_a_copied_scope_keeps_its_connection_handle():
+    handle = groups.GroupHandle(hub=object(), member=object())
+    scope = {"type": "websocket", "asgi_bridge.groups": handle}
+    assert copy.deepcopy(scope)["asgi_bridge.groups"] is handle
+    assert copy.copy(handle) is handle

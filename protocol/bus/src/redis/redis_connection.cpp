@@ -75,6 +75,7 @@ void RedisConnection::connect_tls() {
     }
     redisAsyncContext* context = redisAsyncConnectUnix(path.c_str());
     relay->accept();
+    relay_ = relay;
     start(context);
   });
 }
@@ -170,6 +171,7 @@ void RedisConnection::close() {
   reconnect_timer_.cancel();
   if (!context_) return;
   if (connected_) flush_output();
+  if (auto relay = relay_.lock()) relay->deliver_pending();
   redisAsyncFree(context_);  // hiredis calls cleanup(), which detaches us
 }
 

@@ -25,6 +25,8 @@ struct redisReply;
 
 namespace asgi_bridge::bus {
 
+class TlsRelay;
+
 class RedisConnection {
  public:
   // reply is null when the connection was lost before the answer came.
@@ -89,6 +91,7 @@ class RedisConnection {
   boost::asio::posix::stream_descriptor socket_;
   boost::asio::steady_timer reconnect_timer_;
   std::shared_ptr<boost::asio::ssl::context> tls_context_;  // rediss:// only
+  std::weak_ptr<TlsRelay> relay_;  // its pending handlers own it
   bool connecting_tls_ = false;
   std::chrono::milliseconds backoff_{100};
   bool connected_ = false;  // TCP connected (hiredis' view)

@@ -4,6 +4,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -66,6 +67,10 @@ void TlsRelay::start(Ready ready) {
     if (ec) return self->fail(ready, ec);
     boost::asio::async_connect(self->tls_.lowest_layer(), endpoints, [self, ready](auto ec, auto) mutable {
       if (ec) return self->fail(ready, ec);
+      // As hiredis does on its own TCP connections: a command must not wait
+      // for the ACK of the one before it (Nagle + delayed ACK cost 40 ms).
+      boost::system::error_code ignored;
+      self->tls_.lowest_layer().set_option(boost::asio::ip::tcp::no_delay(true), ignored);
       self->tls_.async_handshake(ssl::stream_base::client, [self, ready](auto ec) mutable {
         if (ec) return self->fail(ready, ec);
         self->deadline_.cancel();
@@ -128,6 +133,22 @@ void TlsRelay::close() {
   remove_path();
 }
 
+// At exit the io_context stops before the pumps could carry the last bytes
+// hiredis wrote. They are a few commands: read them, and write them to the
+// server if no write is under way and the socket has room, so the TLS write
+// cannot block; otherwise they are lost, as a crash would lose them.
+void TlsRelay::deliver_pending() {
+  if (!writing_ && local_.is_open() && tls_.lowest_layer().is_open()) {
+    std::array<char, 16384> pending;
+    boost::system::error_code ec;
+    local_.non_blocking(true, ec);
+    std::size_t n = local_.read_some(boost::asio::buffer(pending), ec);
+    pollfd writable{tls_.lowest_layer().native_handle(), POLLOUT, 0};
+    if (!ec && n > 0 && ::poll(&writable, 1, 100) == 1) boost::asio::write(tls_, boost::asio::buffer(pending, n), ec);
+  }
+  close();
+}
+
 // hiredis only sees its socket close: the server's reason (an alert such as
 // "certificate required", sent after a TLS 1.3 handshake) is logged here,
 // once per connection, so reconnecting with backoff bounds it.
@@ -145,7 +166,9 @@ void TlsRelay::pump_to_server() {
   auto self = shared_from_this();
   local_.async_read_some(boost::asio::buffer(to_server_), [self](auto ec, std::size_t n) {
     if (ec) return self->close();
+    self->writing_ = true;
     boost::asio::async_write(self->tls_, boost::asio::buffer(self->to_server_, n), [self](auto ec, std::size_t) {
+      self->writing_ = false;
       if (ec) return self->lost(ec);
       self->pump_to_server();
     });

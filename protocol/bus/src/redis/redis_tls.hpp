@@ -33,6 +33,9 @@ class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
   // accept() takes that one connection, removes the path and starts relaying.
   std::string listen();
   void accept();
+  // Carries what hiredis wrote last (a gateway's bye at exit) to the server
+  // now, without the io_context, when that cannot block; then close().
+  void deliver_pending();
   void close();
   // Why the TLS side failed after the handshake (the server's alert, e.g.
   // "certificate required"), or empty.
@@ -58,6 +61,7 @@ class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
   std::string dir_;
   std::string path_;
   std::string error_;
+  bool writing_ = false;  // an async write to the server is under way
   std::array<char, 16384> to_server_{};
   std::array<char, 16384> to_client_{};
 };

@@ -40,7 +40,7 @@ struct Options {
   // trace, debug, info, warning, error, critical, off.
   std::string log_level = "info";
   // After SIGTERM/SIGINT: how long connections may take to finish before
-  // they are ended for the client (HTTP: error; WebSocket: close 1001).
+  // they are ended for the client (HTTP: error; WebSocket: close 1012).
   std::chrono::duration<double> graceful_timeout{30.0};
   // Our heartbeat period; a gateway silent for 3 of them is dead.
   std::chrono::duration<double> heartbeat_interval{1.0};
@@ -54,7 +54,7 @@ struct ParsedOptions {
 // --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
 // --bus-secret-key PATH, --bus-tls-ca-file PATH, --bus-tls-cert PATH, --bus-tls-key PATH,
 // --bus-tls-insecure, --concurrency N, --websocket-capacity N, --threads N,
-// --log-level L, --graceful-timeout S, --heartbeat-interval S, --help.
+// --log-level L, --graceful-timeout S, --heartbeat-interval S, --help, --version.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
 
