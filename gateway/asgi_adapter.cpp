@@ -146,7 +146,7 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   } else {
     scope.scheme = ends.tls ? "wss" : "ws";
     scope.subprotocols = offered_subprotocols(request);
-    scope.extensions = {"websocket.http.response"};
+    scope.extensions = {"websocket.http.response", "asgi-bridge.broadcast"};
   }
   scope.raw_path = std::string(parts->first);
   scope.path = percent_decode_utf8(parts->first);

@@ -286,6 +286,11 @@ ParseOutcome parse_config(int argc, char** argv) {
   add_ws_deflate(app, config);
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
+  add(app, "broadcast-queue", config.broadcast_queue,
+      "broadcast frames queued to one WebSocket that is not keeping up; past it the socket is closed 1013")
+      ->check(number_within(1, 1e6, "from 1 to 1000000"));
+  add(app, "publish-token", config.publish_token,
+      "bearer token the admin endpoint's POST /publish requires (default: none: whoever reaches --admin may publish)");
   add(app, "limit-connections", config.limit_connections,
       "client connections open at once; past it 503 and close (0: the descriptor limit less a reserve)",
       "--limit-concurrency");

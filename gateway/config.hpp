@@ -82,6 +82,10 @@ struct Config {
   bool ws_deflate_server_no_context_takeover = false;
   bool ws_deflate_client_no_context_takeover = false;
   std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
+  // Broadcast (docs/broadcast.md): publishes queued to one socket before it
+  // is closed 1013; the bearer token POST /publish needs (empty: none).
+  std::size_t broadcast_queue = 1024;
+  std::string publish_token;
   // Client connections open at once; past it 503 and close. 0: the
   // descriptor limit less a reserve for the bus and admin (fd_limit.hpp).
   std::size_t limit_connections = 0;

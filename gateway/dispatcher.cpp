@@ -59,6 +59,7 @@ Dispatcher::Dispatcher(boost::asio::io_context& io, const Config& config, std::v
   heartbeat.kind = Kind::heartbeat;
   heartbeat.gateway_id = gateway_id_;
   heartbeat_bytes_ = protocol::encode(heartbeat);
+  for (auto* shard : shards_) shard->on_fan_out([this](std::size_t frames) { metrics_.count_fanned_out(frames); });
 }
 
 void Dispatcher::start() {
@@ -76,6 +77,9 @@ void Dispatcher::start() {
   transport_ = bus::make_transport(io_, config_.bus_url, options);
   shared_queue_ = transport_->has_shared_queue();
   transport_->watch_peers([this](std::string_view peer) { worker_lost(std::string(peer), "disconnected"); });
+  transport_->watch_broadcasts([this](std::string_view channel, bool text, std::string_view data) {
+    on_redis_broadcast(channel, text, data);
+  });
   transport_->start([this](std::string_view peer, std::string_view payload) { on_bus_message(peer, payload); });
   next_heartbeat_ = Clock::now();
   schedule_tick();
@@ -315,6 +319,8 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
       return on_connection_message(worker_id, std::move(envelope));
     case Kind::group:
       return relay_group(worker_id, envelope, payload);
+    case Kind::publish:
+      return on_publish(worker_id, std::move(envelope));
   }
 }
 
@@ -369,6 +375,85 @@ bool Dispatcher::group_budget_allows(Worker& worker, std::size_t bytes) {
   if (worker.group_bytes > 0 && worker.group_bytes + bytes > config_.group_relay_rate) return false;
   worker.group_bytes += bytes;
   return true;
+}
+
+// --- broadcast (docs/broadcast.md) ---------------------------------------------
+
+// A worker's publish (ZeroMQ: each worker sends it to every gateway it is
+// connected to; a gateway never forwards it further).
+void Dispatcher::on_publish(const std::string& origin, Envelope&& envelope) {
+  if (auto it = workers_.find(origin); it != workers_.end()) it->second.last_seen = Clock::now();
+  auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
+  fan_out(std::make_shared<const Publication>(
+              Publication{std::move(*envelope.channel), std::move(message.data), message.text}),
+          origin);
+}
+
+// Redis: a PUBLISH on PREFIX:broadcast:CHANNEL or PREFIX:broadcast-bin:CHANNEL,
+// by anyone (a worker, this or another gateway's POST /publish, redis-cli).
+void Dispatcher::on_redis_broadcast(std::string_view channel, bool text, std::string_view data) {
+  fan_out(std::make_shared<const Publication>(Publication{std::string(channel), std::string(data), text}), "redis");
+}
+
+// To every shard: one mailbox push each, in order, the payload shared.
+void Dispatcher::fan_out(PublicationPtr publication, std::string_view origin) {
+  if (auto problem = publication_problem(*publication, config_.max_message_size); !problem.empty()) {
+    LogLimiter::warn(log::bus(), limiter_, fmt::format("{}: publish", origin), "{}: publish dropped: {}", origin,
+                     problem);
+    metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::invalid);
+    return;
+  }
+  metrics_.count_publish();
+  for (auto* shard : shards_) shard->post_publish(publication);
+}
+
+void Dispatcher::publish(PublicationPtr publication) {
+  boost::asio::post(io_, [this, publication = std::move(publication)] { publish_here(publication); });
+}
+
+// Redis: published on the bus, it comes back to every gateway, this one
+// included. ZeroMQ: fanned out here, and relayed through a worker to the
+// other gateways that worker serves.
+void Dispatcher::publish_here(const PublicationPtr& publication) {
+  if (!transport_) return;
+  if (shared_queue_) {
+    if (transport_->broadcast(publication->channel, publication->text, publication->data) != bus::SendStatus::sent) {
+      LogLimiter::warn(log::bus(), limiter_, "publish: bus", "publish to {} lost: Redis is unavailable",
+                       publication->channel);
+      metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::bus);
+    }
+    return;
+  }
+  fan_out(publication, "admin");
+  relay_publish(publication);
+}
+
+// ZeroMQ: gateways know nothing of each other, workers know every gateway
+// they serve. One live worker (in turn) gets the publish with our id in `g`
+// and sends it on to its other gateways (docs/broadcast.md, "ZeroMQ").
+void Dispatcher::relay_publish(const PublicationPtr& publication) {
+  std::vector<const std::string*> live;
+  for (const auto& [id, worker] : workers_) {
+    if (!worker.draining) live.push_back(&id);
+  }
+  if (live.empty()) {
+    log::bus().debug("publish to {}: no worker to relay it to other gateways", publication->channel);
+    return;
+  }
+  Envelope relay;
+  relay.kind = Kind::publish;
+  relay.gateway_id = gateway_id_;
+  relay.channel = publication->channel;
+  protocol::WebSocketSend message;
+  message.data = publication->data;
+  message.text = publication->text;
+  relay.event = std::move(message);
+  const auto& worker_id = *live[relays_++ % live.size()];
+  if (transport_->send(worker_id, protocol::encode(relay)) != bus::SendStatus::sent) {
+    LogLimiter::warn(log::bus(), limiter_, "publish: relay", "publish to {}: worker {} cannot relay it",
+                     publication->channel, worker_id);
+    metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::bus);
+  }
 }
 
 void Dispatcher::on_worker_status(const std::string& worker_id, const Envelope& envelope) {

@@ -42,6 +42,9 @@ class Dispatcher {
   void reload_credentials();
   // Any thread (atomics inside).
   Metrics& metrics() { return metrics_; }
+  // Any thread: a publish made at this gateway (POST /publish), already
+  // checked with publication_problem(); reaches every gateway of the bus.
+  void publish(PublicationPtr publication);
   // Redis: workers pull new connections; valid after start().
   bool workers_pull() const { return shared_queue_; }
 
@@ -116,6 +119,11 @@ class Dispatcher {
                      const protocol::Envelope& envelope);
   bool group_budget_allows(Worker& worker, std::size_t bytes);
   void relay_group(const std::string& origin, const protocol::Envelope& envelope, std::string_view payload);
+  void on_publish(const std::string& origin, protocol::Envelope&& envelope);
+  void on_redis_broadcast(std::string_view channel, bool text, std::string_view data);
+  void publish_here(const PublicationPtr& publication);
+  void fan_out(PublicationPtr publication, std::string_view origin);
+  void relay_publish(const PublicationPtr& publication);
 
   void offer_to_shared_queue(std::uint64_t conn_id, Connection& connection);
   void offer_again();
@@ -165,6 +173,7 @@ class Dispatcher {
   bool unoffered_ = false;  // Redis: some waiting connection could not be offered yet
   Clock::time_point group_second_;      // start of the second group budgets count in
   LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
+  std::uint64_t relays_ = 0;            // ZeroMQ: admin publishes relayed, to rotate the relaying worker
   std::vector<Metrics::WorkerGauge> worker_list_;  // reused: no allocation once the ids are known
 };
 

@@ -217,6 +217,7 @@ std::string Metrics::prometheus(std::size_t open_connections, const std::vector<
   write_gateway(out, open_connections);
   write_workers(out);
   write_shards(out, shards, refused_.get());
+  write_broadcast(out);
   return out;
 }
 
@@ -358,6 +359,24 @@ void Metrics::write_shards(std::string& out, const std::vector<const ShardMetric
   for (const auto* shard : shards) shard->ws_handshake_.add_to(totals);
   histogram(out, "asgi_bridge_websocket_handshake_hold_seconds",
             "WebSocket upgrades held until the app answered (accept, close, denial) or the gateway did.", totals);
+}
+
+// docs/broadcast.md.
+void Metrics::write_broadcast(std::string& out) const {
+  gauge(out, "asgi_bridge_broadcast_subscriptions", "Channel subscriptions of open WebSockets.",
+        subscriptions_.load(relaxed));
+  header(out, "asgi_bridge_broadcast_publishes_total", "counter", "Publishes this gateway fanned out to its sockets.");
+  fmt::format_to(Out(out), "asgi_bridge_broadcast_publishes_total {}\n", publishes_.load(relaxed));
+  header(out, "asgi_bridge_broadcast_frames_total", "counter", "Frames queued to subscribed sockets by those publishes.");
+  fmt::format_to(Out(out), "asgi_bridge_broadcast_frames_total {}\n", fanned_out_.load(relaxed));
+  header(out, "asgi_bridge_broadcast_dropped_total", "counter",
+         "Broadcast frames not written (slow_subscriber: queued to a socket closed 1013), publishes refused "
+         "(invalid) or not carried (bus).");
+  constexpr std::array<const char*, 3> k_drop_reasons{"slow_subscriber", "invalid", "bus"};
+  for (std::size_t r = 0; r < k_drop_reasons.size(); ++r) {
+    fmt::format_to(Out(out), "asgi_bridge_broadcast_dropped_total{{reason=\"{}\"}} {}\n", k_drop_reasons[r],
+                   broadcast_dropped_[r].load(relaxed));
+  }
 }
 
 }  // namespace asgi_bridge::gateway

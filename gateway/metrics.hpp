@@ -137,6 +137,15 @@ class Metrics {
   // Copy-assigned element by element: once the ids are known, no allocation.
   void set_worker_gauges(const std::vector<WorkerGauge>& gauges);
 
+  // --- broadcast (docs/broadcast.md) ---
+  enum class BroadcastDrop { slow_subscriber, invalid, bus, count };
+  void add_subscriptions(std::int64_t delta) { subscriptions_.fetch_add(delta, std::memory_order_relaxed); }
+  void count_publish() { publishes_.fetch_add(1, std::memory_order_relaxed); }
+  void count_fanned_out(std::uint64_t frames) { fanned_out_.fetch_add(frames, std::memory_order_relaxed); }
+  void count_broadcast_dropped(BroadcastDrop reason, std::uint64_t frames = 1) {
+    broadcast_dropped_[static_cast<std::size_t>(reason)].fetch_add(frames, std::memory_order_relaxed);
+  }
+
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::uint32_t live_workers() const { return live_workers_.load(std::memory_order_relaxed); }
 
@@ -146,12 +155,17 @@ class Metrics {
  private:
   void write_gateway(std::string& out, std::size_t open_connections) const;
   void write_workers(std::string& out) const;
+  void write_broadcast(std::string& out) const;
   static void write_shards(std::string& out, const std::vector<const ShardMetrics*>& shards, std::uint64_t refused);
 
   std::atomic<std::uint32_t> live_workers_{0};
   std::atomic<std::uint64_t> capacity_{0};
   std::atomic<std::uint64_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<std::int64_t> subscriptions_{0};
+  std::atomic<std::uint64_t> publishes_{0};
+  std::atomic<std::uint64_t> fanned_out_{0};
+  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(BroadcastDrop::count)> broadcast_dropped_{};
   Counter group_dropped_;
   Counter refused_;
   std::atomic<std::size_t> dispatch_queue_{0};

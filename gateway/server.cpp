@@ -87,8 +87,9 @@ int Server::run() {
                                                       config_, *connections_, tls_.get()));
     }
     if (config_.admin) {
-      admin_ = std::make_unique<AdminServer>(main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers,
-                                             dispatcher_->workers_pull());
+      admin_ = std::make_unique<AdminServer>(
+          main_io_, *config_.admin, dispatcher_->metrics(), shard_pointers, dispatcher_->workers_pull(), config_,
+          [this](PublicationPtr publication) { dispatcher_->publish(std::move(publication)); });
     }
   } catch (const std::exception& e) {
     log::server().critical("{}", e.what());

@@ -28,6 +28,8 @@ struct LocalClose {        // the gateway itself ends a WebSocket (lifetime, shu
   int code = 1001;
 };
 
+struct Broadcast {};       // the WebSocket's broadcast queue has a publish to write
+
 // What a session needs of its worker's envelope. protocol::Envelope also holds
 // routing fields and the scope inline (800 bytes): queued events and the
 // frames of coroutines waiting for them would carry all of it, for hours on an
@@ -51,7 +53,7 @@ struct WorkerMessage {
 };
 
 using SessionEvent =
-    std::variant<WorkerMessage, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose>;
+    std::variant<WorkerMessage, BusFailure, ClientGone, ReaderStopped, RequestInvalid, LocalClose, Broadcast>;
 
 // Session -> dispatcher, posted to the bus thread. Built with designated
 // initializers: two fields convert from each other silently.

@@ -5,6 +5,7 @@
 // the bus thread finds a connection's shard without a table.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <unordered_map>
@@ -12,6 +13,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "broadcast.hpp"
 #include "inbox.hpp"
 #include "log_limiter.hpp"
 #include "mailbox.hpp"
@@ -57,6 +59,12 @@ class Shard {
 
   // Any thread: hands an event to the connection's session, if it still exists.
   void post_event(std::uint64_t conn_id, SessionEvent event);
+  // Shard thread: this shard's broadcast subscriptions.
+  BroadcastRegistry& broadcasts() { return broadcasts_; }
+  // Any thread: a publish for this shard's subscribers, in the order posted.
+  void post_publish(PublicationPtr publication) { publications_.push(std::move(publication)); }
+  // Before the thread runs: told how many sockets each publish reached (metrics).
+  void on_fan_out(std::function<void(std::size_t)> counter) { fan_out_counter_ = std::move(counter); }
   // Any thread: every session drains; new ones are refused.
   void post_drain();
 
@@ -86,6 +94,12 @@ class Shard {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::thread thread_;
   Mailbox<Delivery> deliveries_{io_, [this](Delivery&& delivery) { deliver(std::move(delivery)); }};
+  BroadcastRegistry broadcasts_;
+  std::function<void(std::size_t)> fan_out_counter_;
+  Mailbox<PublicationPtr> publications_{io_, [this](PublicationPtr&& publication) {
+    auto reached = broadcasts_.fan_out(publication);
+    if (fan_out_counter_ && reached > 0) fan_out_counter_(reached);
+  }};
   std::uint64_t conn_counter_ = 0;
   std::uint64_t session_counter_ = 0;
   bool draining_ = false;

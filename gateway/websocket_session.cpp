@@ -1,5 +1,7 @@
 #include "websocket_session.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -38,6 +40,15 @@ constexpr auto k_close_timeout = std::chrono::seconds(5);
 // freed once its message is forwarded.
 constexpr std::size_t k_first_read = 128;
 constexpr std::size_t k_kept_read_buffer = 16 * 1024;
+
+// Channels one WebSocket may be subscribed to at once (docs/broadcast.md):
+// each costs a string and a set entry on the shard.
+constexpr std::size_t k_max_subscriptions = 64;
+// Payload bytes queued to one WebSocket beyond which it is not keeping up,
+// whatever --broadcast-queue says: what a stalled socket can pin.
+constexpr std::size_t k_max_broadcast_bytes = 64 * 1024 * 1024;
+// A queue's storage beyond this many entries is given back once it empties.
+constexpr std::size_t k_kept_broadcast_slots = 64;
 
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
@@ -122,6 +133,7 @@ WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request
       keepalive_(ws_.get_executor()) {}
 
 WebSocketSession::~WebSocketSession() {
+  unsubscribe_all();  // the registry holds a plain pointer to us
   shard_.untrack(drain_token_);  // the link ends a connection still open
 }
 
@@ -355,6 +367,8 @@ awaitable<void> WebSocketSession::serve_open() {
     } else if (auto* gone = std::get_if<ClientGone>(&*event)) {
       send_disconnect(gone->code, gone->reason);
       state_ = State::done;
+    } else if (std::holds_alternative<Broadcast>(*event)) {
+      co_await write_broadcast();
     }
   }
 }
@@ -444,6 +458,14 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     link_.on_written(send->data.size());
   } else if (auto* closing = std::get_if<protocol::WebSocketClose>(&*reply.event)) {
     co_await close(closing->code, closing->reason, Closer::app);
+  } else if (auto* joining = std::get_if<protocol::BroadcastSubscribe>(&*reply.event)) {
+    if (subscribe(joining->channel)) co_return;
+    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": subscriptions",
+                     "conn {}: app on worker {} subscribed to more than {} channels; closing 1011", link_.conn_id(),
+                     reply.worker_id, k_max_subscriptions);
+    co_await close(1011, "", Closer::gateway);
+  } else if (auto* leaving = std::get_if<protocol::BroadcastUnsubscribe>(&*reply.event)) {
+    unsubscribe(leaving->channel);
   } else {
     LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                      "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
@@ -561,6 +583,95 @@ awaitable<void> WebSocketSession::close(int code, std::string reason, Closer who
   boost::system::error_code ec;
   co_await ws_.async_close(why, redirect_error(use_awaitable, ec));
   if (ec && !reader_running_) state_ = State::done;
+}
+
+// --- broadcast -----------------------------------------------------------------
+
+// False past k_max_subscriptions; subscribing twice is one subscription.
+bool WebSocketSession::subscribe(const std::string& channel) {
+  if (std::find(channels_.begin(), channels_.end(), channel) != channels_.end()) return true;
+  if (channels_.size() >= k_max_subscriptions) return false;
+  channels_.push_back(channel);
+  shard_.broadcasts().subscribe(channel, this);
+  dispatcher_.metrics().add_subscriptions(1);
+  return true;
+}
+
+void WebSocketSession::unsubscribe(const std::string& channel) {
+  auto it = std::find(channels_.begin(), channels_.end(), channel);
+  if (it == channels_.end()) return;
+  shard_.broadcasts().unsubscribe(channel, this);
+  channels_.erase(it);
+  dispatcher_.metrics().add_subscriptions(-1);
+}
+
+// However the socket ends: its subscriptions end with it.
+void WebSocketSession::unsubscribe_all() {
+  for (const auto& channel : channels_) shard_.broadcasts().unsubscribe(channel, this);
+  dispatcher_.metrics().add_subscriptions(-static_cast<std::int64_t>(channels_.size()));
+  channels_.clear();
+}
+
+// The shard's fan-out: queued in publish order. A socket with
+// --broadcast-queue publishes (or k_max_broadcast_bytes) not yet written is
+// not keeping up: it is closed 1013 rather than hold memory without bound.
+void WebSocketSession::deliver(const PublicationPtr& publication) {
+  if (state_ != State::open || slow_subscriber_) return;  // closing: nothing more is written
+  std::size_t queued = broadcasts_.size() - broadcast_head_;
+  if (queued >= config_.broadcast_queue || broadcast_bytes_ + publication->data.size() > k_max_broadcast_bytes) {
+    drop_slow_subscriber();
+    return;
+  }
+  broadcasts_.push_back(publication);
+  broadcast_bytes_ += publication->data.size();
+  if (queued == 0) link_.inbox()->push(Broadcast{});
+}
+
+// Policy "close 1013" (docs/broadcast.md): the queued publishes are dropped,
+// the app hears websocket.disconnect 1013 and the client a close 1013 (Try
+// Again Later: reconnect and resynchronise). A client that reads nothing
+// never lets the write under way finish: the close deadline then cuts the
+// TCP connection.
+void WebSocketSession::drop_slow_subscriber() {
+  slow_subscriber_ = true;  // later publishes are ignored; teardown ends the subscriptions
+  auto dropped = broadcasts_.size() - broadcast_head_ + 1;
+  broadcasts_.resize(std::min(broadcasts_.size(), broadcast_head_ + 1));  // keep the one being written
+  dispatcher_.metrics().count_broadcast_dropped(Metrics::BroadcastDrop::slow_subscriber, dropped);
+  LogLimiter::warn(log::websocket(), shard_.log_limiter(), "broadcast: slow subscriber",
+                   "conn {}: {} broadcast frames queued and not written: closing 1013", link_.conn_id(),
+                   dropped - 1);
+  send_disconnect(1013);  // now: the write under way may take until the close deadline
+  link_.inbox()->push(LocalClose{1013});
+  close_deadline_.expires_after(k_close_timeout);
+  close_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (auto self = weak.lock(); self && !ec) {
+      boost::system::error_code ignored;
+      self->ws_.next_layer().socket().close(ignored);
+    }
+  });
+}
+
+// The oldest queued publish, through Beast's writer, which keeps its state
+// (pings, pongs, close) in order; the payload is the publish's own buffer,
+// not a copy (docs/decisions.md, "Broadcast frames"). One per turn, so that
+// a steady stream of publishes does not hold up the worker's own events.
+awaitable<void> WebSocketSession::write_broadcast() {
+  if (broadcast_head_ == broadcasts_.size()) co_return;
+  auto publication = broadcasts_[broadcast_head_];  // stays queued while written: deliver() sees it
+  if (state_ == State::open && !slow_subscriber_) {
+    boost::system::error_code ec;
+    ws_.text(publication->text);
+    co_await ws_.async_write(asio::buffer(publication->data), redirect_error(use_awaitable, ec));
+    if (!ec) count_out(publication->data.size());  // a message out, as the app's own
+  }
+  broadcast_bytes_ -= std::min(broadcast_bytes_, publication->data.size());
+  if (++broadcast_head_ < broadcasts_.size()) {
+    link_.inbox()->push(Broadcast{});
+    co_return;
+  }
+  broadcasts_.clear();
+  broadcast_head_ = 0;
+  if (broadcasts_.capacity() > k_kept_broadcast_slots) std::vector<PublicationPtr>().swap(broadcasts_);
 }
 
 // --- plumbing -----------------------------------------------------------------
@@ -681,6 +792,7 @@ awaitable<void> WebSocketSession::tls_shutdown() {
 }
 
 void WebSocketSession::teardown() {
+  unsubscribe_all();
   lifetime_.cancel();
   keepalive_.cancel();
   close_deadline_.cancel();

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -33,7 +34,9 @@ void start_websocket_session(ClientStream stream, SocketEnds ends,
                              boost::beast::http::request<boost::beast::http::empty_body> request,
                              protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config);
 
-class WebSocketSession : public Drainable, public std::enable_shared_from_this<WebSocketSession> {
+class WebSocketSession : public Drainable,
+                         public BroadcastSubscriber,
+                         public std::enable_shared_from_this<WebSocketSession> {
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
@@ -43,6 +46,7 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
 
   void start();
   void drain() override;
+  void deliver(const PublicationPtr& publication) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -82,6 +86,13 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   boost::asio::awaitable<void> reject(int status, Origin origin, const char* why, std::string_view extra_headers = {});
   boost::asio::awaitable<bool> write_raw(std::string_view a, std::string_view b = {});
 
+  // The asgi-bridge.broadcast extension (docs/broadcast.md).
+  bool subscribe(const std::string& channel);
+  void unsubscribe(const std::string& channel);
+  void unsubscribe_all();
+  void drop_slow_subscriber();
+  boost::asio::awaitable<void> write_broadcast();
+
   bool check_sequence(const WorkerMessage& reply);
   void send_disconnect(int code, std::string reason = {});
   boost::asio::awaitable<void> tls_shutdown();
@@ -115,6 +126,13 @@ class WebSocketSession : public Drainable, public std::enable_shared_from_this<W
   bool awaiting_pong_ = false;
   bool pinging_ = false;          // our ping is being written
   boost::beast::flat_buffer read_buffer_;
+  std::vector<std::string> channels_;  // subscribed to, at most k_max_subscriptions
+  // Publishes not yet written, oldest at broadcast_head_: a pointer each,
+  // the payloads are shared. A Broadcast in the inbox says it is not empty.
+  std::vector<PublicationPtr> broadcasts_;
+  std::size_t broadcast_head_ = 0;
+  std::size_t broadcast_bytes_ = 0;    // their payloads
+  bool slow_subscriber_ = false;       // the queue overflowed: closing 1013
 
   // What the access log and the metrics say of the connection.
   Clock::time_point started_ = Clock::now();  // the upgrade request's arrival

@@ -95,7 +95,7 @@ class Writer {
   void maybe_event(std::string_view key, const std::optional<Event>& event);
 
   // Scope and event fields.
-  void text(std::string_view key, std::string_view value, TextCheck = nullptr) {
+  void text(std::string_view key, std::string_view value, TextCheck = nullptr, Presence = Presence::defaulted) {
     if (entry(key)) str(value);
   }
   void required_text(std::string_view key, std::string_view value) { text(key, value); }
@@ -601,6 +601,12 @@ void check_close_reason(std::string_view reason, const Path& path) {
   }
 }
 
+void check_channel(std::string_view channel, const Path& path) {
+  if (!is_valid_channel(channel)) {
+    fail(path, quoted(channel) + " is not a channel name (1-128 bytes of letters, digits, - _ . : / @)");
+  }
+}
+
 // --- the descriptions -------------------------------------------------------------
 
 // The fields of each event after "type", in canonical order (docs/protocol.md §4.2).
@@ -633,6 +639,8 @@ void describe_event(V& v, E& e) {
   } else if constexpr (std::is_same_v<T, WebSocketHttpResponseStart>) {
     v.integer("status", e.status, check_status, Presence::required);
     v.headers("headers", e.headers);
+  } else if constexpr (is_one_of<T, BroadcastSubscribe, BroadcastUnsubscribe>) {
+    v.text("channel", e.channel, check_channel, Presence::required);
   } else {
     static_assert(sizeof(T) == 0, "describe_event: describe the fields of the new event");
   }
@@ -676,6 +684,7 @@ void describe_envelope(V& v, E& e) {
   v.maybe_uint("bytes", e.bytes);
   v.maybe_text("message", e.message);
   v.maybe_text("group", e.group);
+  v.maybe_text("channel", e.channel);
   v.maybe_scope("scope", e.scope);
   v.maybe_event("event", e.event);
 }
@@ -759,6 +768,15 @@ void check_group(const Envelope& envelope, const Path& root) {
   }
 }
 
+// A publish names a valid channel and carries one websocket.send.
+void check_publish(const Envelope& envelope, const Path& root) {
+  if (!envelope.channel) fail(Path(root, "channel"), "missing on a publish message");
+  check_channel(*envelope.channel, Path(root, "channel"));
+  if (!envelope.event || !std::holds_alternative<WebSocketSend>(*envelope.event)) {
+    fail(Path(root, "event"), "a publish message carries one websocket.send");
+  }
+}
+
 void read_envelope(const msgpack::object& object, Envelope& envelope) {
   Path root;
   if (object.type != msgpack::type::MAP) {
@@ -772,6 +790,7 @@ void read_envelope(const msgpack::object& object, Envelope& envelope) {
     if (!envelope.event) fail(Path(root, "event"), "missing on an event");
   }
   if (envelope.kind == Kind::group) check_group(envelope, root);
+  if (envelope.kind == Kind::publish) check_publish(envelope, root);
 }
 
 // msgpack-c allocates an array's or map's elements when it reads the header,

@@ -1,17 +1,19 @@
 #include "names.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "asgi_bridge/protocol/envelope.hpp"
+#include "validate.hpp"
 
 namespace asgi_bridge::protocol {
 namespace {
 
 // Indexed by Kind.
-constexpr std::array<std::string_view, 8> k_kind_names = {
-    "event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group",
+constexpr std::array<std::string_view, 9> k_kind_names = {
+    "event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group", "publish",
 };
-static_assert(k_kind_names.size() == static_cast<std::size_t>(Kind::group) + 1,
+static_assert(k_kind_names.size() == static_cast<std::size_t>(Kind::publish) + 1,
               "k_kind_names must name every Kind, in declaration order");
 
 }  // namespace
@@ -27,6 +29,16 @@ std::optional<Kind> kind_from_name(std::string_view name) {
   }
   return std::nullopt;
 }
+
+bool is_valid_channel(std::string_view channel) {
+  if (channel.empty() || channel.size() > k_max_channel_length) return false;
+  return std::all_of(channel.begin(), channel.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("-_.:/@").find(c) != std::string_view::npos;
+  });
+}
+
+bool is_valid_text(std::string_view text) { return detail::is_valid_utf8(text); }
 
 std::string_view event_type(const Event& event) {
   return detail::k_event_types[event.index()];

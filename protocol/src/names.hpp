@@ -31,6 +31,8 @@ template <> inline constexpr std::string_view type_name<WebSocketHttpResponseSta
     "websocket.http.response.start";
 template <> inline constexpr std::string_view type_name<WebSocketHttpResponseBody> =
     "websocket.http.response.body";
+template <> inline constexpr std::string_view type_name<BroadcastSubscribe> = "asgi-bridge.subscribe";
+template <> inline constexpr std::string_view type_name<BroadcastUnsubscribe> = "asgi-bridge.unsubscribe";
 
 inline constexpr std::size_t k_event_count = std::variant_size_v<Event>;
 

@@ -242,6 +242,17 @@ std::vector<Vector> kind_vectors() {
   group_bytes.group = "room/42";
   group_bytes.event = ws_send(pattern(40), false);
   v.push_back({"group_bytes", group_bytes});
+
+  v.push_back({"event_broadcast_subscribe", to_gateway(2, 1, BroadcastSubscribe{"prices/EUR-USD"})});
+  v.push_back({"event_broadcast_unsubscribe", to_gateway(2, 2, BroadcastUnsubscribe{"prices/EUR-USD"})});
+  Envelope publish_text = from_worker(Kind::publish);
+  publish_text.channel = "room:lobby";
+  publish_text.event = ws_send("hello, everyone", true);
+  v.push_back({"publish_text", publish_text});
+  Envelope publish_bytes = from_gateway(Kind::publish);  // an admin publish, relayed on ZeroMQ
+  publish_bytes.channel = "ticks@eu";
+  publish_bytes.event = ws_send(pattern(40), false);
+  v.push_back({"publish_bytes", publish_bytes});
   return v;
 }
 

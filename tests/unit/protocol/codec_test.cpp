@@ -156,6 +156,12 @@ Map event_of(std::string type, Map fields = {}) {
   return fields;
 }
 
+// A worker's publish to gateway broadcast channel "news".
+Map publish_message() {
+  return {{s("v"), u(1)}, {s("k"), s("publish")}, {s("w"), s("wk-1")}, {s("channel"), s("news")},
+          {s("event"), map(event_of("websocket.send", {{s("text"), s("hi")}}))}};
+}
+
 // A worker's broadcast to group "lobby".
 Map group_message() {
   return {{s("v"), u(1)},         {s("k"), s("group")}, {s("w"), s("wk-1")}, {s("s"), u(3)},
@@ -313,6 +319,11 @@ std::vector<Envelope> sample_envelopes() {
   group.group = "lobby";
   group.event = WebSocketSend{{"hi", true}};
   out.push_back(group);
+  Envelope publish = kind(Kind::publish);
+  publish.worker_id = "wk-1";
+  publish.channel = "room:lobby";
+  publish.event = WebSocketSend{{"hi", true}};
+  out.push_back(publish);
   return out;
 }
 
@@ -333,6 +344,10 @@ template <std::size_t... I>
 void round_trip_default_events(std::index_sequence<I...>) {
   auto one = [](Event event) {
     SCOPED_TRACE(std::string(event_type(event)));
+    // A channel has no valid default: the empty name is refused.
+    std::visit([](auto& e) {
+      if constexpr (requires { e.channel; }) e.channel = "c";
+    }, event);
     Envelope envelope;
     envelope.gateway_id = "gw";
     envelope.conn_id = 1;
@@ -350,7 +365,7 @@ TEST(CodecRoundTrip, EveryEventTypeWithDefaults) {
 TEST(CodecRoundTrip, EveryKind) {
   std::set<Kind> seen;
   for (const auto& envelope : sample_envelopes()) seen.insert(envelope.kind);
-  EXPECT_EQ(seen.size(), 8U);
+  EXPECT_EQ(seen.size(), 9U);
   for (Kind kind : seen) EXPECT_EQ(kind_from_name(kind_name(kind)), kind);
   EXPECT_EQ(kind_from_name("gossip"), std::nullopt);
 }
@@ -397,7 +412,7 @@ TEST(GoldenVectors, CoverEveryEventTypeAndKind) {
     kinds.insert(envelope.kind);
     if (envelope.event) types.emplace(event_type(*envelope.event));
   }
-  EXPECT_EQ(kinds.size(), 8U);
+  EXPECT_EQ(kinds.size(), 9U);
   EXPECT_EQ(types.size(), std::variant_size_v<Event>);
 }
 
@@ -646,6 +661,22 @@ std::vector<Malformed> malformed_samples() {
       {"group name as bin", bytes_of(with(group_message(), "group", b("lobby"))), "group: expected str, got bin"},
       {"group carrying a close", bytes_of(with(group_message(), "event", map(event_of("websocket.close")))),
        "event: a group message carries one websocket.send"},
+      {"publish without channel", bytes_of(without(publish_message(), "channel")),
+       "channel: missing on a publish message"},
+      {"publish to a bad channel", bytes_of(with(publish_message(), "channel", s("a b"))),
+       "channel: \"a b\" is not a channel name"},
+      {"publish to a channel of 129 bytes", bytes_of(with(publish_message(), "channel", s(std::string(129, 'c')))),
+       "is not a channel name"},
+      {"publish carrying a close", bytes_of(with(publish_message(), "event", map(event_of("websocket.close")))),
+       "event: a publish message carries one websocket.send"},
+      {"subscribe without channel", bytes_of(event_message(event_of("asgi-bridge.subscribe"))),
+       "event.channel: missing"},
+      {"subscribe to an empty channel",
+       bytes_of(event_message(event_of("asgi-bridge.subscribe", {{s("channel"), s("")}}))),
+       "event.channel: \"\" is not a channel name"},
+      {"unsubscribe from a channel with a NUL",
+       bytes_of(event_message(event_of("asgi-bridge.unsubscribe", {{s("channel"), s(std::string("a\0b", 3))}}))),
+       "is not a channel name"},
       // Events.
       {"event not a map", bytes_of(with(event_message({}), "event", s("http.disconnect"))),
        "event: expected map, got str"},

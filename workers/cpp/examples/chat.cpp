@@ -4,9 +4,16 @@
 // broadcast groups (asgi_bridge/worker/groups.hpp), which reach the other
 // workers through the gateways on ZeroMQ and through pub/sub on Redis
 // (docs/workers-cpp.md, "Chat rooms").
+//
+// /live: the same through the gateways' own broadcast (docs/broadcast.md):
+// a text "sub:CHANNEL" or "unsub:CHANNEL" subscribes the socket at its
+// gateway, "pub:CHANNEL:TEXT" publishes TEXT to every socket subscribed to
+// CHANNEL on every gateway; each command is answered "ok COMMAND" (or
+// "error WHY").
 #include <optional>
 #include <string>
 
+#include "asgi_bridge/worker/broadcast.hpp"
 #include "asgi_bridge/worker/groups.hpp"
 #include "asgi_bridge/worker/http.hpp"
 #include "asgi_bridge/worker/run.hpp"
@@ -25,16 +32,49 @@ std::optional<std::string> room_of(std::string_view path) {
   return std::string(path.substr(k_prefix.size()));
 }
 
-// A socket leaves its room by itself when it ends.
+// /live: one command of the gateway broadcast demo; the answer to send back.
+awaitable<std::string> live_command(WebSocketPtr ws, std::string command) {
+  auto colon = command.find(':');
+  auto verb = command.substr(0, colon);
+  auto rest = colon == std::string::npos ? std::string() : command.substr(colon + 1);
+  if (verb == "sub") {
+    co_await ws->subscribe(rest);
+  } else if (verb == "unsub") {
+    co_await ws->unsubscribe(rest);
+  } else if (verb == "pub") {
+    auto split = rest.find(':');
+    publish_text(rest.substr(0, split), split == std::string::npos ? std::string() : rest.substr(split + 1));
+  } else {
+    co_return "error unknown command";
+  }
+  co_return "ok " + command;
+}
+
+awaitable<void> on_live_message(WebSocketPtr ws, std::string command) {
+  std::string answer;
+  try {
+    answer = co_await live_command(ws, std::move(command));
+  } catch (const InvalidEvent& e) {
+    answer = std::string("error ") + e.what();
+  }
+  co_await ws->send_text(std::move(answer));
+}
+
+// A socket leaves its room (and its gateway subscriptions) by itself when it ends.
 WebSocketHandlers chat_handlers() {
   WebSocketHandlers handlers;
   handlers.on_connect = [](WebSocketPtr ws) -> awaitable<bool> {
+    if (ws->path() == "/live") co_return true;
     auto room = room_of(ws->path());
     if (!room) co_return false;  // 403
     groups().add(*room, ws);
     co_return true;
   };
   handlers.on_message = [](WebSocketPtr ws, asgi_bridge::protocol::WebSocketMessage message) -> awaitable<void> {
+    if (ws->path() == "/live") {
+      co_await on_live_message(ws, std::move(message.data));
+      co_return;
+    }
     auto room = *room_of(ws->path());
     if (message.text) {
       groups().send_text(room, std::move(message.data));

@@ -63,6 +63,10 @@ struct Checker {
     check_status(e.status, "websocket.http.response.start");
     check_headers(e.headers, "websocket.http.response.start.headers");
   }
+  void operator()(const protocol::BroadcastSubscribe& e) const { check_channel(e.channel, "asgi-bridge.subscribe"); }
+  void operator()(const protocol::BroadcastUnsubscribe& e) const {
+    check_channel(e.channel, "asgi-bridge.unsubscribe");
+  }
   // Bodies are bytes; incoming-only types are refused by the state machine.
   template <typename Other>
   void operator()(const Other&) const {}
@@ -78,6 +82,13 @@ int sequence_length(unsigned char lead) {
 }
 
 }  // namespace
+
+void check_channel(const std::string& channel, const char* where) {
+  if (!protocol::is_valid_channel(channel)) {
+    throw InvalidEvent(where + ".channel: '"s + channel.substr(0, 60) +
+                       "' is not a channel name (1-128 bytes of letters, digits, - _ . : / @)");
+  }
+}
 
 void check_event_values(const protocol::Event& event) { std::visit(Checker{}, event); }
 

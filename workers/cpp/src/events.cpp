@@ -40,4 +40,8 @@ protocol::WebSocketHttpResponseBody denial_body(std::string body, bool more_body
   return {std::move(body), more_body};
 }
 
+protocol::BroadcastSubscribe broadcast_subscribe(std::string channel) { return {std::move(channel)}; }
+
+protocol::BroadcastUnsubscribe broadcast_unsubscribe(std::string channel) { return {std::move(channel)}; }
+
 }  // namespace asgi_bridge::worker

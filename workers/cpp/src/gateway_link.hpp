@@ -34,6 +34,10 @@ class GatewayLink {
   bool publish(std::string_view group, std::string_view bytes);
   void subscribe(std::string_view group) { transport_->subscribe(group); }
   void unsubscribe(std::string_view group) { transport_->unsubscribe(group); }
+  // Redis: a publish to a gateway broadcast channel (docs/broadcast.md).
+  bool broadcast(std::string_view channel, bool text, std::string_view data) {
+    return transport_->broadcast(channel, text, data) == bus::SendStatus::sent;
+  }
   void stop();
 
   // For logs: the URL without its password.

@@ -56,6 +56,10 @@ awaitable<void> WebSocket::close(int code, std::string reason) {
   return send_(websocket_close(code, std::move(reason)));
 }
 
+awaitable<void> WebSocket::subscribe(std::string channel) { return send_(broadcast_subscribe(std::move(channel))); }
+
+awaitable<void> WebSocket::unsubscribe(std::string channel) { return send_(broadcast_unsubscribe(std::move(channel))); }
+
 void WebSocket::post_text(std::string text) { post(websocket_text(std::move(text))); }
 
 void WebSocket::post_bytes(std::string bytes) { post(websocket_bytes(std::move(bytes))); }

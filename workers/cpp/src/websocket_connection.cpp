@@ -77,6 +77,9 @@ void WebSocketConnection::advance(const protocol::Event& event) {
       throw UnexpectedMessage("websocket.http.response.start is only allowed before websocket.accept, once");
     }
     state_ = State::denying;
+  } else if (std::holds_alternative<protocol::BroadcastSubscribe>(event) ||
+             std::holds_alternative<protocol::BroadcastUnsubscribe>(event)) {
+    track_subscription(event);
   } else if (auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&event)) {
     if (state_ != State::denying) {
       throw UnexpectedMessage("websocket.http.response.body before websocket.http.response.start");
@@ -85,6 +88,23 @@ void WebSocketConnection::advance(const protocol::Event& event) {
   } else {
     throw UnexpectedMessage(std::string(type) + " cannot be sent on a WebSocket connection");
   }
+}
+
+// docs/broadcast.md: after accept only, and at most k_max_subscriptions
+// channels at once (the gateway closes the socket 1011 past it).
+void WebSocketConnection::track_subscription(const protocol::Event& event) {
+  auto type = protocol::event_type(event);
+  if (state_ != State::open) throw UnexpectedMessage(std::string(type) + " before websocket.accept");
+  if (const auto* leaving = std::get_if<protocol::BroadcastUnsubscribe>(&event)) {
+    channels_.erase(leaving->channel);
+    return;
+  }
+  const auto& channel = std::get<protocol::BroadcastSubscribe>(event).channel;
+  if (channels_.count(channel) == 0 && channels_.size() >= k_max_subscriptions) {
+    throw InvalidEvent("asgi-bridge.subscribe: already subscribed to " + std::to_string(k_max_subscriptions) +
+                       " channels, the limit per WebSocket");
+  }
+  channels_.insert(channel);
 }
 
 void WebSocketConnection::close() {

@@ -5,7 +5,10 @@
 //   connecting --websocket.http.response.start--> denying --final body--> closed
 // and receive() that, once a websocket.disconnect arrived, returns it again on
 // every later call.
+#include <cstddef>
 #include <optional>
+#include <set>
+#include <string>
 
 #include "connection.hpp"
 
@@ -30,8 +33,11 @@ class WebSocketConnection final : public Connection {
   void on_return() override;
 
   void close();
+  void track_subscription(const protocol::Event& event);
 
+  static constexpr std::size_t k_max_subscriptions = 64;  // as the gateway's (docs/broadcast.md)
   State state_ = State::connecting;
+  std::set<std::string> channels_;  // asgi-bridge.broadcast subscriptions
   bool accepted_ = false;
   std::optional<protocol::WebSocketDisconnect> last_disconnect_;
 };

@@ -49,6 +49,7 @@ Worker::Worker(App app, Options options)
       signals_(bus_io_, SIGINT, SIGTERM) {}
 
 Worker::~Worker() {
+  attach_broadcast(nullptr);
   groups().attach(nullptr);
   stop_threads();
 }
@@ -58,6 +59,7 @@ int Worker::run() {
   make_shards();
   open_links();
   groups().attach(this);
+  attach_broadcast(this);
   for (auto& io : app_ios_) threads_.emplace_back([io = io.get()] { io->run(); });
   for (std::size_t link = 0; link < links_.size(); ++link) announce_to(link);
   update_free_capacity();
@@ -66,6 +68,7 @@ int Worker::run() {
   log().info("worker {} serving {} bus link(s) (capacity {} HTTP requests, {} WebSockets, {} app thread(s))",
              worker_id_, links_.size(), options_.concurrency, options_.websocket_capacity, options_.threads);
   bus_io_.run();
+  attach_broadcast(nullptr);
   groups().attach(nullptr);
   stop_threads();
   log().info("worker {} stopped", worker_id_);
@@ -130,6 +133,7 @@ void Worker::on_message(std::size_t link, std::string_view payload) {
   auto& envelope = std::get<Envelope>(decoded);
   auto kind = envelope.kind;
   if (kind == Kind::group) return on_group(std::move(envelope));
+  if (kind == Kind::publish) return relay_publish(link, payload);
   if (kind == Kind::ready || kind == Kind::drain) {
     log().debug("bus {}: ignoring a {} message", links_[link]->url(), protocol::kind_name(kind));
     return;
@@ -316,6 +320,33 @@ void Worker::publish_now(const std::string& group, protocol::WebSocketSend&& mes
   auto bytes = protocol::encode(envelope);
   for (auto& link : links_) {
     if (!link->publish(group, bytes)) log().debug("bus {}: group {} message not sent", link->url(), group);
+  }
+}
+
+// --- gateway broadcast channels (docs/broadcast.md) -------------------------------
+
+// One message per ZeroMQ gateway, one Redis PUBLISH per shared link.
+void Worker::publish_channel(const std::string& channel, protocol::WebSocketSend message) {
+  boost::asio::post(bus_io_, [this, channel, message = std::move(message)]() mutable {
+    Envelope envelope;
+    envelope.kind = Kind::publish;
+    envelope.worker_id = worker_id_;
+    envelope.channel = channel;
+    envelope.event = message;
+    auto bytes = protocol::encode(envelope);
+    for (auto& link : links_) {
+      bool sent = link->shared() ? link->broadcast(channel, message.text, message.data) : link->send({}, bytes);
+      if (!sent) log().debug("bus {}: publish to {} not sent", link->url(), channel);
+    }
+  });
+}
+
+// ZeroMQ: a gateway's own publish (POST /publish) goes on, unchanged, to the
+// other gateways we serve; they fan it out and never relay it further.
+void Worker::relay_publish(std::size_t link, std::string_view payload) {
+  if (links_[link]->shared()) return;
+  for (std::size_t other = 0; other < links_.size(); ++other) {
+    if (other != link && !links_[other]->shared()) links_[other]->send({}, payload);
   }
 }
 

@@ -31,6 +31,7 @@
 
 #include "asgi_bridge/protocol/envelope.hpp"
 #include "asgi_bridge/worker/app.hpp"
+#include "asgi_bridge/worker/broadcast.hpp"
 #include "asgi_bridge/worker/groups.hpp"
 #include "asgi_bridge/worker/options.hpp"
 #include "conn_key.hpp"
@@ -41,7 +42,7 @@
 
 namespace asgi_bridge::worker::detail {
 
-class Worker : private GroupBus {
+class Worker : private GroupBus, private BroadcastBus {
  public:
   Worker(App app, Options options);
   ~Worker() override;
@@ -91,6 +92,10 @@ class Worker : private GroupBus {
   void subscribe(const std::string& group) override;
   void unsubscribe(const std::string& group) override;
   void publish_now(const std::string& group, protocol::WebSocketSend&& message);
+
+  // Gateway broadcast channels (BroadcastBus: any thread; posts to the bus thread).
+  void publish_channel(const std::string& channel, protocol::WebSocketSend message) override;
+  void relay_publish(std::size_t link, std::string_view payload);
 
   // Capacity.
   void launch(const ConnKey& key, Route& route);

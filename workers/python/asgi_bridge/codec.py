@@ -24,14 +24,15 @@ import msgpack
 from .errors import InvalidEvent, ProtocolError
 
 VERSION = 1
-KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group"))
+KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "error", "group",
+                   "publish"))
 
 # §2.1, in canonical order.
 ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "ws_capacity", "window",
-                 "events", "bytes", "message", "group", "scope", "event")
+                 "events", "bytes", "message", "group", "channel", "scope", "event")
 _UINT_KEYS = frozenset(("c", "s", "capacity", "active", "ws_capacity", "window", "events",
                         "bytes"))
-_STR_KEYS = frozenset(("k", "g", "w", "message", "group"))
+_STR_KEYS = frozenset(("k", "g", "w", "message", "group", "channel"))
 
 # RFC 9110 token (header names) and the bytes that could split a response (values).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -121,6 +122,21 @@ def _reason(value, field, err):
     if utf8_len(value, field, err) > 123:  # what fits in a close frame after the code
         raise err(f"{field}: longer than 123 bytes in UTF-8")
     return value
+
+
+# Broadcast channel names (§4.3): 1 to 128 bytes of letters, digits and - _ . : / @.
+_CHANNEL = re.compile(r"[A-Za-z0-9\-_.:/@]{1,128}")
+
+
+def check_channel(value, field="channel", err=InvalidEvent):
+    if type(value) is not str or not _CHANNEL.fullmatch(value):
+        raise err(f"{field}: {value!r:.60} is not a channel name "
+                  "(1-128 characters: letters, digits, - _ . : / @)")
+    return value
+
+
+def _channel(value, field, err):
+    return check_channel(value, field, err)
 
 
 def _str_list(value, field, err):
@@ -242,6 +258,9 @@ _EVENT_SPECS = {
     "websocket.http.response.start": (("status", _status, _REQUIRED),
                                       ("headers", _headers, _EMPTY_LIST)),
     "websocket.http.response.body": (("body", _bin, b""), ("more_body", _bool, False)),
+    # the asgi-bridge.broadcast extension (docs/broadcast.md)
+    "asgi-bridge.subscribe": (("channel", _channel, _REQUIRED),),
+    "asgi-bridge.unsubscribe": (("channel", _channel, _REQUIRED),),
 }
 
 
@@ -476,6 +495,8 @@ def _decode_envelope(obj):
                 raise ProtocolError(f"{key}: missing (required in an event message)")
     elif kind == "group":
         _check_group(out)
+    elif kind == "publish":
+        _check_publish(out)
     return out
 
 
@@ -486,6 +507,15 @@ def _check_group(msg):
             raise ProtocolError(f"{key}: missing (required in a group message)")
     if msg["event"]["type"] != "websocket.send":
         raise ProtocolError("event: a group message carries one websocket.send")
+
+
+def _check_publish(msg):
+    """A publish to a broadcast channel: a gateway asks us to relay it (ZeroMQ)."""
+    if "channel" not in msg:
+        raise ProtocolError("channel: missing (required in a publish message)")
+    check_channel(msg["channel"], "channel", ProtocolError)
+    if "event" not in msg or msg["event"]["type"] != "websocket.send":
+        raise ProtocolError("event: a publish message carries one websocket.send")
 
 
 def _wire_uint(value, key):

@@ -22,6 +22,10 @@ DEFAULT_WINDOW = 1024 * 1024  # §5: bytes in flight when the first event has no
 # (and its envelope) fits whatever the gateway's options.
 BODY_PIECE = 60 * 1024
 _SPLIT_TYPES = frozenset(("http.response.body", "websocket.http.response.body"))
+# docs/broadcast.md: the channels one WebSocket may be subscribed to at once (the
+# gateway closes the socket 1011 past it; we tell the app first).
+MAX_SUBSCRIPTIONS = 64
+_BROADCAST_TYPES = frozenset(("asgi-bridge.subscribe", "asgi-bridge.unsubscribe"))
 
 
 class Connection:
@@ -314,6 +318,7 @@ class WebSocketConnection(Connection):
         self._state = _CONNECTING
         self._accepted = False
         self._last_disconnect = None  # returned again by every later receive()
+        self._channels = set()  # asgi-bridge.broadcast subscriptions
 
     @property
     def _complete(self):
@@ -370,6 +375,8 @@ class WebSocketConnection(Connection):
                 raise UnexpectedMessage("websocket.http.response.start is only allowed "
                                         "before websocket.accept, once")
             self._state = _DENYING
+        elif etype in _BROADCAST_TYPES:
+            self._track_subscription(etype, event["channel"], state)
         elif etype == "websocket.http.response.body":
             if state != _DENYING:
                 raise UnexpectedMessage("websocket.http.response.body before "
@@ -378,6 +385,17 @@ class WebSocketConnection(Connection):
                 self._close()
         else:
             raise UnexpectedMessage(f"{etype} cannot be sent on a WebSocket connection")
+
+    def _track_subscription(self, etype, channel, state):
+        if state != _OPEN:
+            raise UnexpectedMessage(f"{etype} before websocket.accept")
+        if etype == "asgi-bridge.unsubscribe":
+            self._channels.discard(channel)
+        elif channel not in self._channels:
+            if len(self._channels) >= MAX_SUBSCRIPTIONS:
+                raise InvalidEvent(f"asgi-bridge.subscribe: already subscribed to "
+                                   f"{MAX_SUBSCRIPTIONS} channels, the limit per WebSocket")
+            self._channels.add(channel)
 
     def _close(self):
         self._state = _CLOSED

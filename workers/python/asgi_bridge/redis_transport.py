@@ -308,6 +308,17 @@ class RedisTransport:
             return
         self._enqueue(link, data)
 
+    def broadcast(self, channel, text, data):
+        """docs/broadcast.md: PUBLISH on PREFIX:broadcast:CHANNEL (text) or
+        PREFIX:broadcast-bin:CHANNEL (binary), with the next write."""
+        if self._sender_up is False or len(self._control) >= self.MAX_NOWAIT_BACKLOG:
+            self._dropped += 1
+            return
+        kind = "broadcast" if text else "broadcast-bin"
+        self._control.append(("PUBLISH", f"{self._prefix}:{kind}:{channel}", data))
+        if self._wake is not None:
+            self._wake.set()
+
     async def close(self, linger=1.0):
         """Stop taking messages; give what is queued (our bye) up to `linger` seconds."""
         if self._loop is None or self._closing:

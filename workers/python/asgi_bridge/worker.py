@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 
-from . import codec
+from . import broadcast, codec
 from .connection import make_connection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
@@ -88,11 +88,13 @@ class Worker:
         self.groups = GroupHub(transport, worker_id)
         self._handlers = {"event": self._on_event, "credit": self._on_credit,
                           "error": self._on_error, "bye": self._on_bye,
-                          "heartbeat": lambda gateway, msg: None}
+                          "heartbeat": lambda gateway, msg: None,
+                          "publish": self._relay_publish}
 
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self):
+        broadcast.attach(self)
         self.transport.start(self.on_message)
         self.groups.install()
         self._update_capacity()
@@ -150,6 +152,30 @@ class Worker:
         self._send_nowait(link, self._status("ready"))
         if self.draining:
             self._send_nowait(link, {"k": "drain", "w": self.worker_id})
+
+    async def publish(self, channel, event):
+        """docs/broadcast.md: one `publish` to every gateway (ZeroMQ), or one PUBLISH on
+        the channel's Redis name, whatever the number of subscribers."""
+        if self.transport.shared_queue:
+            text = "text" in event
+            data = event["text"].encode("utf-8", "surrogatepass") if text else event["bytes"]
+            self.transport.broadcast(channel, text, data)
+            return
+        data = codec.encode({"k": "publish", "w": self.worker_id, "channel": channel,
+                             "event": event})
+        for link in self.transport.links:
+            await self.transport.send(link, data)
+
+    def _relay_publish(self, gateway, msg):
+        """ZeroMQ: a gateway's own publish (POST /publish) goes on to the other gateways
+        we serve; they fan it out and never relay it further (docs/broadcast.md)."""
+        if self.transport.shared_queue:
+            return
+        data = codec.encode({"k": "publish", "g": gateway.id, "w": self.worker_id,
+                             "channel": msg["channel"], "event": msg["event"]})
+        for link in self.transport.links:
+            if link is not gateway.link:
+                self.transport.send_nowait(link, data)
 
     def _status(self, kind):
         """`ready` or `heartbeat`: WebSockets are counted apart (``ws_capacity``)."""

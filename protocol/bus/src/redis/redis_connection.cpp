@@ -147,12 +147,16 @@ bool RedisConnection::pubsub(std::string_view verb, std::string_view channel) {
 void RedisConnection::on_pubsub_reply(redisAsyncContext*, void* data, void* self) {
   auto* reply = static_cast<redisReply*>(data);
   auto* connection = static_cast<RedisConnection*>(self);
-  if (!reply || !connection->on_push_ || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
+  if (!reply || !connection->on_push_ || reply->type != REDIS_REPLY_ARRAY) return;
   auto text = [](const redisReply* element) {
     bool has_text = element->type == REDIS_REPLY_STRING && element->str;
     return has_text ? std::string_view(element->str, element->len) : std::string_view{};
   };
-  connection->on_push_(text(reply->element[0]), text(reply->element[1]), text(reply->element[2]));
+  if (reply->elements == 4) {  // pmessage, pattern, channel, payload
+    connection->on_push_(text(reply->element[0]), text(reply->element[2]), text(reply->element[3]));
+  } else if (reply->elements == 3) {
+    connection->on_push_(text(reply->element[0]), text(reply->element[1]), text(reply->element[2]));
+  }
 }
 
 void RedisConnection::reset(const std::string& why) {

@@ -34,7 +34,7 @@ class RedisConnection {
   // Called on the io_context each time the connection comes up (true) or goes down (false).
   using StateHandler = std::function<void(bool up)>;
   // Pub/sub: every push of a subscribed connection, e.g. ("message", channel,
-  // payload) or ("unsubscribe", channel, "").
+  // payload), ("pmessage", channel, payload) or ("unsubscribe", channel, "").
   using PushHandler = std::function<void(std::string_view type, std::string_view channel, std::string_view data)>;
 
   RedisConnection(boost::asio::io_context& io, RedisUrl url, std::string name, StateHandler on_state);
@@ -51,6 +51,8 @@ class RedisConnection {
   void set_push_handler(PushHandler handler) { on_push_ = std::move(handler); }
   bool subscribe(std::string_view channel) { return pubsub("SUBSCRIBE", channel); }
   bool unsubscribe(std::string_view channel) { return pubsub("UNSUBSCRIBE", channel); }
+  // PSUBSCRIBE: its messages reach the push handler as ("pmessage", channel, payload).
+  bool psubscribe(std::string_view pattern) { return pubsub("PSUBSCRIBE", pattern); }
   // Drops the connection (logged once, as any loss) and reconnects with
   // backoff: for a server that answers errors a new connection may cure
   // (LOADING, READONLY after a failover...).

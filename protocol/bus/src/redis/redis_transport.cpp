@@ -30,10 +30,11 @@ RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url,
       shared_pops_(io, url, "shared queue", [this](bool up) { on_shared_pops_state(up); }),
       subscriber_(io, url, "groups",
                   [this](bool up) {
-                    if (!up) return;
-                    for (const auto& channel : channels_) subscriber_.subscribe(channel);
+                    if (up) on_subscriber_up();
                   }),
-      channel_prefix_(options.key_prefix + ":group:" + std::to_string(url.db) + ":") {
+      channel_prefix_(options.key_prefix + ":group:" + std::to_string(url.db) + ":"),
+      broadcast_text_prefix_(options.key_prefix + ":broadcast:"),
+      broadcast_bin_prefix_(options.key_prefix + ":broadcast-bin:") {
   subscriber_.set_push_handler(
       [this](std::string_view type, std::string_view channel, std::string_view data) { on_push(type, channel, data); });
 }
@@ -49,6 +50,38 @@ void RedisTransport::start(OnMessage on_message) {
   commands_.connect();
   own_pops_.connect();
   if (options_.role == Role::worker) shared_pops_.connect();
+  if (on_broadcast_ && !subscriber_started_) {
+    subscriber_started_ = true;
+    subscriber_.connect();
+  }
+}
+
+// Again after every reconnect: Redis forgets a connection's subscriptions.
+void RedisTransport::on_subscriber_up() {
+  for (const auto& channel : channels_) subscriber_.subscribe(channel);
+  if (on_broadcast_) {
+    subscriber_.psubscribe(broadcast_text_prefix_ + "*");
+    subscriber_.psubscribe(broadcast_bin_prefix_ + "*");
+  }
+}
+
+SendStatus RedisTransport::broadcast(std::string_view channel, bool text, std::string_view data) {
+  if (stopped_ || !commands_.up()) return SendStatus::failed;
+  auto name = (text ? broadcast_text_prefix_ : broadcast_bin_prefix_) + std::string(channel);
+  bool queued = commands_.command({"PUBLISH", name, data}, [name, alive = alive_](redisReply* reply) {
+    if (*alive && (!reply || reply->type == REDIS_REPLY_ERROR)) {
+      bus_log().warn("redis: PUBLISH {} lost: {}", name, reply ? std::string(reply->str, reply->len) : "connection lost");
+    }
+  });
+  return queued ? SendStatus::sent : SendStatus::failed;
+}
+
+void RedisTransport::on_broadcast_push(std::string_view channel, std::string_view data) {
+  std::string_view prefix = broadcast_text_prefix_;
+  bool text = channel.substr(0, prefix.size()) == prefix;
+  if (!text) prefix = broadcast_bin_prefix_;
+  if (channel.substr(0, prefix.size()) != prefix) return;
+  on_broadcast_(channel.substr(prefix.size()), text, data);
 }
 
 void RedisTransport::stop() {
@@ -153,6 +186,8 @@ void RedisTransport::on_push(std::string_view type, std::string_view channel, st
   if (stopped_) return;
   if (type == "message") {
     if (on_message_) on_message_({}, data);
+  } else if (type == "pmessage") {
+    if (on_broadcast_) on_broadcast_push(channel, data);
   } else if (type == "unsubscribe" && channels_.count(channel) != 0) {
     // Left and joined again before Redis confirmed the leave: hiredis forgets
     // the channel on that confirmation, so subscribe anew.

@@ -36,6 +36,8 @@ class RedisTransport final : public Transport {
   SendStatus publish(std::string_view group, std::string_view payload) override;
   void subscribe(std::string_view group) override;
   void unsubscribe(std::string_view group) override;
+  void watch_broadcasts(OnBroadcast on_broadcast) override { on_broadcast_ = std::move(on_broadcast); }
+  SendStatus broadcast(std::string_view channel, bool text, std::string_view data) override;
 
  private:
   std::string queue_key(std::string_view kind, std::string_view id) const;
@@ -49,6 +51,8 @@ class RedisTransport final : public Transport {
   void on_shared_pops_state(bool up);
   std::string group_channel(std::string_view group) const;
   void on_push(std::string_view type, std::string_view channel, std::string_view data);
+  void on_subscriber_up();
+  void on_broadcast_push(std::string_view channel, std::string_view data);
 
   boost::asio::io_context& io_;
   TransportOptions options_;
@@ -63,6 +67,9 @@ class RedisTransport final : public Transport {
   std::set<std::string, std::less<>> channels_;  // of the groups subscribed to
   bool subscriber_started_ = false;
   OnMessage on_message_;
+  OnBroadcast on_broadcast_;                     // gateway: publishes on the broadcast channels
+  std::string broadcast_text_prefix_;            // PREFIX:broadcast:
+  std::string broadcast_bin_prefix_;             // PREFIX:broadcast-bin:
   std::unordered_map<std::string, std::vector<std::string>> outbox_;
   bool flush_scheduled_ = false;
   bool own_popping_ = false;

@@ -27,6 +27,7 @@ enum class Kind {
   bye,        // either side: I am leaving now
   error,      // one connection failed (app error, unknown connection)
   group,      // worker -> workers: a message for every member of a broadcast group
+  publish,    // worker -> gateway (and gateway -> worker, to relay): a message for a broadcast channel
 };
 
 struct Envelope {
@@ -46,8 +47,9 @@ struct Envelope {
   std::optional<std::uint64_t> bytes;     // "bytes": credit, bytes written to the client
   std::optional<Text> message;            // "message": error text
   std::optional<Text> group;              // "group": kind == group, the group's name
+  std::optional<Text> channel;            // "channel": kind == publish, the broadcast channel
   std::optional<Scope> scope;             // "scope": first event of a connection only
-  std::optional<Event> event;             // "event": kind == event; kind == group: its websocket.send
+  std::optional<Event> event;             // "event": kind == event; kind == group or publish: its websocket.send
   friend bool operator==(const Envelope&, const Envelope&) = default;
 };
 

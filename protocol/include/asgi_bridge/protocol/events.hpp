@@ -90,11 +90,31 @@ struct WebSocketHttpResponseBody {
                          const WebSocketHttpResponseBody&) = default;
 };
 
+// --- the asgi-bridge.broadcast extension (docs/broadcast.md) ----------------
+// The app subscribes its own WebSocket to a channel: the gateway then writes
+// every publish to that channel to the socket, until the socket ends.
+struct BroadcastSubscribe {
+  Text channel;
+  friend bool operator==(const BroadcastSubscribe&, const BroadcastSubscribe&) = default;
+};
+struct BroadcastUnsubscribe {
+  Text channel;
+  friend bool operator==(const BroadcastUnsubscribe&, const BroadcastUnsubscribe&) = default;
+};
+
+// Channel names (docs/protocol.md §4.3): 1 to 128 bytes of ASCII letters,
+// digits and - _ . : / @ — safe in a Redis channel name, a URL query and a log line.
+inline constexpr std::size_t k_max_channel_length = 128;
+bool is_valid_channel(std::string_view channel);
+// Well-formed UTF-8, as a text field must be.
+bool is_valid_text(std::string_view text);
+
 using Event = std::variant<HttpRequest, HttpResponseStart, HttpResponseBody,
                            HttpResponseTrailers, HttpDisconnect, WebSocketConnect,
                            WebSocketAccept, WebSocketReceive, WebSocketSend,
                            WebSocketClose, WebSocketDisconnect,
-                           WebSocketHttpResponseStart, WebSocketHttpResponseBody>;
+                           WebSocketHttpResponseStart, WebSocketHttpResponseBody,
+                           BroadcastSubscribe, BroadcastUnsubscribe>;
 
 // The ASGI "type" string of an event, e.g. "http.response.start".
 std::string_view event_type(const Event& event);

@@ -97,6 +97,18 @@ class Transport {
   virtual void subscribe(std::string_view /*group*/) {}
   virtual void unsubscribe(std::string_view /*group*/) {}
 
+  // Broadcast channels (docs/broadcast.md). Redis carries a publish as a
+  // plain PUBLISH on PREFIX:broadcast:CHANNEL (a text message) or
+  // PREFIX:broadcast-bin:CHANNEL (binary), so that any Redis client can
+  // publish; ZeroMQ carries `publish` bus messages instead (never calls
+  // back, broadcast() fails). Gateway, before start(): where such publishes
+  // arrive. Any side: publishes one.
+  using OnBroadcast = std::function<void(std::string_view channel, bool text, std::string_view data)>;
+  virtual void watch_broadcasts(OnBroadcast /*on_broadcast*/) {}
+  virtual SendStatus broadcast(std::string_view /*channel*/, bool /*text*/, std::string_view /*data*/) {
+    return SendStatus::failed;
+  }
+
   // Gateway (SIGHUP): rereads the key files that may change while running
   // (the CURVE allow-list). Bus thread.
   virtual void reload_credentials() {}

@@ -33,5 +33,8 @@ protocol::WebSocketClose websocket_close(int code = 1000, std::string reason = {
 // The denial response: an HTTP response instead of the handshake.
 protocol::WebSocketHttpResponseStart denial_start(int status, protocol::Headers headers = {});
 protocol::WebSocketHttpResponseBody denial_body(std::string body, bool more_body = false);
+// The asgi-bridge.broadcast extension (asgi_bridge/worker/broadcast.hpp).
+protocol::BroadcastSubscribe broadcast_subscribe(std::string channel);
+protocol::BroadcastUnsubscribe broadcast_unsubscribe(std::string channel);
 
 }  // namespace asgi_bridge::worker

@@ -38,6 +38,10 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   // Closes with `code`/`reason`; before accept (in on_connect) it refuses.
   boost::asio::awaitable<void> close(int code = 1000, std::string reason = {});
   bool closed() const { return closed_; }
+  // docs/broadcast.md: after accept, the gateway writes every publish to
+  // `channel` to this socket until it ends (at most 64 channels at once).
+  boost::asio::awaitable<void> subscribe(std::string channel);
+  boost::asio::awaitable<void> unsubscribe(std::string channel);
 
   // Thread-safe and fire-and-forget: queues a message for this socket from
   // any thread or any other connection's handler. Messages posted from one

@@ -1,0 +1,40 @@
+#include "broadcast.hpp"
+
+#include <fmt/format.h>
+
+#include "asgi_bridge/protocol/events.hpp"
+
+namespace asgi_bridge::gateway {
+
+std::string publication_problem(const Publication& publication, std::size_t max_message_size) {
+  if (!protocol::is_valid_channel(publication.channel)) {
+    return "channel must be 1-128 bytes of letters, digits and - _ . : / @";
+  }
+  if (publication.data.size() > max_message_size) {
+    return fmt::format("message of {} bytes is over --max-message-size ({})", publication.data.size(),
+                       max_message_size);
+  }
+  if (publication.text && !protocol::is_valid_text(publication.data)) return "text message is not valid UTF-8";
+  return {};
+}
+
+void BroadcastRegistry::subscribe(const std::string& channel, BroadcastSubscriber* subscriber) {
+  channels_[channel].insert(subscriber);
+}
+
+void BroadcastRegistry::unsubscribe(const std::string& channel, BroadcastSubscriber* subscriber) {
+  auto it = channels_.find(channel);
+  if (it == channels_.end()) return;
+  it->second.erase(subscriber);
+  if (it->second.empty()) channels_.erase(it);  // a channel with nobody left costs nothing
+}
+
+std::size_t BroadcastRegistry::fan_out(const PublicationPtr& publication) {
+  auto it = channels_.find(publication->channel);
+  if (it == channels_.end()) return 0;
+  // deliver() never subscribes nor unsubscribes: the set is stable during the loop.
+  for (auto* subscriber : it->second) subscriber->deliver(publication);
+  return it->second.size();
+}
+
+}  // namespace asgi_bridge::gateway

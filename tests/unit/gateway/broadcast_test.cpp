@@ -1,0 +1,50 @@
+// The per-shard subscription registry and publish checks (gateway/broadcast.hpp).
+#include "broadcast.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace asgi_bridge::gateway {
+namespace {
+
+struct Recorder : BroadcastSubscriber {
+  std::vector<std::string> got;
+  void deliver(const PublicationPtr& publication) override { got.push_back(publication->data); }
+};
+
+PublicationPtr publication(std::string channel, std::string data) {
+  return std::make_shared<const Publication>(Publication{std::move(channel), std::move(data), true});
+}
+
+TEST(BroadcastRegistry, FansOutToTheChannelsSubscribersOnly) {
+  BroadcastRegistry registry;
+  Recorder a, b;
+  registry.subscribe("x", &a);
+  registry.subscribe("x", &a);  // once
+  registry.subscribe("x", &b);
+  registry.subscribe("y", &b);
+  EXPECT_EQ(registry.fan_out(publication("x", "1")), 2U);
+  EXPECT_EQ(registry.fan_out(publication("y", "2")), 1U);
+  EXPECT_EQ(registry.fan_out(publication("z", "3")), 0U);
+  registry.unsubscribe("x", &a);
+  registry.unsubscribe("x", &a);  // harmless
+  registry.unsubscribe("never", &a);
+  EXPECT_EQ(registry.fan_out(publication("x", "4")), 1U);
+  EXPECT_EQ(a.got, (std::vector<std::string>{"1"}));
+  EXPECT_EQ(b.got, (std::vector<std::string>{"1", "2", "4"}));
+}
+
+TEST(PublicationProblem, ChannelSizeAndText) {
+  EXPECT_EQ(publication_problem(Publication{"a-b_c.d:e/f@g", "ok", true}, 10), "");
+  EXPECT_NE(publication_problem(Publication{"a b", "ok", true}, 10), "");
+  EXPECT_NE(publication_problem(Publication{std::string(129, 'c'), "ok", true}, 10), "");
+  EXPECT_EQ(publication_problem(Publication{std::string(128, 'c'), "ok", true}, 10), "");
+  EXPECT_NE(publication_problem(Publication{"c", "12345678901", true}, 10).find("--max-message-size"),
+            std::string::npos);
+  EXPECT_NE(publication_problem(Publication{"c", "\xff", true}, 10).find("UTF-8"), std::string::npos);
+  EXPECT_EQ(publication_problem(Publication{"c", "\xff", false}, 10), "");
+}
+
+}  // namespace
+}  // namespace asgi_bridge::gateway
