@@ -31,7 +31,9 @@ BUS_ROWS = ["asgi-bridge + C++ worker, CURVE bus", "asgi-bridge + C++ worker, Re
             "asgi-bridge + Python worker, Redis over TLS bus"]
 # HTTP hello only: HAProxy in front of 1 + 1 and 2 + 2 (the latter a ratio to the former).
 CLUSTER_ROWS = ["HAProxy → 1 gateway → 1 C++ worker",
-                "HAProxy → 2 gateways → 2 C++ workers (each on both)"]
+                "HAProxy → 2 gateways → 2 C++ workers (each on both)",
+                "HAProxy → 1 gateway → Redis → 1 C++ worker",
+                "HAProxy → 2 gateways → Redis → 2 C++ workers"]
 BUS_TABLES = ["HTTP hello", "WebSocket echo 32 B, 64 connections"]
 TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
 HOLD_HEADER = "| server | held sockets | handshake p50 µs, fresh | p99 µs, fresh | handshake p50 µs, warm |"
