@@ -255,6 +255,17 @@ def test_cluster_redis_acl_user_serves_through_a_gateway(tmp_path):
         bridge.start_worker()
         bridge.wait_ready()
         assert request(bridge.port, "GET", "/").status == 200
+        # The ACL lets the gateway PSUBSCRIBE to the broadcast patterns too: a PUBLISH
+        # there (as the bus user) reaches one subscriber, the gateway.
+        password = bus.split("://bridge:", 1)[1].split("@", 1)[0]
+
+        def receivers() -> int:
+            out = subprocess.run(["redis-cli", "-p", str(port), "--user", "bridge", "--pass", password,
+                                  "--no-auth-warning", "PUBLISH", "asgi:broadcast:probe", "x"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            return int(out) if out.isdigit() else 0
+        wait_until(lambda: receivers() >= 1, 10, "the gateway to subscribe to the broadcast patterns")
+        assert "subscription refused" not in bridge.gateway.log()
     finally:
         bridge.close()
         redis.close()

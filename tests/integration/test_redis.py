@@ -464,6 +464,12 @@ def test_acl_user(redis_env, tmp_path):
     b = bridge(srv.url("bridge:pw@"), workers=1)
     b.wait_ready()
     assert echo(b.port, "acl-user")[:2] == (200, b"acl-user")
+    # No pub/sub in this ACL: the gateway's broadcast subscription is refused, said once,
+    # and not retried (hiredis drops the connection; retrying looped ten times a second).
+    wait_for_log(b.gateway, "redis groups: subscription refused (NOPERM")
+    assert echo(b.port, "after-refusal")[:2] == (200, b"after-refusal")
+    log = b.gateway.log()
+    assert log.count("subscription refused") == 1 and "unavailable (NOPERM" not in log, log
 
     async def ws():
         async with websockets.connect(ws_url(b.port, "/ws?id=acl")) as conn:

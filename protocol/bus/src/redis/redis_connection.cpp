@@ -221,6 +221,13 @@ void RedisConnection::on_connect(const redisAsyncContext* context, int status) {
 void RedisConnection::on_disconnect(const redisAsyncContext* context, int /*status*/) {
   auto* self = owner(context);
   if (self->closing_) return;  // our own close(): nothing was lost
+  std::string_view why = context->errstr[0] ? context->errstr : "disconnected";
+  if (why.starts_with("NOPERM") && self->on_refused_) {
+    self->logged_down_ = true;  // the handler says why, once
+    self->went_down(nullptr);
+    self->on_refused_(why);
+    return;
+  }
   self->went_down(context->errstr[0] ? context->errstr : "disconnected");
   self->schedule_reconnect();
 }

@@ -49,6 +49,11 @@ class RedisConnection {
   // SUBSCRIBE / UNSUBSCRIBE one channel; what the channel brings goes to the
   // push handler (set once, before connect()). False when not connected.
   void set_push_handler(PushHandler handler) { on_push_ = std::move(handler); }
+  // Redis refused a SUBSCRIBE (NOPERM: an ACL without it) and hiredis dropped
+  // the connection: with a handler, it is told why and the connection is not
+  // retried (it would be refused again, ten times a second).
+  using RefusalHandler = std::function<void(std::string_view why)>;
+  void set_refusal_handler(RefusalHandler handler) { on_refused_ = std::move(handler); }
   bool subscribe(std::string_view channel) { return pubsub("SUBSCRIBE", channel); }
   bool unsubscribe(std::string_view channel) { return pubsub("UNSUBSCRIBE", channel); }
   // PSUBSCRIBE: its messages reach the push handler as ("pmessage", channel, payload).
@@ -87,6 +92,7 @@ class RedisConnection {
   std::string name_;
   StateHandler on_state_;
   PushHandler on_push_;
+  RefusalHandler on_refused_;
   redisAsyncContext* context_ = nullptr;
   boost::asio::posix::stream_descriptor socket_;
   boost::asio::steady_timer reconnect_timer_;

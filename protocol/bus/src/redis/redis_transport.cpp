@@ -37,6 +37,11 @@ RedisTransport::RedisTransport(boost::asio::io_context& io, const RedisUrl& url,
       broadcast_bin_prefix_(options.key_prefix + ":broadcast-bin:") {
   subscriber_.set_push_handler(
       [this](std::string_view type, std::string_view channel, std::string_view data) { on_push(type, channel, data); });
+  subscriber_.set_refusal_handler([](std::string_view why) {
+    bus_log().warn("redis groups: subscription refused ({}): no group or broadcast message from Redis reaches "
+                   "this process until it restarts with a user allowed to (docs/redis.md)",
+                   why);
+  });
 }
 
 RedisTransport::~RedisTransport() { stop(); }
