@@ -176,7 +176,7 @@ def test_cluster_compose_files_are_valid():
         "python-worker2"]
     assert sorted(cluster_services("cluster-redis.yml")) == [
         "cpp-worker1", "cpp-worker2", "gateway1", "gateway2", "haproxy", "python-worker1",
-        "python-worker2", "redis"]
+        "python-worker2", "redis", "tls-certs"]
 
 
 def test_cluster_redis_needs_a_password():
@@ -229,40 +229,84 @@ def test_haproxy_cfg_is_valid_and_checks_readyz(tmp_path):
             cluster_services(file)["haproxy"]["volumes"][0].replace(str(DEPLOY), ".")
 
 
-def test_cluster_redis_acl_user_serves_through_a_gateway(tmp_path):
-    """The compose file's Redis command (its ACL: no default user, `bridge` on the bus
-    prefix) on a local redis-server, and the compose file's bus URL: a gateway and a
-    worker serve through it; without the password Redis refuses."""
+def image_env(dockerfile: str, stage: str) -> dict:
+    """The ENV of one stage of a Dockerfile ("FROM x AS stage")."""
+    text = next(t for t in dockerfile_stages(dockerfile) if t.split("\n", 1)[0].endswith(f" AS {stage}"))
+    env = {}
+    for block in re.findall(r"^ENV (.*?)(?<!\\)$", text, flags=re.M | re.S):
+        env.update(re.findall(r"(\w+)=(\S+)", block))
+    return env
+
+
+def test_cluster_redis_tls_certs_acl_and_env_serve_through_a_gateway(tmp_path, monkeypatch):
+    """cluster-redis.yml as far as it runs without containers: its `tls-certs` script makes
+    the certificates, its Redis command (TLS only, client certificates required, no default
+    user, the ACL user `bridge`) runs on a local redis-server, and a gateway with its image's
+    environment under the compose file's, and a worker with the compose file's, serve
+    through it; without the password, or without a client certificate, Redis refuses."""
     from .harness import Bridge, Proc, free_port, request, wait_until
 
     services = cluster_services("cluster-redis.yml")
+    tls, ca = tmp_path / "tls", tmp_path / "ca"
+    tls.mkdir()
+    ca.mkdir()
+    script = services["tls-certs"]["command"][0].replace("$$", "$")
+    subprocess.run(["bash", "-c", script.replace("cd /tls", f"cd {tls}").replace("/ca/", f"{ca}/")],
+                   check=True, capture_output=True, timeout=60)
+    assert sorted(p.name for p in tls.iterdir()) == [
+        "ca.crt", "ca.srl", "client.crt", "client.key", "redis.crt", "redis.key"]
+    assert (ca / "ca.key").stat().st_mode & 0o077 == 0 and not (tls / "ca.key").exists()
+
+    def local(value):
+        return str(value).replace("/tls/", f"{tls}/")
+
     command = services["redis"]["command"]
     assert command[0] == "redis-server"
     port = free_port()
-    redis = Proc("redis", ["redis-server", *command[1:], "--port", str(port),
-                           "--bind", "127.0.0.1", "--dir", str(tmp_path)], tmp_path / "redis.log")
-    bus = services["gateway1"]["environment"]["ASGI_BRIDGE_BUS"].replace(
-        "@redis:6379", f"@127.0.0.1:{port}")
-    assert services["python-worker1"]["environment"]["ASGI_BRIDGE_BUS"] == \
-        services["gateway1"]["environment"]["ASGI_BRIDGE_BUS"]
+    args = [local(a) for a in command[1:]]
+    args[args.index("--tls-port") + 1] = str(port)
+    redis = Proc("redis", ["redis-server", *args, "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+                 tmp_path / "redis.log")
+    bus = services["gateway1"]["environment"]["ASGI_BRIDGE_BUS"]
+    assert bus.startswith("rediss://") and all(
+        services[name]["environment"]["ASGI_BRIDGE_BUS"] == bus
+        for name in services if "worker" in name or "gateway" in name)
+    bus = bus.replace("@redis:6379", f"@127.0.0.1:{port}")
+    password = bus.split("://bridge:", 1)[1].split("@", 1)[0]
+    cli = ["redis-cli", "-p", str(port), "--tls", "--cacert", f"{tls}/ca.crt"]
+    client_cert = ["--cert", f"{tls}/client.crt", "--key", f"{tls}/client.key"]
+
+    def redis_cli(*args) -> str:
+        out = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip()
+
+    def start(bridge, service: str, what) -> None:
+        # As in the container: the image's environment, then the compose file's (the bus
+        # URL itself the harness gives, pointing at the local Redis).
+        env = image_env("Dockerfile.gateway", "gateway") if service.startswith("gateway") else {}
+        assert "ASGI_BRIDGE_BUS_SECRET_KEY" in env or not service.startswith("gateway"), env
+        env.update(services[service]["environment"])
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                if name not in ("ASGI_BRIDGE_BUS", "ASGI_BRIDGE_LOG_LEVEL"):
+                    m.setenv(name, local(value))
+            what()
+
     bridge = Bridge(bus, tmp_path / "bridge", "basic_app:app")
     try:
         wait_until(lambda: "Ready to accept" in redis.log(), 10, "redis-server to start")
-        refused = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                                 text=True, timeout=10)
-        assert "NOAUTH" in refused.stdout + refused.stderr
-        bridge.start_gateway()
-        bridge.start_worker()
+        assert "NOAUTH" in redis_cli(*client_cert, "ping")
+        assert "PONG" not in redis_cli("--user", "bridge", "--pass", password, "--no-auth-warning", "ping")
+        start(bridge, "gateway1", bridge.start_gateway)
+        start(bridge, "python-worker1", bridge.start_worker)
         bridge.wait_ready()
         assert request(bridge.port, "GET", "/").status == 200
         # The ACL lets the gateway PSUBSCRIBE to the broadcast patterns too: a PUBLISH
         # there (as the bus user) reaches one subscriber, the gateway.
-        password = bus.split("://bridge:", 1)[1].split("@", 1)[0]
 
         def receivers() -> int:
-            out = subprocess.run(["redis-cli", "-p", str(port), "--user", "bridge", "--pass", password,
-                                  "--no-auth-warning", "PUBLISH", "asgi:broadcast:probe", "x"],
-                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            out = redis_cli(*client_cert, "--user", "bridge", "--pass", password, "--no-auth-warning",
+                            "PUBLISH", "asgi:broadcast:probe", "x")
             return int(out) if out.isdigit() else 0
         wait_until(lambda: receivers() >= 1, 10, "the gateway to subscribe to the broadcast patterns")
         assert "subscription refused" not in bridge.gateway.log()
