@@ -235,6 +235,17 @@ awaitable<void> member_reads(std::unique_ptr<Ws> ws, Fanout& f, Stats& stats) {
   }
 }
 
+awaitable<void> drain(Ws& ws) {
+  try {
+    beast::flat_buffer buffer;
+    for (;;) {
+      co_await ws.async_read(buffer, use_awaitable);
+      buffer.consume(buffer.size());
+    }
+  } catch (const std::exception&) {
+  }
+}
+
 awaitable<std::unique_ptr<Ws>> open_member(const std::string& url, const Options& opt) {
   Options target = opt;
   if (!parse_url(url, target)) throw std::runtime_error("bad --members URL " + url);
@@ -303,13 +314,15 @@ awaitable<void> fanout(asio::io_context& io, tcp::resolver::results_type endpoin
   }
   Ws sender(executor);
   co_await open(sender, endpoints, opt);
+  // A read always pending: Beast answers the server's pings only while reading
+  // (uvicorn closes a socket whose pings go unanswered for 20 s).
+  asio::co_spawn(executor, drain(sender), asio::detached);
   std::cout << "CONNECTED " << f.members << std::endl;
   asio::posix::stream_descriptor in(executor, ::dup(0));
   std::string line;
   co_await asio::async_read_until(in, asio::dynamic_buffer(line), '\n', use_awaitable);
 
-  auto start = Clock::now();
-  f.last = start;
+  stats.deadline = f.last = Clock::now();  // the rate's window: first send to last delivery
   std::deque<std::size_t> pending;
   for (std::size_t n = 0; n < f.sent.size(); ++n) {
     co_await wait_for_slot(f, pending, opt.window);
@@ -319,8 +332,6 @@ awaitable<void> fanout(asio::io_context& io, tcp::resolver::results_type endpoin
     co_await sender.async_write(asio::buffer(std::to_string(n)), use_awaitable);
   }
   co_await wait_for_slot(f, pending, 1);
-  stats.completed = f.deliveries;
-  stats.deadline = start;  // the rate's window: first send to last delivery
   io.stop();  // the members' reads are abandoned with the process
 }
 
@@ -407,6 +418,7 @@ int main(int argc, char** argv) {
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   if (opt.mode == "hold") elapsed = std::max(1e-9, elapsed - opt.duration);
   if (opt.mode == "fanout") {
+    stats.completed = fan.deliveries;
     elapsed = std::max(1e-9, std::chrono::duration<double>(fan.last - stats.deadline).count());
   }
   double p50 = percentile(stats.latencies_us, 0.50);
