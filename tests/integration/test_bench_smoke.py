@@ -82,5 +82,30 @@ def test_bench_run_quick(tmp_path):
     assert again.stdout.strip() in out, again.stdout
 
 
+BROADCAST_ROWS = ["asgi-bridge broadcast (asgi_bridge.publish), 1 gateway",
+                  "asgi-bridge broadcast (asgi_bridge.publish), 2 gateways",
+                  "asgi-bridge groups (asgi_bridge.groups, per-socket sends), 1 gateway",
+                  "Django Channels group_send, channels_redis, uvicorn"]
+
+
+def test_bench_run_broadcast_small(tmp_path):
+    """The broadcast workload (not in --quick) with 40 subscribers and 10 messages: every
+    row measured, every member connected and every message delivered to each of them."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        ["/usr/bin/python3", str(RUN), "--workloads", "broadcast", "--servers", "raw-beast",
+         "--idle", "40", "--broadcast-messages", "10", "--logs", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=QUICK_TIMEOUT)
+    report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, report
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    for title in BROADCAST_ROWS:
+        row = next((r for r in rows if r.startswith(f"| {title} |")), None)
+        assert row is not None, f"no row for {title!r}\n{report}"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "40" and cells[10] == "0", f"{title!r}: {row}\n{report}"
+
+
 if __name__ == "__main__":
     sys.exit(subprocess.call(["/usr/bin/python3", "-m", "pytest", "-q", __file__]))
