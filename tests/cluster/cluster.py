@@ -81,9 +81,13 @@ class Namespaces:
 
     SUBNET = "10.231.77"
     ROLES = {"gw": 2, "wk": 3, "rd": 4}  # the last byte of each one's address
+    made = 0  # in this process: each set gets names of its own
 
     def __init__(self):
-        tag = os.getpid() % 100000
+        # A deleted namespace's veth pair goes away asynchronously: the next set must not
+        # reuse its names (the second netns variant was skipped, "File exists").
+        Namespaces.made += 1
+        tag = (os.getpid() * 10 + Namespaces.made) % 1000000
         self.bridge = f"abbr{tag}"
         self.names = {role: f"ab{tag}{role}" for role in self.ROLES}
         self.hosts = {role: f"{self.SUBNET}.{n}" for role, n in self.ROLES.items()}
@@ -111,6 +115,7 @@ class Namespaces:
                 self._ip("netns", "add", ns)
                 self._done.append(("netns", "del", ns))
                 self._ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+                self._done.append(("link", "del", host_end))  # both ends, at once
                 self._ip("link", "set", ns_end, "netns", ns)
                 self._ip("link", "set", host_end, "master", self.bridge, "up")
                 self._ip("addr", "add", f"{self.hosts[role]}/24", "dev", ns_end, ns=ns)
