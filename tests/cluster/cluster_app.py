@@ -3,8 +3,6 @@ worker's pid (so the test knows which worker owns it) and echoes anything else."
 
 import os
 
-PID = str(os.getpid())
-
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
