@@ -487,6 +487,38 @@ def test_sigterm_under_load_loses_no_request(bridge_factory, bus_url):
     assert (r.status, r.body) == (200, b"Hello, world!")
 
 
+def test_signal_storm_while_draining_interrupts_nothing(cpp_bridge):
+    # A signal that lands while libzmq polls its command pipe makes the call
+    # fail with EINTR, which cppzmq throws: the worker's bus loop runs on the
+    # main thread, the one the kernel picks for a process signal. A draining
+    # worker still serves its WebSockets; a storm of SIGTERMs must not end it.
+    b, worker = cpp_bridge("echo", "--graceful-timeout", "30")
+
+    async def chat(ws, stop_at):
+        sent = 0
+        while time.monotonic() < stop_at:
+            await ws.send(f"m{sent}")
+            assert await ws.recv() == f"m{sent}"
+            sent += 1
+        return sent
+
+    async def body():
+        sockets = [await websockets.connect(ws_url(b, "/ws")) for _ in range(4)]
+        stop_at = time.monotonic() + 2.5
+        chats = [asyncio.create_task(chat(ws, stop_at)) for ws in sockets]
+        for _ in range(300):
+            worker.signal(signal.SIGTERM)
+            await asyncio.sleep(0.005)
+        counts = await asyncio.gather(*chats)
+        for ws in sockets:
+            await ws.close()
+        return counts
+    counts = run(body())
+    assert min(counts) > 0, counts
+    assert worker.wait(10) == 0
+    assert "already stopping" in worker.log()
+
+
 # -- command line --------------------------------------------------------------
 
 

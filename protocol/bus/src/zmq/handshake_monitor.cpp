@@ -6,6 +6,8 @@
 
 #include <zmq_addon.hpp>
 
+#include "zmq/again_on_eintr.hpp"
+
 namespace asgi_bridge::bus {
 namespace {
 
@@ -42,7 +44,7 @@ void HandshakeMonitor::stop() {
 // Frame 1: event (uint16) and value (uint32), native byte order; frame 2: address.
 bool HandshakeMonitor::receive_one() {
   std::vector<zmq::message_t> frames;
-  if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return false;
+  if (!again_on_eintr([&] { return zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait); })) return false;
   if (frames.size() != 2 || frames[0].size() != 6) return true;
   std::uint16_t event = 0;
   std::uint32_t value = 0;

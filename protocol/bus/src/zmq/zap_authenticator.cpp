@@ -4,6 +4,8 @@
 
 #include <zmq_addon.hpp>
 
+#include "zmq/again_on_eintr.hpp"
+
 namespace asgi_bridge::bus {
 namespace {
 
@@ -37,7 +39,7 @@ void ZapAuthenticator::stop() {
 
 bool ZapAuthenticator::answer_one() {
   std::vector<zmq::message_t> request;
-  if (!zmq::recv_multipart(socket_, std::back_inserter(request), zmq::recv_flags::dontwait)) return false;
+  if (!again_on_eintr([&] { return zmq::recv_multipart(socket_, std::back_inserter(request), zmq::recv_flags::dontwait); })) return false;
   if (request.size() < 2) return true;  // not RFC 27: libzmq never sends it; REP needs no reply to skip it
   std::string user_id;
   auto refusal = decide(request, user_id);
@@ -48,7 +50,10 @@ bool ZapAuthenticator::answer_one() {
                                       zmq::message_t(std::string_view(refusal.empty() ? "200" : "400")),
                                       zmq::message_t(std::string_view(refusal.empty() ? "OK" : "Refused")),
                                       zmq::message_t(user_id), zmq::message_t()};
-  zmq::send_multipart(socket_, reply, zmq::send_flags::dontwait);
+  for (std::size_t i = 0; i < reply.size(); ++i) {  // frame by frame: a retried frame is sent once
+    auto flags = i + 1 < reply.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
+    again_on_eintr([&] { return socket_.send(reply[i], flags); });
+  }
   return true;
 }
 

@@ -1,5 +1,7 @@
 #include "zmq/zmq_transport.hpp"
 
+#include "zmq/again_on_eintr.hpp"
+
 #include <sched.h>
 
 #include <cstring>
@@ -77,11 +79,13 @@ SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
   try {
     if (role_ == Role::gateway) {
       if (security_ && !security_->may_send(peer)) return SendStatus::peer_unknown;  // revoked worker
-      auto sent = socket_.send(zmq::buffer(peer.data(), peer.size()),
-                               zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      auto sent = again_on_eintr([&] {
+        return socket_.send(zmq::buffer(peer.data(), peer.size()), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      });
       if (!sent) return SendStatus::would_block;
     }
-    auto sent = socket_.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::dontwait);
+    auto sent = again_on_eintr(
+        [&] { return socket_.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::dontwait); });
     // A send may consume ZMQ_FD's edge: look for input again.
     schedule_drain();
     return sent ? SendStatus::sent : SendStatus::would_block;
@@ -139,16 +143,16 @@ void ZmqTransport::drain() {
   for (int i = 0; i < k_batch; ++i) {
     if (stopped_) return;
     zmq::message_t first;
-    if (!socket_.recv(first, zmq::recv_flags::dontwait)) {
+    if (!receive(first)) {
       wait_readable();
       return;
     }
     if (role_ == Role::gateway) {
       zmq::message_t second;
-      if (!first.more() || !socket_.recv(second, zmq::recv_flags::dontwait)) continue;
+      if (!first.more() || !receive(second)) continue;
       while (second.more()) {  // a peer that sends extra frames: keep the first payload only
         zmq::message_t extra;
-        if (!socket_.recv(extra, zmq::recv_flags::dontwait)) break;
+        if (!receive(extra)) break;
         if (!extra.more()) break;
       }
       bytes += second.size();
@@ -161,6 +165,10 @@ void ZmqTransport::drain() {
     if (bytes >= k_batch_bytes) break;
   }
   schedule_drain();
+}
+
+bool ZmqTransport::receive(zmq::message_t& message) {
+  return again_on_eintr([&] { return socket_.recv(message, zmq::recv_flags::dontwait).has_value(); });
 }
 
 void ZmqTransport::wait_readable() {
@@ -207,9 +215,9 @@ void ZmqTransport::drain_monitor() {
   if (!monitor_) return;
   for (;;) {
     zmq::message_t event;
-    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) break;
+    if (!again_on_eintr([&] { return monitor_->recv(event, zmq::recv_flags::dontwait).has_value(); })) break;
     zmq::message_t endpoint;
-    if (event.more()) (void)monitor_->recv(endpoint, zmq::recv_flags::dontwait);
+    if (event.more()) again_on_eintr([&] { return monitor_->recv(endpoint, zmq::recv_flags::dontwait); });
     if (event.size() < 6) continue;
     std::uint16_t kind = 0;
     std::uint32_t value = 0;

@@ -32,6 +32,7 @@ class ZmqTransport final : public Transport {
  private:
   void schedule_drain();
   void drain();
+  bool receive(zmq::message_t& message);  // false: nothing queued
   void wait_readable();
   void deliver(zmq::message_t& first, zmq::message_t* second);
   void open_monitor(const std::string& endpoint);
