@@ -359,6 +359,11 @@ void Metrics::write_shards(std::string& out, const std::vector<const ShardMetric
   for (const auto* shard : shards) shard->ws_handshake_.add_to(totals);
   histogram(out, "asgi_bridge_websocket_handshake_hold_seconds",
             "WebSocket upgrades held until the app answered (accept, close, denial) or the gateway did.", totals);
+  totals = {};
+  for (const auto* shard : shards) shard->broadcast_fan_out_.add_to(totals);
+  histogram(out, "asgi_bridge_broadcast_fan_out_seconds",
+            "Publishes, per I/O thread: the walk over its subscribed sockets, the frame written to each idle one.",
+            totals);
 }
 
 // docs/broadcast.md.
