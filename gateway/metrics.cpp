@@ -372,7 +372,7 @@ void Metrics::write_broadcast(std::string& out) const {
         subscriptions_.load(relaxed));
   header(out, "asgi_bridge_broadcast_publishes_total", "counter", "Publishes this gateway fanned out to its sockets.");
   fmt::format_to(Out(out), "asgi_bridge_broadcast_publishes_total {}\n", publishes_.load(relaxed));
-  header(out, "asgi_bridge_broadcast_frames_total", "counter", "Frames queued to subscribed sockets by those publishes.");
+  header(out, "asgi_bridge_broadcast_frames_total", "counter", "Frames those publishes wrote or queued to subscribed sockets.");
   fmt::format_to(Out(out), "asgi_bridge_broadcast_frames_total {}\n", fanned_out_.load(relaxed));
   header(out, "asgi_bridge_broadcast_dropped_total", "counter",
          "Broadcast frames not written (slow_subscriber: queued to a socket closed 1013), publishes refused "
