@@ -1,5 +1,7 @@
 #include "broadcast.hpp"
 
+#include <cstdint>
+
 #include <fmt/format.h>
 
 #include "asgi_bridge/protocol/events.hpp"
@@ -18,6 +20,27 @@ std::string publication_problem(const Publication& publication, std::size_t max_
   return {};
 }
 
+FrameHead frame_head(const Publication& publication) {
+  FrameHead head;
+  auto& b = head.bytes;
+  b[0] = 0x80 | (publication.text ? 0x1 : 0x2);  // FIN, opcode
+  auto size = static_cast<std::uint64_t>(publication.data.size());
+  if (size < 126) {
+    b[1] = static_cast<unsigned char>(size);
+    head.size = 2;
+  } else if (size <= 0xffff) {
+    b[1] = 126;
+    b[2] = static_cast<unsigned char>(size >> 8);
+    b[3] = static_cast<unsigned char>(size);
+    head.size = 4;
+  } else {
+    b[1] = 127;
+    for (int i = 0; i < 8; ++i) b[2 + i] = static_cast<unsigned char>(size >> (56 - 8 * i));
+    head.size = 10;
+  }
+  return head;
+}
+
 void BroadcastRegistry::subscribe(const std::string& channel, BroadcastSubscriber* subscriber) {
   channels_[channel].insert(subscriber);
 }
@@ -32,8 +55,9 @@ void BroadcastRegistry::unsubscribe(const std::string& channel, BroadcastSubscri
 std::size_t BroadcastRegistry::fan_out(const PublicationPtr& publication) {
   auto it = channels_.find(publication->channel);
   if (it == channels_.end()) return 0;
+  auto head = frame_head(*publication);
   // deliver() never subscribes nor unsubscribes: the set is stable during the loop.
-  for (auto* subscriber : it->second) subscriber->deliver(publication);
+  for (auto* subscriber : it->second) subscriber->deliver(publication, head);
   return it->second.size();
 }
 

@@ -8,6 +8,7 @@
 // over that shard's subscribers takes no lock. The payload is built once per
 // publish and shared, never copied per socket (docs/decisions.md, "Broadcast
 // frames").
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -28,12 +29,22 @@ using PublicationPtr = std::shared_ptr<const Publication>;
 // --max-message-size, text that is not UTF-8); empty when it can.
 std::string publication_problem(const Publication& publication, std::size_t max_message_size);
 
-// What a subscribed socket must do with a publish: queue it in order, or
-// apply the slow-subscriber policy. Shard thread.
+// The head of the WebSocket frame carrying a publish (RFC 6455 section 5.2):
+// one unfragmented, unmasked text or binary frame. Server frames are never
+// masked, so head and payload are the same bytes for every socket: encoded
+// once per publish, written as they are.
+struct FrameHead {
+  std::array<unsigned char, 10> bytes{};
+  std::size_t size = 0;
+};
+FrameHead frame_head(const Publication& publication);
+
+// What a subscribed socket must do with a publish: write it or queue it in
+// order, or apply the slow-subscriber policy. Shard thread.
 class BroadcastSubscriber {
  public:
   virtual ~BroadcastSubscriber() = default;
-  virtual void deliver(const PublicationPtr& publication) = 0;
+  virtual void deliver(const PublicationPtr& publication, const FrameHead& head) = 0;
 };
 
 class BroadcastRegistry {

@@ -359,6 +359,11 @@ void Metrics::write_shards(std::string& out, const std::vector<const ShardMetric
   for (const auto* shard : shards) shard->ws_handshake_.add_to(totals);
   histogram(out, "asgi_bridge_websocket_handshake_hold_seconds",
             "WebSocket upgrades held until the app answered (accept, close, denial) or the gateway did.", totals);
+  totals = {};
+  for (const auto* shard : shards) shard->broadcast_fan_out_.add_to(totals);
+  histogram(out, "asgi_bridge_broadcast_fan_out_seconds",
+            "Publishes, per I/O thread: the walk over its subscribed sockets, the frame written to each idle one.",
+            totals);
 }
 
 // docs/broadcast.md.
@@ -367,7 +372,7 @@ void Metrics::write_broadcast(std::string& out) const {
         subscriptions_.load(relaxed));
   header(out, "asgi_bridge_broadcast_publishes_total", "counter", "Publishes this gateway fanned out to its sockets.");
   fmt::format_to(Out(out), "asgi_bridge_broadcast_publishes_total {}\n", publishes_.load(relaxed));
-  header(out, "asgi_bridge_broadcast_frames_total", "counter", "Frames queued to subscribed sockets by those publishes.");
+  header(out, "asgi_bridge_broadcast_frames_total", "counter", "Frames those publishes wrote or queued to subscribed sockets.");
   fmt::format_to(Out(out), "asgi_bridge_broadcast_frames_total {}\n", fanned_out_.load(relaxed));
   header(out, "asgi_bridge_broadcast_dropped_total", "counter",
          "Broadcast frames not written (slow_subscriber: queued to a socket closed 1013), publishes refused "

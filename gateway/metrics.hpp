@@ -92,6 +92,8 @@ class alignas(64) ShardMetrics {
     ws_messages_[1].add();
     bytes_[1][1].add(bytes);
   }
+  // A publish's walk over this shard's subscribers, writing to each idle socket.
+  void observe_broadcast_fan_out(std::chrono::nanoseconds elapsed) { broadcast_fan_out_.observe(elapsed); }
 
  private:
   friend class Metrics;
@@ -103,6 +105,7 @@ class alignas(64) ShardMetrics {
   std::array<std::array<Counter, 3>, k_close_codes.size() + 1> ws_closes_;   // [code][closer]
   Histogram http_duration_;
   Histogram ws_handshake_;
+  Histogram broadcast_fan_out_;
 };
 
 class Metrics {

@@ -1,5 +1,7 @@
 #include "shard.hpp"
 
+#include <chrono>
+
 #include <boost/asio/post.hpp>
 
 #include "log.hpp"
@@ -17,6 +19,16 @@ std::uint64_t Shard::track(std::weak_ptr<Drainable> session) {
 
 void Shard::post_event(std::uint64_t conn_id, SessionEvent event) {
   deliveries_.push({conn_id, std::move(event)});
+}
+
+// Timed: with idle sockets written to in the loop itself, this is the
+// gateway's side of a publish's latency (asgi_bridge_broadcast_fan_out_seconds).
+void Shard::fan_out(const PublicationPtr& publication) {
+  auto started = std::chrono::steady_clock::now();
+  auto reached = broadcasts_.fan_out(publication);
+  if (reached == 0) return;
+  metrics_.observe_broadcast_fan_out(std::chrono::steady_clock::now() - started);
+  if (fan_out_counter_) fan_out_counter_(reached);
 }
 
 void Shard::deliver(Delivery&& delivery) {

@@ -88,6 +88,7 @@ class Shard {
     SessionEvent event;
   };
   void deliver(Delivery&& delivery);
+  void fan_out(const PublicationPtr& publication);
 
   unsigned index_;
   Context io_{1};
@@ -96,10 +97,7 @@ class Shard {
   Mailbox<Delivery> deliveries_{io_, [this](Delivery&& delivery) { deliver(std::move(delivery)); }};
   BroadcastRegistry broadcasts_;
   std::function<void(std::size_t)> fan_out_counter_;
-  Mailbox<PublicationPtr> publications_{io_, [this](PublicationPtr&& publication) {
-    auto reached = broadcasts_.fan_out(publication);
-    if (fan_out_counter_ && reached > 0) fan_out_counter_(reached);
-  }};
+  Mailbox<PublicationPtr> publications_{io_, [this](PublicationPtr&& publication) { fan_out(publication); }};
   std::uint64_t conn_counter_ = 0;
   std::uint64_t session_counter_ = 0;
   bool draining_ = false;

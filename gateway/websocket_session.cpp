@@ -1,6 +1,7 @@
 #include "websocket_session.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -452,7 +453,9 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   if (auto* send = std::get_if<protocol::WebSocketSend>(&*reply.event)) {
     boost::system::error_code ec;
     ws_.text(send->text);
+    writing_message_ = true;
     co_await ws_.async_write(asio::buffer(send->data), redirect_error(use_awaitable, ec));
+    writing_message_ = false;
     if (ec) co_return;  // the reader reports the end of the connection
     count_out(send->data.size());
     link_.on_written(send->data.size());
@@ -612,12 +615,14 @@ void WebSocketSession::unsubscribe_all() {
   channels_.clear();
 }
 
-// The shard's fan-out: queued in publish order. A socket with
-// --broadcast-queue publishes (or k_max_broadcast_bytes) not yet written is
-// not keeping up: it is closed 1013 rather than hold memory without bound.
-void WebSocketSession::deliver(const PublicationPtr& publication) {
+// The shard's fan-out: written at once when the socket is idle, else queued
+// in publish order. A socket with --broadcast-queue publishes (or
+// k_max_broadcast_bytes) not yet written is not keeping up: it is closed 1013
+// rather than hold memory without bound.
+void WebSocketSession::deliver(const PublicationPtr& publication, const FrameHead& head) {
   if (state_ != State::open || slow_subscriber_) return;  // closing: nothing more is written
   std::size_t queued = broadcasts_.size() - broadcast_head_;
+  if (queued == 0 && write_now(publication, head)) return;
   if (queued >= config_.broadcast_queue || broadcast_bytes_ + publication->data.size() > k_max_broadcast_bytes) {
     drop_slow_subscriber();
     return;
@@ -625,6 +630,35 @@ void WebSocketSession::deliver(const PublicationPtr& publication) {
   broadcasts_.push_back(publication);
   broadcast_bytes_ += publication->data.size();
   if (queued == 0) link_.inbox()->push(Broadcast{});
+}
+
+// The fast path: the frame's head and the shared payload go to the socket in
+// one sendmsg, now, inside the fan-out loop: no inbox event, no coroutine
+// resume, no Beast operation, no reference taken. Only between messages:
+// never inside one Beast is writing, nor after a close frame. False when the
+// socket takes nothing now: the caller queues the publish for Beast.
+bool WebSocketSession::write_now(const PublicationPtr& publication, const FrameHead& head) {
+  if (writing_message_ || !ws_.is_open()) return false;
+  auto& stream = ws_.next_layer();
+  const auto& data = publication->data;
+  auto written = stream.try_write_now(asio::buffer(head.bytes.data(), head.size), asio::buffer(data));
+  if (written == 0) return false;
+  count_out(data.size());
+  if (written == head.size + data.size()) return true;
+  // The socket took part of the frame: the rest goes out before anything else is written.
+  struct Rest {
+    PublicationPtr publication;
+    FrameHead head;
+  };
+  auto rest = std::make_shared<Rest>(Rest{publication, head});
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(rest->head.bytes.data(), rest->head.size),
+                                            asio::buffer(rest->publication->data)};
+  auto from_head = std::min(written, head.size);
+  buffers[0] += from_head;
+  buffers[1] += written - from_head;
+  // The handler keeps the session (which owns the stream) and the bytes alive until written.
+  stream.write_rest(buffers, [self = shared_from_this(), rest](const boost::system::error_code&, std::size_t) {});
+  return true;
 }
 
 // Policy "close 1013" (docs/broadcast.md): the queued publishes are dropped,
@@ -661,7 +695,9 @@ awaitable<void> WebSocketSession::write_broadcast() {
   if (state_ == State::open && !slow_subscriber_) {
     boost::system::error_code ec;
     ws_.text(publication->text);
+    writing_message_ = true;
     co_await ws_.async_write(asio::buffer(publication->data), redirect_error(use_awaitable, ec));
+    writing_message_ = false;
     if (!ec) count_out(publication->data.size());  // a message out, as the app's own
   }
   broadcast_bytes_ -= std::min(broadcast_bytes_, publication->data.size());

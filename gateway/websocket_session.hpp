@@ -46,7 +46,7 @@ class WebSocketSession : public Drainable,
 
   void start();
   void drain() override;
-  void deliver(const PublicationPtr& publication) override;
+  void deliver(const PublicationPtr& publication, const FrameHead& head) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -90,6 +90,7 @@ class WebSocketSession : public Drainable,
   bool subscribe(const std::string& channel);
   void unsubscribe(const std::string& channel);
   void unsubscribe_all();
+  bool write_now(const PublicationPtr& publication, const FrameHead& head);
   void drop_slow_subscriber();
   boost::asio::awaitable<void> write_broadcast();
 
@@ -133,6 +134,7 @@ class WebSocketSession : public Drainable,
   std::size_t broadcast_head_ = 0;
   std::size_t broadcast_bytes_ = 0;    // their payloads
   bool slow_subscriber_ = false;       // the queue overflowed: closing 1013
+  bool writing_message_ = false;       // a message of ours is going through Beast: write_now() waits
 
   // What the access log and the metrics say of the connection.
   Clock::time_point started_ = Clock::now();  // the upgrade request's arrival

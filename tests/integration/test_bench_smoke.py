@@ -90,12 +90,15 @@ BROADCAST_ROWS = ["asgi-bridge broadcast (asgi_bridge.publish), 1 gateway",
 
 def test_bench_run_broadcast_small(tmp_path):
     """The broadcast workload (not in --quick) with 40 subscribers and 10 messages: every
-    row measured, every member connected and every message delivered to each of them."""
+    row measured, every member connected and every message delivered to each of them; the
+    gateway rows have their fan-out figures; --json keeps the table and --report-from
+    renders it again."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
         ["/usr/bin/python3", str(RUN), "--workloads", "broadcast", "--servers", "raw-beast",
-         "--idle", "40", "--broadcast-messages", "10", "--logs", str(tmp_path)],
+         "--idle", "40", "--broadcast-messages", "10", "--logs", str(tmp_path),
+         "--json", str(tmp_path / "results.json")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=QUICK_TIMEOUT)
     report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
     assert result.returncode == 0, report
@@ -105,6 +108,15 @@ def test_bench_run_broadcast_small(tmp_path):
         assert row is not None, f"no row for {title!r}\n{report}"
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == "40" and cells[10] == "0", f"{title!r}: {row}\n{report}"
+        if "asgi-bridge broadcast" in title:  # ten publishes per gateway, timed by it
+            assert cells[11] != "–" and cells[12].endswith("%"), f"{title!r}: {row}\n{report}"
+    table = result.stdout[result.stdout.index("### Broadcast"):result.stdout.index("\nTotal ")]
+
+    again = subprocess.run(
+        ["/usr/bin/python3", str(RUN), "--report-from", str(tmp_path / "results.json")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert table.strip() in again.stdout, f"{again.stdout}\n---\n{table}"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pytest
 from .harness import (Gateway, Proc, StateDir, Worker, bus_args, free_port, request, wait_for_log,
                       wait_until)
 from .test_cpp_workers import example_binary
-from .wsraw import BINARY, CLOSE, TEXT, RawWebSocket
+from .wsraw import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket
 
 pytestmark = pytest.mark.every_bus
 
@@ -315,6 +315,49 @@ def test_slow_subscriber_is_closed_1013_while_fast_ones_get_everything(cluster):
                "the slow socket's session to end")
     assert metric(c.admins[0], "asgi_bridge_broadcast_subscriptions") == 2
     slow.close()
+
+
+def test_stalled_subscriber_catches_up_with_every_frame_whole(cluster):
+    """A subscriber that stops reading while publishes go on fills its socket: the gateway
+    writes a frame in part and queues the next ones (the fan-out's direct writes, then
+    Beast's); the client's pings meanwhile are answered by Beast. Once it reads again it gets
+    every publish whole and in order, each pong a frame of its own between whole frames, and
+    then the app's own message: no write ever cut into another."""
+    c = cluster()
+    ws = subscriber(c.port(0), "feed", "stalled")
+    # 8 MiB: more than the socket buffers take from a client that does not read (its
+    # receive window stays at its first size; the gateway's send buffer grows to 4 MiB).
+    n, size = 64, 128 * 1024
+    assert publish_from_worker(c.port(0), "feed", n=n, size=size).status == 200
+    wait_until(lambda: metric(c.admins[0], "asgi_bridge_broadcast_publishes_total") == n, 15,
+               "the gateway to fan every publish out")
+    for i in range(3):
+        ws.send_frame(PING, f"p{i}".encode())
+    messages, pongs, parts = [], [], []
+    while len(messages) < n:
+        fin, opcode, payload = ws.read_frame()
+        if opcode == PONG:
+            pongs.append(payload)
+            continue
+        if opcode == PING:  # the gateway's keep-alive, on a slow machine
+            ws.send_frame(PONG, payload)
+            continue
+        # A message is one text frame, or (Beast fragments large ones) a text frame and continuations.
+        assert opcode == (CONTINUATION if parts else TEXT), (len(messages), opcode)
+        parts.append(payload)
+        if fin:
+            messages.append(b"".join(parts))
+            parts = []
+    assert messages == [f"feed-{i}".ljust(size, ".").encode() for i in range(n)]
+    ws.send_frame(TEXT, b"echo:after")
+    while True:
+        fin, opcode, payload = ws.read_frame()
+        if opcode != PONG:
+            break
+        pongs.append(payload)
+    assert (fin, opcode, payload) == (True, TEXT, b"after")
+    assert pongs == [b"p0", b"p1", b"p2"]
+    ws.close()
 
 
 # -- bad input ------------------------------------------------------------------------------

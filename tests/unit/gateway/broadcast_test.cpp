@@ -10,7 +10,7 @@ namespace {
 
 struct Recorder : BroadcastSubscriber {
   std::vector<std::string> got;
-  void deliver(const PublicationPtr& publication) override { got.push_back(publication->data); }
+  void deliver(const PublicationPtr& publication, const FrameHead&) override { got.push_back(publication->data); }
 };
 
 PublicationPtr publication(std::string channel, std::string data) {
@@ -33,6 +33,16 @@ TEST(BroadcastRegistry, FansOutToTheChannelsSubscribersOnly) {
   EXPECT_EQ(registry.fan_out(publication("x", "4")), 1U);
   EXPECT_EQ(a.got, (std::vector<std::string>{"1"}));
   EXPECT_EQ(b.got, (std::vector<std::string>{"1", "2", "4"}));
+}
+
+// The frame head of each payload length encoding: 7 bits, 16 bits, 64 bits.
+TEST(FrameHead, LengthEncodings) {
+  auto bytes = [](const FrameHead& head) { return std::vector<int>(head.bytes.begin(), head.bytes.begin() + head.size); };
+  EXPECT_EQ(bytes(frame_head(Publication{"c", "hi", true})), (std::vector<int>{0x81, 2}));
+  EXPECT_EQ(bytes(frame_head(Publication{"c", std::string(125, 'x'), false})), (std::vector<int>{0x82, 125}));
+  EXPECT_EQ(bytes(frame_head(Publication{"c", std::string(126, 'x'), true})), (std::vector<int>{0x81, 126, 0, 126}));
+  EXPECT_EQ(bytes(frame_head(Publication{"c", std::string(65536, 'x'), false})),
+            (std::vector<int>{0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0}));
 }
 
 TEST(PublicationProblem, ChannelSizeAndText) {
