@@ -10,7 +10,7 @@ import asyncio
 import collections
 import logging
 
-from . import codec
+from . import codec, wire
 from .errors import ClientDisconnected, InvalidEvent, ProtocolError, UnexpectedMessage
 
 logger = logging.getLogger("asgi_bridge.connection")
@@ -120,7 +120,7 @@ class Connection:
     # --- the app's send -----------------------------------------------------------
 
     async def send(self, message):
-        event = codec.canonical_event(message)  # InvalidEvent: a wrong field
+        event = wire.canonical_event(message)  # InvalidEvent: a wrong field
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
         if event["type"] in _SPLIT_TYPES and len(event["body"]) > BODY_PIECE:
             await self._send_pieces(event)
@@ -171,7 +171,7 @@ class Connection:
         if self.failed:
             return
         try:
-            data = codec.encode_event(self.gateway, self.worker_id, self.conn_id,
+            data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
                                       self._seq, event)
         except UnicodeEncodeError:
             raise InvalidEvent("event: a str field is not valid UTF-8") from None

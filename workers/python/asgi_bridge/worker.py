@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 
-from . import broadcast, codec
+from . import broadcast, codec, wire
 from .connection import make_connection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
@@ -236,7 +236,7 @@ class Worker:
 
     def on_message(self, link, data):
         try:
-            msg = codec.decode(data)
+            msg = wire.decode(data)
         except ProtocolError as exc:
             self._on_malformed(link, exc)
             return

@@ -1,0 +1,51 @@
+"""The codec's hot paths, native or pure Python (docs/workers-python.md#native-fast-path).
+
+Every message and every app event goes through ``decode``, ``canonical_event`` and
+``encode_event``. With the native module (``asgi_bridge._native``, built by CMake
+into this package) they run in C++ for the common canonical case; whatever the
+module does not take (it answers None: another kind, an unusual type, anything
+invalid) goes to ``codec``, which decides and raises the errors, so both paths give
+equal results. ``select(False)`` (``--no-native``) keeps to ``codec`` alone.
+"""
+
+from . import codec
+
+try:
+    from . import _native
+except ImportError:  # not built (no python3-dev, or a sanitizer build)
+    _native = None
+
+encode_credit = codec.encode_credit  # once per 8 events: not worth a native version
+
+
+def _native_decode(data):
+    msg = _native.decode(data)
+    return codec.decode(data) if msg is None else msg
+
+
+def _native_canonical_event(event):
+    out = _native.canonical_event(event)
+    return codec.canonical_event(event) if out is None else out
+
+
+def _native_encode_event(gateway, worker, conn, seq, event):
+    data = _native.encode_event(gateway, worker, conn, seq, event)
+    return codec.encode_event(gateway, worker, conn, seq, event) if data is None else data
+
+
+def select(native=True):
+    """Use the native module if `native` and it is built; return a description of
+    the path taken, for the worker's startup log."""
+    global decode, canonical_event, encode_event, active
+    active = bool(native and _native is not None)
+    if active:
+        decode, canonical_event = _native_decode, _native_canonical_event
+        encode_event = _native_encode_event
+        return "native (asgi_bridge._native)"
+    decode, canonical_event, encode_event = codec.decode, codec.canonical_event, codec.encode_event
+    if not native:
+        return "pure Python (--no-native)"
+    return "pure Python (asgi_bridge._native is not built)"
+
+
+select()
