@@ -1,12 +1,16 @@
-"""The codec's hot paths, native or pure Python (docs/workers-python.md#native-fast-path).
+"""The worker's hot paths, native or pure Python (docs/workers-python.md#native-fast-path).
 
 Every message and every app event goes through ``decode``, ``canonical_event`` and
 ``encode_event``. With the native module (``asgi_bridge._native``, built by CMake
 into this package) they run in C++ for the common canonical case; whatever the
 module does not take (it answers None: another kind, an unusual type, anything
 invalid) goes to ``codec``, which decides and raises the errors, so both paths give
-equal results. ``select(False)`` (``--no-native``) keeps to ``codec`` alone.
+equal results. ``bus`` is the module too when the ZeroMQ transport may hand it
+pyzmq's sockets for batches of receives and sends, else None. ``select(False)``
+(``--no-native``) keeps to the pure-Python code alone.
 """
+
+import sys
 
 from . import codec
 
@@ -33,16 +37,33 @@ def _native_encode_event(gateway, worker, conn, seq, event):
     return codec.encode_event(gateway, worker, conn, seq, event) if data is None else data
 
 
+def _one_libzmq():
+    """True when the process has a single libzmq mapped: pyzmq's is ours (Debian's
+    python3-zmq), so its socket handles are valid in our calls. A pyzmq wheel brings
+    a copy of its own, whose sockets ours must never touch."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libzmq" in line}
+    except OSError:
+        return False
+    return len(paths) == 1
+
+
 def select(native=True):
     """Use the native module if `native` and it is built; return a description of
     the path taken, for the worker's startup log."""
-    global decode, canonical_event, encode_event, active
+    global decode, canonical_event, encode_event, active, bus
     active = bool(native and _native is not None)
     if active:
         decode, canonical_event = _native_decode, _native_canonical_event
         encode_event = _native_encode_event
-        return "native (asgi_bridge._native)"
+        import zmq  # noqa: F401 (mapped before the check)
+        bus = _native if _one_libzmq() else None
+        return "native (asgi_bridge._native)" + ("" if bus else ", pyzmq's own bus calls")
     decode, canonical_event, encode_event = codec.decode, codec.canonical_event, codec.encode_event
+    bus = None
     if not native:
         return "pure Python (--no-native)"
     return "pure Python (asgi_bridge._native is not built)"

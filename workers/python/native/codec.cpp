@@ -1,5 +1,5 @@
-// asgi_bridge._native: the Python worker's codec hot paths in one pass of C++
-// (docs/workers-python.md#native-fast-path).
+// The codec half of asgi_bridge._native (module.cpp): the Python worker's codec hot
+// paths in one pass of C++ (docs/workers-python.md#native-fast-path).
 //
 // Every function here handles the common, canonical case only and answers None
 // for anything else: a message of another kind, a field of an unusual type,
@@ -12,8 +12,7 @@
 //   decode(data)            a bus message -> the dict of codec.decode, or None
 //   canonical_event(event)  an app's send -> codec.canonical_event's dict, or None
 //   encode_event(g, w, c, s, event)  a canonical event -> envelope bytes, or None
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "native.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -884,20 +883,6 @@ PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return PyBytes_FromStringAndSize(w.out.data(), Py_ssize_t(w.out.size()));
 }
 
-PyMethodDef kMethods[] = {
-    {"decode", decode, METH_O,
-     "decode(data) -> the dict of codec.decode(data), or None: ask codec.decode."},
-    {"canonical_event", canonical_event, METH_O,
-     "canonical_event(event) -> codec.canonical_event(event), or None: ask codec."},
-    {"encode_event", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(encode_event)),
-     METH_FASTCALL,
-     "encode_event(gateway, worker, conn, seq, event) -> bytes, or None: ask codec."},
-    {nullptr, nullptr, 0, nullptr}};
-
-PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "asgi_bridge._native",
-                       "The codec's hot paths in C++ (see asgi_bridge/wire.py).", -1, kMethods,
-                       nullptr, nullptr, nullptr, nullptr};
-
 bool init_names() {
   struct {
     PyObject** slot;
@@ -924,7 +909,15 @@ bool init_names() {
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__native() {
-  if (!init_names()) return nullptr;
-  return PyModule_Create(&kModule);
+namespace asgi_native {
+
+bool init_codec() { return init_names(); }
+PyObject* decode(PyObject* self, PyObject* data) { return ::decode(self, data); }
+PyObject* canonical_event(PyObject* self, PyObject* event) {
+  return ::canonical_event(self, event);
 }
+PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return ::encode_event(self, args, nargs);
+}
+
+}  // namespace asgi_native
