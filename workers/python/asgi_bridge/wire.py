@@ -22,19 +22,13 @@ except ImportError:  # not built (no python3-dev, or a sanitizer build)
 encode_credit = codec.encode_credit  # once per 8 events: not worth a native version
 
 
-def _native_decode(data):
-    msg = _native.decode(data)
-    return codec.decode(data) if msg is None else msg
-
-
-def _native_canonical_event(event):
-    out = _native.canonical_event(event)
-    return codec.canonical_event(event) if out is None else out
-
-
-def _native_encode_event(gateway, worker, conn, seq, event):
-    data = _native.encode_event(gateway, worker, conn, seq, event)
-    return codec.encode_event(gateway, worker, conn, seq, event) if data is None else data
+if _native is not None:
+    # What the native functions do not take, they hand to these, in C: no Python
+    # wrapper call per message.
+    _native.set_fallbacks(codec.decode, codec.canonical_event, codec.encode_event)
+    _native_decode = _native.decode_or_codec
+    _native_canonical_event = _native.canonical_event_or_codec
+    _native_encode_event = _native.encode_event_or_codec
 
 
 def _one_libzmq():

@@ -14,9 +14,9 @@
 //   encode_event(g, w, c, s, event)  a canonical event -> envelope bytes, or None
 #include "native.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <string>
 #include <string_view>
 
 namespace {
@@ -750,11 +750,32 @@ PyObject* canonical_event(PyObject*, PyObject* event) {
 
 // --- msgpack writing (as msgpack-python's Packer(use_bin_type=True)) ------------------------
 
+// Writes straight into a bytes object (grown as needed, shrunk to fit at the end):
+// a large body is copied once, from the app's bytes into the message.
 class Writer {
  public:
-  std::string out;
+  explicit Writer(size_t capacity)
+      : buf_(PyBytes_FromStringAndSize(nullptr, Py_ssize_t(capacity))), cap_(capacity) {}
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  ~Writer() { Py_XDECREF(buf_); }
 
-  void put(unsigned char byte) { out.push_back(char(byte)); }
+  // The message; nullptr with MemoryError when an allocation failed.
+  PyObject* finish() {
+    if (buf_ == nullptr || _PyBytes_Resize(&buf_, Py_ssize_t(len_)) < 0) return nullptr;
+    PyObject* done = buf_;
+    buf_ = nullptr;
+    return done;
+  }
+
+  void put(unsigned char byte) {
+    if (room(1)) PyBytes_AS_STRING(buf_)[len_++] = char(byte);
+  }
+  void append(const char* data, size_t size) {
+    if (!room(size)) return;
+    std::memcpy(PyBytes_AS_STRING(buf_) + len_, data, size);
+    len_ += size;
+  }
   void be(uint64_t value, int size) {
     for (int shift = (size - 1) * 8; shift >= 0; shift -= 8) put(uint8_t(value >> shift));
   }
@@ -774,7 +795,7 @@ class Writer {
   void array(uint64_t size) { header(size, 0x90, 16, 0, 0xdc, 0xdd); }
   void str(std::string_view s) {
     header(s.size(), 0xa0, 32, 0xd9, 0xda, 0xdb);
-    out.append(s);
+    append(s.data(), s.size());
   }
   void bin(const char* data, size_t size) {
     if (size < 0x100) {
@@ -784,7 +805,7 @@ class Writer {
     } else {
       put(0xc6), be(size, 4);
     }
-    out.append(data, size);
+    append(data, size);
   }
   void uint(uint64_t v) {
     if (v < 0x80) {
@@ -862,7 +883,36 @@ class Writer {
     }
     return false;
   }
+ private:
+  bool room(size_t size) {
+    if (buf_ == nullptr) return false;
+    if (len_ + size <= cap_) return true;
+    cap_ = std::max(cap_ * 2, len_ + size);
+    return _PyBytes_Resize(&buf_, Py_ssize_t(cap_)) == 0;  // (on failure buf_ is nullptr)
+  }
+
+  PyObject* buf_;
+  size_t len_ = 0;
+  size_t cap_;
 };
+
+// Bytes of the event's payload (body, bytes or text), to size the message once.
+size_t payload_hint(PyObject* event) {
+  if (!PyDict_CheckExact(event)) return 0;
+  size_t size = 0;
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(event, &pos, &key, &value)) {
+    if (PyBytes_CheckExact(value)) {
+      size += size_t(PyBytes_GET_SIZE(value));
+    } else if (PyMemoryView_Check(value)) {
+      size += size_t(PyMemoryView_GET_BUFFER(value)->len);
+    } else if (PyUnicode_CheckExact(value)) {
+      size += size_t(PyUnicode_GET_LENGTH(value));  // (UTF-8 may be longer: grows then)
+    }
+  }
+  return size;
+}
 
 // codec.encode_event: {"v", "k": "event", "g", "w", "c", "s", "event"} in this order.
 PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -870,8 +920,7 @@ PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3])) {
     Py_RETURN_NONE;
   }
-  Writer w;
-  w.out.reserve(128);
+  Writer w(128 + payload_hint(args[4]));
   w.map(7);
   w.str("v"), w.uint(1);
   w.str("k"), w.str("event");
@@ -880,7 +929,7 @@ PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       !(w.str("event"), w.value(args[4]))) {
     return none_or_error();  // e.g. a str with lone surrogates: codec raises for it
   }
-  return PyBytes_FromStringAndSize(w.out.data(), Py_ssize_t(w.out.size()));
+  return w.finish();
 }
 
 bool init_names() {
