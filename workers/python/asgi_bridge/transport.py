@@ -253,7 +253,8 @@ class ZmqTransport:
         """Schedule _service if the socket has input, or room for a waiting backlog."""
         if link.scheduled or link.socket.closed:
             return
-        events = link.socket.get(_EVENTS)
+        bus = wire.bus  # (pyzmq's getsockopt costs microseconds of Python calls)
+        events = bus.events(link.handle) if bus is not None else link.socket.get(_EVENTS)
         if events & _POLLIN or (events & _POLLOUT and link.backlog):
             self._schedule(link)
 

@@ -3,8 +3,9 @@
 // costs several Python-level calls (recv, then getsockopt for RCVMORE; send's
 // wrapper and its flag enums): measured 1.5 + 3.8 us per received and 3.7 us per
 // sent message on the 2-core test machine, a third of the worker's time per
-// WebSocket echo. asgi_bridge/transport.py uses these only when pyzmq and this
-// module share one libzmq (wire.py checks it), and otherwise its own pyzmq loop.
+// WebSocket echo; ZMQ_EVENTS after each batch likewise. asgi_bridge/transport.py
+// uses these only when pyzmq and this module share one libzmq (wire.py checks
+// it), and otherwise its own pyzmq loop.
 #include <zmq.h>
 
 #include <cerrno>
@@ -118,6 +119,15 @@ static int send_one(void* socket, PyObject* pair, Py_ssize_t* size) {
   if (error == EAGAIN) return 0;
   zmq_failure(error);
   return -1;
+}
+
+PyObject* events(PyObject*, PyObject* arg) {
+  void* socket;
+  if (!handle_of(arg, &socket)) return nullptr;
+  int value = 0;
+  size_t size = sizeof(value);
+  if (zmq_getsockopt(socket, ZMQ_EVENTS, &value, &size) < 0) return zmq_failure(zmq_errno());
+  return PyLong_FromLong(value);
 }
 
 PyObject* send_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {

@@ -66,6 +66,8 @@ PyMethodDef methods[] = {
     {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
      "send_batch(handle, backlog) -> (bytes sent, [their waiters]): sends and pops the "
      "(data, waiter) pairs of the deque until ZeroMQ would block."},
+    {"events", asgi_native::events, METH_O,
+     "events(handle) -> the socket's ZMQ_EVENTS (POLLIN | POLLOUT bits)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "asgi_bridge._native",

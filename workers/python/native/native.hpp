@@ -12,9 +12,10 @@ PyObject* decode(PyObject* self, PyObject* data);
 PyObject* canonical_event(PyObject* self, PyObject* event);
 PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 
-// bus.cpp: a batch of ZeroMQ receives or sends in one call.
+// bus.cpp: a batch of ZeroMQ receives or sends in one call; ZMQ_EVENTS.
 bool init_bus();
 PyObject* recv_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* send_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* events(PyObject* self, PyObject* handle);
 
 }  // namespace asgi_native
