@@ -857,9 +857,11 @@ class Writer {
       return true;
     }
     if (PyMemoryView_Check(obj)) {  // a piece of a large body (connection._send_pieces)
-      Py_buffer* view = PyMemoryView_GET_BUFFER(obj);
-      if (!PyBuffer_IsContiguous(view, 'C')) return false;
-      bin(static_cast<const char*>(view->buf), size_t(view->len));
+      // Through the buffer protocol: a released view raises instead of being read.
+      Py_buffer view;
+      if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) return false;
+      bin(static_cast<const char*>(view.buf), size_t(view.len));
+      PyBuffer_Release(&view);
       return true;
     }
     if (PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) {
@@ -906,7 +908,13 @@ size_t payload_hint(PyObject* event) {
     if (PyBytes_CheckExact(value)) {
       size += size_t(PyBytes_GET_SIZE(value));
     } else if (PyMemoryView_Check(value)) {
-      size += size_t(PyMemoryView_GET_BUFFER(value)->len);
+      Py_buffer view;
+      if (PyObject_GetBuffer(value, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();  // (a released view: value() says so)
+        continue;
+      }
+      size += size_t(view.len);
+      PyBuffer_Release(&view);
     } else if (PyUnicode_CheckExact(value)) {
       size += size_t(PyUnicode_GET_LENGTH(value));  // (UTF-8 may be longer: grows then)
     }

@@ -227,3 +227,14 @@ def test_no_native_option_and_environment(monkeypatch):
     assert parse_args(["app:app", "--bus", "zmq://h:1", "--no-native"]).no_native is True
     monkeypatch.setenv("ASGI_BRIDGE_NO_NATIVE", "1")
     assert parse_args(["app:app", "--bus", "zmq://h:1"]).no_native is True
+
+
+@needs_native
+def test_a_released_or_strided_memoryview_encodes_as_the_codec_does():
+    released = memoryview(b"body")
+    released.release()
+    for body in (released, memoryview(b"abcdef")[::2]):
+        args = ("gw", "wk", 1, 2, {"type": "http.response.body", "body": body,
+                                   "more_body": False})
+        native = outcome(wire._native_encode_event, *args)
+        assert native == outcome(codec.encode_event, *args) and native[0] == "raises"
