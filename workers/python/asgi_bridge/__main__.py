@@ -25,6 +25,10 @@ def _env(name, default):
     return os.environ.get(f"ASGI_BRIDGE_{name.upper().replace('-', '_')}", default)
 
 
+def _env_flag(name):
+    return _env(name, "").lower() in ("1", "true", "yes", "on")
+
+
 def _positive(kind):
     def parse(text):
         value = kind(text)
@@ -71,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--bus-tls-key", default=_env("bus-tls-key", None),
                    help="rediss://: the client certificate's private key (PEM)")
     p.add_argument("--bus-tls-insecure", action="store_true",
-                   default=_env("bus-tls-insecure", "").lower() in ("1", "true", "yes", "on"),
+                   default=_env_flag("bus-tls-insecure"),
                    help="rediss://: do not verify the Redis server's certificate nor its "
                         "host name")
     p.add_argument("--concurrency", type=_positive(int), default=_env("concurrency", 100),
@@ -109,6 +113,9 @@ def parse_args(argv=None):
                    help="seconds in-flight connections get to finish on SIGTERM (default 30)")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=_env("loop", "auto"),
                    help="event loop (default auto: uvloop when installed)")
+    p.add_argument("--no-native", action="store_true", default=_env_flag("no-native"),
+                   help="run the pure-Python codec even when the native fast path "
+                        "(asgi_bridge._native, built by CMake) is there")
     p.add_argument("--app-dir", default=_env("app-dir", "."),
                    help="directory put first on sys.path to import the app (default .)")
     args = p.parse_args(argv)

@@ -5,6 +5,7 @@ import logging
 import random
 import signal
 
+from . import wire
 from .lifespan import Lifespan
 from .loader import AppLoadError, load_app
 from .transport import BusError, make_transport
@@ -52,7 +53,9 @@ def _cancel_leftovers(loop):
 
 async def serve(args, loop_name="asyncio", ready=None):
     worker_id = new_worker_id()
-    logger.info("worker %s starting (event loop: %s)", worker_id, loop_name)
+    codec_path = wire.select(not getattr(args, "no_native", False))
+    logger.info("worker %s starting (event loop: %s, codec: %s)", worker_id, loop_name,
+                codec_path)
     try:
         app = load_app(args.app, args.app_dir)
     except AppLoadError as exc:

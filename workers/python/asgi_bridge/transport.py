@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from . import wire
 from .curve import HandshakeWatcher
 from .redis_transport import BusError, RedisTransport, check_redis, parse_redis_url  # noqa: F401
 
@@ -112,14 +113,19 @@ def _batch_io_thread(context):
         context.set(zmq.THREAD_SCHED_POLICY, os.SCHED_BATCH)
 
 
+def _log_multipart(link, frames):
+    logger.warning("bus %s: dropped a message of %d frames (expected 1)", link.url, frames)
+
+
 class Link:
     """One bus endpoint: one DEALER socket connected to one gateway URL."""
 
-    __slots__ = ("url", "socket", "backlog", "queued", "scheduled", "watcher")
+    __slots__ = ("url", "socket", "handle", "backlog", "queued", "scheduled", "watcher")
 
     def __init__(self, url, socket):
         self.url = url
         self.socket = socket
+        self.handle = socket.underlying  # libzmq's socket, for wire.bus's batches
         self.watcher = None  # CURVE: logs refused handshakes
         # Messages not yet handed to ZeroMQ, in order: those sent during this loop
         # iteration, and those ZeroMQ refused (high-water mark).
@@ -200,28 +206,42 @@ class ZmqTransport:
         sock = link.socket
         if sock.closed:
             return
-        recv, more = sock.recv, sock.get
         try:
-            for _ in range(self.BATCH):
-                data = recv(_NOBLOCK)
-                if more(_RCVMORE):
-                    self._drop_multipart(link, sock)
-                else:
-                    self._deliver(link, data)
+            if wire.bus is not None:
+                self._receive_batch(link)
+            else:
+                self._receive(link, sock)
         except zmq.Again:
             pass
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, OSError) as exc:
             logger.error("bus %s: receive failed: %s", link.url, exc)
         if link.backlog:
             self._flush(link)
         self._check(link)
+
+    def _receive(self, link, sock):
+        recv, more = sock.recv, sock.get
+        for _ in range(self.BATCH):
+            data = recv(_NOBLOCK)
+            if more(_RCVMORE):
+                self._drop_multipart(link, sock)
+            else:
+                self._deliver(link, data)
+
+    def _receive_batch(self, link):
+        """The same in one native call (wire.bus): no pyzmq call per message."""
+        for data in wire.bus.recv_batch(link.handle, self.BATCH):
+            if type(data) is int:  # a multipart message, dropped: its frame count
+                _log_multipart(link, data)
+            else:
+                self._deliver(link, data)
 
     def _drop_multipart(self, link, sock):
         frames = 1
         while sock.get(_RCVMORE):
             sock.recv(_NOBLOCK)
             frames += 1
-        logger.warning("bus %s: dropped a message of %d frames (expected 1)", link.url, frames)
+        _log_multipart(link, frames)
 
     def _deliver(self, link, data):
         try:
@@ -233,7 +253,8 @@ class ZmqTransport:
         """Schedule _service if the socket has input, or room for a waiting backlog."""
         if link.scheduled or link.socket.closed:
             return
-        events = link.socket.get(_EVENTS)
+        bus = wire.bus  # (pyzmq's getsockopt costs microseconds of Python calls)
+        events = bus.events(link.handle) if bus is not None else link.socket.get(_EVENTS)
         if events & _POLLIN or (events & _POLLOUT and link.backlog):
             self._schedule(link)
 
@@ -242,6 +263,13 @@ class ZmqTransport:
         self._loop.call_soon(self._service, link)
 
     def _flush(self, link):
+        if wire.bus is not None:  # one native call for the whole backlog
+            sent, waiters = wire.bus.send_batch(link.handle, link.backlog)
+            link.queued -= sent
+            for waiter in waiters:  # (sent even if its sender was cancelled)
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
         sock, backlog = link.socket, link.backlog
         send = sock.send
         while backlog:

@@ -21,10 +21,11 @@ import functools
 import logging
 import os
 
-from . import broadcast, codec
+from . import broadcast, codec, wire
 from .connection import make_connection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
+from .slots import Slots
 
 logger = logging.getLogger("asgi_bridge.worker")
 
@@ -39,11 +40,12 @@ def new_worker_id():
 class Gateway:
     """What we know of one gateway: where to reply, when it spoke, what it has here."""
 
-    __slots__ = ("id", "link", "last_seen", "conns", "last_conn_end")
+    __slots__ = ("id", "link", "send", "last_seen", "conns", "last_conn_end")
 
-    def __init__(self, gateway_id, link, now):
+    def __init__(self, gateway_id, link, now, send):
         self.id = gateway_id
         self.link = link
+        self.send = functools.partial(send, link)  # its connections' send_bytes
         self.last_seen = now
         self.conns = set()
         self.last_conn_end = float("-inf")  # when one of its connections last ended
@@ -73,8 +75,8 @@ class Worker:
         # Connections we finished, so that a gateway's late events for them (a disconnect,
         # a credit) are ignored instead of answered with "unknown connection".
         self._recent = collections.OrderedDict()
-        self._slots = asyncio.Semaphore(concurrency)             # HTTP requests
-        self._ws_slots = asyncio.Semaphore(websocket_capacity)   # WebSockets
+        self._slots = Slots(concurrency)             # HTTP requests
+        self._ws_slots = Slots(websocket_capacity)   # WebSockets
         self._websockets = 0  # of self.conns
         self._tasks = set()
         self._ticker = None
@@ -236,7 +238,7 @@ class Worker:
 
     def on_message(self, link, data):
         try:
-            msg = codec.decode(data)
+            msg = wire.decode(data)
         except ProtocolError as exc:
             self._on_malformed(link, exc)
             return
@@ -263,7 +265,8 @@ class Worker:
     def _meet(self, gateway_id, link):
         link = self.transport.reply_link(link, gateway_id)
         logger.info("gateway %s on %s", gateway_id, link.url)
-        gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time())
+        gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time(),
+                                                      self.transport.send)
         self._announce(link)
         return gateway
 
@@ -316,8 +319,7 @@ class Worker:
                                              "w": self.worker_id, "c": conn_id, "events": 0})
         if self.state is not None:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
-        send_bytes = functools.partial(self.transport.send, gateway.link)
-        conn = make_connection(scope, gateway.id, conn_id, self.worker_id, send_bytes,
+        conn = make_connection(scope, gateway.id, conn_id, self.worker_id, gateway.send,
                                window=msg.get("window"), first_event=event)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
@@ -344,10 +346,15 @@ class Worker:
                 self._on_max_requests()
 
     async def _serve(self, gateway, key, conn, websocket, handle):
+        slots = self._ws_slots if websocket else self._slots
         try:
-            async with self._ws_slots if websocket else self._slots:
+            if not slots.take_nowait():
+                await slots.take()
+            try:
                 if not conn.disconnected:  # gone while queued: nobody to answer
                     await conn.run(self.app)
+            finally:
+                slots.give()
         finally:
             if handle is not None:
                 handle.leave_all()  # however the connection ended

@@ -13,6 +13,12 @@ if PACKAGE_ROOT not in sys.path:
 
 TEST_TIMEOUT = 60  # seconds: no test may hang the suite
 
+# scripts/test runs these tests a second time with ASGI_BRIDGE_NO_NATIVE=1: on the
+# pure-Python codec alone, as `python3 -m asgi_bridge --no-native` (wire.py).
+from asgi_bridge import wire  # noqa: E402
+
+wire.select(os.environ.get("ASGI_BRIDGE_NO_NATIVE", "").lower() not in ("1", "true", "yes", "on"))
+
 
 @pytest.fixture(autouse=True)
 def _time_bound():

@@ -6,6 +6,7 @@ import os
 import pytest
 import zmq
 
+from asgi_bridge import wire
 from asgi_bridge.transport import (ZmqTransport, check_bus_urls, make_transport, split_bus_urls,
                                   zmq_endpoint)
 from bridge_helpers import run
@@ -63,6 +64,30 @@ def test_messages_both_ways_with_the_worker_id_as_routing_id(router):
         assert all(lnk is link for lnk, _ in received)
         await transport.close(0.1)
     run(main())
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "pure"])
+def test_a_multipart_message_is_dropped_and_logged(router, native, caplog):
+    """Both receive loops (wire.bus's batches and pyzmq's calls) drop it whole and go on."""
+    router, url = router
+    previous = wire.active
+    wire.select(native)
+
+    async def main():
+        got = asyncio.Queue()
+        transport = make_transport([url], "wk-multi")
+        transport.start(lambda link, data: got.put_nowait(data))
+        await transport.send(transport.links[0], b"hello")
+        identity, _ = await asyncio.get_running_loop().run_in_executor(None, recv, router)
+        router.send_multipart([identity, b"a", b"b", b"c"])
+        router.send_multipart([identity, b"after"])
+        assert await asyncio.wait_for(got.get(), 5) == b"after"
+        await transport.close(0.1)
+    try:
+        run(main())
+    finally:
+        wire.select(previous)
+    assert "dropped a message of 3 frames (expected 1)" in caplog.text
 
 
 def recv(sock, timeout=5000):

@@ -1,0 +1,82 @@
+// asgi_bridge._native: the Python worker's native fast path
+// (docs/workers-python.md#native-fast-path), used through asgi_bridge/wire.py
+// (the codec, codec.cpp) and asgi_bridge/transport.py (the ZeroMQ batches,
+// bus.cpp). The pure-Python code stays the reference and the fallback.
+#include "native.hpp"
+
+namespace {
+
+// codec.decode, codec.canonical_event and codec.encode_event (set_fallbacks), which
+// the *_or_codec functions call for what the native ones do not take: one call
+// from Python per message either way, no Python-level wrapper.
+PyObject* fallbacks[3];
+
+PyObject* set_fallbacks(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 3) return PyErr_Format(PyExc_TypeError, "set_fallbacks(decode, canonical, encode)");
+  for (int i = 0; i < 3; ++i) Py_XSETREF(fallbacks[i], Py_NewRef(args[i]));
+  Py_RETURN_NONE;
+}
+
+// `result` of a native function, or when it is None, fallbacks[which](args).
+PyObject* or_codec(PyObject* result, int which, PyObject* const* args, Py_ssize_t nargs) {
+  if (result != Py_None) return result;
+  Py_DECREF(result);
+  if (fallbacks[which] == nullptr) {
+    return PyErr_Format(PyExc_RuntimeError, "asgi_bridge._native: set_fallbacks() first");
+  }
+  return PyObject_Vectorcall(fallbacks[which], args, size_t(nargs), nullptr);
+}
+
+PyObject* decode_or_codec(PyObject* self, PyObject* data) {
+  PyObject* result = asgi_native::decode(self, data);
+  return result == nullptr ? nullptr : or_codec(result, 0, &data, 1);
+}
+
+PyObject* canonical_event_or_codec(PyObject* self, PyObject* event) {
+  PyObject* result = asgi_native::canonical_event(self, event);
+  return result == nullptr ? nullptr : or_codec(result, 1, &event, 1);
+}
+
+PyObject* encode_event_or_codec(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  PyObject* result = asgi_native::encode_event(self, args, nargs);
+  return result == nullptr ? nullptr : or_codec(result, 2, args, nargs);
+}
+
+PyCFunction fastcall(PyObject* (*function)(PyObject*, PyObject* const*, Py_ssize_t)) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(function));
+}
+
+PyMethodDef methods[] = {
+    {"decode", asgi_native::decode, METH_O,
+     "decode(data) -> the dict of codec.decode(data), or None: ask codec.decode."},
+    {"canonical_event", asgi_native::canonical_event, METH_O,
+     "canonical_event(event) -> codec.canonical_event(event), or None: ask codec."},
+    {"encode_event", fastcall(asgi_native::encode_event), METH_FASTCALL,
+     "encode_event(gateway, worker, conn, seq, event) -> bytes, or None: ask codec."},
+    {"set_fallbacks", fastcall(set_fallbacks), METH_FASTCALL,
+     "set_fallbacks(decode, canonical_event, encode_event): the pure-Python codec's."},
+    {"decode_or_codec", decode_or_codec, METH_O, "decode(data), else the fallback's."},
+    {"canonical_event_or_codec", canonical_event_or_codec, METH_O,
+     "canonical_event(event), else the fallback's."},
+    {"encode_event_or_codec", fastcall(encode_event_or_codec), METH_FASTCALL,
+     "encode_event(gateway, worker, conn, seq, event), else the fallback's."},
+    {"recv_batch", fastcall(asgi_native::recv_batch), METH_FASTCALL,
+     "recv_batch(handle, limit) -> [bytes, or the frame count of a dropped multipart "
+     "message], at most limit, without waiting."},
+    {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
+     "send_batch(handle, backlog) -> (bytes sent, [their waiters]): sends and pops the "
+     "(data, waiter) pairs of the deque until ZeroMQ would block."},
+    {"events", asgi_native::events, METH_O,
+     "events(handle) -> the socket's ZMQ_EVENTS (POLLIN | POLLOUT bits)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "asgi_bridge._native",
+                      "The Python worker's native fast path (asgi_bridge/wire.py).", -1, methods,
+                      nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__native() {
+  if (!asgi_native::init_codec() || !asgi_native::init_bus()) return nullptr;
+  return PyModule_Create(&module);
+}

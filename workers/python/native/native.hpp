@@ -1,0 +1,21 @@
+// asgi_bridge._native: the functions of its two halves, put together by module.cpp.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+namespace asgi_native {
+
+// codec.cpp: the codec's hot paths; None where the pure-Python codec must decide.
+bool init_codec();
+PyObject* decode(PyObject* self, PyObject* data);
+PyObject* canonical_event(PyObject* self, PyObject* event);
+PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+
+// bus.cpp: a batch of ZeroMQ receives or sends in one call; ZMQ_EVENTS.
+bool init_bus();
+PyObject* recv_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* send_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* events(PyObject* self, PyObject* handle);
+
+}  // namespace asgi_native
