@@ -18,7 +18,13 @@ BusLink::~BusLink() {
 
 void BusLink::open() {
   conn_id_ = shard_.new_conn_id();
-  inbox_ = std::make_shared<Inbox>(credit_wake_.get_executor());
+  // Keep-alive requests reuse the last one's inbox when nothing else holds it
+  // (the shard let go at end(); a pending socket watcher still would).
+  if (inbox_ && inbox_.use_count() == 1) {
+    inbox_->reset();
+  } else {
+    inbox_ = std::make_shared<Inbox>(credit_wake_.get_executor());
+  }
   shard_.attach(conn_id_, inbox_);
   out_seq_ = in_seq_ = 0;
   events_in_flight_ = 0;

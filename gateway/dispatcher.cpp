@@ -179,7 +179,7 @@ void Dispatcher::on_session_message(ToBus&& message) {
   if (it->second.owner.empty()) {
     it->second.queued.push_back(std::move(message.bytes));
   } else {
-    send_to(it->second.owner, message.bytes, message.conn_id);
+    send_to(it->second.owner, std::move(message.bytes), message.conn_id);
   }
 }
 
@@ -258,15 +258,28 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   connection.sent = Clock::now();
   metrics_.observe_dispatch_wait(connection.sent - connection.arrived);
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
-  send_to(worker_id, connection.first, conn_id);
-  for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
+  if (!connection.redispatchable || connection.redispatched) {
+    send_to(worker_id, std::move(connection.first), conn_id);  // not needed again: the transport may take it
+    release(connection.first);
+  } else {
+    send_to(worker_id, connection.first, conn_id);
+  }
+  for (auto& queued : connection.queued) send_to(worker_id, std::move(queued), conn_id);
   connection.queued.clear();
-  if (!connection.redispatchable || connection.redispatched) release(connection.first);
 }
 
 void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id) {
   if (!transport_) return;
-  auto status = transport_->send(worker_id, bytes);
+  on_send_status(worker_id, transport_->send(worker_id, bytes), conn_id);
+}
+
+// For bytes nobody needs after this send: the transport may send them without a copy.
+void Dispatcher::send_to(const std::string& worker_id, std::string&& bytes, std::uint64_t conn_id) {
+  if (!transport_) return;
+  on_send_status(worker_id, transport_->send_owned(worker_id, std::move(bytes)), conn_id);
+}
+
+void Dispatcher::on_send_status(const std::string& worker_id, bus::SendStatus status, std::uint64_t conn_id) {
   if (status == bus::SendStatus::sent) return;
   // Deferred: the caller may be iterating over connections or workers.
   if (status == bus::SendStatus::would_block) {

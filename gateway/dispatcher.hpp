@@ -148,6 +148,8 @@ class Dispatcher {
   void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
   void reject(const std::string& worker_id, std::uint64_t conn_id, const char* why);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
+  void send_to(const std::string& worker_id, std::string&& bytes, std::uint64_t conn_id);
+  void on_send_status(const std::string& worker_id, bus::SendStatus status, std::uint64_t conn_id);
   void tick();
   void publish_worker_gauges();
   void publish_worker_list();

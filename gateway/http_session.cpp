@@ -271,7 +271,7 @@ awaitable<bool> HttpSession::serve() {
     asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
   }
   co_await respond();
-  co_await stop_reader();
+  if (reader_running_) co_await stop_reader();  // a frame saved when the reader is done
   end_exchange();
   report_exchange();
   co_return keep_alive_ && !close_after_ && body_complete_ && !client_gone_ && !draining_;
@@ -291,7 +291,11 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
   while (!parser_->is_done() && parser_->body_bytes() < chunk.size() && !ec) {
     boost::system::error_code ignored;
     if (parser_->body_bytes() > 0 && stream_.socket().available(ignored) == 0) break;  // never wait holding data
-    co_await http::async_read_some(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+    if (buffer_.size() == 0 && !parser_->chunked()) {
+      co_await read_body_in_place(chunk, ec);
+    } else {
+      co_await http::async_read_some(stream_, buffer_, *parser_, redirect_error(use_awaitable, ec));
+    }
     if (ec == http::error::need_buffer) ec = {};
   }
   body_deadline_.cancel();
@@ -302,6 +306,20 @@ awaitable<HttpSession::ReadResult> HttpSession::read_body_chunk(std::string& chu
   auto result = read_result(ec);
   if (result != ReadResult::ok && result != ReadResult::client_gone) log_body_rejected(result);
   co_return result;
+}
+
+// A Content-Length body with nothing buffered: the socket's bytes go straight
+// into the chunk, and the parser, handed them where they already are, only
+// counts them (RequestParser::take_body does not copy them onto themselves).
+// A 64 KiB body is then not copied through buffer_ first. The read stops at the
+// body's end: the bytes of a pipelined request after it belong in buffer_.
+awaitable<void> HttpSession::read_body_in_place(std::string& chunk, boost::system::error_code& ec) {
+  char* at = chunk.data() + parser_->body_bytes();
+  std::size_t room = chunk.size() - parser_->body_bytes();
+  if (auto remaining = parser_->content_length_remaining()) room = std::min<std::uint64_t>(room, *remaining);
+  auto n = co_await stream_.async_read_some(asio::buffer(at, room), redirect_error(use_awaitable, ec));
+  if (ec) co_return;  // eof: the client left within the body (client_gone, as Beast's partial_message)
+  parser_->put(asio::buffer(at, n), ec);
 }
 
 HttpSession::ReadResult HttpSession::read_result(const boost::system::error_code& ec) const {
@@ -428,12 +446,19 @@ awaitable<void> HttpSession::stop_reader() {
 
 // --- response ---------------------------------------------------------------
 
+// Takes events with try_pop() and waits on the inbox's timer, not with
+// Inbox::pop(): that is a coroutine, a frame allocated for every event.
 awaitable<void> HttpSession::respond() {
   auto http_timeout = std::chrono::duration_cast<Clock::duration>(config_.http_timeout);
+  auto& inbox = *link_.inbox();
   while (response_ != Response::done) {
     auto deadline = response_ == Response::awaiting_start && http_timeout.count() > 0 ? started_at_ + http_timeout
                                                                                       : Clock::time_point::max();
-    auto event = co_await link_.inbox()->pop(deadline);
+    auto event = inbox.try_pop();
+    if (!event && Clock::now() < deadline) {
+      co_await inbox.wait(deadline);
+      continue;
+    }
     if (!event) {
       send_disconnect();
       co_await fail_exchange(504, GatewayReason::app_timeout, "the response did not start within --http-timeout");
@@ -476,7 +501,10 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
     if (response_ != Response::awaiting_start) {
       violation = "a second http.response.start";
     } else {
-      co_await on_start(*start, reply.worker_id);
+      if (!on_start(*start, reply.worker_id)) {
+        send_disconnect();
+        co_await answer_error(500, GatewayReason::invalid_response);
+      }
       co_return;
     }
   } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*reply.event)) {
@@ -508,20 +536,20 @@ awaitable<void> HttpSession::handle(WorkerMessage& reply) {
 }
 
 // The app's head is checked before any of it is written: one the HTTP grammar
-// forbids is answered 500 and ends the exchange, as any invalid event does.
-awaitable<void> HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
+// forbids is logged here, and answered 500 by the caller, ending the exchange as
+// any invalid event does. Not a coroutine: a frame per request saved.
+bool HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
   auto check = check_response_head(start.status, start.headers);
   if (!check.ok()) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                      "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
                      worker_id, check.problem);
-    send_disconnect();
-    co_await answer_error(500, GatewayReason::invalid_response);
-    co_return;
+    return false;
   }
   content_length_ = check.content_length;
   start_ = std::move(start);
   response_ = Response::started;
+  return true;
 }
 
 awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {

@@ -47,6 +47,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<bool> serve();
   enum class ReadResult { ok, client_gone, too_large, too_slow, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);
+  boost::asio::awaitable<void> read_body_in_place(std::string& chunk, boost::system::error_code& ec);
   ReadResult read_result(const boost::system::error_code& ec) const;
   static int status_of(ReadResult result);
   static GatewayReason reason_of(ReadResult result);
@@ -57,7 +58,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void watch_for_disconnect();
   boost::asio::awaitable<void> respond();
   boost::asio::awaitable<void> handle(WorkerMessage& reply);
-  boost::asio::awaitable<void> on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
+  bool on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
   boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, GatewayReason reason, const char* why);

@@ -39,6 +39,15 @@ class Inbox {
 
   bool empty() const { return head_ == items_.size(); }
 
+  // Empty and fresh again, for the next connection of the same session.
+  // Only when no wait is pending and nobody else can push.
+  void reset() {
+    items_.clear();
+    head_ = 0;
+    worker_messages_ = 0;
+    overflowed_ = false;
+  }
+
   // The worker's messages wait here until the session takes them. The byte
   // window bounds their payloads; this bounds their number, since empty
   // messages weigh nothing in the window.

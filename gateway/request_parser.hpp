@@ -66,7 +66,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
 
   std::size_t take_body(string_view body, error_code& ec) {
     std::size_t n = std::min(body.size(), body_space_ - body_used_);
-    if (n > 0) std::memcpy(body_data_ + body_used_, body.data(), n);
+    // Bytes read straight into the lent buffer (HttpSession::read_body_in_place) are already in place.
+    if (n > 0 && body.data() != body_data_ + body_used_) std::memcpy(body_data_ + body_used_, body.data(), n);
     body_used_ += n;
     if (n < body.size()) ec = boost::beast::http::error::need_buffer;
     return n;

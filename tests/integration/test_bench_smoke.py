@@ -6,7 +6,8 @@ a second each, and prints Markdown tables. Only the shape of the output is
 checked: exit status 0, the table header, a row per server in every table,
 and the bus variants' rows (CURVE, Redis, Redis over TLS: the run starts its own
 redis-server and makes its own keys and certificate) in the two tables that have them,
-and the cluster rows (HAProxy → 1 + 1 and 2 + 2) in HTTP hello.
+and the cluster rows (HAProxy → 1 + 1 and 2 + 2) in HTTP hello; the gateway's and the
+worker's CPU µs per request of every asgi-bridge row: there, and a positive number.
 No timing assertion: the figures depend on the machine and its load.
 
 Needs the bench tools (built with the rest: asgi-bridge-raw-beast and
@@ -16,6 +17,7 @@ and daphne.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +38,7 @@ CLUSTER_ROWS = ["HAProxy → 1 gateway → 1 C++ worker",
                 "HAProxy → 2 gateways → Redis → 2 C++ workers"]
 BUS_TABLES = ["HTTP hello", "WebSocket echo 32 B, 64 connections"]
 TABLE_HEADER = "| server | throughput /s | p50 µs | p99 µs | server CPU-s | per CPU-s |"
+SPLIT_COLUMNS = ("gateway CPU µs per req", "worker CPU µs per req")
 HOLD_HEADER = "| server | held sockets | handshake p50 µs, fresh | p99 µs, fresh | handshake p50 µs, warm |"
 QUICK_TIMEOUT = 240  # bench/run --quick takes under a minute on an idle machine
 
@@ -72,7 +75,13 @@ def test_bench_run_quick(tmp_path):
         row = next((r for r in hello.splitlines() if r.startswith(f"| {cluster_row} |")), None)
         assert row is not None and "exited" not in row and "| – | – | – |" not in row, (
             f"{cluster_row!r}: {row}\n{report}")
-    assert (tmp_path / "results.json").is_file()
+    for table in tables:
+        if "| server | throughput /s |" in table:
+            check_cpu_split(table, report)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for key in ("bridge-cpp/hello", "bridge-py/post64k", "bridge-cpp/ws64"):
+        for field in ("gateway_cpu_us_per_req", "worker_cpu_us_per_req"):
+            assert saved[key].get(field, 0) > 0, f"{key} {field}: {saved[key]}"
 
     # --report-from renders the same tables from the saved results.
     again = subprocess.run(
@@ -80,6 +89,21 @@ def test_bench_run_quick(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() in out, again.stdout
+
+
+def check_cpu_split(table: str, report: str) -> None:
+    """The per-request CPU split columns: a positive number in every asgi-bridge row
+    (one gateway and one worker, or a cluster's gateways and workers)."""
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    columns = [header.index(name) for name in SPLIT_COLUMNS]
+    for row in lines[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if not cells[0].startswith(("asgi-bridge", "HAProxy")) or cells[1] == "–":  # an error row
+            continue
+        for column in columns:
+            value = float(cells[column].replace(",", ""))
+            assert value > 0, f"{header[column]} in {row!r}\n{report}"
 
 
 BROADCAST_ROWS = ["asgi-bridge broadcast (asgi_bridge.publish), 1 gateway",

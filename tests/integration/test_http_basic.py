@@ -176,6 +176,21 @@ def test_pipelined_requests_are_answered_in_order(bridge):
         assert unjson(json.loads(fifth.body))["query_string"] == b"n=5"
 
 
+def test_body_read_past_the_buffer_stops_at_its_end(bridge):
+    """A body that arrives after its head is read from the socket straight into its
+    chunk (the gateway's in-place read): the read must stop at Content-Length, and the
+    pipelined request sent in the same write as the body's end must still be served."""
+    body = bytes(range(256)) * 600  # 150 KiB: three chunks
+    with RawConnection(bridge.port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)  # the head alone first: the body is not in the gateway's buffer
+        c.send(body[:70000])
+        time.sleep(0.1)
+        c.send(body[70000:] + b"GET /scope?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        echoed, second = c.read_response(), c.read_response()
+    assert (echoed.status, echoed.body) == (200, body)
+    assert unjson(json.loads(second.body))["query_string"] == b"n=2"
+
 def test_http_1_0_request(bridge):
     with RawConnection(bridge.port) as c:
         c.send(b"GET /scope HTTP/1.0\r\n\r\n")

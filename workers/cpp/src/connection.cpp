@@ -55,7 +55,8 @@ boost::asio::awaitable<void> Connection::run(const App& app) {
   bool client_gone = false;
   // No co_await in a handler: remember the failure, report it after.
   try {
-    co_await app(scope_, Receive(self), Send(self));
+    // The scope is the app's from here on: moved, not copied (every header a string).
+    co_await app(std::move(scope_), Receive(self), Send(self));
   } catch (const ClientDisconnected& e) {
     failure = std::string("ClientDisconnected: ") + e.what();
     client_gone = true;

@@ -72,7 +72,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   virtual boost::asio::awaitable<protocol::Event> receive() = 0;
   boost::asio::awaitable<void> send(protocol::Event event);
 
-  const protocol::Scope& scope() const { return scope_; }
   const boost::asio::any_io_executor& executor() const { return executor_; }
   std::uint64_t conn_id() const { return info_.conn_id; }
   const std::string& gateway_id() const { return info_.gateway_id; }
@@ -113,7 +112,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void pass_turn(std::uint64_t ticket);
 
   boost::asio::any_io_executor executor_;
-  protocol::Scope scope_;
+  protocol::Scope scope_;  // until run(): then the app's
   ConnectionInfo info_;
   Emit emit_;
   Notifier changed_;  // the queue, the state or the window changed

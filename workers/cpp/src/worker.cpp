@@ -78,8 +78,8 @@ int Worker::run() {
 void Worker::make_shards() {
   Shard::ToBus to_bus{
       [this](std::size_t link, const std::string& gateway_id, std::string bytes) {
-        boost::asio::post(bus_io_, [this, link, gateway_id, bytes = std::move(bytes)] {
-          send(link, gateway_id, bytes);
+        boost::asio::post(bus_io_, [this, link, gateway_id, bytes = std::move(bytes)]() mutable {
+          send(link, gateway_id, std::move(bytes));
         });
       },
       [this](ConnKey key) {
@@ -409,6 +409,13 @@ void Worker::update_free_capacity() {
 
 void Worker::send(std::size_t link, const std::string& gateway_id, std::string_view bytes) {
   if (!links_[link]->send(gateway_id, bytes)) log().debug("bus {}: message to {} not sent", links_[link]->url(), gateway_id);
+}
+
+// An app's event, encoded on its thread: the bus may send it without a copy (a 64 KiB response body).
+void Worker::send(std::size_t link, const std::string& gateway_id, std::string&& bytes) {
+  if (!links_[link]->send(gateway_id, std::move(bytes))) {
+    log().debug("bus {}: message to {} not sent", links_[link]->url(), gateway_id);
+  }
 }
 
 std::string Worker::status_message(Kind kind) const {

@@ -75,6 +75,25 @@ void ZmqTransport::start(OnMessage on_message) {
 }
 
 SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
+  zmq::message_t message(payload.data(), payload.size());
+  return send_message(peer, message);
+}
+
+// Below this size ZeroMQ's own copy is cheaper than a zero-copy message (which
+// costs ZeroMQ an allocation of its own plus ours for the string).
+constexpr std::size_t k_zero_copy_min = 8 * 1024;
+
+// A 64 KiB request body is not copied a second time into ZeroMQ's memory: the
+// message points into the string, which ZeroMQ's I/O thread frees once sent.
+SendStatus ZmqTransport::send_owned(std::string_view peer, std::string&& payload) {
+  if (payload.size() < k_zero_copy_min) return send(peer, payload);
+  auto* owned = new std::string(std::move(payload));
+  zmq::message_t message(
+      owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+  return send_message(peer, message);
+}
+
+SendStatus ZmqTransport::send_message(std::string_view peer, zmq::message_t& message) {
   if (stopped_) return SendStatus::failed;
   try {
     if (role_ == Role::gateway) {
@@ -84,8 +103,7 @@ SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
       });
       if (!sent) return SendStatus::would_block;
     }
-    auto sent = again_on_eintr(
-        [&] { return socket_.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::dontwait); });
+    auto sent = again_on_eintr([&] { return socket_.send(message, zmq::send_flags::dontwait); });
     // A send may consume ZMQ_FD's edge: look for input again.
     schedule_drain();
     return sent ? SendStatus::sent : SendStatus::would_block;

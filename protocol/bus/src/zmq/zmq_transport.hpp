@@ -26,10 +26,12 @@ class ZmqTransport final : public Transport {
   void start(OnMessage on_message) override;
   void watch_peers(OnPeerGone on_peer_gone) override { on_peer_gone_ = std::move(on_peer_gone); }
   SendStatus send(std::string_view peer, std::string_view payload) override;
+  SendStatus send_owned(std::string_view peer, std::string&& payload) override;
   void stop() override;
   void reload_credentials() override;
 
  private:
+  SendStatus send_message(std::string_view peer, zmq::message_t& message);
   void schedule_drain();
   void drain();
   bool receive(zmq::message_t& message);  // false: nothing queued

@@ -73,6 +73,10 @@ class Transport {
   // Gateway: peer is a worker id. Worker: peer is the gateway id (ZeroMQ
   // ignores it: one transport per gateway). Never blocks.
   virtual SendStatus send(std::string_view peer, std::string_view payload) = 0;
+  // The same, for a caller done with the payload: a transport that can send
+  // it without copying it (ZeroMQ: a large one goes as a zero-copy message
+  // that frees the string once sent) takes it over.
+  virtual SendStatus send_owned(std::string_view peer, std::string&& payload) { return send(peer, payload); }
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
 
