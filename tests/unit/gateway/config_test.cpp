@@ -369,9 +369,6 @@ TEST(ConfigWsDeflate, WindowBitsFrom9To15) {
   }
 }
 
-}  // namespace
-}  // namespace asgi_bridge::gateway
-
 TEST(ConfigHttp2, OnByDefaultOffByOptionFlagOrEnvironment) {
   auto defaults = parse({});
   ASSERT_TRUE(defaults.config);
@@ -392,3 +389,6 @@ TEST(ConfigHttp2, OnByDefaultOffByOptionFlagOrEnvironment) {
   EXPECT_EQ(streams.config->http2_max_concurrent_streams, 8u);
   EXPECT_FALSE(parse({"--http2-max-concurrent-streams", "0"}).config);
 }
+
+}  // namespace
+}  // namespace asgi_bridge::gateway
