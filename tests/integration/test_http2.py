@@ -177,6 +177,28 @@ def test_worker_killed_mid_stream_fails_only_its_stream(bridge_factory):
         assert c.goaway is None
 
 
+def test_failure_contract_per_stream(bridge_factory):
+    """design.md §5's HTTP rows over h2: each failure ends its own stream only."""
+    b = bridge_factory(gateway_args=["--http-timeout", "1.5"])
+    with H2Client(b.port, timeout=20) as c:
+        ids = [c.request(p) for p in ("/raise", "/noreply", "/wait-disconnect?id=h2slow", "/half-reply", "/")]
+        raised, noreply, slow, half, fine = c.wait(ids, timeout=20)
+        assert raised.status == 500 and noreply.status == 500
+        assert slow.status == 504
+        # Cut short: RST_STREAM (nghttp2 may send it before the queued response head).
+        assert half.reset == h2.errors.ErrorCodes.INTERNAL_ERROR and not half.ended
+        assert (fine.status, bytes(fine.body)) == (200, b"hello")
+        assert c.get("/").status == 200 and c.goaway is None
+    assert b.state.wait_for("disconnect-h2slow", timeout=10) == "http.disconnect"
+
+
+def test_no_worker_gives_503(bridge_factory):
+    b = bridge_factory(workers=0, gateway_args=["--dispatch-timeout", "1"])
+    with H2Client(b.port, timeout=15) as c:
+        r = c.get("/")
+    assert r.status == 503 and r.header(b"retry-after") == b"1"
+
+
 def test_access_log_says_http2(bridge_factory):
     b = bridge_factory(gateway_args=["--access-log"])
     with H2Client(b.port) as c:
@@ -213,7 +235,7 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(bridge):
     with H2Client(bridge.port) as c:
         try:
             for _ in range(1000):
-                stream = c.request("/slow?t=5", method="POST", end=False)
+                stream = c.request("/echo?id=rr", method="POST", end=False)
                 c.conn.reset_stream(stream)
                 c.flush()
         except OSError:
