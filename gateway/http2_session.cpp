@@ -36,6 +36,10 @@ constexpr std::size_t k_body_event = 64 * 1024;   // request body bytes per http
 constexpr auto k_tick = std::chrono::seconds(1);
 constexpr auto k_linger = std::chrono::seconds(1);
 constexpr std::size_t k_linger_read_limit = 256 * 1024;
+// The byte window each stream grants its worker (the bus's default is 1 MiB):
+// the most a stream's response waits here for the client's windows, so that a
+// connection's streams together hold at most --http2-max-concurrent-streams × it.
+constexpr std::uint64_t k_stream_byte_window = 256 * 1024;
 constexpr std::size_t k_header_overhead = 32;     // per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts (RFC 9113 §6.5.2)
 
 // Headers RFC 9113 §8.2.2 forbids in HTTP/2: an app's are dropped.
@@ -692,7 +696,7 @@ bool Http2Session::begin_exchange(Stream& s) {
   s.link.open();
   s.body_end_sent = s.body_complete;
   s.link.send_first(protocol::HttpRequest{std::string(), !s.body_complete}, std::move(*scope),
-                    s.method == "GET" || s.head_request);
+                    s.method == "GET" || s.head_request, k_stream_byte_window);
   return true;
 }
 
