@@ -30,6 +30,12 @@ if(PkgConfig_FOUND)
 endif()
 asgi_bridge_require(HIREDIS_FOUND libhiredis-dev "hiredis")
 
+# HTTP/2 framing, HPACK and flow control (docs/http2.md).
+if(PkgConfig_FOUND)
+  pkg_check_modules(NGHTTP2 QUIET IMPORTED_TARGET libnghttp2)
+endif()
+asgi_bridge_require(NGHTTP2_FOUND libnghttp2-dev "nghttp2")
+
 # The gateway's allocator (docs/decisions.md, "jemalloc in the gateway").
 # ASGI_BRIDGE_JEMALLOC=OFF (sanitizer builds) links nothing in its place.
 add_library(asgi_bridge_allocator INTERFACE)

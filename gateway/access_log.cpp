@@ -33,7 +33,9 @@ void append_escaped(std::string& out, std::string_view text) {
   }
 }
 
-std::string_view version_text(int version) { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
+std::string_view version_text(int version) {
+  return version == 20 ? "HTTP/2.0" : version == 10 ? "HTTP/1.0" : "HTTP/1.1";
+}
 
 // "GET /path HTTP/1.1", or the raw first line of a head the gateway refused.
 void append_request_line(std::string& out, const AccessRecord& record) {
@@ -158,7 +160,7 @@ std::string format_access_json(const AccessRecord& record, AccessLogFormat forma
   if (!record.method.empty() || record.kind != Kind::http) {
     line["method"] = record.kind == Kind::http ? std::string(record.method) : std::string("GET");
     line["target"] = std::string(record.target);
-    line["http_version"] = record.http_version == 10 ? "1.0" : "1.1";
+    line["http_version"] = record.http_version == 20 ? "2" : record.http_version == 10 ? "1.0" : "1.1";
   } else {
     line["request_line"] = std::string(record.raw_request_line);
   }

@@ -26,7 +26,7 @@ struct AccessRecord {
   // raw first line as received (a rejected head), possibly empty.
   std::string_view method;
   std::string_view target;
-  int http_version = 11;           // 10 or 11
+  int http_version = 11;           // 10, 11 or 20 (HTTP/2)
   std::string_view raw_request_line;
   std::string_view referer;
   std::string_view user_agent;

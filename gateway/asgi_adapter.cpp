@@ -74,6 +74,8 @@ std::optional<std::pair<std::string_view, std::string_view>> split_target(std::s
   return std::pair{target.substr(0, question), target.substr(question + 1)};
 }
 
+}  // namespace
+
 // Formatted once a second per thread (as nginx does), not per response:
 // strftime and gmtime were a few per cent of a small response's cost.
 const std::string& http_date() {
@@ -94,8 +96,6 @@ bool is_hop_by_hop_for_app(std::string_view lower_name) {
   // The gateway owns the framing and connection management of a response.
   return lower_name == "transfer-encoding" || lower_name == "connection" || lower_name == "keep-alive";
 }
-
-}  // namespace
 
 std::string lower(std::string_view text) {
   std::string out(text);
@@ -197,9 +197,14 @@ std::string format_response_head(const ResponseHead& head) {
   return out;
 }
 
+std::string error_body(int status) {
+  auto reason = http::obsolete_reason(static_cast<http::status>(status));
+  return fmt::format("{} {}\n", status, std::string_view(reason.data(), reason.size()));
+}
+
 std::string format_error_response(int status, std::string_view server_name, std::string_view extra_headers) {
   auto reason = http::obsolete_reason(static_cast<http::status>(status));
-  std::string body = fmt::format("{} {}\n", status, std::string_view(reason.data(), reason.size()));
+  std::string body = error_body(status);
   std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, std::string_view(reason.data(), reason.size()));
   if (!server_name.empty()) out += fmt::format("server: {}\r\n", server_name);
   out += fmt::format("date: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n", http_date(),

@@ -32,15 +32,16 @@ void BusLink::open() {
 }
 
 void BusLink::end() {
-  dispatcher_.post({.type = ToBus::Type::end, .conn_id = conn_id_, .bytes = {}, .redispatchable = false, .credit_bytes = 0, .websocket = false});
+  dispatcher_.post({.type = ToBus::Type::end, .conn_id = conn_id_, .bytes = {}, .redispatchable = false, .credit_bytes = 0, .websocket = false, .window = 0});
   shard_.detach(conn_id_);
   conn_id_ = 0;
 }
 
-void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redispatchable) {
+void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redispatchable, std::uint64_t window) {
+  window_ = window;
   protocol::Envelope envelope;
   envelope.kind = protocol::Kind::event;
-  envelope.window = protocol::k_default_byte_window;
+  envelope.window = window;
   envelope.scope = std::move(scope);
   envelope.event = std::move(event);
   bool websocket = envelope.scope->type == protocol::ScopeType::websocket;
@@ -64,7 +65,8 @@ void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispat
                     .bytes = protocol::encode(envelope),
                     .redispatchable = redispatchable,
                     .credit_bytes = 0,
-                    .websocket = websocket});
+                    .websocket = websocket,
+                    .window = type == ToBus::Type::first ? window_ : 0});
 }
 
 bool BusLink::accept_sequence(const WorkerMessage& reply) {
@@ -88,7 +90,7 @@ boost::asio::awaitable<void> BusLink::wait_for_credit() {
 
 void BusLink::on_written(std::uint64_t bytes) {
   written_unacked_ += bytes;
-  if (written_unacked_ < protocol::k_default_byte_window / 4) return;
+  if (written_unacked_ < window_ / 4) return;
   protocol::Envelope envelope;
   envelope.kind = protocol::Kind::credit;
   envelope.gateway_id = dispatcher_.gateway_id();
@@ -99,7 +101,8 @@ void BusLink::on_written(std::uint64_t bytes) {
                     .bytes = protocol::encode(envelope),
                     .redispatchable = false,
                     .credit_bytes = written_unacked_,
-                    .websocket = false});
+                    .websocket = false,
+                    .window = 0});
   written_unacked_ = 0;
 }
 

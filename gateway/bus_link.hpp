@@ -35,7 +35,9 @@ class BusLink {
   const std::shared_ptr<Inbox>& inbox() const { return inbox_; }
 
   // The connection's first event: the dispatcher picks a worker for it.
-  void send_first(protocol::Event event, protocol::Scope scope, bool redispatchable);
+  // `window`: the bytes the worker may send unacknowledged (docs/protocol.md §5).
+  void send_first(protocol::Event event, protocol::Scope scope, bool redispatchable,
+                  std::uint64_t window = protocol::k_default_byte_window);
   void send_event(protocol::Event event);
 
   // True for the worker's next event in sequence (and counts it).
@@ -63,6 +65,7 @@ class BusLink {
   std::uint64_t in_seq_ = 0;
   unsigned events_in_flight_ = 0;
   std::uint64_t written_unacked_ = 0;
+  std::uint64_t window_ = protocol::k_default_byte_window;
 };
 
 }  // namespace asgi_bridge::gateway

@@ -206,6 +206,17 @@ void add_ws_deflate(CLI::App& app, Config& config) {
       ->envname(env_name("ws-deflate-client-no-context-takeover"));
 }
 
+void add_http2(CLI::App& app, Config& config) {
+  app.add_option("--http2", config.http2,
+                 "HTTP/2: h2 by ALPN on TLS listeners, h2c with prior knowledge on plain ones: true or false")
+      ->envname(env_name("http2"))
+      ->default_str("true");
+  app.add_flag("--no-http2{false}", config.http2, "HTTP/1.1 only (as --http2 false)");
+  add(app, "http2-max-concurrent-streams", config.http2_max_concurrent_streams,
+      "HTTP/2: streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS)")
+      ->check(number_within(1, 10000, "from 1 to 10000"));
+}
+
 }  // namespace
 
 std::string_view version() { return ASGI_BRIDGE_VERSION; }
@@ -284,6 +295,7 @@ ParseOutcome parse_config(int argc, char** argv) {
   add(app, "max-message-size", config.max_message_size, "WebSocket message limit in bytes (close 1009)",
       "--ws-max-size");
   add_ws_deflate(app, config);
+  add_http2(app, config);
   add(app, "group-relay-rate", config.group_relay_rate,
       "ZeroMQ: bytes of broadcast-group messages relayed to each worker per second; the rest are dropped");
   add(app, "broadcast-queue", config.broadcast_queue,

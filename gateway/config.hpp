@@ -81,6 +81,10 @@ struct Config {
   int ws_deflate_client_window_bits = 12;  // asked of clients whose offer lets us choose (9-15)
   bool ws_deflate_server_no_context_takeover = false;
   bool ws_deflate_client_no_context_takeover = false;
+  // HTTP/2 (docs/http2.md): h2 by ALPN on TLS listeners, h2c with prior
+  // knowledge on plain ones; streams open at once on one connection.
+  bool http2 = true;
+  std::size_t http2_max_concurrent_streams = 100;
   std::size_t group_relay_rate = 16 * 1024 * 1024;  // ZeroMQ: group bytes relayed to each worker per second
   // Broadcast (docs/broadcast.md): publishes queued to one socket before it
   // is closed 1013; the bearer token POST /publish needs (empty: none).

@@ -125,6 +125,7 @@ void Dispatcher::on_first(ToBus&& message) {
   auto& connection = connections_[message.conn_id];
   connection.redispatchable = message.redispatchable;
   connection.websocket = message.websocket;
+  if (message.window != 0) connection.window = message.window;
   connection.first = std::move(message.bytes);
   connection.arrived = Clock::now();
   connection.deadline = connection.arrived + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
@@ -535,11 +536,11 @@ bool Dispatcher::within_window(const std::string& worker_id, std::uint64_t conn_
                                const Envelope& envelope) {
   auto bytes = envelope.event ? protocol::payload_size(*envelope.event) : 0;
   if (bytes == 0) return true;
-  if (connection.unacked_bytes > protocol::k_default_byte_window) {
+  if (connection.unacked_bytes > connection.window) {
     LogLimiter::warn(log::bus(), limiter_, worker_id + ": window",
                      "conn {}: worker {} sent past its byte window ({} bytes unacknowledged, window {}); "
                      "failing the connection",
-                     conn_id, worker_id, connection.unacked_bytes, protocol::k_default_byte_window);
+                     conn_id, worker_id, connection.unacked_bytes, connection.window);
     reject(worker_id, conn_id, "byte window exceeded");
     return false;
   }

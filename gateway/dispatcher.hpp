@@ -93,6 +93,7 @@ class Dispatcher {
     // Payload bytes the worker sent that our credits have not acknowledged:
     // the byte window we granted bounds it (docs/protocol.md §5).
     std::uint64_t unacked_bytes = 0;
+    std::uint64_t window = protocol::k_default_byte_window;  // as its first event granted
     bool trailers = false;             // its response start announced trailers
     bool answered = false;             // response started, WebSocket accepted or denied
     bool finished = false;             // the worker sent its last event for it

@@ -17,6 +17,7 @@
 #include "access_log.hpp"
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
+#include "http2_session.hpp"
 #include "log.hpp"
 #include "log_limiter.hpp"
 #include "request_head_check.hpp"
@@ -90,6 +91,13 @@ awaitable<void> HttpSession::run() {
     close_socket();
     co_return;
   }
+  if (config_.http2) {
+    bool http2 = stream_.is_tls() ? negotiated_http2(stream_) : co_await starts_with_http2_preface();
+    if (http2) {
+      hand_over_to_http2(std::string(buffered()));
+      co_return;
+    }
+  }
   // GCC 12 miscompiles co_await inside && / || (SIGILL): await on its own line.
   while (!draining_) {
     bool have_request = co_await read_head();
@@ -106,6 +114,28 @@ awaitable<void> HttpSession::run() {
   if (head_too_slow_) co_await answer_slow_head();
   co_await tls_shutdown();
   close_socket();
+}
+
+// h2c with prior knowledge: a plain connection's first bytes are HTTP/2's
+// client preface. They are read as read_head would read them (which then
+// finds them buffered), until they can no longer be the preface.
+awaitable<bool> HttpSession::starts_with_http2_preface() {
+  boost::system::error_code ec;
+  arm(read_deadline_, config_.keepalive_timeout);
+  while (!ec && buffer_.size() < k_http2_preface.size() && k_http2_preface.substr(0, buffer_.size()) == buffered()) {
+    auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
+    buffer_.commit(n);
+  }
+  read_deadline_.cancel();
+  co_return buffered().substr(0, k_http2_preface.size()) == k_http2_preface;
+}
+
+// The connection speaks HTTP/2 from here on (docs/http2.md); `received`:
+// its bytes already read, from the client preface on.
+void HttpSession::hand_over_to_http2(std::string received) {
+  shard_.untrack(drain_token_);
+  drain_token_ = 0;
+  start_http2_session(std::move(stream_), std::move(ends_), std::move(received), shard_, dispatcher_, config_);
 }
 
 // --- TLS ------------------------------------------------------------------------

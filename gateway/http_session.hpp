@@ -39,6 +39,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
 
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<bool> tls_handshake();
+  boost::asio::awaitable<bool> starts_with_http2_preface();
+  void hand_over_to_http2(std::string received);
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);

@@ -69,6 +69,7 @@ struct ToBus {
   bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
   std::uint64_t credit_bytes = 0;  // message: a byte credit to the worker, for the dispatcher's window check
   bool websocket = false;       // first: a WebSocket connect (routed by WebSocket capacity)
+  std::uint64_t window = 0;     // first: the byte window granted the worker (0: the default)
 };
 
 }  // namespace asgi_bridge::gateway

@@ -25,25 +25,31 @@ void check_readable(std::string_view option, const std::string& path) {
   if (!file) fail(option, path, fmt::format("cannot read: {}", std::strerror(errno)));
 }
 
-// ALPN: the only protocol spoken here is HTTP/1.1 (WebSocket upgrades ride on
-// it). A client offering only others (h2) still gets a connection without ALPN.
-int select_http11(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* offered,
-                  unsigned int offered_length, void*) {
-  static const unsigned char k_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+// ALPN in the server's order of preference: h2 first when HTTP/2 is on
+// (docs/http2.md), then HTTP/1.1 (WebSocket upgrades ride on it). A client
+// offering neither still gets a connection without ALPN.
+constexpr unsigned char k_h2_then_http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char k_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+int select_protocol(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* offered,
+                    unsigned int offered_length, void* http2) {
+  const unsigned char* ours = http2 ? k_h2_then_http11 : k_http11;
+  unsigned int ours_length = http2 ? sizeof(k_h2_then_http11) : sizeof(k_http11);
   auto* selected = const_cast<unsigned char**>(out);
-  int result = SSL_select_next_proto(selected, out_length, k_http11, sizeof(k_http11), offered, offered_length);
+  int result = SSL_select_next_proto(selected, out_length, ours, ours_length, offered, offered_length);
   return result == OPENSSL_NPN_NEGOTIATED ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_NOACK;
 }
 
 // TLS 1.2 and 1.3 only, OpenSSL's default ciphers in the server's order of
 // preference; no compression (CRIME) and no renegotiation (a client-driven
 // CPU cost, and nothing here needs it).
-void harden(ssl::context& context) {
+void harden(ssl::context& context, bool http2) {
   context.set_options(ssl::context::default_workarounds | ssl::context::no_compression);
   SSL_CTX* native = context.native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
   SSL_CTX_set_options(native, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_alpn_select_cb(native, select_http11, nullptr);
+  // The callback's argument only says whether h2 is offered: non-null for yes.
+  SSL_CTX_set_alpn_select_cb(native, select_protocol, http2 ? const_cast<unsigned char*>(k_h2_then_http11) : nullptr);
 }
 
 }  // namespace
@@ -51,7 +57,7 @@ void harden(ssl::context& context) {
 std::unique_ptr<ssl::context> make_tls_context(const Config& config) {
   if (!config.tls()) return nullptr;
   auto context = std::make_unique<ssl::context>(ssl::context::tls_server);
-  harden(*context);
+  harden(*context, config.http2);
   check_readable("--tls-cert", config.tls_cert);
   check_readable("--tls-key", config.tls_key);
   boost::system::error_code ec;

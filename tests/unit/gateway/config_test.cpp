@@ -369,5 +369,26 @@ TEST(ConfigWsDeflate, WindowBitsFrom9To15) {
   }
 }
 
+TEST(ConfigHttp2, OnByDefaultOffByOptionFlagOrEnvironment) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults.config);
+  EXPECT_TRUE(defaults.config->http2);
+  EXPECT_EQ(defaults.config->http2_max_concurrent_streams, 100u);
+  for (auto args : {std::vector<std::string>{"--http2", "false"}, std::vector<std::string>{"--no-http2"}}) {
+    auto outcome = parse(args);
+    ASSERT_TRUE(outcome.config);
+    EXPECT_FALSE(outcome.config->http2);
+  }
+  ::setenv("ASGI_BRIDGE_HTTP2", "0", 1);
+  auto from_env = parse({});
+  ::unsetenv("ASGI_BRIDGE_HTTP2");
+  ASSERT_TRUE(from_env.config);
+  EXPECT_FALSE(from_env.config->http2);
+  auto streams = parse({"--http2-max-concurrent-streams", "8"});
+  ASSERT_TRUE(streams.config);
+  EXPECT_EQ(streams.config->http2_max_concurrent_streams, 8u);
+  EXPECT_FALSE(parse({"--http2-max-concurrent-streams", "0"}).config);
+}
+
 }  // namespace
 }  // namespace asgi_bridge::gateway
