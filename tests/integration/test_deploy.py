@@ -101,6 +101,28 @@ def test_dockerfiles_copy_existing_paths():
         assert re.search(r"^FROM debian:12", text, re.M), f"{name} is not based on Debian 12"
 
 
+def test_worker_image_compiles_the_native_fast_path(tmp_path):
+    """The worker image's native stage, its compiler line run here on the same
+    Debian: the package beside the module it makes runs on the native path."""
+    stage = next(s for s in dockerfile_stages("Dockerfile.worker") if s.startswith("debian:12 AS native"))
+    command = re.search(r"^RUN (g\+\+ .*?[^\\])$", stage, re.M | re.S).group(1).replace("\\\n", " ")
+    shutil.copytree(REPO / "workers" / "python" / "native", tmp_path / "native")
+    # Debian's python3-config: the first python3 on PATH may be another interpreter.
+    env = dict(os.environ, PATH=f"/usr/bin:{os.environ.get('PATH', '')}")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, check=True, timeout=300)
+    package = tmp_path / "image"
+    shutil.copytree(REPO / "workers" / "python" / "asgi_bridge", package / "asgi_bridge",
+                    ignore=shutil.ignore_patterns("_native*.so", "__pycache__"))
+    built = list(tmp_path.glob("_native*.so"))
+    assert len(built) == 1, built
+    shutil.copy(built[0], package / "asgi_bridge")
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import asgi_bridge._native as n; print(n.__file__)"],
+                           cwd=package, capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, PYTHONPATH=str(package)))
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(package / "asgi_bridge" / built[0].name)
+
+
 def test_compose_gateway_healthcheck_probes_a_real_admin_endpoint(bridge_factory):
     """The compose file's healthcheck command, run here against a real gateway's
     --admin port (the compose file's 9000 swapped for a free port): healthy while
