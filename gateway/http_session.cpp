@@ -91,10 +91,18 @@ awaitable<void> HttpSession::run() {
     close_socket();
     co_return;
   }
-  if (config_.http2) {
-    bool http2 = stream_.is_tls() ? negotiated_http2(stream_) : co_await starts_with_http2_preface();
-    if (http2) {
+  if (config_.http2 && stream_.is_tls() && negotiated_http2(stream_)) {
+    hand_over_to_http2(std::string(buffered()));
+    co_return;
+  }
+  if (config_.http2 && !stream_.is_tls()) {
+    auto first = co_await read_first_bytes();
+    if (first == FirstBytes::http2) {
       hand_over_to_http2(std::string(buffered()));
+      co_return;
+    }
+    if (first == FirstBytes::none) {
+      close_socket();
       co_return;
     }
   }
@@ -119,7 +127,7 @@ awaitable<void> HttpSession::run() {
 // h2c with prior knowledge: a plain connection's first bytes are HTTP/2's
 // client preface. They are read as read_head would read them (which then
 // finds them buffered), until they can no longer be the preface.
-awaitable<bool> HttpSession::starts_with_http2_preface() {
+awaitable<HttpSession::FirstBytes> HttpSession::read_first_bytes() {
   boost::system::error_code ec;
   arm(read_deadline_, config_.keepalive_timeout);
   while (!ec && buffer_.size() < k_http2_preface.size() && k_http2_preface.substr(0, buffer_.size()) == buffered()) {
@@ -127,7 +135,11 @@ awaitable<bool> HttpSession::starts_with_http2_preface() {
     buffer_.commit(n);
   }
   read_deadline_.cancel();
-  co_return buffered().substr(0, k_http2_preface.size()) == k_http2_preface;
+  // Closed, failed or timed out before the bytes could tell: an unfinished
+  // head gets no answer (as read_head gives none), and the socket is not read
+  // again once its end was seen (a second read there never completed).
+  if (ec || buffer_.size() == 0) co_return FirstBytes::none;
+  co_return buffered().substr(0, k_http2_preface.size()) == k_http2_preface ? FirstBytes::http2 : FirstBytes::http1;
 }
 
 // The connection speaks HTTP/2 from here on (docs/http2.md); `received`:

@@ -39,7 +39,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
 
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<bool> tls_handshake();
-  boost::asio::awaitable<bool> starts_with_http2_preface();
+  enum class FirstBytes { http1, http2, none };  // none: the client left (or failed) before they could tell
+  boost::asio::awaitable<FirstBytes> read_first_bytes();
   void hand_over_to_http2(std::string received);
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();

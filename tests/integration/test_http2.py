@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -90,6 +91,26 @@ def test_no_http2_option(bridge_factory):
     assert out.stdout != b"200"
     out = curl("--http2", "-w", " %{http_version}", f"http://127.0.0.1:{b.port}/")
     assert out.stdout == b"hello 1.1"
+
+
+def test_connections_that_end_before_telling_are_let_go(bridge_factory):
+    """A plain connection's first bytes decide h2c or HTTP/1.1: one that ends
+    first (nothing, part of the preface, part of a head) is closed and no
+    longer counted, as HTTP/1.1 alone closes it (once, such sessions stayed
+    open and counted against --limit-connections)."""
+    from .harness import free_port, wait_until
+    admin = free_port()
+    b = bridge_factory(gateway_args=["--admin", f"127.0.0.1:{admin}", "--keepalive-timeout", "60"])
+
+    def open_connections() -> int:
+        text = request(admin, "GET", "/metrics").body.decode()
+        return int(re.search(r"^asgi_bridge_open_connections (\d+)$", text, re.M).group(1))
+    wait_until(lambda: open_connections() == 0, 10, "the readiness probes' connections to close")
+    for first in (b"", b"P", b"PRI * HTTP/2.0\r\n", PREFACE[:-1], b"GET / HTTP/1.1\r\n"):
+        with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+            s.sendall(first)
+        wait_until(lambda: open_connections() == 0, 10, f"the gateway to let go of a connection that sent {first!r}")
+    assert served(b.port)
 
 
 # -- the scope and bodies ---------------------------------------------------------
