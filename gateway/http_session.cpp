@@ -18,6 +18,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "http2_session.hpp"
+#include "response_events.hpp"
 #include "log.hpp"
 #include "log_limiter.hpp"
 #include "request_head_check.hpp"
@@ -524,57 +525,37 @@ awaitable<void> HttpSession::respond() {
 }
 
 awaitable<void> HttpSession::handle(WorkerMessage& reply) {
-  using protocol::Kind;
-  const char* violation = nullptr;
+  using Step = ResponseStep::Kind;
   if (config_.access_log && worker_.empty()) worker_ = reply.worker_id;
-  if (reply.kind == Kind::credit) {
-    if (link_.on_credit(reply.events)) co_return;
-    violation = "a credit for events never sent";
-  } else if (reply.kind == Kind::error) {
+  auto step = classify_response_message(reply, link_, response_);
+  if (step.kind == Step::none || step.kind == Step::credit) co_return;
+  if (step.kind == Step::app_error) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, GatewayReason::app_error, "application error");
     co_return;
-  } else if (reply.kind != Kind::event || !reply.event) {
+  }
+  if (step.kind == Step::start) {
+    if (!on_start(std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id)) {
+      send_disconnect();
+      co_await answer_error(500, GatewayReason::invalid_response);
+    }
     co_return;
-  } else if (!link_.accept_sequence(reply)) {
-    violation = "event out of sequence";
-  } else if (auto* start = std::get_if<protocol::HttpResponseStart>(&*reply.event)) {
-    if (response_ != Response::awaiting_start) {
-      violation = "a second http.response.start";
-    } else {
-      if (!on_start(*start, reply.worker_id)) {
-        send_disconnect();
-        co_await answer_error(500, GatewayReason::invalid_response);
-      }
-      co_return;
-    }
-  } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&*reply.event)) {
-    if (response_ != Response::started) {
-      violation = "http.response.body before http.response.start";
-    } else {
-      co_await on_body(*body);
-      co_return;
-    }
-  } else if (auto* trailers = std::get_if<protocol::HttpResponseTrailers>(&*reply.event)) {
-    if (response_ != Response::awaiting_trailers) {
-      violation = "http.response.trailers not announced or too early";
-    } else if (!check_response_headers(trailers->headers).ok()) {
-      violation = "http.response.trailers with a forbidden header name or value";
-    } else {
-      for (auto& header : trailers->headers) trailers_.push_back(std::move(header));
-      if (!trailers->more_trailers) co_await finish_response(&trailers_);
-      co_return;
-    }
-  } else {
-    violation = "an event that is not part of an HTTP response";
   }
-  if (violation) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
-                     "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, violation);
-    send_disconnect();
-    co_await fail_exchange(502, GatewayReason::invalid_response, violation);
+  if (step.kind == Step::body) {
+    co_await on_body(std::get<protocol::HttpResponseBody>(*reply.event));
+    co_return;
   }
+  if (step.kind == Step::trailers) {
+    auto& trailers = std::get<protocol::HttpResponseTrailers>(*reply.event);
+    for (auto& header : trailers.headers) trailers_.push_back(std::move(header));
+    if (!trailers.more_trailers) co_await finish_response(&trailers_);
+    co_return;
+  }
+  LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+                   "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, step.violation);
+  send_disconnect();
+  co_await fail_exchange(502, GatewayReason::invalid_response, step.violation);
 }
 
 // The app's head is checked before any of it is written: one the HTTP grammar

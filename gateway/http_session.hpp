@@ -20,6 +20,7 @@
 #include "config.hpp"
 #include "dispatcher.hpp"
 #include "request_parser.hpp"
+#include "response_events.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
@@ -35,7 +36,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
  private:
   using Parser = RequestParser;
   using Clock = std::chrono::steady_clock;
-  enum class Response { awaiting_start, started, awaiting_trailers, done };
+  using Response = ResponsePhase;  // the same phases as an HTTP/2 stream's
 
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<bool> tls_handshake();

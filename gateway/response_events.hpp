@@ -1,8 +1,8 @@
 #pragma once
 // What one message of a worker means for an HTTP exchange, given where its
 // response stands: the rules of docs/protocol.md for credits, errors,
-// sequence numbers and the http.response.* events. Written for the HTTP/2
-// session; the HTTP/1.1 session keeps the same rules inline.
+// sequence numbers and the http.response.* events, shared by the HTTP/1.1
+// session and each HTTP/2 stream.
 #include "bus_link.hpp"
 #include "session_event.hpp"
 
