@@ -37,25 +37,46 @@ void set_worker_keys(zmq::socket_t& socket, const CurveOptions& curve) {
   socket.set(zmq::sockopt::curve_secretkey, ours.secret_key);
 }
 
-// "IP:PORT" of a connected socket, as the ZAP handler's addresses (IP only) read.
-std::string peer_address(int fd) {
+// libzmq names no peer in a failed handshake's events: the address is read
+// from the descriptor when its ACCEPTED event is handled, which may be after
+// libzmq closed it (a worker without CURVE is refused within a round trip).
+constexpr const char* k_unread_address = "an unknown address (the connection closed before it could be read)";
+
+std::uint16_t port_of(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  if (address.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  return 0;
+}
+
+// The port of our bound endpoint ("tcp://IP:PORT"); 0 for ipc://.
+std::uint16_t bound_port(zmq::socket_t& socket) {
+  auto endpoint = socket.get(zmq::sockopt::last_endpoint);
+  if (endpoint.rfind("tcp://", 0) != 0) return 0;
+  try {
+    return static_cast<std::uint16_t>(std::stoul(endpoint.substr(endpoint.rfind(':') + 1)));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// "IP:PORT" of a connected socket, as the ZAP handler's addresses (IP only)
+// read. A descriptor whose local port is not the bus's was closed by libzmq
+// and already reused by another connection (a client's): its peer is not ours.
+std::string peer_address(int fd, std::uint16_t bus_port) {
+  sockaddr_storage local{};
+  socklen_t local_size = sizeof local;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_size) != 0) return k_unread_address;
+  if (local.ss_family == AF_UNIX) return "a local socket";  // zmq+ipc://
+  if (port_of(local) != bus_port) return k_unread_address;
   sockaddr_storage address{};
   socklen_t size = sizeof address;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) return "an unknown address";
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) return k_unread_address;
   char host[INET6_ADDRSTRLEN] = {};
-  unsigned port = 0;
-  if (address.ss_family == AF_INET) {
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
-    ::inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
-    port = ntohs(v4->sin_port);
-  } else if (address.ss_family == AF_INET6) {
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
-    ::inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
-    port = ntohs(v6->sin6_port);
-  } else {
-    return "a local socket";  // zmq+ipc://
-  }
-  return fmt::format("{}:{}", host, port);
+  const void* ip = address.ss_family == AF_INET6
+                       ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&address)->sin6_addr)
+                       : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&address)->sin_addr);
+  ::inet_ntop(address.ss_family, ip, host, sizeof host);
+  return fmt::format("{}:{}", host, port_of(address));
 }
 
 std::string protocol_error(std::uint32_t value) { return fmt::format("handshake protocol error {:#x}", value); }
@@ -131,12 +152,13 @@ void ZmqSecurity::on_gateway_event(std::uint16_t event, std::uint32_t value) {
   switch (event) {
     case ZMQ_EVENT_ACCEPTED:
       if (accepted_.size() >= k_max_peers) accepted_.clear();
-      accepted_[value] = peer_address(static_cast<int>(value));
+      if (bus_port_ == 0) bus_port_ = bound_port(socket_);
+      accepted_[value] = peer_address(static_cast<int>(value), bus_port_);
       return;
     case ZMQ_EVENT_DISCONNECTED: {
       auto found = accepted_.find(value);
       if (!pending_refusal_.empty()) {
-        refused(found == accepted_.end() ? "an unknown address" : found->second, pending_refusal_);
+        refused(found == accepted_.end() ? k_unread_address : found->second, pending_refusal_);
         pending_refusal_.clear();
       }
       if (found != accepted_.end()) accepted_.erase(found);

@@ -71,6 +71,7 @@ class ZmqSecurity {
   // are taken when accepted (by descriptor) and a failed handshake is logged
   // at its disconnect, which follows it on libzmq's one I/O thread.
   std::unordered_map<std::uint32_t, std::string> accepted_;
+  std::uint16_t bus_port_ = 0;  // learned at the first accept
   std::string pending_refusal_;
   // Gateway: routing id -> Z85 key of the connected workers, and the revoked ids.
   std::unordered_map<std::string, std::string> peer_keys_;
