@@ -18,6 +18,7 @@ made by both keygen commands in the test's folder.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -144,7 +145,7 @@ def test_refused_worker_gets_no_connection(bridges, keys, case):
         "unknown key": (keys.worker_args("stranger"),
                         f"unknown key {keys.public('stranger')}",
                         "the gateway refused our public key"),
-        "no key": ([], "no CURVE key", None),
+        "no key": ([], "no CURVE key", "require CURVE"),
         "wrong gateway key": (keys.worker_args("w1", server="stranger"),
                               "not for this gateway's key",
                               "is --bus-server-key the gateway's public key?"),
@@ -158,7 +159,10 @@ def test_refused_worker_gets_no_connection(bridges, keys, case):
     # never another peer's (test_refused_plain_peer_is_named_by_its_address pins the address).
     for line in refusals:
         assert "at 127.0.0.1" in line or (case != "unknown key" and UNREAD_ADDRESS in line), line
-    if worker_says:
+    if case == "no key":  # the worker hit the mismatch itself, or the gateway hung up first
+        wait_until(lambda: re.search(r"gateway requires CURVE|does it require CURVE", w.log()), 10,
+                   "the worker to say the gateway requires CURVE")
+    else:
         wait_log(w, worker_says)
     for path in ("/", "/__ready"):
         assert request(b.port, "GET", path, timeout=10).status == 503
@@ -192,6 +196,32 @@ def test_refused_plain_peer_is_named_by_its_address(bridges, keys):
                 pass  # the gateway's greeting, then its close
         except ConnectionResetError:
             pass
+
+
+@pytest.mark.parametrize("kind", ["python", "cpp"])
+def test_worker_without_keys_refused_by_a_curve_peer_keeps_trying(bridges, kind):
+    """A worker without CURVE that sees a CURVE greeting itself gets a protocol error, after
+    which libzmq gives up on the endpoint: the worker says why and connects again."""
+    b = bridges()  # no gateway: a raw socket greets as a CURVE server
+    host, port = b.bus_url.removeprefix("zmq://").rsplit(":", 1)
+    with socket.create_server((host, int(port))) as server:
+        server.settimeout(10)
+        w = b.start_worker() if kind == "python" else start_cpp_worker(b, "echo")
+        for attempt in range(2):
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                pytest.fail(f"the worker did not connect (attempt {attempt + 1})")
+            with conn:
+                conn.sendall(zmtp_greeting(b"CURVE")[:32] + b"\x01" + bytes(31))  # as-server
+                conn.settimeout(5)
+                try:
+                    while conn.recv(4096):
+                        pass  # its greeting, then its close on the mismatch
+                except (ConnectionResetError, socket.timeout):
+                    pass
+        wait_log(w, "the gateway requires CURVE (it has --bus-secret-key)")
+        assert w.alive()
 
 
 def test_refusals_are_rate_limited(bridges, keys):

@@ -3,7 +3,9 @@
 The worker holds its own key pair (``--bus-secret-key``) and the gateway's public key
 (``--bus-server-key``), in ZeroMQ's certificate files (``zmq.auth``'s format, which the
 gateway's ``asgi-bridge keygen`` writes too). ZeroMQ retries a refused handshake silently,
-so each DEALER is watched through a socket monitor that logs why the gateway refused us.
+or gives up on it, so each DEALER is watched through a socket monitor that logs why the
+gateway refused us and connects again. A worker without CURVE is watched too: a gateway that
+requires CURVE refuses it with a protocol error, after which libzmq would stay silent for good.
 """
 
 import logging
@@ -19,6 +21,10 @@ logger = logging.getLogger("asgi_bridge.transport")
 _MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 _EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+# Without CURVE: a CURVE gateway refuses us with a mechanism mismatch (libzmq then gives up),
+# or hangs up first when it sees the mismatch before we do (libzmq reconnects by itself).
+_PLAIN_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 REPEAT_LOG = 30.0  # seconds before the same failure is logged again
 RETRY = 1.0        # seconds before connecting again after a refusal
 
@@ -65,15 +71,17 @@ class HandshakeWatcher:
     """Logs, on the event loop, why the gateway refused our handshakes on one socket, and
     connects again after a refusal: libzmq gives up on an endpoint whose handshake failed
     with an authentication or protocol error (a key not yet on the gateway's allow-list
-    must start working once it is added)."""
+    must start working once it is added). `curve`: whether the socket uses CURVE."""
 
-    def __init__(self, loop, sock, url, endpoint):
+    def __init__(self, loop, sock, url, endpoint, curve=True):
         self._loop = loop
+        self._curve = curve
+        self._what = "CURVE handshake" if curve else "handshake"
         self._url = url
         self._sock = sock
         self._endpoint = endpoint
         self._retry = None      # the TimerHandle of a pending reconnect
-        self._monitor = sock.get_monitor_socket(_EVENTS)
+        self._monitor = sock.get_monitor_socket(_EVENTS if curve else _PLAIN_EVENTS)
         self._last = None       # the failure logged last, until a success
         self._logged_at = 0.0
         loop.add_reader(self._monitor.getsockopt(zmq.FD), self._drain)
@@ -106,7 +114,7 @@ class HandshakeWatcher:
     def _on_event(self, event, value):
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             if self._last is not None:
-                logger.info("bus %s: CURVE handshake succeeded", self._url)
+                logger.info("bus %s: %s succeeded", self._url, self._what)
             self._last = None
             return
         if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._retry is None:
@@ -114,21 +122,26 @@ class HandshakeWatcher:
         reason = self._reason(event, value)
         now = time.monotonic()
         if reason == self._last and now - self._logged_at < REPEAT_LOG:
-            logger.debug("bus %s: CURVE handshake failed again: %s", self._url, reason)
+            logger.debug("bus %s: %s failed again: %s", self._url, self._what, reason)
             return
-        logger.error("bus %s: CURVE handshake failed: %s; retrying", self._url, reason)
+        logger.error("bus %s: %s failed: %s; retrying", self._url, self._what, reason)
         self._last, self._logged_at = reason, now
 
-    @staticmethod
-    def _reason(event, value):
+    def _reason(self, event, value):
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             if value == 400:
                 return ("the gateway refused our public key: is it in the gateway's "
                         "--bus-authorized-keys?")
             return f"the gateway refused us (ZAP status {value})"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not self._curve:
+            return ("the gateway closed the connection during the handshake: does it require "
+                    "CURVE (--bus-secret-key)?")
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             return ("the gateway closed the connection during the CURVE handshake: is "
                     "--bus-server-key the gateway's public key?")
+        if value == _MECHANISM_MISMATCH and not self._curve:
+            return ("the gateway requires CURVE (it has --bus-secret-key): give this worker "
+                    "--bus-server-key and --bus-secret-key")
         if value == _MECHANISM_MISMATCH:
             return "the gateway does not use CURVE (it has no --bus-secret-key)"
         return f"handshake protocol error {value:#x}"

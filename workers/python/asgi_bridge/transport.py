@@ -126,7 +126,7 @@ class Link:
         self.url = url
         self.socket = socket
         self.handle = socket.underlying  # libzmq's socket, for wire.bus's batches
-        self.watcher = None  # CURVE: logs refused handshakes
+        self.watcher = None  # logs refused handshakes, connects again
         # Messages not yet handed to ZeroMQ, in order: those sent during this loop
         # iteration, and those ZeroMQ refused (high-water mark).
         self.backlog = collections.deque()
@@ -181,7 +181,8 @@ class ZmqTransport:
             link = Link(url, sock)
             if self._curve is not None:
                 self._curve.apply(sock)
-                link.watcher = HandshakeWatcher(self._loop, sock, url, endpoint)
+            link.watcher = HandshakeWatcher(self._loop, sock, url, endpoint,
+                                            curve=self._curve is not None)
             sock.connect(endpoint)
             self.links.append(link)
             self._loop.add_reader(sock.getsockopt(zmq.FD), self._on_readable, link)

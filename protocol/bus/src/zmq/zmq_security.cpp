@@ -94,7 +94,7 @@ ZmqSecurity::ZmqSecurity(boost::asio::io_context& io, zmq::context_t& context, z
                                               [this](auto address, auto reason) { refused(address, reason); });
     bus_log().info("bus: CURVE on, {} authorized worker keys in {}", zap_->key_count(), curve_.authorized_keys);
   } else {
-    set_worker_keys(socket, curve_);
+    if (curve_.enabled()) set_worker_keys(socket, curve_);
     monitor_ = std::make_unique<HandshakeMonitor>(
         io, context, socket, k_failures | ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
         [this](auto event, auto value, auto address) { on_worker_event(event, value, address); });
@@ -181,14 +181,22 @@ void ZmqSecurity::refused(std::string_view address, std::string_view reason) {
 }
 
 void ZmqSecurity::on_worker_event(std::uint16_t event, std::uint32_t value, std::string_view address) {
+  const char* what = curve_.enabled() ? "CURVE handshake" : "handshake";
   if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-    if (!last_failure_.empty()) bus_log().info("bus: CURVE handshake with {} succeeded", address);
+    if (!last_failure_.empty()) bus_log().info("bus: {} with {} succeeded", what, address);
     last_failure_.clear();
     return;
   }
   if (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) reconnect_later();
   std::string reason;
-  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+  if (!curve_.enabled()) {
+    reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                 ? "the gateway closed the connection during the handshake: does it require CURVE (--bus-secret-key)?"
+             : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                 ? "the gateway requires CURVE (it has --bus-secret-key): give this worker --bus-server-key and "
+                   "--bus-secret-key"
+                 : protocol_error(value);
+  } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
     reason = value == 400 ? "the gateway refused our public key: is it in the gateway's --bus-authorized-keys?"
                           : fmt::format("the gateway refused us (ZAP status {})", value);
   } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
@@ -201,8 +209,8 @@ void ZmqSecurity::on_worker_event(std::uint16_t event, std::uint32_t value, std:
   }
   auto now = std::chrono::steady_clock::now();
   bool repeat = reason == last_failure_ && now - last_logged_ < k_repeat_log;
-  if (repeat) return bus_log().debug("bus: CURVE handshake with {} failed again: {}", address, reason);
-  bus_log().error("bus: CURVE handshake with {} failed: {}; retrying", address, reason);
+  if (repeat) return bus_log().debug("bus: {} with {} failed again: {}", what, address, reason);
+  bus_log().error("bus: {} with {} failed: {}; retrying", what, address, reason);
   last_failure_ = std::move(reason);
   last_logged_ = now;
 }

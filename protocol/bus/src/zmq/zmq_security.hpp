@@ -9,7 +9,8 @@
 // of the gateway's public key; a monitor logs why the gateway refused us
 // and connects again after a refusal (libzmq gives up on an endpoint whose
 // handshake failed with an authentication or protocol error: a key added to
-// the gateway's allow-list later must start working).
+// the gateway's allow-list later must start working). A worker without CURVE
+// is watched too, for a gateway that requires CURVE.
 //
 // Built before the socket binds or connects; stopped before it closes.
 #include <chrono>

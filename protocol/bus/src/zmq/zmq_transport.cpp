@@ -47,7 +47,11 @@ ZmqTransport::ZmqTransport(boost::asio::io_context& io, const std::string& endpo
   if (options.max_message_size > 0) {
     socket_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options.max_message_size));
   }
-  if (options.curve.enabled()) security_ = std::make_unique<ZmqSecurity>(io, context_, socket_, endpoint, options);
+  // A worker is watched with or without CURVE: a gateway that requires CURVE
+  // refuses a plain worker with a protocol error, after which libzmq gives up.
+  if (options.curve.enabled() || role_ == Role::worker) {
+    security_ = std::make_unique<ZmqSecurity>(io, context_, socket_, endpoint, options);
+  }
   try {
     if (role_ == Role::gateway) {
       socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peer: an error, not a silent drop
