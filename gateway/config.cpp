@@ -118,13 +118,14 @@ void check_bus_tls(const Config& config) {
 // Secure by default (docs/security.md): a bus other hosts can reach needs
 // CURVE, or the operator's explicit --bus-insecure.
 void check_bus_security(const Config& config) {
-  bool zmq = config.bus_url.rfind("zmq://", 0) == 0 || config.bus_url.rfind("zmq+ipc://", 0) == 0;
   bool curve = !config.bus_secret_key.empty();
   if (curve != !config.bus_authorized_keys.empty()) {
     throw CLI::ValidationError(curve ? "--bus-secret-key" : "--bus-authorized-keys",
                                "CURVE needs both --bus-secret-key and --bus-authorized-keys");
   }
-  if (curve && !zmq) throw CLI::ValidationError("--bus-secret-key", "CURVE keys apply to zmq:// and zmq+ipc:// buses only");
+  // An unknown scheme is left to the bus's own check, which names the URL.
+  bool redis = config.bus_url.rfind("redis://", 0) == 0 || config.bus_url.rfind("rediss://", 0) == 0;
+  if (curve && redis) throw CLI::ValidationError("--bus-secret-key", "CURVE keys apply to zmq:// and zmq+ipc:// buses only");
   check_bus_tls(config);
   if (curve || config.bus_insecure || config.bus_url.rfind("zmq://", 0) != 0 || loopback_zmq(config.bus_url)) return;
   throw CLI::ValidationError(

@@ -437,8 +437,13 @@ def test_curve_option_errors(tmp_path, keys):
         (["--bus-secret-key", str(keys.root / "gateway.key"), "--bus-authorized-keys",
           str(keys.authorized)], "no secret-key"),
     ]
-    for i, (args, expected) in enumerate(cases):
-        gw = Gateway(f"zmq://127.0.0.1:{free_port()}", tmp_path, args, name=f"bad{i}")
+    keys_args = ["--bus-secret-key", str(keys.root / "gateway.key_secret"),
+                 "--bus-authorized-keys", str(keys.authorized)]
+    buses = [f"zmq://127.0.0.1:{free_port()}"] * len(cases) + ["redis://127.0.0.1:1", "bad:-1"]
+    cases += [(keys_args, "CURVE keys apply to zmq:// and zmq+ipc:// buses only"),
+              (keys_args, "unknown bus URL scheme in 'bad:-1'")]  # the URL named, not the keys
+    for i, ((args, expected), bus) in enumerate(zip(cases, buses)):
+        gw = Gateway(bus, tmp_path, args, name=f"bad{i}")
         assert gw.wait(10) != 0
         assert expected in gw.log()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(APPS_DIR)]))

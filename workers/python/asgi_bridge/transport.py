@@ -47,7 +47,11 @@ def zmq_endpoint(url):
     """``zmq://HOST:PORT`` → ``tcp://HOST:PORT``; ``zmq+ipc://PATH`` → ``ipc://PATH``."""
     parts = urlsplit(url)
     if parts.scheme == "zmq":
-        if not parts.hostname or parts.port is None:
+        try:
+            port = parts.port
+        except ValueError as exc:  # out of range, or not a number
+            raise ValueError(f"bus URL {url!r}: {exc}") from None
+        if not parts.hostname or port is None:
             raise ValueError(f"bus URL {url!r}: expected zmq://HOST:PORT")
         return f"tcp://{parts.netloc}"
     if parts.scheme == "zmq+ipc":

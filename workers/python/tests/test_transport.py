@@ -31,7 +31,9 @@ def test_bus_urls():
     assert zmq_endpoint("zmq://[::1]:5555") == "tcp://[::1]:5555"
     assert zmq_endpoint("zmq+ipc:///run/gw.sock") == "ipc:///run/gw.sock"
     for bad, message in (("zmq://host", "expected zmq://HOST:PORT"),
-                         ("tcp://x:1", "unknown scheme")):
+                         ("tcp://x:1", "unknown scheme"),
+                         ("zmq://host:-1", "bus URL 'zmq://host:-1': Port could not be cast"),
+                         ("zmq://host:70000", "bus URL 'zmq://host:70000': Port out of range")):
         with pytest.raises(ValueError, match=message):
             zmq_endpoint(bad)
     check_bus_urls(["redis://localhost:6379/0"])
