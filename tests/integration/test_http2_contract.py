@@ -498,6 +498,12 @@ def test_trailers_over_http11_only_when_asked(gw):
         assert (r.status, r.body, r.chunked) == (200, b"one,two", False)
         c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.read_response().body == b"hello"
+        # A trailer the HTTP grammar forbids: the connection is cut before the last chunk.
+        c.send(b"GET /trailers?id=h1b&bad=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        c.read_head()
+        assert (c.read_chunk(), c.read_chunk()) == (b"one,", b"two")
+        with pytest.raises(EOFError):
+            c.read_chunk()
     assert gw.state.read("trailers-ext-h1t") == "True"
 
 
