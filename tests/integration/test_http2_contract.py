@@ -168,6 +168,30 @@ def test_request_body_is_streamed_to_the_app(gw, length):
     assert all(line.endswith(" 1") for line in lines[:-1])
 
 
+def test_request_waits_for_capacity_then_is_served(bridge_factory):
+    b = bridge_factory(APP, worker_args=["--concurrency", "1"])
+    with H2Client(b.port, timeout=20) as c:
+        first = c.request("/slow?id=h2cap&t=1")
+        b.state.wait_for("started-h2cap")
+        second = c.request("/")
+        slow, fine = c.wait([first, second])
+    assert (slow.status, fine.status, bytes(fine.body)) == (200, 200, b"hello")
+
+
+@pytest.mark.parametrize("length", ["1", "0"])
+def test_response_body_over_the_bus_message_limit_arrives_whole(bridge_factory, length):
+    """The worker splits what the bus would refuse; the stream's byte window
+    (256 KiB) lets it through in order."""
+    b = bridge_factory(APP, gateway_args=["--max-body-size", "1048576", "--max-message-size", "1048576"])
+    size = 5 * 1024 * 1024
+    with H2Client(b.port, timeout=30) as c:
+        for _ in range(2):  # and the worker is still there for the next one
+            r = c.wait([c.request(f"/big?size={size}&length={length}")], timeout=30)[0]
+            assert r.status == 200 and bytes(r.body) == bytes(range(256)) * (size // 256)
+            assert (r.header(b"content-length") is None) == (length == "0")
+    assert "lost" not in b.gateway.log()
+
+
 def test_body_under_backpressure_arrives_whole(gw):
     payload = b"b" * (2 * 1024 * 1024)
     with H2Client(gw.port, timeout=30) as c:
@@ -513,9 +537,12 @@ def test_trailers_over_http11_only_when_asked(gw):
 def test_min_body_rate_over_h2(bridge_factory):
     """A stream whose body trickles below --min-body-rate gets 408 and its app
     http.disconnect, while the connection's other streams go on; a stream held
-    back by a slow app (credits) is not blamed. One gateway for both: a rate
-    of 1 MB/s after 1 s of grace cuts a trickler and tests the held stream."""
-    b = bridge_factory(APP, gateway_args=["--min-body-rate", "1000000", "--min-body-rate-grace", "1"])
+    back by a slow app (credits) is blamed neither by --min-body-rate nor by
+    --request-timeout. One gateway for both: a rate of 1 MB/s after 1 s of
+    grace cuts a trickler and tests the held stream, as does a hold longer
+    than --request-timeout."""
+    b = bridge_factory(APP, gateway_args=["--min-body-rate", "1000000", "--min-body-rate-grace", "1",
+                                          "--request-timeout", "2"])
     with H2Client(b.port, timeout=20) as c:
         slow = c.request("/record-body?id=h2trickle", method="POST", end=False, headers=[("content-length", "1000")])
         deadline = time.monotonic() + 30
@@ -535,7 +562,7 @@ def test_min_body_rate_over_h2(bridge_factory):
         held = c.request("/held-body?id=h2held", method="POST", end=False)
         sender = Background(c.send_body, held, b"b" * size, timeout=30)
         b.state.wait_for("held-h2held")
-        time.sleep(3)  # the app holds the body back (the condition, not a measurement)
+        time.sleep(3)  # the app holds the body back past --request-timeout (the condition, not a measurement)
         b.state.touch("go-h2held")
         sender.result(timeout=30)
         r = c.wait([held], timeout=30)[0]
