@@ -6,9 +6,10 @@ instead of a cut connection, the connection going on after a refused
 stream). Plus what the issue names beside them: response trailers (over h2
 and HTTP/1.1), --min-body-rate on h2 request bodies, 100-continue.
 
-Checks of test_http2.py are not repeated (HEAD/204 basics, 60 streams,
-1 MiB bodies, a worker killed before the head, 503 without a worker, 504,
-431/413 limits). Over ZeroMQ only: nothing here depends on the bus.
+test_proxy_headers.py's trusted proxy too. Checks of test_http2.py are not
+repeated (60 streams, 1 MiB bodies, h2 over TLS with scheme https, a worker
+killed before the head, 503 without a worker, 431 and 413 limits, the
+access log). Over ZeroMQ only: nothing here depends on the bus.
 
 The app is apps/contract_app.py (basic_app, bad_heads_app, slow_body_app
 and /trailers); most tests share one gateway and worker (module fixture).
@@ -40,7 +41,7 @@ APP = "contract_app:app"
 def gw(tmp_path_factory, gateway_path):
     """One gateway and worker for the module's stateless checks; every test must leave them serving."""
     b = Bridge(f"zmq://127.0.0.1:{free_port()}", tmp_path_factory.mktemp("h2contract"), APP,
-               gateway_args=["--root-path", "/mount"])
+               gateway_args=["--root-path", "/mount", "--proxy-headers"])
     b.start_gateway()
     b.start_worker()
     b.wait_ready()
@@ -137,6 +138,16 @@ def test_scope_invalid_utf8_path_and_method_headers(gw):
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/scope/\ufffdA", b"/scope/%FF%41", b"")
     assert put["method"] == "PUT" and put["query_string"] == b"q"
     assert [b"content-length", b"3"] in put["headers"] and [b"content-type", b"text/plain"] in put["headers"]
+
+
+def test_trusted_proxy_headers_set_client_and_scheme(gw):
+    """test_proxy_headers.py over h2 (the module's gateway trusts 127.0.0.1 with --proxy-headers)."""
+    forwarded = [("x-forwarded-for", "198.51.100.1, 203.0.113.7"), ("x-forwarded-proto", "https"),
+                 ("x-forwarded-port", "51000")]
+    with H2Client(gw.port) as c:
+        scope = scope_of(c.get("/scope", headers=forwarded))
+    assert (scope["client"], scope["scheme"]) == (["203.0.113.7", 51000], "https")
+    assert [b"x-forwarded-proto", b"https"] in scope["headers"]
 
 
 # -- request and response bodies ---------------------------------------------------
