@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "access_log.hpp"
+#include "body_rate.hpp"
 #include "log.hpp"
 #include "log_limiter.hpp"
 #include "response_check.hpp"
@@ -69,8 +70,11 @@ std::vector<nghttp2_nv> to_nv(const protocol::Headers& headers) {
 }  // namespace
 
 struct Http2Session::Stream {
-  Stream(std::int32_t stream_id, const asio::any_io_executor& executor, Shard& shard, Dispatcher& dispatcher)
-      : id(stream_id), link(executor, shard, dispatcher) {}
+  Stream(std::int32_t stream_id, const asio::any_io_executor& executor, Shard& shard, Dispatcher& dispatcher,
+         const Config& config)
+      : id(stream_id),
+        body_rate(config.min_body_rate, std::chrono::duration_cast<Clock::duration>(config.min_body_rate_grace)),
+        link(executor, shard, dispatcher) {}
 
   std::int32_t id;
   Clock::time_point began = Clock::now();
@@ -93,9 +97,12 @@ struct Http2Session::Stream {
   // The request body: received, not yet sent to the worker (at most the stream's window).
   std::string body;
   std::uint64_t body_received = 0;
-  bool body_complete = false;     // END_STREAM (or given up: 408, 413)
-  bool body_end_sent = false;     // the worker has the last http.request
-  Clock::time_point body_progress = Clock::now();
+  bool body_complete = false;     // the client's END_STREAM
+  bool body_end_sent = false;     // the worker has the last http.request, or the body was given up (408, 413)
+  // Both run only while the gateway waits for the client (watch_body).
+  Clock::time_point body_progress = Clock::now();  // the last byte, for --request-timeout
+  BodyRate body_rate;                              // --min-body-rate
+  Clock::time_point body_deadline = Clock::time_point::max();
 
   // The exchange on the bus.
   BusLink link;
@@ -112,6 +119,7 @@ struct Http2Session::Stream {
   bool out_eof = false;
   bool trailers_pending = false;
   protocol::Headers trailers;
+  bool aborting = false;          // reset (INTERNAL_ERROR) once `out` has gone: abort_after_head
   Clock::time_point out_progress = Clock::now();
   bool closed = false;            // nghttp2 closed the stream (sent, reset or connection gone)
   std::uint32_t close_code = NGHTTP2_NO_ERROR;
@@ -149,6 +157,10 @@ struct Http2Session::Callbacks {
         if (stream.out.capacity() > k_body_event) stream.out.shrink_to_fit();
       }
       if (stream.link.is_open() && stream.phase != ResponsePhase::done) stream.link.on_written(n);
+    }
+    // nghttp2 answers this with RST_STREAM INTERNAL_ERROR, after what went before.
+    if (stream.aborting && stream.out_pending() == 0) {
+      return n > 0 ? static_cast<long>(n) : static_cast<long>(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE);
     }
     if (stream.out_pending() > 0 || !stream.out_eof) return n > 0 ? static_cast<long>(n) : static_cast<long>(NGHTTP2_ERR_DEFERRED);
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -490,26 +502,60 @@ void Http2Session::tick() {
 }
 
 void Http2Session::check_stream_deadlines(Stream& stream, Clock::time_point now) {
+  if (stream.closed) return;
+  check_body_deadlines(stream, now);
   auto timeout = std::chrono::duration_cast<Clock::duration>(config_.request_timeout);
-  if (timeout.count() <= 0 || stream.closed) return;
+  if (timeout.count() <= 0) return;
   if (!stream.head_done) {
     // A header block the client never ends blocks the whole connection.
     if (now - stream.began >= timeout) end_connection(NGHTTP2_PROTOCOL_ERROR, "request head not complete");
     return;
   }
-  if (stream.out_pending() > 0 && now - stream.out_progress >= timeout) {
+  if ((stream.out_pending() > 0 || stream.aborting) && now - stream.out_progress >= timeout) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 stalled stream",
                      "{}: HTTP/2 stream {} took no response bytes for --request-timeout ({} s): resetting it",
                      ends_.label(), stream.id, config_.request_timeout.count());
     reset(stream, NGHTTP2_CANCEL);
+  }
+}
+
+// A body that sends nothing for --request-timeout, or keeps below
+// --min-body-rate (as HTTP/1.1's, docs/operations.md), counted only while the
+// gateway waits for the client: 408, or a reset once the response started;
+// the app hears http.disconnect. The connection's other streams go on.
+void Http2Session::check_body_deadlines(Stream& stream, Clock::time_point now) {
+  if (!stream.body_rate.reading() || stream.body_end_sent || !stream.link.is_open() ||
+      stream.phase == ResponsePhase::done) {
     return;
   }
-  if (!stream.body_complete && stream.link.is_open() && stream.phase != ResponsePhase::done && now - stream.body_progress >= timeout) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 408",
-                     "{}: HTTP/2 stream {}: request body sent nothing for --request-timeout; answering 408",
-                     ends_.label(), stream.id);
-    stream.body_complete = true;  // nothing more is taken from the client
-    stream.link.inbox()->push(RequestInvalid{408});
+  auto timeout = std::chrono::duration_cast<Clock::duration>(config_.request_timeout);
+  bool idle = timeout.count() > 0 && now - stream.body_progress >= timeout;
+  if (!idle && now < stream.body_deadline) return;
+  auto waited = std::chrono::duration<double>(stream.body_rate.waited() + (now - stream.body_progress)).count();
+  std::string why = idle ? std::string("request body sent nothing for --request-timeout")
+                         : fmt::format("request body too slow: {} bytes in {:.1f} s of waiting (--min-body-rate {}, "
+                                       "--min-body-rate-grace {})",
+                                       stream.body_rate.bytes(), waited, config_.min_body_rate,
+                                       config_.min_body_rate_grace.count());
+  LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 408", "{}: HTTP/2 stream {}: {}; {}", ends_.label(),
+                   stream.id, why, stream.submitted ? "resetting it" : "answering 408");
+  give_up_body(stream);
+  stream.link.inbox()->push(RequestInvalid{408});
+}
+
+// The body's clocks run only while the gateway waits for the client, that is
+// while every byte received went on to the worker: not while it holds bytes
+// back for the worker's credits (the client's window is shut then), so a
+// client is not blamed for the app's pace.
+void Http2Session::watch_body(Stream& stream) {
+  bool waiting = !stream.body_complete && !stream.body_end_sent && stream.body.empty();
+  if (waiting == stream.body_rate.reading()) return;
+  auto now = Clock::now();
+  if (waiting) {
+    stream.body_deadline = stream.body_rate.read_starts(now);
+    stream.body_progress = now;
+  } else {
+    stream.body_rate.read_ends(now, 0);
   }
 }
 
@@ -548,7 +594,7 @@ std::string Http2Session::peer() const {
 // --- nghttp2's events -------------------------------------------------------------
 
 void Http2Session::on_begin_request(std::int32_t stream_id) {
-  streams_[stream_id] = std::make_shared<Stream>(stream_id, stream_.get_executor(), shard_, dispatcher_);
+  streams_[stream_id] = std::make_shared<Stream>(stream_id, stream_.get_executor(), shard_, dispatcher_, config_);
 }
 
 // Past --max-header-size (counted as SETTINGS_MAX_HEADER_LIST_SIZE counts) or
@@ -625,11 +671,11 @@ void Http2Session::on_data(std::int32_t stream_id, const char* data, std::size_t
   // worker has the bytes: streams × the stream window bound what waits here.
   nghttp2_session_consume_connection(session_, size);
   auto stream = find(stream_id);
-  bool wanted = stream && stream->link.is_open() && !stream->body_complete && stream->phase != ResponsePhase::done;
+  bool wanted = stream && stream->link.is_open() && !stream->body_end_sent && stream->phase != ResponsePhase::done;
   if (wanted && stream->body_received + size > config_.max_body_size) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " 413", "{}: HTTP/2 stream {}: {}", ends_.label(),
                      stream_id, "request body over --max-body-size");
-    stream->body_complete = true;
+    give_up_body(*stream);
     stream->link.inbox()->push(RequestInvalid{413});
     wanted = false;
   }
@@ -640,9 +686,19 @@ void Http2Session::on_data(std::int32_t stream_id, const char* data, std::size_t
   stream->body_received += size;
   stream->body.append(data, size);
   stream->body_progress = Clock::now();
+  stream->body_rate.read_ends(stream->body_progress, size);
 }
 
 void Http2Session::on_body_end(Stream& stream) { stream.body_complete = true; }
+
+// A body refused on its way (408, 413): nothing more goes to the worker, whose
+// app hears http.disconnect (a last http.request would tell it a cut body was
+// whole), and what the client still sends is dropped; once the answer is out,
+// on_end_stream_sent stops the rest.
+void Http2Session::give_up_body(Stream& stream) {
+  stream.body_end_sent = true;
+  std::string().swap(stream.body);
+}
 
 void Http2Session::on_stream_close(std::int32_t stream_id, std::uint32_t error_code) {
   auto it = streams_.find(stream_id);
@@ -815,7 +871,7 @@ void Http2Session::on_body(Stream& s, protocol::HttpResponseBody& body) {
       LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
                        "conn {}: the app sent {} body bytes for content-length {}; resetting the HTTP/2 stream",
                        s.link.conn_id(), s.body_bytes_taken, *s.content_length);
-      reset(s, NGHTTP2_INTERNAL_ERROR);
+      abort_after_head(s);
     }
   }
   nghttp2_session_resume_data(session_, s.id);
@@ -827,7 +883,8 @@ void Http2Session::on_trailers(Stream& s, protocol::HttpResponseTrailers& traile
     if (!is_connection_specific(name)) s.trailers.push_back({std::move(name), std::move(header.value)});
   }
   if (trailers.more_trailers) return;
-  s.trailers_pending = !s.trailers.empty();
+  // A response without content (HEAD, 204, 304) has no trailer section either.
+  s.trailers_pending = s.body_allowed && !s.trailers.empty();
   s.out_eof = true;
   s.phase = ResponsePhase::done;
   nghttp2_session_resume_data(session_, s.id);
@@ -853,6 +910,7 @@ void Http2Session::forward_body(Stream& s) {
     s.body_end_sent = last;
     if (size > 0 && !s.closed) nghttp2_session_consume_stream(session_, s.id, size);
   }
+  watch_body(s);
 }
 
 void Http2Session::send_disconnect(Stream& s) {
@@ -873,7 +931,7 @@ void Http2Session::answer_error(Stream& s, int status, GatewayReason reason) {
   s.phase = ResponsePhase::done;
   if (s.closed) return;
   if (s.submitted) {
-    reset(s, NGHTTP2_INTERNAL_ERROR);
+    abort_after_head(s);
     return;
   }
   s.gateway_reason = reason;
@@ -913,6 +971,20 @@ void Http2Session::submit_head(Stream& s, int status, const protocol::Headers& a
   s.sent_status = status;
   s.out_progress = Clock::now();
   nghttp2_submit_response(session_, s.id, nv.data(), nv.size(), &provider);
+}
+
+// After the head went to nghttp2 the stream can only be reset. Resetting at
+// once would drop what nghttp2 still holds (a RST_STREAM goes before a queued
+// head, which is then never sent): the head and the body bytes the app sent
+// go out first, then read_body ends the stream with RST_STREAM INTERNAL_ERROR,
+// as HTTP/1.1 cuts a connection after what it wrote. A client whose window
+// stays shut meanwhile is reset by the stall deadline (check_stream_deadlines).
+void Http2Session::abort_after_head(Stream& s) {
+  if (s.closed || s.aborting) return;
+  s.aborting = true;
+  s.out_progress = Clock::now();
+  nghttp2_session_resume_data(session_, s.id);
+  wake_writer();
 }
 
 void Http2Session::reset(Stream& s, std::uint32_t error_code) {

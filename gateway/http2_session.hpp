@@ -68,6 +68,8 @@ class Http2Session : public Drainable, public std::enable_shared_from_this<Http2
   void arm_tick();
   void tick();
   void check_stream_deadlines(Stream& stream, Clock::time_point now);
+  void check_body_deadlines(Stream& stream, Clock::time_point now);
+  void watch_body(Stream& stream);
   bool count_reset();
   StreamPtr find(std::int32_t stream_id) const;
   std::string peer() const;
@@ -78,6 +80,7 @@ class Http2Session : public Drainable, public std::enable_shared_from_this<Http2
   void on_request_head(const StreamPtr& stream, bool end_stream);
   void on_data(std::int32_t stream_id, const char* data, std::size_t size);
   void on_body_end(Stream& stream);
+  void give_up_body(Stream& stream);
   void on_stream_close(std::int32_t stream_id, std::uint32_t error_code);
   void on_end_stream_sent(std::int32_t stream_id);
 
@@ -94,6 +97,7 @@ class Http2Session : public Drainable, public std::enable_shared_from_this<Http2
   void fail(Stream& stream, int status, GatewayReason reason, const char* why);
   void answer_error(Stream& stream, int status, GatewayReason reason);
   void submit_head(Stream& stream, int status, const protocol::Headers& headers);
+  void abort_after_head(Stream& stream);
   void reset(Stream& stream, std::uint32_t error_code);
   void report(Stream& stream);
 

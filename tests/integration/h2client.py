@@ -36,13 +36,17 @@ class StreamResult:
 
 
 class H2Client:
-    """One HTTP/2 connection. `read_body=False` leaves the windows shut (a client that stops reading)."""
+    """One HTTP/2 connection. `read_body=False` leaves the windows shut (a client that stops reading);
+    `validate=False` sends header blocks as given, malformed ones included."""
 
     def __init__(self, port: int, *, tls: Optional[ssl.SSLContext] = None, settings: Optional[dict] = None,
-                 timeout: float = 10.0, read_body: bool = True):
+                 timeout: float = 10.0, read_body: bool = True, validate: bool = True):
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                           validate_outbound_headers=validate,
+                                           normalize_outbound_headers=validate)
+        self.conn = h2.connection.H2Connection(config)
         self.conn.initiate_connection()
         if settings:
             self.conn.update_settings(settings)

@@ -167,20 +167,16 @@ def test_head_and_status_without_body(bridge):
     assert (no_content.status, bytes(no_content.body)) == (204, b"")
 
 
-def test_expect_100_continue_and_request_trailers(bridge):
+def test_request_trailers_end_the_body(bridge):
+    """100-continue: test_http2_contract.py."""
     with H2Client(bridge.port) as c:
-        stream = c.request("/echo", method="POST", headers=[("expect", "100-continue")], end=False)
-        deadline = time.monotonic() + 10
-        while not c.streams[stream].informational:
-            assert time.monotonic() < deadline, "no 100 Continue"
-            c.pump(0.5)
-        assert c.streams[stream].informational == [100]
-        c.send_body(stream, b"after continue", end=False)
+        stream = c.request("/echo", method="POST", end=False)
+        c.send_body(stream, b"before trailers", end=False)
         # Request trailers: ASGI has none; they end the body and are dropped.
         c.conn.send_headers(stream, [("x-checksum", "abc")], end_stream=True)
         c.flush()
         r = c.wait([stream])[0]
-    assert (r.status, bytes(r.body)) == (200, b"after continue")
+    assert (r.status, bytes(r.body)) == (200, b"before trailers")
 
 
 def test_worker_killed_mid_stream_fails_only_its_stream(bridge_factory):
@@ -206,7 +202,8 @@ def test_failure_contract_per_stream(bridge_factory):
         raised, noreply, slow, half, fine = c.wait(ids, timeout=20)
         assert raised.status == 500 and noreply.status == 500
         assert slow.status == 504
-        # Cut short: RST_STREAM (nghttp2 may send it before the queued response head).
+        # Cut short: the head and the body so far, then RST_STREAM (test_http2_contract.py).
+        assert (half.status, bytes(half.body)) == (200, b"partial")
         assert half.reset == h2.errors.ErrorCodes.INTERNAL_ERROR and not half.ended
         assert (fine.status, bytes(fine.body)) == (200, b"hello")
         assert c.get("/").status == 200 and c.goaway is None
