@@ -47,11 +47,21 @@ def gateway_binary() -> Path:
     return path
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process
+    has not handed out before: the kernel may give the same free port to two binds in a
+    row (a gateway once got one port for both --bind and its bus)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise HarnessError("no TCP port left that this test run has not used")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
