@@ -13,7 +13,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
+#include <vector>
 
 namespace asgi_bridge::gateway {
 
@@ -56,7 +56,14 @@ class BroadcastRegistry {
   std::size_t fan_out(const PublicationPtr& publication);
 
  private:
-  std::unordered_map<std::string, std::unordered_set<BroadcastSubscriber*>> channels_;
+  // A channel's subscribers in one array, walked in order by the fan-out (no
+  // node to chase per socket, the next subscriber prefetched while the kernel
+  // writes to this one); the index finds one to remove (swapped with the last).
+  struct Subscribers {
+    std::vector<BroadcastSubscriber*> list;
+    std::unordered_map<BroadcastSubscriber*, std::size_t> index;
+  };
+  std::unordered_map<std::string, Subscribers> channels_;
 };
 
 }  // namespace asgi_bridge::gateway

@@ -45,10 +45,11 @@ void gauge(std::string& out, std::string_view name, std::string_view help, auto 
   fmt::format_to(Out(out), "{} {}\n", name, value);
 }
 
-void histogram(std::string& out, std::string_view name, std::string_view help, const Histogram::Totals& totals) {
+template <typename Totals>
+void histogram(std::string& out, std::string_view name, std::string_view help, const Totals& totals) {
   header(out, name, "histogram", help);
-  for (std::size_t i = 0; i < Histogram::k_bounds.size(); ++i) {
-    fmt::format_to(Out(out), "{}_bucket{{le=\"{}\"}} {}\n", name, Histogram::k_bounds[i], totals.buckets[i]);
+  for (std::size_t i = 0; i < Totals::bounds.size(); ++i) {
+    fmt::format_to(Out(out), "{}_bucket{{le=\"{}\"}} {}\n", name, Totals::bounds[i], totals.buckets[i]);
   }
   fmt::format_to(Out(out), "{0}_bucket{{le=\"+Inf\"}} {1}\n{0}_sum {2}\n{0}_count {1}\n", name, totals.buckets.back(),
                  totals.sum);
@@ -150,24 +151,6 @@ std::string_view to_string(Closer closer) {
     case Closer::gateway: return "gateway";
   }
   return "unknown";
-}
-
-// --- Histogram ------------------------------------------------------------------
-
-void Histogram::observe(std::chrono::nanoseconds elapsed) {
-  double seconds = std::chrono::duration<double>(elapsed).count();
-  auto bucket = std::lower_bound(k_bounds.begin(), k_bounds.end(), seconds) - k_bounds.begin();
-  buckets_[static_cast<std::size_t>(bucket)].add();
-  sum_ns_.add(static_cast<std::uint64_t>(std::max<std::int64_t>(elapsed.count(), 0)));
-}
-
-void Histogram::add_to(Totals& totals) const {
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i < buckets_.size(); ++i) {
-    cumulative += buckets_[i].get();
-    totals.buckets[i] += cumulative;
-  }
-  totals.sum += static_cast<double>(sum_ns_.get()) / 1e9;
 }
 
 // --- ShardMetrics ---------------------------------------------------------------
@@ -359,11 +342,11 @@ void Metrics::write_shards(std::string& out, const std::vector<const ShardMetric
   for (const auto* shard : shards) shard->ws_handshake_.add_to(totals);
   histogram(out, "asgi_bridge_websocket_handshake_hold_seconds",
             "WebSocket upgrades held until the app answered (accept, close, denial) or the gateway did.", totals);
-  totals = {};
-  for (const auto* shard : shards) shard->broadcast_fan_out_.add_to(totals);
+  FanOutHistogram::Totals fan_out;
+  for (const auto* shard : shards) shard->broadcast_fan_out_.add_to(fan_out);
   histogram(out, "asgi_bridge_broadcast_fan_out_seconds",
             "Publishes, per I/O thread: the walk over its subscribed sockets, the frame written to each idle one.",
-            totals);
+            fan_out);
 }
 
 // docs/broadcast.md.

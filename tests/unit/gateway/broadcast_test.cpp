@@ -35,6 +35,26 @@ TEST(BroadcastRegistry, FansOutToTheChannelsSubscribersOnly) {
   EXPECT_EQ(b.got, (std::vector<std::string>{"1", "2", "4"}));
 }
 
+// Removing subscribers from the middle, the end and the start of a channel's
+// list keeps every other one subscribed exactly once.
+TEST(BroadcastRegistry, UnsubscribingAnyOneKeepsTheOthers) {
+  BroadcastRegistry registry;
+  std::vector<Recorder> r(5);
+  for (auto& one : r) registry.subscribe("x", &one);
+  registry.unsubscribe("x", &r[1]);
+  registry.unsubscribe("x", &r[4]);
+  registry.unsubscribe("x", &r[0]);
+  registry.subscribe("x", &r[3]);  // still once
+  EXPECT_EQ(registry.fan_out(publication("x", "1")), 2U);
+  registry.subscribe("x", &r[1]);
+  EXPECT_EQ(registry.fan_out(publication("x", "2")), 3U);
+  for (auto i : {2, 3}) EXPECT_EQ(r[static_cast<std::size_t>(i)].got, (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(r[1].got, (std::vector<std::string>{"2"}));
+  EXPECT_TRUE(r[0].got.empty() && r[4].got.empty());
+  for (auto i : {1, 2, 3}) registry.unsubscribe("x", &r[static_cast<std::size_t>(i)]);
+  EXPECT_EQ(registry.fan_out(publication("x", "3")), 0U);
+}
+
 // The frame head of each payload length encoding: 7 bits, 16 bits, 64 bits.
 TEST(FrameHead, LengthEncodings) {
   auto bytes = [](const FrameHead& head) { return std::vector<int>(head.bytes.begin(), head.bytes.begin() + head.size); };
