@@ -40,11 +40,18 @@ class Cluster:
         self.logs = tmp_path / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state = StateDir(tmp_path / "state")
+        self.procs = []
+        self.gateways = []
+        try:
+            self._start(bus_url, args, token_on_first, workers, cpp)
+        except BaseException:  # a cluster that did not come up leaves no process behind
+            self.close()
+            raise
+
+    def _start(self, bus_url: str, args, token_on_first: bool, workers: int, cpp: bool):
         redis = bus_url.startswith("redis")
         urls = [bus_url, bus_url if redis else f"zmq://127.0.0.1:{free_port()}"]
         self.admins = [free_port(), free_port()]
-        self.procs = []
-        self.gateways = []
         for i, url in enumerate(urls):
             # --drain-timeout 0: the tests leave sockets open; stopping need not wait for them.
             extra = ["--admin", f"127.0.0.1:{self.admins[i]}", "--drain-timeout", "0", *args]
