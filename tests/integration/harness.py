@@ -64,6 +64,17 @@ def free_port() -> int:
     raise HarnessError("no TCP port left that this test run has not used")
 
 
+def curl_echo_post(port: int, *curl_args: str) -> tuple[bytes, bytes]:
+    """POSTs "from curl" as text/x-curl to /echo with curl (plus curl_args, e.g.
+    --http2-prior-knowledge); returns the response's head and body."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", *curl_args, "-D", "-",
+                          "--data-binary", "from curl", "-H", "Content-Type: text/x-curl",
+                          f"http://127.0.0.1:{port}/echo"], capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    return head, body
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                interval: float = 0.05):
     """Polls predicate until it returns a true value; fails after timeout."""

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import h2.errors
@@ -29,7 +28,8 @@ import pytest
 
 from .fakeworker import FakeWorker, body, start
 from .h2client import H2Client, StreamResult
-from .harness import Background, Bridge, RawConnection, free_port, wait_for_log, wait_until
+from .harness import (Background, Bridge, RawConnection, curl_echo_post, free_port, wait_for_log,
+                      wait_until)
 from .test_http_basic import unjson
 from .test_invalid_responses import GATEWAY_CASES, WORKER_CASES
 
@@ -94,11 +94,7 @@ def test_round_trips_and_statuses(gw):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 def test_curl_round_trip(gw):
-    out = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge", "-D", "-",
-                          "--data-binary", "from curl", "-H", "Content-Type: text/x-curl",
-                          f"http://127.0.0.1:{gw.port}/echo"], capture_output=True, timeout=20)
-    assert out.returncode == 0, out.stderr
-    head, _, payload = out.stdout.partition(b"\r\n\r\n")
+    head, payload = curl_echo_post(gw.port, "--http2-prior-knowledge")
     assert head.startswith(b"HTTP/2 200"), head
     assert b"content-type: text/x-curl" in head.lower()
     assert payload == b"from curl"

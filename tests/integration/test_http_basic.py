@@ -2,12 +2,11 @@
 
 import http.client
 import json
-import subprocess
 import time
 
 import pytest
 
-from .harness import (RawConnection, free_port, raw_request, read_response, request,
+from .harness import (RawConnection, curl_echo_post, free_port, raw_request, read_response, request,
                       wait_until)
 
 pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
@@ -59,12 +58,7 @@ def test_status_codes_pass_through(bridge):
 
 
 def test_curl_round_trip(bridge):
-    out = subprocess.run(
-        ["curl", "-sS", "--max-time", "10", "-D", "-", "--data-binary", "from curl",
-         "-H", "Content-Type: text/x-curl", f"http://127.0.0.1:{bridge.port}/echo"],
-        capture_output=True, timeout=20)
-    assert out.returncode == 0, out.stderr
-    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    head, body = curl_echo_post(bridge.port)
     assert head.startswith(b"HTTP/1.1 200"), head
     assert b"content-type: text/x-curl" in head.lower()
     assert body == b"from curl"
