@@ -511,11 +511,12 @@ bool read_scope(Cursor& in, std::optional<Scope>& out) {
 
 // --- the envelope -------------------------------------------------------------------------
 
+// The keys of every event message first: a key is looked up from the front.
 constexpr std::array<std::string_view, 17> k_envelope_keys = {
-    "v", "k", "g", "w", "c", "s", "capacity", "active", "ws_capacity", "window", "events",
-    "bytes", "message", "group", "channel", "scope", "event"};
-enum class EnvelopeKey { v, k, g, w, c, s, capacity, active, ws_capacity, window, events,
-                         bytes, message, group, channel, scope, event };
+    "v", "k", "g", "w", "c", "s", "event", "scope", "window", "capacity", "active", "ws_capacity",
+    "events", "bytes", "message", "group", "channel"};
+enum class EnvelopeKey { v, k, g, w, c, s, event, scope, window, capacity, active, ws_capacity,
+                         events, bytes, message, group, channel };
 
 bool read_version(Cursor& in, int& version) {
   std::uint64_t number = 0;
