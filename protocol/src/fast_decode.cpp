@@ -8,8 +8,9 @@
 // (is_valid_utf8, is_token, ...), and declines everything else to it. Any doubt
 // declines: a repeated key (the full decoder reads the last one and never looks
 // at the others), an unknown key holding an array, map or ext, a signed
-// integer encoding where a uint is expected, a scope or event whose "type" is not its first key. It never words an error:
-// the full decoder does, for every invalid message.
+// integer encoding where a uint is expected, a scope or event whose "type" is
+// not its first key. It never words an error: the full decoder does, for every
+// invalid message.
 //
 // Keep the fields in step with describe_*() in codec.cpp; the parity tests
 // (tests/unit/protocol/fast_decode_test.cpp, fuzz target codec_decode) catch a
