@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "fast_decode.hpp"
 #include "names.hpp"
 #include "validate.hpp"
 
@@ -608,6 +609,8 @@ void check_channel(std::string_view channel, const Path& path) {
 }
 
 // --- the descriptions -------------------------------------------------------------
+// fast_decode.cpp reads the same fields with the same checks, straight from the
+// bytes: keep the two in step (its parity tests catch a difference).
 
 // The fields of each event after "type", in canonical order (docs/protocol.md §4.2).
 template <typename V, typename E>
@@ -851,6 +854,12 @@ std::string encode(const Envelope& envelope) {
 }
 
 Result<Envelope> decode(std::string_view bytes) {
+  Envelope envelope;
+  if (detail::fast_decode(bytes, envelope)) return envelope;
+  return detail::full_decode(bytes);
+}
+
+Result<Envelope> detail::full_decode(std::string_view bytes) {
   Envelope envelope;
   auto error = [&envelope](std::string message, bool unknown_kind = false) {
     return DecodeError{std::move(message), unknown_kind, envelope.conn_id};

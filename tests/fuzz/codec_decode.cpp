@@ -1,7 +1,9 @@
 // Fuzz target (a): the codec's decode() of arbitrary bytes, as the gateway
-// runs it on every bus message. It must never crash, hang or throw; and what
-// it accepts must survive encode() and decode() again unchanged (the
-// canonical form of docs/protocol.md), or the two directions disagree.
+// runs it on every bus message. It must never crash, hang or throw; what it
+// accepts must survive encode() and decode() again unchanged (the canonical
+// form of docs/protocol.md), or the two directions disagree; and whatever its
+// fast path accepts, the full decoder must accept with an equal result
+// (protocol/src/fast_decode.hpp).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -10,12 +12,18 @@
 #include <variant>
 
 #include "asgi_bridge/protocol/codec.hpp"
+#include "fast_decode.hpp"
 
 using namespace asgi_bridge::protocol;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  auto decoded = decode(std::string_view(reinterpret_cast<const char*>(data), size));
+  std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  auto decoded = detail::full_decode(bytes);
   const auto* envelope = std::get_if<Envelope>(&decoded);
+  Envelope fast;
+  if (detail::fast_decode(bytes, fast) && (envelope == nullptr || !(fast == *envelope))) {
+    std::abort();  // the fast path took what the full decoder rejects, or read it differently
+  }
   if (envelope == nullptr) return 0;
   auto again = decode(encode(*envelope));
   const auto* round_trip = std::get_if<Envelope>(&again);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "asgi_bridge/protocol/codec.hpp"
+#include "fast_decode.hpp"
 
 namespace asgi_bridge::protocol {
 namespace {
@@ -31,6 +32,9 @@ Envelope decode_ok(std::string_view bytes) {
     ADD_FAILURE() << "unexpected DecodeError: " << error->message;
     return {};
   }
+  // decode() takes its fast path where it can: the full decoder must agree.
+  auto full = detail::full_decode(bytes);
+  EXPECT_TRUE(std::holds_alternative<Envelope>(full) && std::get<Envelope>(full) == std::get<Envelope>(result));
   return std::get<Envelope>(std::move(result));
 }
 
