@@ -35,12 +35,15 @@ class Connection:
     incoming_types = frozenset()
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
-                 first_event=None):
+                 first_event=None, push_bytes=None):
         self.scope = scope
         self.gateway = gateway
         self.conn_id = conn_id
         self.worker_id = worker_id
         self._send_bytes = send_bytes
+        # Optional plain call: True when the bus took the message without waiting (the
+        # common case), so that a send() costs no coroutine of the transport's.
+        self._push_bytes = push_bytes
         self._window = DEFAULT_WINDOW if window is None else window
         self._queue = collections.deque()
         # Bare futures, not asyncio.Events: created only when receive() or send() actually
@@ -128,6 +131,11 @@ class Connection:
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
         if event["type"] in _SPLIT_TYPES and len(event["body"]) > BODY_PIECE:
             await self._send_pieces(event)
+        elif self._writable or not codec.payload_size(event):
+            # The common case in this coroutine itself: no coroutine per step of it.
+            data = self._emit_now(event)
+            if data is not None:
+                await self._send_bytes(data)
         else:
             await self._send_event(event)
 
@@ -146,14 +154,33 @@ class Connection:
                 "more_body": event["more_body"] if start >= last else True})
 
     async def _send_event(self, event):
+        if not self._writable and codec.payload_size(event):
+            await self._wait_window()
+        data = self._emit_now(event)
+        if data is not None:
+            await self._send_bytes(data)
+
+    def _emit_now(self, event):
+        """Count the event's payload against the window, encode it with the next
+        sequence number and hand it to the bus. Returns the message when the bus did
+        not take it at once (the caller then awaits ``_send_bytes`` with it), else None
+        (also when the connection failed: nothing more goes out)."""
         size = codec.payload_size(event)
         if size:
-            if not self._writable:
-                await self._wait_window()
             self._unacked += size
             if self._unacked > self._window:
                 self._writable = False
-        await self._emit_event(event)
+        if self.failed:
+            return None
+        try:
+            data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
+                                     self._seq, event)
+        except UnicodeEncodeError:
+            raise InvalidEvent("event: a str field is not valid UTF-8") from None
+        self._seq += 1
+        if self._push_bytes is not None and self._push_bytes(data):
+            return None
+        return data
 
     async def _wait_window(self):
         # §5: a payload waits while more than a window is unacknowledged. A disconnect
@@ -172,15 +199,10 @@ class Connection:
         self._open_window()
 
     async def _emit_event(self, event):
-        if self.failed:
-            return
-        try:
-            data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
-                                      self._seq, event)
-        except UnicodeEncodeError:
-            raise InvalidEvent("event: a str field is not valid UTF-8") from None
-        self._seq += 1
-        await self._send_bytes(data)
+        """An event of the worker's own (a close on the app's behalf): no window."""
+        data = self._emit_now(event)
+        if data is not None:
+            await self._send_bytes(data)
 
     async def fail(self, message):
         """Report the instance as failed (§2.2 `error`); the gateway answers the client."""

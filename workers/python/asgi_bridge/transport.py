@@ -295,9 +295,16 @@ class ZmqTransport:
         if not link.scheduled:
             self._schedule(link)
 
-    async def send(self, link, data):
+    def try_send(self, link, data):
+        """send() when it would not wait (True), with no coroutine; False: nothing was
+        queued, the caller awaits send() instead."""
         if link.queued < self.MAX_QUEUED:
             self._queue(link, data)  # out with the others at the next service
+            return True
+        return False
+
+    async def send(self, link, data):
+        if self.try_send(link, data):
             return
         waiter = self._loop.create_future()
         self._queue(link, data, waiter)

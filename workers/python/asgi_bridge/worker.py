@@ -40,12 +40,14 @@ def new_worker_id():
 class Gateway:
     """What we know of one gateway: where to reply, when it spoke, what it has here."""
 
-    __slots__ = ("id", "link", "send", "last_seen", "conns", "last_conn_end")
+    __slots__ = ("id", "link", "send", "push", "last_seen", "conns", "last_conn_end")
 
-    def __init__(self, gateway_id, link, now, send):
+    def __init__(self, gateway_id, link, now, send, try_send=None):
         self.id = gateway_id
         self.link = link
         self.send = functools.partial(send, link)  # its connections' send_bytes
+        # and their push_bytes: the transport's send without a coroutine, when it has one
+        self.push = None if try_send is None else functools.partial(try_send, link)
         self.last_seen = now
         self.conns = set()
         self.last_conn_end = float("-inf")  # when one of its connections last ended
@@ -265,8 +267,9 @@ class Worker:
     def _meet(self, gateway_id, link):
         link = self.transport.reply_link(link, gateway_id)
         logger.info("gateway %s on %s", gateway_id, link.url)
-        gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time(),
-                                                      self.transport.send)
+        gateway = self.gateways[gateway_id] = Gateway(
+            gateway_id, link, self._loop.time(), self.transport.send,
+            getattr(self.transport, "try_send", None))
         self._announce(link)
         return gateway
 
@@ -320,7 +323,8 @@ class Worker:
         if self.state is not None:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
         conn = make_connection(scope, gateway.id, conn_id, self.worker_id, gateway.send,
-                               window=msg.get("window"), first_event=event)
+                               window=msg.get("window"), first_event=event,
+                               push_bytes=gateway.push)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
