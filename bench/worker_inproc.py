@@ -7,7 +7,10 @@ between a long and a short run, so that start-up cancels out. Repeatable on a lo
 machine (docs/performance.md, "The Python worker, second pass").
 
     PYTHONPATH=workers/python:bench /usr/bin/python3 bench/worker_inproc.py [--no-native]
-        [--loop uvloop|asyncio] [--profile hello|ws]
+        [--loop uvloop|asyncio] [--profile hello|ws] [--once hello|ws COUNT]
+
+Under callgrind, two --once runs of different lengths give instructions per request
+(their difference over the difference of the counts), unmoved by other jobs' load.
 """
 
 import argparse
@@ -130,6 +133,13 @@ async def main(args):
     link = transport.links[0]
     worker.on_message(link, codec.encode({"k": "heartbeat", "g": "gw-1"}))
     kinds = {"hello": (hello, 1280, 6400), "ws": (ws, 200, 1000)}
+    if args.once:  # for callgrind: the difference of two counts is the per-request cost
+        name, count = args.once
+        run = kinds[name][0]
+        await run(worker, link, 64)  # warm up
+        await run(worker, link, int(count))
+        await worker.close()
+        return
     for name, (run, short, long) in kinds.items():
         if args.profile and args.profile != name:
             continue
@@ -157,6 +167,9 @@ if __name__ == "__main__":
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--profile", choices=("hello", "ws"))
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--once", nargs=2, metavar=("hello|ws", "COUNT"),
+                        help="one run of COUNT requests (ws: rounds of 64 messages) "
+                             "after a warm-up, nothing printed: for callgrind")
     args = parser.parse_args()
     print("codec:", wire.select(not args.no_native), file=sys.stderr)
     if args.loop == "uvloop":

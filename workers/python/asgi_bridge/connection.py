@@ -33,6 +33,12 @@ class Connection:
 
     #: event types the gateway may send after the first one
     incoming_types = frozenset()
+    #: set by the worker: called once when run() ends, and the slot it then gives back
+    on_end = None
+    slots = None
+    #: set by the worker: a client that left before the app started gets no app
+    #: instance (it waited for a slot, or its disconnect came in the same batch)
+    skip_if_gone = False
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
                  first_event=None, push_bytes=None):
@@ -107,14 +113,15 @@ class Connection:
             await self._send_bytes(wire.encode_credit(self.gateway, self.worker_id,
                                                       self.conn_id, CREDIT_BATCH))
 
-    async def _wait(self):
-        """Until the next _wake()."""
+    def _wait(self):
+        """A future that the next _wake() resolves: ``await self._wait()``. A plain
+        call, not a coroutine: receive() waits once per WebSocket message."""
         waiter = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = [waiter]
         else:
             self._waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _wake(self):
         waiters = self._waiters
@@ -217,9 +224,11 @@ class Connection:
     # --- the app instance -----------------------------------------------------------
 
     async def run(self, app):
-        """Run the app for this connection and tidy up after it (never raises)."""
+        """Run the app for this connection and tidy up after it (never raises), then
+        call ``on_end()``: in this coroutine, which the worker's task runs directly."""
         try:
-            await app(self.scope, self.receive, self.send)
+            if not (self.disconnected and self.skip_if_gone):
+                await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Only the worker cancels (graceful timeout at shutdown).
             await self._quietly(self._on_shutdown())
@@ -238,6 +247,9 @@ class Connection:
         else:
             if not self.over:  # (else nothing to do: no coroutines per request for it)
                 await self._quietly(self._on_return())
+        finally:
+            if self.on_end is not None:
+                self.on_end()
 
     async def _quietly(self, coro):
         # Tidying up must not turn into an unhandled task exception (e.g. bus closed).
@@ -261,11 +273,9 @@ _START, _BODY, _TRAILERS, _DONE = "start", "body", "trailers", "done"
 
 class HttpConnection(Connection):
     incoming_types = frozenset(("http.request", "http.disconnect"))
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state = _START
-        self._trailers = False
+    # Initial values as class attributes: no __init__ of its own to call per request.
+    _state = _START
+    _trailers = False
 
     @property
     def _complete(self):
@@ -343,12 +353,10 @@ _CONNECTING, _DENYING, _OPEN, _CLOSED = "connecting", "denying", "open", "closed
 class WebSocketConnection(Connection):
     incoming_types = frozenset(("websocket.receive", "websocket.disconnect"))
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state = _CONNECTING
-        self._accepted = False
-        self._last_disconnect = None  # returned again by every later receive()
-        self._channels = set()  # asgi-bridge.broadcast subscriptions
+    _state = _CONNECTING
+    _accepted = False
+    _last_disconnect = None  # returned again by every later receive()
+    _channels = frozenset()  # asgi-bridge.broadcast subscriptions (a set once there are)
 
     @property
     def _complete(self):
@@ -422,11 +430,14 @@ class WebSocketConnection(Connection):
         if state != _OPEN:
             raise UnexpectedMessage(f"{etype} before websocket.accept")
         if etype == "asgi-bridge.unsubscribe":
-            self._channels.discard(channel)
+            if channel in self._channels:
+                self._channels.discard(channel)
         elif channel not in self._channels:
             if len(self._channels) >= MAX_SUBSCRIPTIONS:
                 raise InvalidEvent(f"asgi-bridge.subscribe: already subscribed to "
                                    f"{MAX_SUBSCRIPTIONS} channels, the limit per WebSocket")
+            if not self._channels:
+                self._channels = set()
             self._channels.add(channel)
 
     def _close(self):

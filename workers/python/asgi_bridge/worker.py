@@ -80,7 +80,7 @@ class Worker:
         self._slots = Slots(concurrency)             # HTTP requests
         self._ws_slots = Slots(websocket_capacity)   # WebSockets
         self._websockets = 0  # of self.conns
-        self._tasks = set()
+        self._tasks = {}  # (gateway id, conn id) -> the task of its app instance
         self._ticker = None
         self._loop = asyncio.get_running_loop()
         # Each app instance starts from this context, not from whatever context the bus
@@ -123,12 +123,12 @@ class Worker:
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 break
-            await asyncio.wait(set(self._tasks), timeout=remaining)
+            await asyncio.wait(set(self._tasks.values()), timeout=remaining)
         if self._tasks:
             logger.warning("graceful timeout: cancelling %d connection(s)", len(self._tasks))
-            for task in self._tasks:
+            for task in self._tasks.values():
                 task.cancel()
-            await asyncio.wait(set(self._tasks), timeout=5)
+            await asyncio.wait(set(self._tasks.values()), timeout=5)
 
     async def close(self):
         """Say bye to every gateway and close the bus."""
@@ -245,6 +245,12 @@ class Worker:
             self._on_malformed(link, exc)
             return
         kind = msg["k"]
+        if kind == "event":  # the common case first: an event from a gateway we know
+            gateway = self.gateways.get(msg.get("g"))  # (a departed one is not in there)
+            if gateway is not None:
+                gateway.last_seen = self._loop.time()
+                self._on_event(gateway, msg)
+                return
         if kind == "group":  # another worker's, relayed by a gateway or published on Redis
             self.groups.on_message(msg)
             return
@@ -336,10 +342,16 @@ class Worker:
             scope["extensions"][SCOPE_KEY] = {}
         self._websockets += websocket
         self._update_capacity()
-        task = self._loop.create_task(self._serve(gateway, key, conn, websocket, handle),
-                                      context=self._app_context.copy())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        slots = self._ws_slots if websocket else self._slots
+        conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
+        conn.skip_if_gone = True
+        if slots.take_nowait():
+            # The task runs the app's coroutine itself: no coroutine of ours around it.
+            conn.slots = slots
+            coro = conn.run(self.app)
+        else:
+            coro = self._serve_later(conn, slots)
+        self._tasks[key] = self._loop.create_task(coro, context=self._app_context.copy())
         self._count_opened()
 
     def _count_opened(self):
@@ -349,30 +361,34 @@ class Worker:
             if self._on_max_requests is not None:
                 self._on_max_requests()
 
-    async def _serve(self, gateway, key, conn, websocket, handle):
-        slots = self._ws_slots if websocket else self._slots
+    async def _serve_later(self, conn, slots):
+        """A connection beyond its kind's capacity: its app waits for a free slot."""
         try:
-            if not slots.take_nowait():
-                await slots.take()
-            try:
-                if not conn.disconnected:  # gone while queued: nobody to answer
-                    await conn.run(self.app)
-            finally:
-                slots.give()
-        finally:
-            if handle is not None:
-                handle.leave_all()  # however the connection ended
-            del self.conns[key]
-            self._websockets -= websocket
-            gateway.conns.discard(key)
-            gateway.last_conn_end = self._loop.time()
-            self._update_capacity()
-            # Remember it only if its gateway is still with us; after a silence the
-            # gateway may come back and must then hear "unknown connection" for it.
-            if self.gateways.get(gateway.id) is gateway:
-                self._recent[key] = None
-                if len(self._recent) > RECENT_CONNECTIONS:
-                    self._recent.popitem(last=False)
+            await slots.take()
+        except BaseException:  # cancelled while waiting (graceful timeout)
+            conn.on_end()
+            raise
+        conn.slots = slots
+        await conn.run(self.app)
+
+    def _end(self, gateway, key, websocket, handle):
+        """A connection's instance ended (conn.on_end): give its slot back, forget it."""
+        conn = self.conns.pop(key)
+        self._tasks.pop(key, None)
+        if conn.slots is not None:
+            conn.slots.give()
+        if handle is not None:
+            handle.leave_all()  # however the connection ended
+        self._websockets -= websocket
+        gateway.conns.discard(key)
+        gateway.last_conn_end = self._loop.time()
+        self._update_capacity()
+        # Remember it only if its gateway is still with us; after a silence the
+        # gateway may come back and must then hear "unknown connection" for it.
+        if self.gateways.get(gateway.id) is gateway:
+            self._recent[key] = None
+            if len(self._recent) > RECENT_CONNECTIONS:
+                self._recent.popitem(last=False)
 
     def _on_credit(self, gateway, msg):
         conn = self.conns.get((gateway.id, msg.get("c")))
