@@ -40,6 +40,20 @@ class Connection:
     #: instance (it waited for a slot, or its disconnect came in the same batch)
     skip_if_gone = False
 
+    # Initial state as class attributes (an instance writes its own on change): fewer
+    # stores per connection, which matters per HTTP request.
+    # Bare futures, not asyncio.Events: created only when receive() or send() actually
+    # has to wait (both may, from two tasks), resolved by _wake() when the queue, the
+    # window or the state changed; the waiters then check again what they wait for.
+    _waiters = None
+    _writable = True  # unacknowledged bytes <= window
+    _unacked = 0
+    _consumed = 0   # events taken by the app since the last credit
+    _seq = 0        # next `s` of an event we send
+    next_in = 1     # next `s` expected from the gateway (the first event was 0)
+    disconnected = False  # the client (or its gateway) is gone
+    failed = False        # we reported `error`: send nothing more
+
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
                  first_event=None, push_bytes=None):
         self.scope = scope
@@ -52,17 +66,6 @@ class Connection:
         self._push_bytes = push_bytes
         self._window = DEFAULT_WINDOW if window is None else window
         self._queue = collections.deque()
-        # Bare futures, not asyncio.Events: created only when receive() or send() actually
-        # has to wait (both may, from two tasks), resolved by _wake() when the queue, the
-        # window or the state changed; the waiters then check again what they wait for.
-        self._waiters = None
-        self._writable = True  # unacknowledged bytes <= window
-        self._unacked = 0
-        self._consumed = 0   # events taken by the app since the last credit
-        self._seq = 0        # next `s` of an event we send
-        self.next_in = 1     # next `s` expected from the gateway (the first event was 0)
-        self.disconnected = False  # the client (or its gateway) is gone
-        self.failed = False        # we reported `error`: send nothing more
         if first_event is not None:
             self._queue.append(first_event)
 
@@ -465,7 +468,3 @@ class WebSocketConnection(Connection):
         else:
             await self.fail("application returned without accepting or closing the WebSocket")
 
-
-def make_connection(scope, *args, **kwargs):
-    cls = HttpConnection if scope["type"] == "http" else WebSocketConnection
-    return cls(scope, *args, **kwargs)

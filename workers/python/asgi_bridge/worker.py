@@ -22,7 +22,7 @@ import logging
 import os
 
 from . import broadcast, codec, wire
-from .connection import make_connection
+from .connection import HttpConnection, WebSocketConnection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -328,13 +328,13 @@ class Worker:
                                              "w": self.worker_id, "c": conn_id, "events": 0})
         if self.state is not None:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
-        conn = make_connection(scope, gateway.id, conn_id, self.worker_id, gateway.send,
-                               window=msg.get("window"), first_event=event,
-                               push_bytes=gateway.push)
+        websocket = scope["type"] == "websocket"
+        cls = WebSocketConnection if websocket else HttpConnection
+        conn = cls(scope, gateway.id, conn_id, self.worker_id, gateway.send,
+                   msg.get("window"), event, gateway.push)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
-        websocket = scope["type"] == "websocket"
         handle = None
         if websocket:
             handle = GroupHandle(self.groups, WebSocketMember(conn, self._loop))
