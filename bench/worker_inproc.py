@@ -23,7 +23,7 @@ import time
 
 import msgpack
 
-from asgi_bridge import codec, wire
+from asgi_bridge import codec, runtime, wire
 from asgi_bridge.worker import Worker
 
 import app as bench_app
@@ -86,6 +86,20 @@ def ws_message(conn, seq):
                           "s": seq, "event": {"type": "websocket.receive", "text": "x" * 32}})
 
 
+async def deliver(worker, link, batch):
+    """A batch handed to the worker from a loop callback, as the ZeroMQ transport's
+    reader does (not from within a task), then the loop iterations that run the apps."""
+    asyncio.get_running_loop().call_soon(_on_messages, worker, link, batch)
+    await asyncio.sleep(0)  # the callback
+    await asyncio.sleep(0)  # the tasks it woke or started
+    await asyncio.sleep(0)
+
+
+def _on_messages(worker, link, batch):
+    for data in batch:
+        worker.on_message(link, data)
+
+
 async def hello(worker, link, requests, profiler=None):
     # One batch of first events, sent again and again: a finished connection's id
     # may open a new one, and no message is built inside the measured loop.
@@ -95,10 +109,7 @@ async def hello(worker, link, requests, profiler=None):
         profiler.enable()
     start = time.process_time()
     for i in range(0, requests, BATCH):
-        for data in batch[:requests - i]:
-            worker.on_message(link, data)
-        await asyncio.sleep(0)  # the loop iteration in which the tasks run
-        await asyncio.sleep(0)
+        await deliver(worker, link, batch[:requests - i])
     cpu = time.process_time() - start
     if profiler:
         profiler.disable()
@@ -120,10 +131,7 @@ async def ws(worker, link, rounds, profiler=None, base=[1000000]):
         profiler.enable()
     start = time.process_time()
     for batch in messages:
-        for data in batch:
-            worker.on_message(link, data)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await deliver(worker, link, batch)
     cpu = time.process_time() - start
     if profiler:
         profiler.disable()
@@ -181,7 +189,6 @@ if __name__ == "__main__":
                              "after a warm-up, nothing printed: for callgrind")
     args = parser.parse_args()
     print("codec:", wire.select(not args.no_native), file=sys.stderr)
-    if args.loop == "uvloop":
-        import uvloop
-        uvloop.install()
-    asyncio.run(main(args))
+    loop = runtime.choose_loop(args.loop)[0]()  # the worker's own loop (eager.py)
+    loop.run_until_complete(main(args))
+    loop.close()

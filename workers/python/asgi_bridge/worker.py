@@ -23,6 +23,7 @@ import os
 
 from . import broadcast, codec, wire
 from .connection import HttpConnection, WebSocketConnection
+from .eager import start_task
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -351,7 +352,10 @@ class Worker:
             coro = conn.run(self.app)
         else:
             coro = self._serve_later(conn, slots)
-        self._tasks[key] = self._loop.create_task(coro, context=self._app_context.copy())
+        # Started eagerly (eager.py): an app that answers at once has done so on return.
+        task = start_task(self._loop, coro, self._app_context.copy())
+        if not task.done():  # (done: its on_end already ran)
+            self._tasks[key] = task
         self._count_opened()
 
     def _count_opened(self):
