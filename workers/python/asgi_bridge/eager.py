@@ -17,7 +17,7 @@ by asyncio): otherwise ``start_task`` is ``loop.create_task``.
 
 import asyncio
 
-_captured = []  # the step the twin's call_soon kept (one at a time)
+_captured = []  # the first callback the twin's call_soon got: the task's first step
 
 
 def eager_loop_class(base):
@@ -30,7 +30,10 @@ def eager_loop_class(base):
         __slots__ = ()
 
         def call_soon(self, callback, *args, context=None):
+            if _captured:  # not the task's first step: scheduled as usual
+                return base.call_soon(self, callback, *args, context=context)
             _captured.append((callback, args, context))
+            return None
 
     EagerLoop._capturing = CapturingLoop
     EagerLoop.__name__ = EagerLoop.__qualname__ = f"Eager{base.__name__}"
@@ -44,6 +47,7 @@ def start_task(loop, coro, context):
     capturing = getattr(eager, "_capturing", None)
     if capturing is None or asyncio.current_task(loop) is not None:
         return loop.create_task(coro, context=context)
+    _captured.clear()  # (left over only if a Task() raised after its call_soon)
     loop.__class__ = capturing
     try:
         task = asyncio.Task(coro, loop=loop, context=context)
