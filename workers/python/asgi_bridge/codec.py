@@ -320,7 +320,10 @@ def payload_size(event):
     etype = event["type"]
     if etype == "websocket.send":
         data = event.get("bytes")
-        return len(data) if data is not None else utf8_len(event["text"], "event.text")
+        if data is not None:
+            return len(data)
+        text = event["text"]
+        return len(text) if text.isascii() else utf8_len(text, "event.text")
     if etype == "http.response.body" or etype == "websocket.http.response.body":
         return len(event["body"])
     return 0

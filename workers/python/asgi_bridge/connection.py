@@ -33,27 +33,39 @@ class Connection:
 
     #: event types the gateway may send after the first one
     incoming_types = frozenset()
+    #: set by the worker: called once when run() ends, and the slot it then gives back
+    on_end = None
+    slots = None
+    #: set by the worker: a client that left before the app started gets no app
+    #: instance (it waited for a slot, or its disconnect came in the same batch)
+    skip_if_gone = False
+
+    # Initial state as class attributes (an instance writes its own on change): fewer
+    # stores per connection, which matters per HTTP request.
+    # Bare futures, not asyncio.Events: created only when receive() or send() actually
+    # has to wait (both may, from two tasks), resolved by _wake() when the queue, the
+    # window or the state changed; the waiters then check again what they wait for.
+    _waiters = None
+    _writable = True  # unacknowledged bytes <= window
+    _unacked = 0
+    _consumed = 0   # events taken by the app since the last credit
+    _seq = 0        # next `s` of an event we send
+    next_in = 1     # next `s` expected from the gateway (the first event was 0)
+    disconnected = False  # the client (or its gateway) is gone
+    failed = False        # we reported `error`: send nothing more
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
-                 first_event=None):
+                 first_event=None, push_bytes=None):
         self.scope = scope
         self.gateway = gateway
         self.conn_id = conn_id
         self.worker_id = worker_id
         self._send_bytes = send_bytes
+        # Optional plain call: True when the bus took the message without waiting (the
+        # common case), so that a send() costs no coroutine of the transport's.
+        self._push_bytes = push_bytes
         self._window = DEFAULT_WINDOW if window is None else window
         self._queue = collections.deque()
-        # Bare futures, not asyncio.Events: created only when receive() or send() actually
-        # has to wait (both may, from two tasks), resolved by _wake() when the queue, the
-        # window or the state changed; the waiters then check again what they wait for.
-        self._waiters = None
-        self._writable = True  # unacknowledged bytes <= window
-        self._unacked = 0
-        self._consumed = 0   # events taken by the app since the last credit
-        self._seq = 0        # next `s` of an event we send
-        self.next_in = 1     # next `s` expected from the gateway (the first event was 0)
-        self.disconnected = False  # the client (or its gateway) is gone
-        self.failed = False        # we reported `error`: send nothing more
         if first_event is not None:
             self._queue.append(first_event)
 
@@ -104,14 +116,15 @@ class Connection:
             await self._send_bytes(wire.encode_credit(self.gateway, self.worker_id,
                                                       self.conn_id, CREDIT_BATCH))
 
-    async def _wait(self):
-        """Until the next _wake()."""
+    def _wait(self):
+        """A future that the next _wake() resolves: ``await self._wait()``. A plain
+        call, not a coroutine: receive() waits once per WebSocket message."""
         waiter = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = [waiter]
         else:
             self._waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _wake(self):
         waiters = self._waiters
@@ -128,6 +141,11 @@ class Connection:
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
         if event["type"] in _SPLIT_TYPES and len(event["body"]) > BODY_PIECE:
             await self._send_pieces(event)
+        elif self._writable or not codec.payload_size(event):
+            # The common case in this coroutine itself: no coroutine per step of it.
+            data = self._emit_now(event)
+            if data is not None:
+                await self._send_bytes(data)
         else:
             await self._send_event(event)
 
@@ -146,14 +164,33 @@ class Connection:
                 "more_body": event["more_body"] if start >= last else True})
 
     async def _send_event(self, event):
+        if not self._writable and codec.payload_size(event):
+            await self._wait_window()
+        data = self._emit_now(event)
+        if data is not None:
+            await self._send_bytes(data)
+
+    def _emit_now(self, event):
+        """Count the event's payload against the window, encode it with the next
+        sequence number and hand it to the bus. Returns the message when the bus did
+        not take it at once (the caller then awaits ``_send_bytes`` with it), else None
+        (also when the connection failed: nothing more goes out)."""
         size = codec.payload_size(event)
         if size:
-            if not self._writable:
-                await self._wait_window()
             self._unacked += size
             if self._unacked > self._window:
                 self._writable = False
-        await self._emit_event(event)
+        if self.failed:
+            return None
+        try:
+            data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
+                                     self._seq, event)
+        except UnicodeEncodeError:
+            raise InvalidEvent("event: a str field is not valid UTF-8") from None
+        self._seq += 1
+        if self._push_bytes is not None and self._push_bytes(data):
+            return None
+        return data
 
     async def _wait_window(self):
         # §5: a payload waits while more than a window is unacknowledged. A disconnect
@@ -172,15 +209,10 @@ class Connection:
         self._open_window()
 
     async def _emit_event(self, event):
-        if self.failed:
-            return
-        try:
-            data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
-                                      self._seq, event)
-        except UnicodeEncodeError:
-            raise InvalidEvent("event: a str field is not valid UTF-8") from None
-        self._seq += 1
-        await self._send_bytes(data)
+        """An event of the worker's own (a close on the app's behalf): no window."""
+        data = self._emit_now(event)
+        if data is not None:
+            await self._send_bytes(data)
 
     async def fail(self, message):
         """Report the instance as failed (§2.2 `error`); the gateway answers the client."""
@@ -195,9 +227,11 @@ class Connection:
     # --- the app instance -----------------------------------------------------------
 
     async def run(self, app):
-        """Run the app for this connection and tidy up after it (never raises)."""
+        """Run the app for this connection and tidy up after it (never raises), then
+        call ``on_end()``: in this coroutine, which the worker's task runs directly."""
         try:
-            await app(self.scope, self.receive, self.send)
+            if not (self.disconnected and self.skip_if_gone):
+                await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Only the worker cancels (graceful timeout at shutdown).
             await self._quietly(self._on_shutdown())
@@ -216,6 +250,9 @@ class Connection:
         else:
             if not self.over:  # (else nothing to do: no coroutines per request for it)
                 await self._quietly(self._on_return())
+        finally:
+            if self.on_end is not None:
+                self.on_end()
 
     async def _quietly(self, coro):
         # Tidying up must not turn into an unhandled task exception (e.g. bus closed).
@@ -239,11 +276,9 @@ _START, _BODY, _TRAILERS, _DONE = "start", "body", "trailers", "done"
 
 class HttpConnection(Connection):
     incoming_types = frozenset(("http.request", "http.disconnect"))
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state = _START
-        self._trailers = False
+    # Initial values as class attributes: no __init__ of its own to call per request.
+    _state = _START
+    _trailers = False
 
     @property
     def _complete(self):
@@ -321,12 +356,10 @@ _CONNECTING, _DENYING, _OPEN, _CLOSED = "connecting", "denying", "open", "closed
 class WebSocketConnection(Connection):
     incoming_types = frozenset(("websocket.receive", "websocket.disconnect"))
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state = _CONNECTING
-        self._accepted = False
-        self._last_disconnect = None  # returned again by every later receive()
-        self._channels = set()  # asgi-bridge.broadcast subscriptions
+    _state = _CONNECTING
+    _accepted = False
+    _last_disconnect = None  # returned again by every later receive()
+    _channels = frozenset()  # asgi-bridge.broadcast subscriptions (a set once there are)
 
     @property
     def _complete(self):
@@ -400,11 +433,14 @@ class WebSocketConnection(Connection):
         if state != _OPEN:
             raise UnexpectedMessage(f"{etype} before websocket.accept")
         if etype == "asgi-bridge.unsubscribe":
-            self._channels.discard(channel)
+            if channel in self._channels:
+                self._channels.discard(channel)
         elif channel not in self._channels:
             if len(self._channels) >= MAX_SUBSCRIPTIONS:
                 raise InvalidEvent(f"asgi-bridge.subscribe: already subscribed to "
                                    f"{MAX_SUBSCRIPTIONS} channels, the limit per WebSocket")
+            if not self._channels:
+                self._channels = set()
             self._channels.add(channel)
 
     def _close(self):
@@ -432,7 +468,3 @@ class WebSocketConnection(Connection):
         else:
             await self.fail("application returned without accepting or closing the WebSocket")
 
-
-def make_connection(scope, *args, **kwargs):
-    cls = HttpConnection if scope["type"] == "http" else WebSocketConnection
-    return cls(scope, *args, **kwargs)

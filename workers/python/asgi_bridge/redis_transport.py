@@ -298,6 +298,14 @@ class RedisTransport:
             keys.reverse()
         return tuple(keys)
 
+    def try_send(self, link, data):
+        """send() when it would not wait, with no coroutine: True when done; False:
+        nothing was queued, the caller awaits send() instead."""
+        if self._queued_bytes + len(data) > self.HIGH_WATER:
+            return False
+        self._enqueue(link, data)  # (dropped, as by send(), while Redis is down)
+        return True
+
     async def send(self, link, data):
         if self._enqueue(link, data) and self._queued_bytes > self.HIGH_WATER:
             await self._written_future()

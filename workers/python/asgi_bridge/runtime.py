@@ -6,6 +6,7 @@ import random
 import signal
 
 from . import wire
+from .eager import eager_loop_class
 from .lifespan import Lifespan
 from .loader import AppLoadError, load_app
 from .transport import BusError, make_transport
@@ -15,7 +16,9 @@ logger = logging.getLogger("asgi_bridge")
 
 
 def choose_loop(name="auto"):
-    """Return (loop factory, name). uvloop when asked for, or in auto when importable."""
+    """Return (loop factory, name). uvloop when asked for, or in auto when importable.
+    The loop's class is the eager twin of uvloop's or asyncio's (eager.py): app
+    instances start at once, not at the loop's next iteration."""
     if name in ("auto", "uvloop"):
         try:
             import uvloop
@@ -23,8 +26,8 @@ def choose_loop(name="auto"):
             if name == "uvloop":
                 raise
         else:
-            return uvloop.new_event_loop, "uvloop"
-    return asyncio.new_event_loop, "asyncio"
+            return eager_loop_class(uvloop.Loop), "uvloop"
+    return eager_loop_class(asyncio.SelectorEventLoop), "asyncio"
 
 
 def run(args, ready=None):

@@ -295,9 +295,21 @@ class ZmqTransport:
         if not link.scheduled:
             self._schedule(link)
 
+    def try_send(self, link, data):
+        """send() when it would not wait (True), with no coroutine; False: nothing was
+        queued, the caller awaits send() instead."""
+        if link.queued >= self.MAX_QUEUED:
+            return False
+        # _queue() inline (once per event an app sends): out with the others at the
+        # next service.
+        link.backlog.append((data, None))
+        link.queued += len(data)
+        if not link.scheduled:
+            self._schedule(link)
+        return True
+
     async def send(self, link, data):
-        if link.queued < self.MAX_QUEUED:
-            self._queue(link, data)  # out with the others at the next service
+        if self.try_send(link, data):
             return
         waiter = self._loop.create_future()
         self._queue(link, data, waiter)

@@ -22,7 +22,8 @@ import logging
 import os
 
 from . import broadcast, codec, wire
-from .connection import make_connection
+from .connection import HttpConnection, WebSocketConnection
+from .eager import start_task
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -40,12 +41,14 @@ def new_worker_id():
 class Gateway:
     """What we know of one gateway: where to reply, when it spoke, what it has here."""
 
-    __slots__ = ("id", "link", "send", "last_seen", "conns", "last_conn_end")
+    __slots__ = ("id", "link", "send", "push", "last_seen", "conns", "last_conn_end")
 
-    def __init__(self, gateway_id, link, now, send):
+    def __init__(self, gateway_id, link, now, send, try_send=None):
         self.id = gateway_id
         self.link = link
         self.send = functools.partial(send, link)  # its connections' send_bytes
+        # and their push_bytes: the transport's send without a coroutine, when it has one
+        self.push = None if try_send is None else functools.partial(try_send, link)
         self.last_seen = now
         self.conns = set()
         self.last_conn_end = float("-inf")  # when one of its connections last ended
@@ -78,7 +81,7 @@ class Worker:
         self._slots = Slots(concurrency)             # HTTP requests
         self._ws_slots = Slots(websocket_capacity)   # WebSockets
         self._websockets = 0  # of self.conns
-        self._tasks = set()
+        self._tasks = {}  # (gateway id, conn id) -> the task of its app instance
         self._ticker = None
         self._loop = asyncio.get_running_loop()
         # Each app instance starts from this context, not from whatever context the bus
@@ -121,12 +124,12 @@ class Worker:
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 break
-            await asyncio.wait(set(self._tasks), timeout=remaining)
+            await asyncio.wait(set(self._tasks.values()), timeout=remaining)
         if self._tasks:
             logger.warning("graceful timeout: cancelling %d connection(s)", len(self._tasks))
-            for task in self._tasks:
+            for task in self._tasks.values():
                 task.cancel()
-            await asyncio.wait(set(self._tasks), timeout=5)
+            await asyncio.wait(set(self._tasks.values()), timeout=5)
 
     async def close(self):
         """Say bye to every gateway and close the bus."""
@@ -243,6 +246,12 @@ class Worker:
             self._on_malformed(link, exc)
             return
         kind = msg["k"]
+        if kind == "event":  # the common case first: an event from a gateway we know
+            gateway = self.gateways.get(msg.get("g"))  # (a departed one is not in there)
+            if gateway is not None:
+                gateway.last_seen = self._loop.time()
+                self._on_event(gateway, msg)
+                return
         if kind == "group":  # another worker's, relayed by a gateway or published on Redis
             self.groups.on_message(msg)
             return
@@ -265,8 +274,9 @@ class Worker:
     def _meet(self, gateway_id, link):
         link = self.transport.reply_link(link, gateway_id)
         logger.info("gateway %s on %s", gateway_id, link.url)
-        gateway = self.gateways[gateway_id] = Gateway(gateway_id, link, self._loop.time(),
-                                                      self.transport.send)
+        gateway = self.gateways[gateway_id] = Gateway(
+            gateway_id, link, self._loop.time(), self.transport.send,
+            getattr(self.transport, "try_send", None))
         self._announce(link)
         return gateway
 
@@ -319,12 +329,13 @@ class Worker:
                                              "w": self.worker_id, "c": conn_id, "events": 0})
         if self.state is not None:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
-        conn = make_connection(scope, gateway.id, conn_id, self.worker_id, gateway.send,
-                               window=msg.get("window"), first_event=event)
+        websocket = scope["type"] == "websocket"
+        cls = WebSocketConnection if websocket else HttpConnection
+        conn = cls(scope, gateway.id, conn_id, self.worker_id, gateway.send,
+                   msg.get("window"), event, gateway.push)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
-        websocket = scope["type"] == "websocket"
         handle = None
         if websocket:
             handle = GroupHandle(self.groups, WebSocketMember(conn, self._loop))
@@ -332,10 +343,19 @@ class Worker:
             scope["extensions"][SCOPE_KEY] = {}
         self._websockets += websocket
         self._update_capacity()
-        task = self._loop.create_task(self._serve(gateway, key, conn, websocket, handle),
-                                      context=self._app_context.copy())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        slots = self._ws_slots if websocket else self._slots
+        conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
+        conn.skip_if_gone = True
+        if slots.take_nowait():
+            # The task runs the app's coroutine itself: no coroutine of ours around it.
+            conn.slots = slots
+            coro = conn.run(self.app)
+        else:
+            coro = self._serve_later(conn, slots)
+        # Started eagerly (eager.py): an app that answers at once has done so on return.
+        task = start_task(self._loop, coro, self._app_context.copy())
+        if not task.done():  # (done: its on_end already ran)
+            self._tasks[key] = task
         self._count_opened()
 
     def _count_opened(self):
@@ -345,30 +365,34 @@ class Worker:
             if self._on_max_requests is not None:
                 self._on_max_requests()
 
-    async def _serve(self, gateway, key, conn, websocket, handle):
-        slots = self._ws_slots if websocket else self._slots
+    async def _serve_later(self, conn, slots):
+        """A connection beyond its kind's capacity: its app waits for a free slot."""
         try:
-            if not slots.take_nowait():
-                await slots.take()
-            try:
-                if not conn.disconnected:  # gone while queued: nobody to answer
-                    await conn.run(self.app)
-            finally:
-                slots.give()
-        finally:
-            if handle is not None:
-                handle.leave_all()  # however the connection ended
-            del self.conns[key]
-            self._websockets -= websocket
-            gateway.conns.discard(key)
-            gateway.last_conn_end = self._loop.time()
-            self._update_capacity()
-            # Remember it only if its gateway is still with us; after a silence the
-            # gateway may come back and must then hear "unknown connection" for it.
-            if self.gateways.get(gateway.id) is gateway:
-                self._recent[key] = None
-                if len(self._recent) > RECENT_CONNECTIONS:
-                    self._recent.popitem(last=False)
+            await slots.take()
+        except BaseException:  # cancelled while waiting (graceful timeout)
+            conn.on_end()
+            raise
+        conn.slots = slots
+        await conn.run(self.app)
+
+    def _end(self, gateway, key, websocket, handle):
+        """A connection's instance ended (conn.on_end): give its slot back, forget it."""
+        conn = self.conns.pop(key)
+        self._tasks.pop(key, None)
+        if conn.slots is not None:
+            conn.slots.give()
+        if handle is not None:
+            handle.leave_all()  # however the connection ended
+        self._websockets -= websocket
+        gateway.conns.discard(key)
+        gateway.last_conn_end = self._loop.time()
+        self._update_capacity()
+        # Remember it only if its gateway is still with us; after a silence the
+        # gateway may come back and must then hear "unknown connection" for it.
+        if self.gateways.get(gateway.id) is gateway:
+            self._recent[key] = None
+            if len(self._recent) > RECENT_CONNECTIONS:
+                self._recent.popitem(last=False)
 
     def _on_credit(self, gateway, msg):
         conn = self.conns.get((gateway.id, msg.get("c")))

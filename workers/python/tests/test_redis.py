@@ -542,3 +542,15 @@ def test_worker_process_with_a_wrong_password_exits_1_naming_the_failure(tmp_pat
         assert "startup complete" not in err.decode()  # checked before lifespan
     finally:
         srv.stop()
+
+
+def test_try_send_queues_only_what_send_would_queue_without_waiting():
+    # No server needed: nothing is written before start(). try_send() is the worker's
+    # send without a coroutine; past the high water mark it queues nothing and the
+    # caller awaits send(), which queues and waits.
+    transport = RedisTransport("redis://127.0.0.1:1/0", "wk-t")
+    transport.HIGH_WATER = 10
+    link = transport.inbox
+    assert transport.try_send(link, b"12345") and transport.try_send(link, b"12345")
+    assert not transport.try_send(link, b"x")  # 11 > 10: send() would wait
+    assert transport._outbox[link.key] == [b"12345", b"12345"] and transport._queued_bytes == 10
