@@ -190,12 +190,7 @@ awaitable<bool> HttpSession::read_head() {
   parser_->body_limit(config_.max_body_size);
   idle_ = true;
   boost::system::error_code ec;
-  if (buffer_.size() == 0 && watching_) {  // the last request's watcher reads this one's first bytes (serve())
-    arm(read_deadline_, config_.keepalive_timeout);
-    while (watching_) co_await link_.inbox()->wait();
-    read_deadline_.cancel();
-    if (buffer_.size() == 0 || draining_) co_return false;
-  } else if (buffer_.size() == 0) {  // idle keep-alive: wait for the first bytes
+  if (buffer_.size() == 0) {  // idle keep-alive: wait for the first bytes
     arm(read_deadline_, config_.keepalive_timeout);
     // A read, not async_wait(wait_read): Asio tries a read at once (often the
     // next request is there already), where a wait always re-arms epoll with
@@ -319,13 +314,7 @@ awaitable<bool> HttpSession::serve() {
     asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
   }
   co_await respond();
-  bool keep_alive = keep_alive_ && !close_after_ && body_complete_ && !client_gone_ && !draining_;
-  // A watcher still waiting on an empty buffer is left to read the next
-  // request's first bytes (read_head() waits for it): cancelling it and
-  // starting that read anew would cost a system call per request (the new
-  // read's speculative recv) and the cancellation's round trip.
-  bool watcher_reads_next = keep_alive && watching_ && buffer_.size() == 0;
-  if (reader_running_ && !watcher_reads_next) co_await stop_reader();  // a frame saved when the reader is done
+  if (reader_running_) co_await stop_reader();  // a frame saved when the reader is done
   end_exchange();
   report_exchange();
   co_return keep_alive_ && !close_after_ && body_complete_ && !client_gone_ && !draining_;
@@ -475,11 +464,9 @@ awaitable<void> HttpSession::read_rest() {
 void HttpSession::watch_for_disconnect() {
   // A full buffer (a client pipelining far ahead) gets an empty read, which
   // completes at once: the reader ends without watching.
-  watching_ = true;
   stream_.async_read_some(
       buffer_.prepare(std::min(k_head_read, buffer_.max_size() - buffer_.size())),
       [self = shared_from_this(), inbox = link_.inbox()](const boost::system::error_code& ec, std::size_t n) {
-        self->watching_ = false;
         if (!ec) {
           self->buffer_.commit(n);
         } else if (!self->stop_reading_) {

@@ -104,7 +104,6 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   // The exchange in progress (one request and its response).
   BusLink link_;  // its connection id, sequence numbers and credits
   bool reader_running_ = false;
-  bool watching_ = false;  // watch_for_disconnect()'s read is under way
   bool body_complete_ = false;
   bool client_gone_ = false;
   bool disconnect_sent_ = false;
