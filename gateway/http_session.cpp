@@ -506,7 +506,7 @@ awaitable<void> HttpSession::respond() {
       send_disconnect();
       co_await fail_exchange(504, GatewayReason::app_timeout, "the response did not start within --http-timeout");
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
-      co_await handle(*reply);
+      if (auto next = handle(*reply)) co_await std::move(*next);
     } else if (auto* failure = std::get_if<BusFailure>(&*event)) {
       bool no_capacity = *failure == BusFailure::no_capacity;
       co_await fail_exchange(no_capacity ? 503 : 502,
@@ -524,32 +524,42 @@ awaitable<void> HttpSession::respond() {
   }
 }
 
-awaitable<void> HttpSession::handle(WorkerMessage& reply) {
+// What the worker's message asks for; what is left to await, if anything.
+// Not a coroutine, so that a response's start and body cost no frame of
+// their own (each awaited coroutine allocates one): the start is handled at
+// once, the body's write is on_body() itself, the rare rest handle_other().
+std::optional<awaitable<void>> HttpSession::handle(WorkerMessage& reply) {
   using Step = ResponseStep::Kind;
   if (config_.access_log && worker_.empty()) worker_ = reply.worker_id;
   auto step = classify_response_message(reply, link_, response_);
-  if (step.kind == Step::none || step.kind == Step::credit) co_return;
+  if (step.kind == Step::body) return on_body(std::get<protocol::HttpResponseBody>(*reply.event));
+  if (step.kind == Step::start && on_start(std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id)) {
+    return std::nullopt;
+  }
+  if (step.kind == Step::none || step.kind == Step::credit) return std::nullopt;
+  return handle_other(reply, step);
+}
+
+awaitable<void> HttpSession::handle_other(WorkerMessage& reply, ResponseStep step) {
+  using Step = ResponseStep::Kind;
   if (step.kind == Step::app_error) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, GatewayReason::app_error, "application error");
     co_return;
   }
-  if (step.kind == Step::start) {
-    if (!on_start(std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id)) {
-      send_disconnect();
-      co_await answer_error(500, GatewayReason::invalid_response);
-    }
-    co_return;
-  }
-  if (step.kind == Step::body) {
-    co_await on_body(std::get<protocol::HttpResponseBody>(*reply.event));
+  if (step.kind == Step::start) {  // on_start() refused it (handle())
+    send_disconnect();
+    co_await answer_error(500, GatewayReason::invalid_response);
     co_return;
   }
   if (step.kind == Step::trailers) {
     auto& trailers = std::get<protocol::HttpResponseTrailers>(*reply.event);
     for (auto& header : trailers.headers) trailers_.push_back(std::move(header));
-    if (!trailers.more_trailers) co_await finish_response(&trailers_);
+    if (!trailers.more_trailers) {
+      end_response();
+      if (chunked_) co_await write_last_chunk(&trailers_);
+    }
     co_return;
   }
   LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
@@ -611,11 +621,14 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
   } else if (start_->trailers) {
     response_ = Response::awaiting_trailers;
   } else {
-    co_await finish_response(nullptr);
+    end_response();
+    if (chunked_) co_await write_last_chunk(nullptr);
   }
 }
 
-awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) {
+// The response's last event came. Not a coroutine: a response with a
+// Content-Length (the usual one) writes nothing more, and a frame is saved.
+void HttpSession::end_response() {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
@@ -623,14 +636,16 @@ awaitable<void> HttpSession::finish_response(const protocol::Headers* trailers) 
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
   }
-  if (chunked_) {
-    std::string last = "0\r\n";
-    if (trailers && trailers_allowed_) {
-      for (const auto& header : *trailers) last.append(header.name).append(": ").append(header.value).append("\r\n");
-    }
-    last += "\r\n";
-    if (!co_await write(last)) client_gone_ = true;
+}
+
+// A chunked response's end: the last chunk, with the trailers the client accepts.
+awaitable<void> HttpSession::write_last_chunk(const protocol::Headers* trailers) {
+  std::string last = "0\r\n";
+  if (trailers && trailers_allowed_) {
+    for (const auto& header : *trailers) last.append(header.name).append(": ").append(header.value).append("\r\n");
   }
+  last += "\r\n";
+  if (!co_await write(last)) client_gone_ = true;
 }
 
 // Before the head went out the client gets `status`; after, the response
@@ -664,6 +679,20 @@ awaitable<void> HttpSession::answer_error(int status, GatewayReason reason) {
 
 awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::string_view c) {
   std::array<asio::const_buffer, 3> buffers{asio::buffer(a), asio::buffer(b), asio::buffer(c)};
+  // A response the socket takes whole (almost every small one) goes in one
+  // non-blocking sendmsg: no deadline timer to arm and cancel, no
+  // asynchronous operation to allocate and resume from. The rest of a
+  // partial write (a full socket, TLS) takes the asynchronous path.
+  if (c.empty()) {
+    auto sent = stream_.try_write_now(buffers[0], buffers[1]);
+    bytes_out_ += sent;
+    if (sent == a.size() + b.size()) co_return true;
+    for (auto& buffer : buffers) {
+      auto taken = std::min(sent, buffer.size());
+      buffer += taken;
+      sent -= taken;
+    }
+  }
   boost::system::error_code ec;
   arm(write_deadline_, config_.request_timeout);
   auto written = co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));

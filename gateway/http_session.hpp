@@ -61,10 +61,12 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   boost::asio::awaitable<void> read_rest();
   void watch_for_disconnect();
   boost::asio::awaitable<void> respond();
-  boost::asio::awaitable<void> handle(WorkerMessage& reply);
+  std::optional<boost::asio::awaitable<void>> handle(WorkerMessage& reply);
+  boost::asio::awaitable<void> handle_other(WorkerMessage& reply, ResponseStep step);
   bool on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
   boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
-  boost::asio::awaitable<void> finish_response(const protocol::Headers* trailers);
+  void end_response();
+  boost::asio::awaitable<void> write_last_chunk(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, GatewayReason reason, const char* why);
   boost::asio::awaitable<void> answer_error(int status, GatewayReason reason);
   void report_exchange();

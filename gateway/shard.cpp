@@ -17,7 +17,11 @@ std::uint64_t Shard::track(std::weak_ptr<Drainable> session) {
   return token;
 }
 
+// From the bus on this very thread (one I/O thread): into the inbox at once,
+// not through the mailbox's posted drain. The inbox only queues the event
+// and wakes its session later, so no session code runs inside this call.
 void Shard::post_event(std::uint64_t conn_id, SessionEvent event) {
+  if (io_.get_executor().running_in_this_thread()) return deliver({conn_id, std::move(event)});
   deliveries_.push({conn_id, std::move(event)});
 }
 

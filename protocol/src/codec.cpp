@@ -54,7 +54,15 @@ using TextCheck = void (*)(std::string_view value, const Path& path);
 class StringSink {
  public:
   explicit StringSink(std::string& out) : out_(out) {}
-  void write(const char* data, std::size_t size) { out_.append(data, size); }
+  // The packer writes most type tags one byte at a time: push_back skips
+  // append's length checks and its call to memcpy.
+  void write(const char* data, std::size_t size) {
+    if (size == 1) {
+      out_.push_back(*data);
+    } else {
+      out_.append(data, size);
+    }
+  }
 
  private:
   std::string& out_;

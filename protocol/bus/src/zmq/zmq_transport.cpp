@@ -76,6 +76,12 @@ ZmqTransport::~ZmqTransport() { stop(); }
 void ZmqTransport::start(OnMessage on_message) {
   on_message_ = std::move(on_message);
   schedule_drain();
+  // The monitor is read before each batch of messages (drain()) and whenever
+  // it signals; the first read arms that wait (CURVE's handshake events come
+  // before any message).
+  boost::asio::post(io_, [this, alive = alive_] {
+    if (*alive) drain_monitor();
+  });
 }
 
 SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
@@ -159,9 +165,6 @@ void ZmqTransport::drain() {
   constexpr int k_batch = 256;
   constexpr std::size_t k_batch_bytes = 4 * 1024 * 1024;
   std::size_t bytes = 0;
-  // Disconnections first: a descriptor the batch below shows reused by a new
-  // worker then has the old worker's DISCONNECTED queued or already handled.
-  drain_monitor();
   for (int i = 0; i < k_batch; ++i) {
     if (stopped_) return;
     zmq::message_t first;
@@ -169,6 +172,12 @@ void ZmqTransport::drain() {
       wait_readable();
       return;
     }
+    // Disconnections before the batch's first message: a descriptor the batch
+    // shows reused by a new worker then has the old worker's DISCONNECTED
+    // queued or already handled. Not before a receive that finds nothing (the
+    // drain after every send mostly does): each look at the monitor is a
+    // poll and a getpid inside libzmq.
+    if (i == 0) drain_monitor();
     if (role_ == Role::gateway) {
       zmq::message_t second;
       if (!first.more() || !receive(second)) continue;
