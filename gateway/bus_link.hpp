@@ -42,6 +42,8 @@ class BusLink {
 
   // True for the worker's next event in sequence (and counts it).
   bool accept_sequence(const WorkerMessage& reply);
+  // Whether it is the next in sequence, without counting it.
+  bool is_next(const WorkerMessage& reply) const { return reply.seq == in_seq_; }
   // The worker consumed `events` of ours: the reader may go on. False when
   // it acknowledges events we never sent (a lying worker would have us read
   // the client without bound and queue it all towards itself).

@@ -135,6 +135,7 @@ WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request
 
 WebSocketSession::~WebSocketSession() {
   unsubscribe_all();  // the registry holds a plain pointer to us
+  if (link_.inbox()) link_.inbox()->take_directly(nullptr);  // and so does the inbox
   shard_.untrack(drain_token_);  // the link ends a connection still open
 }
 
@@ -277,7 +278,9 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.next_layer().socket().cancel(ec);  // the handshake watcher's wait, before Beast owns the socket
   auto server_name = config_.server_name;
   ws_.set_option(websocket::stream_base::decorator(
-      [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
+      [this, subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
+        // Beast has answered the offer by now: permessage-deflate is our only extension.
+        compressing_ = response.count(http::field::sec_websocket_extensions) > 0;
         if (!server_name.empty()) response.set(http::field::server, server_name);
         for (const auto& header : headers) {
           auto name = lower(header.name);
@@ -312,6 +315,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
+  link_.inbox()->take_directly(this);
   set_keepalive(true);
   // An open WebSocket may idle for hours: drop the decorator's copy of the
   // app's headers (run() drops the upgrade request).
@@ -638,27 +642,61 @@ void WebSocketSession::deliver(const PublicationPtr& publication, const FrameHea
 // never inside one Beast is writing, nor after a close frame. False when the
 // socket takes nothing now: the caller queues the publish for Beast.
 bool WebSocketSession::write_now(const PublicationPtr& publication, const FrameHead& head) {
-  if (writing_message_ || !ws_.is_open()) return false;
-  auto& stream = ws_.next_layer();
-  const auto& data = publication->data;
-  auto written = stream.try_write_now(asio::buffer(head.bytes.data(), head.size), asio::buffer(data));
+  auto written = try_write_frame(head, publication->data);
   if (written == 0) return false;
-  count_out(data.size());
-  if (written == head.size + data.size()) return true;
-  // The socket took part of the frame: the rest goes out before anything else is written.
+  count_out(publication->data.size());
+  if (written < head.size + publication->data.size()) write_rest(head, publication, written);
+  return true;
+}
+
+// A websocket.send (or a credit) arriving while nothing is queued before it:
+// the frame goes to the socket from the delivery itself, as a publish does
+// (write_now): no inbox entry, no wake-up of serve_open(), no Beast write.
+// The rest takes the queue: other events, a compressed connection (Beast
+// deflates), a socket that takes nothing now, an event out of sequence (the
+// queue's check logs it).
+bool WebSocketSession::take_now(WorkerMessage& reply) {
+  if (state_ != State::open) return false;
+  if (reply.kind == protocol::Kind::credit) return link_.on_credit(reply.events);  // false: refused by the queue's path
+  if (reply.kind != protocol::Kind::event || compressing_ || !link_.is_next(reply)) return false;
+  auto* send = std::get_if<protocol::WebSocketSend>(&*reply.event);
+  if (!send || broadcast_head_ != broadcasts_.size()) return false;
+  auto size = send->data.size();
+  auto head = frame_head(send->text, size);
+  auto written = try_write_frame(head, send->data);
+  if (written == 0) return false;
+  link_.accept_sequence(reply);
+  if (written < head.size + size) {
+    write_rest(head, std::make_shared<const Publication>(Publication{{}, std::move(send->data), send->text}), written);
+  }
+  count_out(size);
+  link_.on_written(size);
+  return true;
+}
+
+// One sendmsg of a whole frame, between messages only: never inside one
+// Beast is writing, nor after a close frame. The bytes the socket took (0:
+// none, the caller takes the slow path); fewer than all must go to
+// write_rest() at once.
+std::size_t WebSocketSession::try_write_frame(const FrameHead& head, std::string_view payload) {
+  if (writing_message_ || !ws_.is_open()) return 0;
+  return ws_.next_layer().try_write_now(asio::buffer(head.bytes.data(), head.size), asio::buffer(payload));
+}
+
+// The socket took part of the frame: the rest goes out before anything else is written.
+void WebSocketSession::write_rest(const FrameHead& head, PublicationPtr payload, std::size_t written) {
   struct Rest {
     PublicationPtr publication;
     FrameHead head;
   };
-  auto rest = std::make_shared<Rest>(Rest{publication, head});
+  auto rest = std::make_shared<Rest>(Rest{std::move(payload), head});
   std::array<asio::const_buffer, 2> buffers{asio::buffer(rest->head.bytes.data(), rest->head.size),
                                             asio::buffer(rest->publication->data)};
   auto from_head = std::min(written, head.size);
   buffers[0] += from_head;
   buffers[1] += written - from_head;
   // The handler keeps the session (which owns the stream) and the bytes alive until written.
-  stream.write_rest(buffers, [self = shared_from_this(), rest](const boost::system::error_code&, std::size_t) {});
-  return true;
+  ws_.next_layer().write_rest(buffers, [self = shared_from_this(), rest](const boost::system::error_code&, std::size_t) {});
 }
 
 // Policy "close 1013" (docs/broadcast.md): the queued publishes are dropped,
@@ -829,6 +867,7 @@ awaitable<void> WebSocketSession::tls_shutdown() {
 
 void WebSocketSession::teardown() {
   unsubscribe_all();
+  if (link_.inbox()) link_.inbox()->take_directly(nullptr);
   lifetime_.cancel();
   keepalive_.cancel();
   close_deadline_.cancel();

@@ -36,6 +36,7 @@ void start_websocket_session(ClientStream stream, SocketEnds ends,
 
 class WebSocketSession : public Drainable,
                          public BroadcastSubscriber,
+                         public DirectTaker,
                          public std::enable_shared_from_this<WebSocketSession> {
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
@@ -47,6 +48,7 @@ class WebSocketSession : public Drainable,
   void start();
   void drain() override;
   void deliver(const PublicationPtr& publication, const FrameHead& head) override;
+  bool take_now(WorkerMessage& reply) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -91,6 +93,8 @@ class WebSocketSession : public Drainable,
   void unsubscribe(const std::string& channel);
   void unsubscribe_all();
   bool write_now(const PublicationPtr& publication, const FrameHead& head);
+  std::size_t try_write_frame(const FrameHead& head, std::string_view payload);
+  void write_rest(const FrameHead& head, PublicationPtr payload, std::size_t written);
   void drop_slow_subscriber();
   boost::asio::awaitable<void> write_broadcast();
 
@@ -135,6 +139,7 @@ class WebSocketSession : public Drainable,
   std::size_t broadcast_bytes_ = 0;    // their payloads
   bool slow_subscriber_ = false;       // the queue overflowed: closing 1013
   bool writing_message_ = false;       // a message of ours is going through Beast: write_now() waits
+  bool compressing_ = false;           // permessage-deflate agreed: the app's messages go through Beast
 
   // What the access log and the metrics say of the connection.
   Clock::time_point started_ = Clock::now();  // the upgrade request's arrival
