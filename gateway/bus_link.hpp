@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -39,6 +40,9 @@ class BusLink {
   void send_first(protocol::Event event, protocol::Scope scope, bool redispatchable,
                   std::uint64_t window = protocol::k_default_byte_window);
   void send_event(protocol::Event event);
+  // A WebSocket client's message as websocket.receive: send_event() without
+  // building the event (protocol::encode_websocket_receive()).
+  void send_websocket_receive(bool text, std::string_view data);
 
   // True for the worker's next event in sequence (and counts it).
   bool accept_sequence(const WorkerMessage& reply);

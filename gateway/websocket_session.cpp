@@ -8,7 +8,6 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
@@ -423,17 +422,15 @@ awaitable<void> WebSocketSession::read_frames() {
     }
     last_heard_ = Clock::now();
     if (failing) continue;
-    auto data = beast::buffers_to_string(read_buffer_.data());
+    // A flat_buffer's data is one contiguous run: encoded from where it was read.
+    std::string_view data(static_cast<const char*>(read_buffer_.data().data()), read_buffer_.size());
     if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
       failing = true;  // keep reading: the client's answer to our close ends the reader
       inbox->push(LocalClose{1007});
       continue;
     }
     count_in(data.size());
-    protocol::WebSocketReceive receive;
-    receive.text = ws_.got_text();
-    receive.data = std::move(data);
-    link_.send_event(std::move(receive));
+    link_.send_websocket_receive(ws_.got_text(), data);
   }
   reader_running_ = false;
 }
