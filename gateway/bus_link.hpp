@@ -55,6 +55,12 @@ class BusLink {
   bool window_full() const { return events_in_flight_ >= protocol::k_event_window; }
   // Waits for the next credit or wake(); the caller re-checks its condition.
   boost::asio::awaitable<void> wait_for_credit();
+  // The same for a callback: `then()` runs at the next credit or wake().
+  template <typename Then>
+  void when_credit(Then then) {
+    credit_wake_.expires_at(boost::asio::steady_timer::time_point::max());
+    credit_wake_.async_wait([then = std::move(then)](const boost::system::error_code&) mutable { then(); });
+  }
   void wake() { credit_wake_.cancel(); }
   // `bytes` of the worker's output reached the client: acknowledged in batches.
   void on_written(std::uint64_t bytes);

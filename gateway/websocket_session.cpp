@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <array>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -353,7 +351,7 @@ awaitable<void> WebSocketSession::serve_open() {
     });
   }
   reader_running_ = true;
-  asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->read_frames(); }, asio::detached);
+  read_next();
   auto& inbox = *link_.inbox();
   while (state_ == State::open || state_ == State::closing) {
     auto event = inbox.try_pop();
@@ -377,61 +375,81 @@ awaitable<void> WebSocketSession::serve_open() {
   }
 }
 
-awaitable<void> WebSocketSession::read_frames() {
-  auto inbox = link_.inbox();
-  bool failing = false;  // we are closing with 1007: forward nothing more
-  for (;;) {
-    if (link_.window_full()) {
-      // Paused for credits, we leave the client's pongs unread too: not its fault.
-      set_keepalive(false);
-      while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
-      set_keepalive(true);
-    }
-    // One message, read in parts: Beast sizes the buffer before a frame
-    // arrives (1,536 bytes for a whole-message read), so the first part is
-    // capped and an idle connection's buffer stays small. A large message's
-    // buffer is given back after it.
-    boost::system::error_code ec;
-    read_buffer_.clear();
-    if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
-    co_await ws_.async_read_some(read_buffer_, k_first_read, redirect_error(use_awaitable, ec));
-    while (!ec && !ws_.is_message_done()) {
-      co_await ws_.async_read_some(read_buffer_, 0, redirect_error(use_awaitable, ec));
-    }
-    if (ec) {
-      ClientGone gone;
-      if (ec == websocket::error::closed) {
-        gone.code = client_close_code();
-        gone.reason = std::string(ws_.reason().reason.c_str());
-      } else if (ec == websocket::error::message_too_big) {
-        gone.code = 1009;
-      } else if (ec == websocket::error::bad_frame_payload) {
-        gone.code = 1007;
-      } else if (ec == websocket::condition::protocol_violation) {
-        // Beast answered the client with 1002 (a bad close code, a bad frame...).
-        log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
-                              ec.message());
-        gone.code = 1002;
-      } else if (ec != asio::error::operation_aborted) {
-        log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
-      }
-      // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
-      note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
-      inbox->push(std::move(gone));
-      break;
-    }
-    last_heard_ = Clock::now();
-    if (failing) continue;
-    // A flat_buffer's data is one contiguous run: encoded from where it was read.
-    std::string_view data(static_cast<const char*>(read_buffer_.data().data()), read_buffer_.size());
-    if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
-      failing = true;  // keep reading: the client's answer to our close ends the reader
-      inbox->push(LocalClose{1007});
-      continue;
-    }
-    count_in(data.size());
-    link_.send_websocket_receive(ws_.got_text(), data);
+// The reader: frames in, websocket.receive events out, paused while the
+// worker's event window is full. Callbacks, not a coroutine: a coroutine's
+// suspend and resume around each Beast read cost more than the read itself.
+void WebSocketSession::read_next() {
+  if (link_.window_full() && state_ != State::done) {
+    // Paused for credits, we leave the client's pongs unread too: not its fault.
+    if (!paused_for_credit_) set_keepalive(false);
+    paused_for_credit_ = true;
+    link_.when_credit([self = shared_from_this()] { self->read_next(); });
+    return;
   }
+  if (paused_for_credit_) {
+    paused_for_credit_ = false;
+    set_keepalive(true);
+  }
+  // One message, read in parts: Beast sizes the buffer before a frame
+  // arrives (1,536 bytes for a whole-message read), so the first part is
+  // capped and an idle connection's buffer stays small. A large message's
+  // buffer is given back after it.
+  read_buffer_.clear();
+  if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
+  ws_.async_read_some(read_buffer_, k_first_read,
+                      [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) { self->on_read(ec); });
+}
+
+void WebSocketSession::on_read(const boost::system::error_code& ec) {
+  if (!ec && !ws_.is_message_done()) {
+    ws_.async_read_some(read_buffer_, 0,
+                        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) { self->on_read(ec); });
+    return;
+  }
+  if (ec) {
+    end_reader(ec);
+    return;
+  }
+  last_heard_ = Clock::now();
+  if (!failing_) forward_message();
+  read_next();
+}
+
+// A whole message read: to the worker as websocket.receive.
+void WebSocketSession::forward_message() {
+  // A flat_buffer's data is one contiguous run: encoded from where it was read.
+  std::string_view data(static_cast<const char*>(read_buffer_.data().data()), read_buffer_.size());
+  if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
+    failing_ = true;  // keep reading: the client's answer to our close ends the reader
+    link_.inbox()->push(LocalClose{1007});
+    return;
+  }
+  count_in(data.size());
+  link_.send_websocket_receive(ws_.got_text(), data);
+}
+
+// The read failed: the connection is over (a close frame, a broken
+// protocol, the socket's end); the session hears how.
+void WebSocketSession::end_reader(const boost::system::error_code& ec) {
+  ClientGone gone;
+  if (ec == websocket::error::closed) {
+    gone.code = client_close_code();
+    gone.reason = std::string(ws_.reason().reason.c_str());
+  } else if (ec == websocket::error::message_too_big) {
+    gone.code = 1009;
+  } else if (ec == websocket::error::bad_frame_payload) {
+    gone.code = 1007;
+  } else if (ec == websocket::condition::protocol_violation) {
+    // Beast answered the client with 1002 (a bad close code, a bad frame...).
+    log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
+                          ec.message());
+    gone.code = 1002;
+  } else if (ec != asio::error::operation_aborted) {
+    log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
+  }
+  // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
+  note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
+  if (link_.inbox()) link_.inbox()->push(std::move(gone));
   reader_running_ = false;
 }
 

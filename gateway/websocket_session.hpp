@@ -70,7 +70,10 @@ class WebSocketSession : public Drainable,
   boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
-  boost::asio::awaitable<void> read_frames();
+  void read_next();
+  void on_read(const boost::system::error_code& ec);
+  void forward_message();
+  void end_reader(const boost::system::error_code& ec);
   boost::asio::awaitable<void> on_open_event(WorkerMessage& reply);
   boost::asio::awaitable<void> close(int code, std::string reason, Closer who);
   void note_close(int code, Closer who);
@@ -121,6 +124,8 @@ class WebSocketSession : public Drainable,
   bool disconnect_sent_ = false;
   bool watching_client_ = false;  // the handshake watcher's wait is live
   bool reader_running_ = false;
+  bool paused_for_credit_ = false;  // the reader waits for the worker's credit
+  bool failing_ = false;            // closing 1007 for bad UTF-8: the reader forwards nothing more
   bool draining_ = false;
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
