@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -396,14 +397,23 @@ void WebSocketSession::read_next() {
   // buffer is given back after it.
   read_buffer_.clear();
   if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
-  ws_.async_read_some(read_buffer_, k_first_read,
-                      [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) { self->on_read(ec); });
+  read_part(k_first_read);
+}
+
+// Beast's read into a dynamic buffer, without the composed operation it
+// wraps around the read of a plain buffer: the part goes where the buffer
+// prepares room, sized as Beast sizes it, then is committed.
+void WebSocketSession::read_part(std::size_t limit) {
+  auto room = read_buffer_.prepare(std::min(ws_.read_size_hint(read_buffer_), limit));
+  ws_.async_read_some(room, [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+    self->read_buffer_.commit(n);
+    self->on_read(ec);
+  });
 }
 
 void WebSocketSession::on_read(const boost::system::error_code& ec) {
   if (!ec && !ws_.is_message_done()) {
-    ws_.async_read_some(read_buffer_, 0,
-                        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) { self->on_read(ec); });
+    read_part(std::numeric_limits<std::size_t>::max());
     return;
   }
   if (ec) {

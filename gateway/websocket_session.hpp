@@ -71,6 +71,7 @@ class WebSocketSession : public Drainable,
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
   void read_next();
+  void read_part(std::size_t limit);
   void on_read(const boost::system::error_code& ec);
   void forward_message();
   void end_reader(const boost::system::error_code& ec);
