@@ -20,11 +20,11 @@ std::string publication_problem(const Publication& publication, std::size_t max_
   return {};
 }
 
-FrameHead frame_head(const Publication& publication) {
+FrameHead frame_head(bool text, std::size_t payload_size) {
   FrameHead head;
   auto& b = head.bytes;
-  b[0] = 0x80 | (publication.text ? 0x1 : 0x2);  // FIN, opcode
-  auto size = static_cast<std::uint64_t>(publication.data.size());
+  b[0] = 0x80 | (text ? 0x1 : 0x2);  // FIN, opcode
+  auto size = static_cast<std::uint64_t>(payload_size);
   if (size < 126) {
     b[1] = static_cast<unsigned char>(size);
     head.size = 2;

@@ -37,7 +37,8 @@ struct FrameHead {
   std::array<unsigned char, 10> bytes{};
   std::size_t size = 0;
 };
-FrameHead frame_head(const Publication& publication);
+FrameHead frame_head(bool text, std::size_t size);
+inline FrameHead frame_head(const Publication& publication) { return frame_head(publication.text, publication.data.size()); }
 
 // What a subscribed socket must do with a publish: write it or queue it in
 // order, or apply the slow-subscriber policy. Shard thread.

@@ -55,6 +55,17 @@ void BusLink::send_event(protocol::Event event) {
   post(envelope, ToBus::Type::message);
 }
 
+void BusLink::send_websocket_receive(bool text, std::string_view data) {
+  ++events_in_flight_;
+  dispatcher_.post({.type = ToBus::Type::message,
+                    .conn_id = conn_id_,
+                    .bytes = protocol::encode_websocket_receive(dispatcher_.gateway_id(), conn_id_, out_seq_++, text, data),
+                    .redispatchable = false,
+                    .credit_bytes = 0,
+                    .websocket = false,
+                    .window = 0});
+}
+
 void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable, bool websocket) {
   envelope.gateway_id = dispatcher_.gateway_id();
   envelope.conn_id = conn_id_;

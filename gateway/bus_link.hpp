@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -39,9 +40,14 @@ class BusLink {
   void send_first(protocol::Event event, protocol::Scope scope, bool redispatchable,
                   std::uint64_t window = protocol::k_default_byte_window);
   void send_event(protocol::Event event);
+  // A WebSocket client's message as websocket.receive: send_event() without
+  // building the event (protocol::encode_websocket_receive()).
+  void send_websocket_receive(bool text, std::string_view data);
 
   // True for the worker's next event in sequence (and counts it).
   bool accept_sequence(const WorkerMessage& reply);
+  // Whether it is the next in sequence, without counting it.
+  bool is_next(const WorkerMessage& reply) const { return reply.seq == in_seq_; }
   // The worker consumed `events` of ours: the reader may go on. False when
   // it acknowledges events we never sent (a lying worker would have us read
   // the client without bound and queue it all towards itself).
@@ -49,6 +55,12 @@ class BusLink {
   bool window_full() const { return events_in_flight_ >= protocol::k_event_window; }
   // Waits for the next credit or wake(); the caller re-checks its condition.
   boost::asio::awaitable<void> wait_for_credit();
+  // The same for a callback: `then()` runs at the next credit or wake().
+  template <typename Then>
+  void when_credit(Then then) {
+    credit_wake_.expires_at(boost::asio::steady_timer::time_point::max());
+    credit_wake_.async_wait([then = std::move(then)](const boost::system::error_code&) mutable { then(); });
+  }
   void wake() { credit_wake_.cancel(); }
   // `bytes` of the worker's output reached the client: acknowledged in batches.
   void on_written(std::uint64_t bytes);

@@ -22,6 +22,17 @@
 
 namespace asgi_bridge::gateway {
 
+// A session that can handle some of its worker's messages the moment they
+// arrive, when nothing is queued before them (a WebSocket writes a
+// websocket.send's frame from the delivery itself): no queue entry, no
+// wake-up, no coroutine resume.
+class DirectTaker {
+ public:
+  virtual ~DirectTaker() = default;
+  // True when the message was handled; false leaves it to the queue.
+  virtual bool take_now(WorkerMessage& message) = 0;
+};
+
 class Inbox {
  public:
   using Clock = std::chrono::steady_clock;
@@ -39,6 +50,11 @@ class Inbox {
 
   bool empty() const { return head_ == items_.size(); }
 
+  // Shard thread, before queuing a worker's message: its session takes it
+  // at once when nothing is queued before it (order is kept).
+  void take_directly(DirectTaker* taker) { taker_ = taker; }
+  bool taken_now(WorkerMessage& message) { return taker_ && empty() && taker_->take_now(message); }
+
   // Empty and fresh again, for the next connection of the same session.
   // Only when no wait is pending and nobody else can push.
   void reset() {
@@ -46,6 +62,7 @@ class Inbox {
     head_ = 0;
     worker_messages_ = 0;
     overflowed_ = false;
+    taker_ = nullptr;
   }
 
   // The worker's messages wait here until the session takes them. The byte
@@ -107,6 +124,7 @@ class Inbox {
   std::size_t head_ = 0;  // items_[head_] is the next event
   std::size_t worker_messages_ = 0;  // WorkerMessages among the queued events
   bool overflowed_ = false;
+  DirectTaker* taker_ = nullptr;  // cleared before its session goes
   boost::asio::steady_timer wake_;
   boost::system::error_code wait_error_;  // a cancel (push) or the deadline: either way, re-check
 };

@@ -41,6 +41,7 @@ void Shard::deliver(Delivery&& delivery) {
   auto it = inboxes_.find(delivery.conn_id);
   if (it == inboxes_.end()) return;
   if (auto* message = std::get_if<WorkerMessage>(&delivery.event)) {
+    if (it->second->taken_now(*message)) return;
     auto admit = it->second->admit_worker_message();
     if (admit == Inbox::Admit::overflow) {
       LogLimiter::warn(log::bus(), log_limiter_, message->worker_id + ": queue",

@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
@@ -135,6 +133,7 @@ WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request
 
 WebSocketSession::~WebSocketSession() {
   unsubscribe_all();  // the registry holds a plain pointer to us
+  if (link_.inbox()) link_.inbox()->take_directly(nullptr);  // and so does the inbox
   shard_.untrack(drain_token_);  // the link ends a connection still open
 }
 
@@ -277,7 +276,9 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.next_layer().socket().cancel(ec);  // the handshake watcher's wait, before Beast owns the socket
   auto server_name = config_.server_name;
   ws_.set_option(websocket::stream_base::decorator(
-      [subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
+      [this, subprotocol = accepted.subprotocol, headers = std::move(accepted.headers), server_name](websocket::response_type& response) {
+        // Beast has answered the offer by now: permessage-deflate is our only extension.
+        compressing_ = response.count(http::field::sec_websocket_extensions) > 0;
         if (!server_name.empty()) response.set(http::field::server, server_name);
         for (const auto& header : headers) {
           auto name = lower(header.name);
@@ -312,6 +313,7 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
     co_return;
   }
   state_ = State::open;
+  link_.inbox()->take_directly(this);
   set_keepalive(true);
   // An open WebSocket may idle for hours: drop the decorator's copy of the
   // app's headers (run() drops the upgrade request).
@@ -350,7 +352,7 @@ awaitable<void> WebSocketSession::serve_open() {
     });
   }
   reader_running_ = true;
-  asio::co_spawn(ws_.get_executor(), [self = shared_from_this()]() { return self->read_frames(); }, asio::detached);
+  read_next();
   auto& inbox = *link_.inbox();
   while (state_ == State::open || state_ == State::closing) {
     auto event = inbox.try_pop();
@@ -374,63 +376,90 @@ awaitable<void> WebSocketSession::serve_open() {
   }
 }
 
-awaitable<void> WebSocketSession::read_frames() {
-  auto inbox = link_.inbox();
-  bool failing = false;  // we are closing with 1007: forward nothing more
-  for (;;) {
-    if (link_.window_full()) {
-      // Paused for credits, we leave the client's pongs unread too: not its fault.
-      set_keepalive(false);
-      while (link_.window_full() && state_ != State::done) co_await link_.wait_for_credit();
-      set_keepalive(true);
-    }
-    // One message, read in parts: Beast sizes the buffer before a frame
-    // arrives (1,536 bytes for a whole-message read), so the first part is
-    // capped and an idle connection's buffer stays small. A large message's
-    // buffer is given back after it.
-    boost::system::error_code ec;
-    read_buffer_.clear();
-    if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
-    co_await ws_.async_read_some(read_buffer_, k_first_read, redirect_error(use_awaitable, ec));
-    while (!ec && !ws_.is_message_done()) {
-      co_await ws_.async_read_some(read_buffer_, 0, redirect_error(use_awaitable, ec));
-    }
-    if (ec) {
-      ClientGone gone;
-      if (ec == websocket::error::closed) {
-        gone.code = client_close_code();
-        gone.reason = std::string(ws_.reason().reason.c_str());
-      } else if (ec == websocket::error::message_too_big) {
-        gone.code = 1009;
-      } else if (ec == websocket::error::bad_frame_payload) {
-        gone.code = 1007;
-      } else if (ec == websocket::condition::protocol_violation) {
-        // Beast answered the client with 1002 (a bad close code, a bad frame...).
-        log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
-                              ec.message());
-        gone.code = 1002;
-      } else if (ec != asio::error::operation_aborted) {
-        log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
-      }
-      // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
-      note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
-      inbox->push(std::move(gone));
-      break;
-    }
-    last_heard_ = Clock::now();
-    if (failing) continue;
-    auto data = beast::buffers_to_string(read_buffer_.data());
-    if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
-      failing = true;  // keep reading: the client's answer to our close ends the reader
-      inbox->push(LocalClose{1007});
-      continue;
-    }
-    count_in(data.size());
-    protocol::WebSocketReceive receive;
-    receive.text = ws_.got_text();
-    receive.data = std::move(data);
-    link_.send_event(std::move(receive));
+// The reader: frames in, websocket.receive events out, paused while the
+// worker's event window is full. Callbacks, not a coroutine: a coroutine's
+// suspend and resume around each Beast read cost more than the read itself.
+void WebSocketSession::read_next() {
+  if (link_.window_full() && state_ != State::done) {
+    // Paused for credits, we leave the client's pongs unread too: not its fault.
+    if (!paused_for_credit_) set_keepalive(false);
+    paused_for_credit_ = true;
+    link_.when_credit([self = shared_from_this()] { self->read_next(); });
+    return;
   }
+  if (paused_for_credit_) {
+    paused_for_credit_ = false;
+    set_keepalive(true);
+  }
+  // One message, read in parts: Beast sizes the buffer before a frame
+  // arrives (1,536 bytes for a whole-message read), so the first part is
+  // capped and an idle connection's buffer stays small. A large message's
+  // buffer is given back after it.
+  read_buffer_.clear();
+  if (read_buffer_.capacity() > k_kept_read_buffer) read_buffer_.shrink_to_fit();
+  read_part(k_first_read);
+}
+
+// Beast's read into a dynamic buffer, without the composed operation it
+// wraps around the read of a plain buffer: the part goes where the buffer
+// prepares room, sized as Beast sizes it, then is committed.
+void WebSocketSession::read_part(std::size_t limit) {
+  auto room = read_buffer_.prepare(std::min(ws_.read_size_hint(read_buffer_), limit));
+  ws_.async_read_some(room, [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+    self->read_buffer_.commit(n);
+    self->on_read(ec);
+  });
+}
+
+void WebSocketSession::on_read(const boost::system::error_code& ec) {
+  if (!ec && !ws_.is_message_done()) {
+    read_part(std::numeric_limits<std::size_t>::max());
+    return;
+  }
+  if (ec) {
+    end_reader(ec);
+    return;
+  }
+  last_heard_ = Clock::now();
+  if (!failing_) forward_message();
+  read_next();
+}
+
+// A whole message read: to the worker as websocket.receive.
+void WebSocketSession::forward_message() {
+  // A flat_buffer's data is one contiguous run: encoded from where it was read.
+  std::string_view data(static_cast<const char*>(read_buffer_.data().data()), read_buffer_.size());
+  if (ws_.got_text() && ends_inside_utf8_sequence(data)) {
+    failing_ = true;  // keep reading: the client's answer to our close ends the reader
+    link_.inbox()->push(LocalClose{1007});
+    return;
+  }
+  count_in(data.size());
+  link_.send_websocket_receive(ws_.got_text(), data);
+}
+
+// The read failed: the connection is over (a close frame, a broken
+// protocol, the socket's end); the session hears how.
+void WebSocketSession::end_reader(const boost::system::error_code& ec) {
+  ClientGone gone;
+  if (ec == websocket::error::closed) {
+    gone.code = client_close_code();
+    gone.reason = std::string(ws_.reason().reason.c_str());
+  } else if (ec == websocket::error::message_too_big) {
+    gone.code = 1009;
+  } else if (ec == websocket::error::bad_frame_payload) {
+    gone.code = 1007;
+  } else if (ec == websocket::condition::protocol_violation) {
+    // Beast answered the client with 1002 (a bad close code, a bad frame...).
+    log::websocket().info("conn {}: client broke the WebSocket protocol ({}): closed 1002", link_.conn_id(),
+                          ec.message());
+    gone.code = 1002;
+  } else if (ec != asio::error::operation_aborted) {
+    log::websocket().debug("conn {}: read ended: {}", link_.conn_id(), ec.message());
+  }
+  // Beast answered 1009, 1007 and 1002 itself; a client's close frame was noted as it came.
+  note_close(gone.code, gone.code == 1009 || gone.code == 1007 || gone.code == 1002 ? Closer::gateway : Closer::client);
+  if (link_.inbox()) link_.inbox()->push(std::move(gone));
   reader_running_ = false;
 }
 
@@ -638,27 +667,61 @@ void WebSocketSession::deliver(const PublicationPtr& publication, const FrameHea
 // never inside one Beast is writing, nor after a close frame. False when the
 // socket takes nothing now: the caller queues the publish for Beast.
 bool WebSocketSession::write_now(const PublicationPtr& publication, const FrameHead& head) {
-  if (writing_message_ || !ws_.is_open()) return false;
-  auto& stream = ws_.next_layer();
-  const auto& data = publication->data;
-  auto written = stream.try_write_now(asio::buffer(head.bytes.data(), head.size), asio::buffer(data));
+  auto written = try_write_frame(head, publication->data);
   if (written == 0) return false;
-  count_out(data.size());
-  if (written == head.size + data.size()) return true;
-  // The socket took part of the frame: the rest goes out before anything else is written.
+  count_out(publication->data.size());
+  if (written < head.size + publication->data.size()) write_rest(head, publication, written);
+  return true;
+}
+
+// A websocket.send (or a credit) arriving while nothing is queued before it:
+// the frame goes to the socket from the delivery itself, as a publish does
+// (write_now): no inbox entry, no wake-up of serve_open(), no Beast write.
+// The rest takes the queue: other events, a compressed connection (Beast
+// deflates), a socket that takes nothing now, an event out of sequence (the
+// queue's check logs it).
+bool WebSocketSession::take_now(WorkerMessage& reply) {
+  if (state_ != State::open) return false;
+  if (reply.kind == protocol::Kind::credit) return link_.on_credit(reply.events);  // false: refused by the queue's path
+  if (reply.kind != protocol::Kind::event || compressing_ || !link_.is_next(reply)) return false;
+  auto* send = std::get_if<protocol::WebSocketSend>(&*reply.event);
+  if (!send || broadcast_head_ != broadcasts_.size()) return false;
+  auto size = send->data.size();
+  auto head = frame_head(send->text, size);
+  auto written = try_write_frame(head, send->data);
+  if (written == 0) return false;
+  link_.accept_sequence(reply);
+  if (written < head.size + size) {
+    write_rest(head, std::make_shared<const Publication>(Publication{{}, std::move(send->data), send->text}), written);
+  }
+  count_out(size);
+  link_.on_written(size);
+  return true;
+}
+
+// One sendmsg of a whole frame, between messages only: never inside one
+// Beast is writing, nor after a close frame. The bytes the socket took (0:
+// none, the caller takes the slow path); fewer than all must go to
+// write_rest() at once.
+std::size_t WebSocketSession::try_write_frame(const FrameHead& head, std::string_view payload) {
+  if (writing_message_ || !ws_.is_open()) return 0;
+  return ws_.next_layer().try_write_now(asio::buffer(head.bytes.data(), head.size), asio::buffer(payload));
+}
+
+// The socket took part of the frame: the rest goes out before anything else is written.
+void WebSocketSession::write_rest(const FrameHead& head, PublicationPtr payload, std::size_t written) {
   struct Rest {
     PublicationPtr publication;
     FrameHead head;
   };
-  auto rest = std::make_shared<Rest>(Rest{publication, head});
+  auto rest = std::make_shared<Rest>(Rest{std::move(payload), head});
   std::array<asio::const_buffer, 2> buffers{asio::buffer(rest->head.bytes.data(), rest->head.size),
                                             asio::buffer(rest->publication->data)};
   auto from_head = std::min(written, head.size);
   buffers[0] += from_head;
   buffers[1] += written - from_head;
   // The handler keeps the session (which owns the stream) and the bytes alive until written.
-  stream.write_rest(buffers, [self = shared_from_this(), rest](const boost::system::error_code&, std::size_t) {});
-  return true;
+  ws_.next_layer().write_rest(buffers, [self = shared_from_this(), rest](const boost::system::error_code&, std::size_t) {});
 }
 
 // Policy "close 1013" (docs/broadcast.md): the queued publishes are dropped,
@@ -829,6 +892,7 @@ awaitable<void> WebSocketSession::tls_shutdown() {
 
 void WebSocketSession::teardown() {
   unsubscribe_all();
+  if (link_.inbox()) link_.inbox()->take_directly(nullptr);
   lifetime_.cancel();
   keepalive_.cancel();
   close_deadline_.cancel();

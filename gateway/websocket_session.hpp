@@ -36,6 +36,7 @@ void start_websocket_session(ClientStream stream, SocketEnds ends,
 
 class WebSocketSession : public Drainable,
                          public BroadcastSubscriber,
+                         public DirectTaker,
                          public std::enable_shared_from_this<WebSocketSession> {
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
@@ -47,6 +48,7 @@ class WebSocketSession : public Drainable,
   void start();
   void drain() override;
   void deliver(const PublicationPtr& publication, const FrameHead& head) override;
+  bool take_now(WorkerMessage& reply) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -68,7 +70,11 @@ class WebSocketSession : public Drainable,
   boost::asio::awaitable<void> accept(protocol::WebSocketAccept& accept);
   boost::asio::awaitable<void> deny(protocol::WebSocketHttpResponseStart& start);
   boost::asio::awaitable<void> serve_open();
-  boost::asio::awaitable<void> read_frames();
+  void read_next();
+  void read_part(std::size_t limit);
+  void on_read(const boost::system::error_code& ec);
+  void forward_message();
+  void end_reader(const boost::system::error_code& ec);
   boost::asio::awaitable<void> on_open_event(WorkerMessage& reply);
   boost::asio::awaitable<void> close(int code, std::string reason, Closer who);
   void note_close(int code, Closer who);
@@ -91,6 +97,8 @@ class WebSocketSession : public Drainable,
   void unsubscribe(const std::string& channel);
   void unsubscribe_all();
   bool write_now(const PublicationPtr& publication, const FrameHead& head);
+  std::size_t try_write_frame(const FrameHead& head, std::string_view payload);
+  void write_rest(const FrameHead& head, PublicationPtr payload, std::size_t written);
   void drop_slow_subscriber();
   boost::asio::awaitable<void> write_broadcast();
 
@@ -117,6 +125,8 @@ class WebSocketSession : public Drainable,
   bool disconnect_sent_ = false;
   bool watching_client_ = false;  // the handshake watcher's wait is live
   bool reader_running_ = false;
+  bool paused_for_credit_ = false;  // the reader waits for the worker's credit
+  bool failing_ = false;            // closing 1007 for bad UTF-8: the reader forwards nothing more
   bool draining_ = false;
   boost::asio::steady_timer close_deadline_;   // the client closed: the teardown's limit
   boost::asio::steady_timer lifetime_;
@@ -135,6 +145,7 @@ class WebSocketSession : public Drainable,
   std::size_t broadcast_bytes_ = 0;    // their payloads
   bool slow_subscriber_ = false;       // the queue overflowed: closing 1013
   bool writing_message_ = false;       // a message of ours is going through Beast: write_now() waits
+  bool compressing_ = false;           // permessage-deflate agreed: the app's messages go through Beast
 
   // What the access log and the metrics say of the connection.
   Clock::time_point started_ = Clock::now();  // the upgrade request's arrival

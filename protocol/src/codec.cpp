@@ -13,8 +13,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -858,6 +860,93 @@ std::string encode(const Envelope& envelope) {
   StringSink sink(out);
   Packer packer(sink);
   write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });
+  return out;
+}
+
+namespace {
+
+// encode_websocket_receive()'s output, written byte by byte into a string
+// sized once: msgpack-c's packer appends every header and key on its own.
+class ReceiveWriter {
+ public:
+  explicit ReceiveWriter(char* at) : at_(at) {}
+  char* end() const { return at_; }
+
+  // A msgpack str or bin header for `size` bytes, in its shortest form.
+  static std::size_t header_size(std::size_t size, bool bin) {
+    if (size < 32 && !bin) return 1;
+    return size < 256 ? 2 : size < 65536 ? 3 : 5;
+  }
+  void raw(std::string_view bytes) {
+    std::memcpy(at_, bytes.data(), bytes.size());
+    at_ += bytes.size();
+  }
+  void str(std::string_view value) {
+    header(value.size(), 0xa0, 0xd9);
+    raw(value);
+  }
+  void bin(std::string_view value) {
+    header(value.size(), 0, 0xc4);
+    raw(value);
+  }
+  // As msgpack-c's pack_uint64: the shortest of positive fixint, uint 8/16/32/64.
+  void uint(std::uint64_t value) {
+    if (value < 128) return byte(value);
+    if (value < 256) return big_endian(0xcc, value, 1);
+    if (value < 65536) return big_endian(0xcd, value, 2);
+    if (value <= 0xffffffffu) return big_endian(0xce, value, 4);
+    big_endian(0xcf, value, 8);
+  }
+  static std::size_t uint_size(std::uint64_t value) {
+    return value < 128 ? 1 : value < 256 ? 2 : value < 65536 ? 3 : value <= 0xffffffffu ? 5 : 9;
+  }
+
+ private:
+  void byte(std::uint64_t value) { *at_++ = static_cast<char>(value); }
+  void big_endian(unsigned char marker, std::uint64_t value, int bytes) {
+    byte(marker);
+    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) byte(value >> shift);
+  }
+  // fix: fixstr's marker (0: bin has none); first: the 8-bit form's marker, then 16 and 32 follow it.
+  void header(std::size_t size, unsigned char fix, unsigned char first) {
+    if (fix != 0 && size < 32) return byte(fix | size);
+    if (size < 256) return big_endian(first, size, 1);
+    if (size < 65536) return big_endian(first + 1, size, 2);
+    big_endian(first + 2, wire_length(size), 4);
+  }
+
+  char* at_;
+};
+
+}  // namespace
+
+std::string encode_websocket_receive(const std::string& gateway_id, std::uint64_t conn_id, std::uint64_t seq,
+                                     bool text, std::string_view data) {
+  // The six fields of describe_envelope() an event from the gateway has, in
+  // its order; the event's two as write_event() writes them.
+  constexpr std::string_view version_kind = "\x86\xa1v\x01\xa1k\xa5" "event" "\xa1g";
+  constexpr std::string_view event_type = "\xa5" "event" "\x82\xa4type\xb1" "websocket.receive";
+  static_assert(detail::type_name<WebSocketReceive> == "websocket.receive");
+  std::string_view data_key = text ? "\xa4text" : "\xa5" "bytes";
+  std::string out;
+  out.resize(version_kind.size() + ReceiveWriter::header_size(gateway_id.size(), false) + gateway_id.size() + 2 +
+             ReceiveWriter::uint_size(conn_id) + 2 + ReceiveWriter::uint_size(seq) + event_type.size() +
+             data_key.size() + ReceiveWriter::header_size(data.size(), !text) + data.size());
+  ReceiveWriter writer(out.data());
+  writer.raw(version_kind);
+  writer.str(gateway_id);
+  writer.raw("\xa1" "c");
+  writer.uint(conn_id);
+  writer.raw("\xa1" "s");
+  writer.uint(seq);
+  writer.raw(event_type);
+  writer.raw(data_key);
+  if (text) {
+    writer.str(data);
+  } else {
+    writer.bin(data);
+  }
+  assert(writer.end() == out.data() + out.size());
   return out;
 }
 

@@ -74,6 +74,23 @@ def test_order_kept_under_load_both_directions(bridge_factory):
     assert received[n] == f"in-order {n}"
 
 
+def test_order_kept_when_the_socket_fills(bridge_factory):
+    """Small and 256 KiB messages alternating, to a client that starts reading only once
+    they have filled its socket: frames the socket took in part are finished before the
+    next one, whichever way each was written (at once from its delivery, or queued)."""
+    n, pad = 200, 256 * 1024
+    b = bridge_factory(APP)
+    with RawWebSocket(b.port, f"/order?id=p&n={n}&pad={pad}", timeout=60, rcvbuf=64 * 1024) as c:
+        assert c.read_handshake().status == 101
+        for i in range(n):
+            c.send_frame(TEXT, f"c{i}".encode())
+        time.sleep(1)  # the app's sends meet a full socket
+        for i in range(n):
+            opcode, payload = c.read_message()
+            assert opcode == TEXT and payload == (f"s{i}" + "." * (pad if i % 2 else 0)).encode(), i
+        assert c.read_message() == (TEXT, f"in-order {n}".encode())
+
+
 def test_fragmented_frames_are_reassembled(bridge_factory):
     b = bridge_factory(APP)
     with opened(b.port, "/echo?id=frag") as c:

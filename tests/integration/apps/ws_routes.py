@@ -133,11 +133,12 @@ async def hang_route(scope, receive, send, query, ident):
 
 async def order_route(scope, receive, send, query, ident):
     n = int(query.get("n", "10000"))
+    pad = int(query.get("pad", "0"))  # every odd message padded by this many bytes
     await send({"type": "websocket.accept"})
 
     async def produce():
         for i in range(n):
-            await send({"type": "websocket.send", "text": f"s{i}"})
+            await send({"type": "websocket.send", "text": f"s{i}" + "." * (pad if i % 2 else 0)})
 
     producer = asyncio.ensure_future(produce())
     problem = None

@@ -835,5 +835,29 @@ TEST(DecodeMalformed, PrefixesAndCorruptionsNeverThrow) {
   }
 }
 
+// The gateway's per-message encoder writes what encode() writes: text and
+// bytes at every str/bin header size, ids and sequence numbers at every uint size.
+TEST(EncodeWebSocketReceive, SameBytesAsEncode) {
+  const std::vector<std::uint64_t> numbers = {0, 127, 128, 255, 256, 65535, 65536, 0xffffffffULL, 0x100000000ULL};
+  for (bool text : {true, false}) {
+    for (std::size_t size : {0, 1, 31, 32, 255, 256, 65535, 65536, 70000}) {
+      for (std::size_t i = 0; i < numbers.size(); ++i) {
+        Envelope envelope;
+        envelope.kind = Kind::event;
+        envelope.gateway_id = size % 2 ? "gw-0123abcd" : std::string(40, 'g');
+        envelope.conn_id = numbers[i];
+        envelope.seq = numbers[numbers.size() - 1 - i];
+        WebSocketReceive receive;
+        receive.text = text;
+        receive.data = std::string(size, text ? 'x' : '\xff');
+        envelope.event = receive;
+        EXPECT_EQ(encode_websocket_receive(envelope.gateway_id, *envelope.conn_id, *envelope.seq, text, receive.data),
+                  encode(envelope))
+            << (text ? "text " : "bytes ") << size << " conn " << numbers[i];
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace asgi_bridge::protocol

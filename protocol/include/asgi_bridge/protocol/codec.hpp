@@ -26,6 +26,12 @@ using Result = std::variant<T, DecodeError>;
 // validate: decode() does. Throws std::length_error for a field over 4 GiB.
 std::string encode(const Envelope& envelope);
 
+// The bytes encode() writes for a websocket.receive event envelope, built
+// without an Envelope, an Event or a copy of the payload: the gateway's path
+// for every client message. `gateway_id` must not be empty.
+std::string encode_websocket_receive(const std::string& gateway_id, std::uint64_t conn_id, std::uint64_t seq,
+                                     bool text, std::string_view data);
+
 // Validates while decoding: wrong types, missing required fields, values out
 // of range and trailing bytes are errors; unknown keys are ignored. Never throws.
 // Str and bin fields are copied out of `bytes` once, into the result's strings.
