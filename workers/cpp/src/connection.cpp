@@ -11,8 +11,8 @@
 
 namespace asgi_bridge::worker::detail {
 
-std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executor& executor, protocol::Scope scope,
-                                               protocol::Event first, ConnectionInfo info, Emit emit) {
+std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executor& executor, protocol::Scope&& scope,
+                                               protocol::Event&& first, ConnectionInfo info, Emit emit) {
   std::shared_ptr<Connection> connection;
   if (scope.type == protocol::ScopeType::http) {
     connection.reset(new HttpConnection(executor, std::move(scope), std::move(info), std::move(emit)));
@@ -23,7 +23,7 @@ std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executo
   return connection;
 }
 
-Connection::Connection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info,
+Connection::Connection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope, ConnectionInfo info,
                        Emit emit)
     : executor_(executor),
       scope_(std::move(scope)),
@@ -94,7 +94,7 @@ protocol::Event Connection::take() {
     credit.worker_id = info_.worker_id;
     credit.conn_id = info_.conn_id;
     credit.events = events;
-    emit_(std::move(credit));
+    emit_(credit);
   }
   return event;
 }
@@ -163,7 +163,7 @@ void Connection::emit_event(protocol::Event event) {
   envelope.conn_id = info_.conn_id;
   envelope.seq = seq_++;
   envelope.event = std::move(event);
-  emit_(std::move(envelope));
+  emit_(envelope);
 }
 
 void Connection::abort(std::string problem) {
@@ -191,7 +191,7 @@ void Connection::report_error(std::string message) {
     }
   }
   error.message = std::move(message);
-  emit_(std::move(error));
+  emit_(error);
 }
 
 }  // namespace asgi_bridge::worker::detail
