@@ -12,8 +12,14 @@ using boost::asio::awaitable;
 
 using protocol::http::iequals;
 
-// The whole body, or nullopt when the client left first.
-awaitable<std::optional<std::string>> read_body(const Receive& receive) {
+// The request with its whole body, or nullopt when the client left first or
+// the scope is a WebSocket's (refused: the client gets 403). One coroutine
+// frame per request for all of it (not one per receive()).
+awaitable<std::optional<Request>> read_request(protocol::Scope& scope, const Receive& receive, const Send& send) {
+  if (scope.type != protocol::ScopeType::http) {
+    co_await send(websocket_close());  // before accept: the client gets 403
+    co_return std::nullopt;
+  }
   std::string body;
   for (;;) {
     auto event = co_await receive();
@@ -24,8 +30,10 @@ awaitable<std::optional<std::string>> read_body(const Receive& receive) {
     } else {
       body += chunk->body;
     }
-    if (!chunk->more_body) co_return body;
+    if (!chunk->more_body) break;
   }
+  std::optional<Request> request(std::in_place, std::move(scope), std::move(body));
+  co_return request;
 }
 
 // Not a coroutine: GCC 12 mishandles braced initialisers in coroutine bodies
@@ -57,22 +65,22 @@ Response Response::text(std::string body, int status) {
 
 App async_http_app(AsyncHttpHandler handler) {
   return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
-    if (scope.type != protocol::ScopeType::http) {
-      co_await send(websocket_close());  // before accept: the client gets 403
-      co_return;
-    }
-    auto body = co_await read_body(receive);
-    if (!body) co_return;
-    Request request{std::move(scope), std::move(*body)};  // not inside co_await: see events.hpp
-    auto response = co_await handler(std::move(request));
+    auto request = co_await read_request(scope, receive, send);
+    if (!request) co_return;
+    auto response = co_await handler(std::move(*request));
     co_await send_response(std::move(response), send);
   };
 }
 
+// Not through async_http_app: the handler is called directly, without a
+// coroutine frame of its own and a move of the request into it.
 App http_app(HttpHandler handler) {
-  return async_http_app([handler = std::move(handler)](Request request) -> awaitable<Response> {
-    co_return handler(request);
-  });
+  return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
+    auto request = co_await read_request(scope, receive, send);
+    if (!request) co_return;
+    auto response = handler(*request);
+    co_await send_response(std::move(response), send);
+  };
 }
 
 }  // namespace asgi_bridge::worker
