@@ -12,10 +12,11 @@ using boost::asio::awaitable;
 
 using protocol::http::iequals;
 
-// The request with its whole body, or nullopt when the client left first or
-// the scope is a WebSocket's (refused: the client gets 403). One coroutine
-// frame per request for all of it (not one per receive()).
-awaitable<std::optional<Request>> read_request(protocol::Scope& scope, const Receive& receive, const Send& send) {
+// The whole body, or nullopt when the client left first or the scope is a
+// WebSocket's (refused: the client gets 403). The caller builds the Request:
+// a scope moved out of a coroutine's result is a dozen strings moved twice.
+awaitable<std::optional<std::string>> read_body(const protocol::Scope& scope, const Receive& receive,
+                                                const Send& send) {
   if (scope.type != protocol::ScopeType::http) {
     co_await send(websocket_close());  // before accept: the client gets 403
     co_return std::nullopt;
@@ -30,10 +31,8 @@ awaitable<std::optional<Request>> read_request(protocol::Scope& scope, const Rec
     } else {
       body += chunk->body;
     }
-    if (!chunk->more_body) break;
+    if (!chunk->more_body) co_return body;
   }
-  std::optional<Request> request(std::in_place, std::move(scope), std::move(body));
-  co_return request;
 }
 
 // Not a coroutine: GCC 12 mishandles braced initialisers in coroutine bodies
@@ -65,9 +64,10 @@ Response Response::text(std::string body, int status) {
 
 App async_http_app(AsyncHttpHandler handler) {
   return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
-    auto request = co_await read_request(scope, receive, send);
-    if (!request) co_return;
-    auto response = co_await handler(std::move(*request));
+    auto body = co_await read_body(scope, receive, send);
+    if (!body) co_return;
+    Request request{std::move(scope), std::move(*body)};  // not inside co_await: see events.hpp
+    auto response = co_await handler(std::move(request));
     co_await send_response(std::move(response), send);
   };
 }
@@ -76,9 +76,10 @@ App async_http_app(AsyncHttpHandler handler) {
 // coroutine frame of its own and a move of the request into it.
 App http_app(HttpHandler handler) {
   return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
-    auto request = co_await read_request(scope, receive, send);
-    if (!request) co_return;
-    auto response = handler(*request);
+    auto body = co_await read_body(scope, receive, send);
+    if (!body) co_return;
+    Request request{std::move(scope), std::move(*body)};
+    auto response = handler(request);
     co_await send_response(std::move(response), send);
   };
 }
