@@ -898,6 +898,8 @@ class ReceiveWriter {
     header(value.size(), 0, 0xc4);
     raw(value);
   }
+  // The header of a str (or bin) of `size` bytes that the caller appends.
+  void payload_header(std::size_t size, bool bin) { bin ? header(size, 0, 0xc4) : header(size, 0xa0, 0xd9); }
   // As msgpack-c's pack_uint64: the shortest of positive fixint, uint 8/16/32/64.
   void uint(std::uint64_t value) {
     if (value < 128) return byte(value);
@@ -947,16 +949,20 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
   const auto* send = std::get_if<WebSocketSend>(&*e.event);
   const auto* body = std::get_if<HttpResponseBody>(&*e.event);
   std::string_view data_key = send && send->text ? "\xa4text" : "\xa5" "bytes";
-  std::size_t size = 1 + version_kind.size() + id_size(e.gateway_id) + id_size(e.worker_id) + 2 +
+  constexpr std::string_view more_body = "\xa9" "more_body";
+  std::string_view payload = send ? std::string_view(send->data) : body ? std::string_view(body->body) : "";
+  // The head is sized exactly and written in place; the payload is appended
+  // after it (no zero fill of a 60 KiB body before it is copied in).
+  std::size_t head = 1 + version_kind.size() + id_size(e.gateway_id) + id_size(e.worker_id) + 2 +
                      W::uint_size(*e.conn_id) + 2 + W::uint_size(*e.seq) + event_key.size();
   if (send) {
-    size += send_head.size() + data_key.size() + W::header_size(send->data.size(), !send->text) + send->data.size();
+    head += send_head.size() + data_key.size() + W::header_size(payload.size(), !send->text);
   } else if (body) {
-    size += body_head.size() + W::header_size(body->body.size(), true) + body->body.size() + 11;
+    head += body_head.size() + W::header_size(payload.size(), true);
   }
   std::string out;
-  out.reserve(size + (send || body ? 0 : 256));  // room for another event's fields
-  out.resize(size);
+  out.reserve(head + payload.size() + (body ? more_body.size() + 1 : send ? 0 : 256));
+  out.resize(head);
   out[0] = static_cast<char>(0x80 | (5 + !e.gateway_id.empty() + !e.worker_id.empty()));  // fixmap
   W writer(out.data() + 1);
   writer.raw(version_kind);
@@ -973,19 +979,17 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
   if (send) {
     writer.raw(send_head);
     writer.raw(data_key);
-    if (send->text) {
-      writer.str(send->data);
-    } else {
-      writer.bin(send->data);
-    }
+    writer.payload_header(payload.size(), !send->text);
   } else if (body) {
     writer.raw(body_head);
-    writer.bin(body->body);
-    writer.raw("\xa9" "more_body");
-    writer.raw(body->more_body ? "\xc3" : "\xc2");
+    writer.payload_header(payload.size(), true);
   }
   assert(writer.end() == out.data() + out.size());
-  if (!send && !body) {
+  out.append(payload);
+  if (body) {
+    out.append(more_body);
+    out.push_back(body->more_body ? '\xc3' : '\xc2');
+  } else if (!send) {
     StringSink sink(out);
     Packer packer(sink);
     write_event(packer, *e.event);
