@@ -132,7 +132,9 @@ class Worker : private GroupBus, private BroadcastBus {
   App app_;
   Options options_;
   std::string worker_id_;
-  boost::asio::io_context bus_io_;
+  // Run by one thread only (other threads post to it, which stays safe): the
+  // hint lets a handler's own posts skip the scheduler's lock and wake-ups.
+  boost::asio::io_context bus_io_{1};
   // App threads (none with --threads 1: the one shard uses bus_io_).
   std::vector<std::unique_ptr<boost::asio::io_context>> app_ios_;
   std::vector<WorkGuard> work_guards_;
