@@ -29,7 +29,7 @@ Connection::Connection(const boost::asio::any_io_executor& executor, protocol::S
       scope_(std::move(scope)),
       info_(std::move(info)),
       emit_(std::move(emit)),
-      changed_(executor),
+      changed_(executor_),  // the member: the Notifier keeps a reference
       flow_(info_.window) {}
 
 // --- from the worker ----------------------------------------------------------
