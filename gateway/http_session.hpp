@@ -18,6 +18,7 @@
 #include "bus_link.hpp"
 #include "client_stream.hpp"
 #include "config.hpp"
+#include "disconnect_sweep.hpp"
 #include "dispatcher.hpp"
 #include "request_parser.hpp"
 #include "response_events.hpp"
@@ -25,13 +26,14 @@
 
 namespace asgi_bridge::gateway {
 
-class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public Drainable, public SweepWatched, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatcher, const Config& config);
   ~HttpSession() override;
 
   void start();
   void drain() override;
+  void start_watch() override;
 
  private:
   using Parser = RequestParser;
