@@ -193,16 +193,13 @@ awaitable<bool> HttpSession::read_head() {
   boost::system::error_code ec;
   if (buffer_.size() == 0) {  // idle keep-alive: wait for the first bytes
     arm(read_deadline_, config_.keepalive_timeout);
-    // After a response, the other sessions' responses queued in this round
-    // go out first: the client has then had time to send its next request,
-    // which the read below finds, rather than failing with EAGAIN at once
-    // and reading again when epoll reports it (a system call saved).
-    if (head_started_ != Clock::time_point{}) co_await asio::post(stream_.get_executor(), use_awaitable);
     // A read, not async_wait(wait_read): Asio tries a read at once (often the
     // next request is there already), where a wait always re-arms epoll with
     // an epoll_ctl: one system call per request saved. Over TLS a wait could
     // also miss bytes OpenSSL has already taken off the socket.
-    auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
+    bool after_response = head_started_ != Clock::time_point{};
+    auto n = after_response ? co_await read_after_round(buffer_.prepare(k_head_read), ec)
+                            : co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
     read_deadline_.cancel();
     if (ec || draining_) co_return false;
@@ -242,6 +239,23 @@ awaitable<bool> HttpSession::read_head() {
   buffer_.consume(used);
   bytes_in_ += used;
   co_return true;
+}
+
+// The read that waits for a keep-alive connection's next request, started
+// once the responses queued in this round have gone out: the client has then
+// had time to send it, and Asio's first try finds it, rather than failing
+// with EAGAIN at once and reading again when epoll reports it (a system call
+// saved). The read is started from a posted handler, not after a co_await of
+// a post: that would cost a coroutine frame of its own.
+awaitable<std::size_t> HttpSession::read_after_round(asio::mutable_buffer buffer, boost::system::error_code& ec) {
+  auto token = redirect_error(use_awaitable, ec);
+  return asio::async_initiate<decltype(token), void(boost::system::error_code, std::size_t)>(
+      [this, buffer](auto handler) {
+        asio::post(stream_.get_executor(), [this, buffer, handler = std::move(handler)]() mutable {
+          stream_.async_read_some(buffer, std::move(handler));
+        });
+      },
+      token);
 }
 
 std::string_view HttpSession::buffered() const {

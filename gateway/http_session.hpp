@@ -47,6 +47,7 @@ class HttpSession : public Drainable, public SweepWatched, public std::enable_sh
   void hand_over_to_http2(std::string received);
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
+  boost::asio::awaitable<std::size_t> read_after_round(boost::asio::mutable_buffer buffer, boost::system::error_code& ec);
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
   static GatewayReason reason_of_status(int status);
   std::string_view buffered() const;  // the bytes read and not yet parsed
