@@ -79,6 +79,8 @@ HttpSession::~HttpSession() {
 
 void HttpSession::start() {
   drain_token_ = shard_.track(weak_from_this());
+  read_deadline_.on_due(weak_from_this(), [this] { on_timeout(read_deadline_); });
+  write_deadline_.on_due(weak_from_this(), [this] { on_timeout(write_deadline_); });
   spawn_session(stream_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::http());
 }
 
@@ -136,7 +138,7 @@ awaitable<HttpSession::FirstBytes> HttpSession::read_first_bytes() {
     auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
   }
-  read_deadline_.cancel();
+  read_deadline_.clear();
   // Closed, failed or timed out before the bytes could tell: an unfinished
   // head gets no answer (as read_head gives none), and the socket is not read
   // again once its end was seen (a second read there never completed).
@@ -162,7 +164,7 @@ awaitable<bool> HttpSession::tls_handshake() {
   boost::system::error_code ec;
   arm(read_deadline_, config_.request_timeout);
   co_await tls->async_handshake(asio::ssl::stream_base::server, redirect_error(use_awaitable, ec));
-  read_deadline_.cancel();
+  read_deadline_.clear();
   if (!ec) co_return true;
   if (timed_out_ || draining_) co_return false;
   // A client that connects and leaves (a TCP health check) is no news.
@@ -180,7 +182,7 @@ awaitable<void> HttpSession::tls_shutdown() {
   boost::system::error_code ec;
   arm(write_deadline_, k_tls_shutdown_timeout);
   co_await tls->async_shutdown(redirect_error(use_awaitable, ec));
-  write_deadline_.cancel();
+  write_deadline_.clear();
 }
 
 // --- request ----------------------------------------------------------------
@@ -201,7 +203,7 @@ awaitable<bool> HttpSession::read_head() {
     auto n = after_response ? co_await read_after_round(buffer_.prepare(k_head_read), ec)
                             : co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
-    read_deadline_.cancel();
+    read_deadline_.clear();
     if (ec || draining_) co_return false;
   }
   idle_ = false;
@@ -222,7 +224,7 @@ awaitable<bool> HttpSession::read_head() {
     if (ec) break;
     verdict = check.feed(buffered());
   }
-  read_deadline_.cancel();
+  read_deadline_.clear();
   if (timed_out_ || is_disconnect(ec)) co_return false;
   if (ec) {
     auto why = ec.message();
@@ -724,7 +726,7 @@ awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::
   arm(write_deadline_, config_.request_timeout);
   auto written = co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
   bytes_out_ += written;
-  write_deadline_.cancel();
+  write_deadline_.clear();
   if (ec) log::http().debug("conn {}: write failed: {}", link_.conn_id(), ec.message());
   co_return !ec;
 }
@@ -739,16 +741,12 @@ void HttpSession::end_exchange() { link_.end(); }
 
 void HttpSession::close_socket() { stream_.close(); }
 
-void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
+void HttpSession::arm(LazyDeadline& deadline, Seconds timeout) {
   if (timeout.count() <= 0) return;
-  deadline.expires_after(std::chrono::duration_cast<Clock::duration>(timeout));
-  deadline.async_wait([weak = weak_from_this(), &deadline](const boost::system::error_code& ec) {
-    if (ec) return;
-    if (auto self = weak.lock()) self->on_timeout(deadline);
-  });
+  deadline.set(std::chrono::duration_cast<Clock::duration>(timeout));
 }
 
-void HttpSession::on_timeout(const asio::steady_timer& deadline) {
+void HttpSession::on_timeout(const LazyDeadline& deadline) {
   // The read deadline past the idle wait is the request head's (--request-timeout).
   if (&deadline == &read_deadline_ && !idle_) {
     if (parser_->is_header_done()) return;  // the head came just in time

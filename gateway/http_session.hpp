@@ -20,6 +20,7 @@
 #include "config.hpp"
 #include "disconnect_sweep.hpp"
 #include "dispatcher.hpp"
+#include "lazy_deadline.hpp"
 #include "request_parser.hpp"
 #include "response_events.hpp"
 #include "shard.hpp"
@@ -80,8 +81,8 @@ class HttpSession : public Drainable, public SweepWatched, public std::enable_sh
   void send_disconnect();
   void end_exchange();
   void close_socket();
-  void arm(boost::asio::steady_timer& deadline, Seconds timeout);
-  void on_timeout(const boost::asio::steady_timer& deadline);
+  void arm(LazyDeadline& deadline, Seconds timeout);
+  void on_timeout(const LazyDeadline& deadline);
   boost::asio::awaitable<void> answer_slow_head();
   std::string client_key(int status) const;
 
@@ -92,8 +93,8 @@ class HttpSession : public Drainable, public SweepWatched, public std::enable_sh
   std::uint64_t drain_token_ = 0;
   boost::beast::flat_buffer buffer_;
   std::optional<Parser> parser_;
-  boost::asio::steady_timer read_deadline_;
-  boost::asio::steady_timer write_deadline_;
+  LazyDeadline read_deadline_;   // keep-alive wait, request head, TLS handshake
+  LazyDeadline write_deadline_;
   boost::asio::steady_timer body_deadline_;  // read_body_chunk's (arm_body_deadline)
   BodyRate body_rate_;
   SocketEnds ends_;
