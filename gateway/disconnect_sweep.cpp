@@ -13,8 +13,9 @@ void DisconnectSweep::arm() {
   armed_ = true;
   timer_.expires_after(k_period);
   timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // only the timer's destruction cancels it: `this` is going
     armed_ = false;
-    if (!ec) sweep();
+    sweep();
   });
 }
 
