@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -78,6 +79,8 @@ HttpSession::~HttpSession() {
 
 void HttpSession::start() {
   drain_token_ = shard_.track(weak_from_this());
+  read_deadline_.on_due(weak_from_this(), [this] { on_timeout(read_deadline_); });
+  write_deadline_.on_due(weak_from_this(), [this] { on_timeout(write_deadline_); });
   spawn_session(stream_.get_executor(), [self = shared_from_this()]() { return self->run(); }, log::http());
 }
 
@@ -135,7 +138,7 @@ awaitable<HttpSession::FirstBytes> HttpSession::read_first_bytes() {
     auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
   }
-  read_deadline_.cancel();
+  read_deadline_.clear();
   // Closed, failed or timed out before the bytes could tell: an unfinished
   // head gets no answer (as read_head gives none), and the socket is not read
   // again once its end was seen (a second read there never completed).
@@ -161,7 +164,7 @@ awaitable<bool> HttpSession::tls_handshake() {
   boost::system::error_code ec;
   arm(read_deadline_, config_.request_timeout);
   co_await tls->async_handshake(asio::ssl::stream_base::server, redirect_error(use_awaitable, ec));
-  read_deadline_.cancel();
+  read_deadline_.clear();
   if (!ec) co_return true;
   if (timed_out_ || draining_) co_return false;
   // A client that connects and leaves (a TCP health check) is no news.
@@ -179,7 +182,7 @@ awaitable<void> HttpSession::tls_shutdown() {
   boost::system::error_code ec;
   arm(write_deadline_, k_tls_shutdown_timeout);
   co_await tls->async_shutdown(redirect_error(use_awaitable, ec));
-  write_deadline_.cancel();
+  write_deadline_.clear();
 }
 
 // --- request ----------------------------------------------------------------
@@ -196,9 +199,11 @@ awaitable<bool> HttpSession::read_head() {
     // next request is there already), where a wait always re-arms epoll with
     // an epoll_ctl: one system call per request saved. Over TLS a wait could
     // also miss bytes OpenSSL has already taken off the socket.
-    auto n = co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
+    bool after_response = head_started_ != Clock::time_point{};
+    auto n = after_response ? co_await read_after_round(buffer_.prepare(k_head_read), ec)
+                            : co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
     buffer_.commit(n);
-    read_deadline_.cancel();
+    read_deadline_.clear();
     if (ec || draining_) co_return false;
   }
   idle_ = false;
@@ -219,7 +224,7 @@ awaitable<bool> HttpSession::read_head() {
     if (ec) break;
     verdict = check.feed(buffered());
   }
-  read_deadline_.cancel();
+  read_deadline_.clear();
   if (timed_out_ || is_disconnect(ec)) co_return false;
   if (ec) {
     auto why = ec.message();
@@ -236,6 +241,23 @@ awaitable<bool> HttpSession::read_head() {
   buffer_.consume(used);
   bytes_in_ += used;
   co_return true;
+}
+
+// The read that waits for a keep-alive connection's next request, started
+// once the responses queued in this round have gone out: the client has then
+// had time to send it, and Asio's first try finds it, rather than failing
+// with EAGAIN at once and reading again when epoll reports it (a system call
+// saved). The read is started from a posted handler, not after a co_await of
+// a post: that would cost a coroutine frame of its own.
+awaitable<std::size_t> HttpSession::read_after_round(asio::mutable_buffer buffer, boost::system::error_code& ec) {
+  auto token = redirect_error(use_awaitable, ec);
+  return asio::async_initiate<decltype(token), void(boost::system::error_code, std::size_t)>(
+      [this, buffer](auto handler) {
+        asio::post(stream_.get_executor(), [this, buffer, handler = std::move(handler)]() mutable {
+          stream_.async_read_some(buffer, std::move(handler));
+        });
+      },
+      token);
 }
 
 std::string_view HttpSession::buffered() const {
@@ -307,13 +329,14 @@ awaitable<bool> HttpSession::serve() {
   }
   body_complete_ = parser_->is_done();
   link_.send_first(protocol::HttpRequest{std::move(chunk), !body_complete_}, std::move(*scope), redispatchable_);
-  reader_running_ = true;
   if (body_complete_) {
-    watch_for_disconnect();
+    shard_.disconnect_sweep().enrol(*this);  // watched only if the response is slow
   } else {
+    reader_running_ = true;
     asio::co_spawn(stream_.get_executor(), [self = shared_from_this()]() { return self->read_rest(); }, asio::detached);
   }
   co_await respond();
+  leave_sweep();
   if (reader_running_) co_await stop_reader();  // a frame saved when the reader is done
   end_exchange();
   report_exchange();
@@ -456,11 +479,17 @@ awaitable<void> HttpSession::read_rest() {
   inbox->push(ReaderStopped{});
 }
 
+// The disconnect sweep's call: the response has been waited for a while
+// (DisconnectSweep). A read now costs nothing worth saving.
+void HttpSession::start_watch() {
+  reader_running_ = true;
+  watch_for_disconnect();
+}
+
 // The request is whole: watch the socket while the response is on its way,
 // so a client that leaves is noticed, and keep the bytes of a pipelined
 // request for its turn; then the reader has ended. A callback, not a
-// coroutine: it runs for every request, and a coroutine costs frames and a
-// spawn that a callback does not.
+// coroutine: a coroutine costs frames and a spawn that a callback does not.
 void HttpSession::watch_for_disconnect() {
   // A full buffer (a client pipelining far ahead) gets an empty read, which
   // completes at once: the reader ends without watching.
@@ -697,7 +726,7 @@ awaitable<bool> HttpSession::write(std::string_view a, std::string_view b, std::
   arm(write_deadline_, config_.request_timeout);
   auto written = co_await asio::async_write(stream_, buffers, redirect_error(use_awaitable, ec));
   bytes_out_ += written;
-  write_deadline_.cancel();
+  write_deadline_.clear();
   if (ec) log::http().debug("conn {}: write failed: {}", link_.conn_id(), ec.message());
   co_return !ec;
 }
@@ -712,16 +741,12 @@ void HttpSession::end_exchange() { link_.end(); }
 
 void HttpSession::close_socket() { stream_.close(); }
 
-void HttpSession::arm(asio::steady_timer& deadline, Seconds timeout) {
+void HttpSession::arm(LazyDeadline& deadline, Seconds timeout) {
   if (timeout.count() <= 0) return;
-  deadline.expires_after(std::chrono::duration_cast<Clock::duration>(timeout));
-  deadline.async_wait([weak = weak_from_this(), &deadline](const boost::system::error_code& ec) {
-    if (ec) return;
-    if (auto self = weak.lock()) self->on_timeout(deadline);
-  });
+  deadline.set(std::chrono::duration_cast<Clock::duration>(timeout));
 }
 
-void HttpSession::on_timeout(const asio::steady_timer& deadline) {
+void HttpSession::on_timeout(const LazyDeadline& deadline) {
   // The read deadline past the idle wait is the request head's (--request-timeout).
   if (&deadline == &read_deadline_ && !idle_) {
     if (parser_->is_header_done()) return;  // the head came just in time

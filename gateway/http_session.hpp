@@ -18,20 +18,23 @@
 #include "bus_link.hpp"
 #include "client_stream.hpp"
 #include "config.hpp"
+#include "disconnect_sweep.hpp"
 #include "dispatcher.hpp"
+#include "lazy_deadline.hpp"
 #include "request_parser.hpp"
 #include "response_events.hpp"
 #include "shard.hpp"
 
 namespace asgi_bridge::gateway {
 
-class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public Drainable, public SweepWatched, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(ClientStream stream, Shard& shard, Dispatcher& dispatcher, const Config& config);
   ~HttpSession() override;
 
   void start();
   void drain() override;
+  void start_watch() override;
 
  private:
   using Parser = RequestParser;
@@ -45,6 +48,7 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void hand_over_to_http2(std::string received);
   boost::asio::awaitable<void> tls_shutdown();
   boost::asio::awaitable<bool> read_head();
+  boost::asio::awaitable<std::size_t> read_after_round(boost::asio::mutable_buffer buffer, boost::system::error_code& ec);
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
   static GatewayReason reason_of_status(int status);
   std::string_view buffered() const;  // the bytes read and not yet parsed
@@ -77,8 +81,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   void send_disconnect();
   void end_exchange();
   void close_socket();
-  void arm(boost::asio::steady_timer& deadline, Seconds timeout);
-  void on_timeout(const boost::asio::steady_timer& deadline);
+  void arm(LazyDeadline& deadline, Seconds timeout);
+  void on_timeout(const LazyDeadline& deadline);
   boost::asio::awaitable<void> answer_slow_head();
   std::string client_key(int status) const;
 
@@ -89,8 +93,8 @@ class HttpSession : public Drainable, public std::enable_shared_from_this<HttpSe
   std::uint64_t drain_token_ = 0;
   boost::beast::flat_buffer buffer_;
   std::optional<Parser> parser_;
-  boost::asio::steady_timer read_deadline_;
-  boost::asio::steady_timer write_deadline_;
+  LazyDeadline read_deadline_;   // keep-alive wait, request head, TLS handshake
+  LazyDeadline write_deadline_;
   boost::asio::steady_timer body_deadline_;  // read_body_chunk's (arm_body_deadline)
   BodyRate body_rate_;
   SocketEnds ends_;

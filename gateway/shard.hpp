@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "broadcast.hpp"
+#include "disconnect_sweep.hpp"
 #include "inbox.hpp"
 #include "log_limiter.hpp"
 #include "mailbox.hpp"
@@ -61,6 +62,8 @@ class Shard {
   void post_event(std::uint64_t conn_id, SessionEvent event);
   // Shard thread: this shard's broadcast subscriptions.
   BroadcastRegistry& broadcasts() { return broadcasts_; }
+  // Shard thread: starts the disconnect watchers of slow HTTP/1.1 responses.
+  DisconnectSweep& disconnect_sweep() { return disconnect_sweep_; }
   // Any thread: a publish for this shard's subscribers, in the order posted.
   void post_publish(PublicationPtr publication) { publications_.push(std::move(publication)); }
   // Before the thread runs: told how many sockets each publish reached (metrics).
@@ -96,6 +99,7 @@ class Shard {
   std::thread thread_;
   Mailbox<Delivery> deliveries_{io_, [this](Delivery&& delivery) { deliver(std::move(delivery)); }};
   BroadcastRegistry broadcasts_;
+  DisconnectSweep disconnect_sweep_{io_};
   std::function<void(std::size_t)> fan_out_counter_;
   Mailbox<PublicationPtr> publications_{io_, [this](PublicationPtr&& publication) { fan_out(publication); }};
   std::uint64_t conn_counter_ = 0;

@@ -220,3 +220,15 @@ def test_client_disconnect_reaches_app(bridge):
     c.close()
     assert bridge.state.wait_for("disconnect-gone", timeout=10) == "http.disconnect"
     assert request(bridge.port, "GET", "/").status == 200
+
+
+def test_client_disconnect_reaches_app_on_a_kept_alive_connection(bridge):
+    """The watcher starts only for a response that is slow (the disconnect
+    sweep): a connection's later request with a body is watched too."""
+    with RawConnection(bridge.port) as c:
+        for _ in range(3):
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert c.read_response().status == 200
+        c.send(b"POST /wait-disconnect?id=gone-ka HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        bridge.state.wait_for("started-gone-ka")
+    assert bridge.state.wait_for("disconnect-gone-ka", timeout=10) == "http.disconnect"
