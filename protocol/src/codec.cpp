@@ -853,7 +853,16 @@ std::size_t payload_size(const Envelope& envelope) {
 
 }  // namespace
 
+namespace {
+std::optional<std::string> encode_event_envelope(const Envelope& envelope);
+}  // namespace
+
 std::string encode(const Envelope& envelope) {
+  if (auto fast = encode_event_envelope(envelope)) return std::move(*fast);
+  return detail::full_encode(envelope);
+}
+
+std::string detail::full_encode(const Envelope& envelope) {
   std::string out;
   // A typical scope whole (and within malloc's per-thread cache), plus the payload.
   out.reserve(1000 + payload_size(envelope));
@@ -889,6 +898,8 @@ class ReceiveWriter {
     header(value.size(), 0, 0xc4);
     raw(value);
   }
+  // The header of a str (or bin) of `size` bytes that the caller appends.
+  void payload_header(std::size_t size, bool bin) { bin ? header(size, 0, 0xc4) : header(size, 0xa0, 0xd9); }
   // As msgpack-c's pack_uint64: the shortest of positive fixint, uint 8/16/32/64.
   void uint(std::uint64_t value) {
     if (value < 128) return byte(value);
@@ -917,6 +928,74 @@ class ReceiveWriter {
 
   char* at_;
 };
+
+// An event envelope with nothing but its ids and numbers (every event an
+// app sends, most a gateway sends) in one pass: the head written byte by
+// byte into a string sized once, a body or WebSocket message likewise, any
+// other event by write_event(). The same bytes as full_encode() (codec_test).
+std::optional<std::string> encode_event_envelope(const Envelope& e) {
+  if (e.kind != Kind::event || e.version != k_protocol_version || !e.conn_id || !e.seq || !e.event || e.capacity ||
+      e.active || e.ws_capacity || e.window || e.events || e.bytes || e.message || e.group || e.channel || e.scope) {
+    return std::nullopt;
+  }
+  using W = ReceiveWriter;
+  auto id_size = [](const std::string& id) { return id.empty() ? 0 : 2 + W::header_size(id.size(), false) + id.size(); };
+  constexpr std::string_view version_kind = "\xa1v\x01\xa1k\xa5" "event";
+  constexpr std::string_view event_key = "\xa5" "event";
+  constexpr std::string_view send_head = "\x82\xa4type\xae" "websocket.send";
+  constexpr std::string_view body_head = "\x83\xa4type\xb2" "http.response.body" "\xa4" "body";
+  static_assert(detail::type_name<WebSocketSend> == "websocket.send");
+  static_assert(detail::type_name<HttpResponseBody> == "http.response.body");
+  const auto* send = std::get_if<WebSocketSend>(&*e.event);
+  const auto* body = std::get_if<HttpResponseBody>(&*e.event);
+  std::string_view data_key = send && send->text ? "\xa4text" : "\xa5" "bytes";
+  constexpr std::string_view more_body = "\xa9" "more_body";
+  std::string_view payload = send ? std::string_view(send->data) : body ? std::string_view(body->body) : "";
+  // The head is sized exactly and written in place; the payload is appended
+  // after it (no zero fill of a 60 KiB body before it is copied in).
+  std::size_t head = 1 + version_kind.size() + id_size(e.gateway_id) + id_size(e.worker_id) + 2 +
+                     W::uint_size(*e.conn_id) + 2 + W::uint_size(*e.seq) + event_key.size();
+  if (send) {
+    head += send_head.size() + data_key.size() + W::header_size(payload.size(), !send->text);
+  } else if (body) {
+    head += body_head.size() + W::header_size(payload.size(), true);
+  }
+  std::string out;
+  out.reserve(head + payload.size() + (body ? more_body.size() + 1 : send ? 0 : 256));
+  out.resize(head);
+  out[0] = static_cast<char>(0x80 | (5 + !e.gateway_id.empty() + !e.worker_id.empty()));  // fixmap
+  W writer(out.data() + 1);
+  writer.raw(version_kind);
+  for (auto [key, id] : {std::pair{"\xa1g", &e.gateway_id}, std::pair{"\xa1w", &e.worker_id}}) {
+    if (id->empty()) continue;
+    writer.raw(key);
+    writer.str(*id);
+  }
+  writer.raw("\xa1" "c");
+  writer.uint(*e.conn_id);
+  writer.raw("\xa1" "s");
+  writer.uint(*e.seq);
+  writer.raw(event_key);
+  if (send) {
+    writer.raw(send_head);
+    writer.raw(data_key);
+    writer.payload_header(payload.size(), !send->text);
+  } else if (body) {
+    writer.raw(body_head);
+    writer.payload_header(payload.size(), true);
+  }
+  assert(writer.end() == out.data() + out.size());
+  out.append(payload);
+  if (body) {
+    out.append(more_body);
+    out.push_back(body->more_body ? '\xc3' : '\xc2');
+  } else if (!send) {
+    StringSink sink(out);
+    Packer packer(sink);
+    write_event(packer, *e.event);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -951,8 +1030,9 @@ std::string encode_websocket_receive(const std::string& gateway_id, std::uint64_
 }
 
 Result<Envelope> decode(std::string_view bytes) {
-  Envelope envelope;
-  if (detail::fast_decode(bytes, envelope)) return envelope;
+  // Decoded in place and returned without a move (the scope's dozen strings).
+  Result<Envelope> result(std::in_place_index<0>);
+  if (detail::fast_decode(bytes, std::get<0>(result))) return result;
   return detail::full_decode(bytes);
 }
 

@@ -20,4 +20,8 @@ bool fast_decode(std::string_view bytes, Envelope& out) noexcept;
 // read from it with every check and its error message.
 Result<Envelope> full_decode(std::string_view bytes);
 
+// encode() without its fast path for event envelopes (codec.cpp): every
+// message through msgpack-c's packer, for the parity test of that path.
+std::string full_encode(const Envelope& envelope);
+
 }  // namespace asgi_bridge::protocol::detail

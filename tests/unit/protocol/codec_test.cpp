@@ -859,5 +859,37 @@ TEST(EncodeWebSocketReceive, SameBytesAsEncode) {
   }
 }
 
+// encode()'s fast path for event envelopes writes what the packer writes:
+// every event type, bodies and messages at every header size, ids absent,
+// short and long, numbers at every uint size; and declines when another
+// field is set.
+TEST(EncodeEventEnvelope, SameBytesAsThePacker) {
+  const std::vector<std::uint64_t> numbers = {0, 127, 128, 255, 256, 65535, 65536, 0xffffffffULL, 0x100000000ULL};
+  auto events = sample_events();
+  for (std::size_t size : {0, 31, 32, 255, 256, 65535, 65536}) {
+    events.push_back(message_event<WebSocketSend>(std::string(size, 'x'), true));
+    events.push_back(message_event<WebSocketSend>(std::string(size, '\xff'), false));
+    events.push_back(HttpResponseBody{std::string(size, 'b'), size % 2 == 0});
+  }
+  std::size_t checked = 0;
+  for (const auto& event : events) {
+    for (const std::string& id : {std::string(), std::string("gw-1"), std::string(40, 'g')}) {
+      for (std::size_t i = 0; i < numbers.size(); ++i) {
+        Envelope envelope;
+        envelope.gateway_id = id;
+        envelope.worker_id = i % 2 ? "wk-0123abcd" : "";
+        envelope.conn_id = numbers[i];
+        envelope.seq = numbers[numbers.size() - 1 - i];
+        envelope.event = event;
+        EXPECT_EQ(encode(envelope), detail::full_encode(envelope)) << event_type(event) << " id " << id.size();
+        envelope.window = 1;  // not the fast path's shape
+        EXPECT_EQ(encode(envelope), detail::full_encode(envelope)) << event_type(event) << " with a window";
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 1000U);
+}
+
 }  // namespace
 }  // namespace asgi_bridge::protocol

@@ -1,6 +1,7 @@
 #include "connection.hpp"
 
 #include <exception>
+#include <vector>
 
 #include <boost/core/demangle.hpp>
 
@@ -11,8 +12,8 @@
 
 namespace asgi_bridge::worker::detail {
 
-std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executor& executor, protocol::Scope scope,
-                                               protocol::Event first, ConnectionInfo info, Emit emit) {
+std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executor& executor, protocol::Scope&& scope,
+                                               protocol::Event&& first, ConnectionInfo info, Emit emit) {
   std::shared_ptr<Connection> connection;
   if (scope.type == protocol::ScopeType::http) {
     connection.reset(new HttpConnection(executor, std::move(scope), std::move(info), std::move(emit)));
@@ -23,13 +24,13 @@ std::shared_ptr<Connection> Connection::create(const boost::asio::any_io_executo
   return connection;
 }
 
-Connection::Connection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info,
+Connection::Connection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope, ConnectionInfo info,
                        Emit emit)
     : executor_(executor),
       scope_(std::move(scope)),
       info_(std::move(info)),
       emit_(std::move(emit)),
-      changed_(executor),
+      changed_(executor_),  // the member: the Notifier keeps a reference
       flow_(info_.window) {}
 
 // --- from the worker ----------------------------------------------------------
@@ -94,7 +95,7 @@ protocol::Event Connection::take() {
     credit.worker_id = info_.worker_id;
     credit.conn_id = info_.conn_id;
     credit.events = events;
-    emit_(std::move(credit));
+    emit_(credit);
   }
   return event;
 }
@@ -134,17 +135,23 @@ boost::asio::awaitable<void> Connection::send(protocol::Event event) {
 // One body as consecutive body events of k_body_piece bytes, each in turn
 // within the window (docs/protocol.md §5); all but the last with more_body.
 // The state machine has taken the whole body already; the turn is ours.
+// The first piece keeps the body's own buffer (cut to size); only the pieces
+// after it are copied out, once each (a 64 KiB body: 4 KiB copied, not 64).
 template <typename BodyEvent>
 boost::asio::awaitable<void> Connection::send_pieces(BodyEvent event) {
-  const std::string_view body = event.body;
-  for (std::size_t start = 0; start < body.size(); start += k_body_piece) {
+  std::vector<protocol::Bytes> later;
+  for (std::size_t start = k_body_piece; start < event.body.size(); start += k_body_piece) {
+    later.emplace_back(event.body, start, k_body_piece);
+  }
+  event.body.resize(k_body_piece);
+  for (std::size_t i = 0; i <= later.size(); ++i) {
     while (!disconnected_ && !failed_ && !flow_.can_send()) co_await wait_for_change();
     if (failed_) co_return;
     if (disconnected_) throw ClientDisconnected("client disconnected");
-    auto piece = body.substr(start, k_body_piece);
-    bool last = start + piece.size() == body.size();
+    protocol::Bytes piece = i == 0 ? std::move(event.body) : std::move(later[i - 1]);
+    bool last = i == later.size();
     flow_.sent(piece.size());
-    emit_event(BodyEvent{protocol::Bytes(piece), last ? event.more_body : true});
+    emit_event(BodyEvent{std::move(piece), last ? event.more_body : true});
   }
 }
 
@@ -163,7 +170,7 @@ void Connection::emit_event(protocol::Event event) {
   envelope.conn_id = info_.conn_id;
   envelope.seq = seq_++;
   envelope.event = std::move(event);
-  emit_(std::move(envelope));
+  emit_(envelope);
 }
 
 void Connection::abort(std::string problem) {
@@ -191,7 +198,7 @@ void Connection::report_error(std::string message) {
     }
   }
   error.message = std::move(message);
-  emit_(std::move(error));
+  emit_(error);
 }
 
 }  // namespace asgi_bridge::worker::detail

@@ -39,13 +39,13 @@ inline constexpr std::size_t k_body_piece = 60 * 1024;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Delivers one message for the owning gateway (kind event, credit or error).
-  using Emit = std::function<void(protocol::Envelope)>;
+  using Emit = std::function<void(const protocol::Envelope&)>;
 
   // An HttpConnection or a WebSocketConnection for the scope's type, with
   // `first` queued. `first` must open that type (http.request or
   // websocket.connect): the Worker checks before it gets here.
-  static std::shared_ptr<Connection> create(const boost::asio::any_io_executor& executor, protocol::Scope scope,
-                                            protocol::Event first, ConnectionInfo info, Emit emit);
+  static std::shared_ptr<Connection> create(const boost::asio::any_io_executor& executor, protocol::Scope&& scope,
+                                            protocol::Event&& first, ConnectionInfo info, Emit emit);
   virtual ~Connection() = default;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -82,7 +82,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const FlowControl& flow() const { return flow_; }
 
  protected:
-  Connection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info, Emit emit);
+  Connection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope, ConnectionInfo info, Emit emit);
 
   virtual bool expects(const protocol::Event& event) const = 0;
   virtual void on_incoming(protocol::Event event) = 0;

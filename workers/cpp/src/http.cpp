@@ -12,8 +12,15 @@ using boost::asio::awaitable;
 
 using protocol::http::iequals;
 
-// The whole body, or nullopt when the client left first.
-awaitable<std::optional<std::string>> read_body(const Receive& receive) {
+// The whole body, or nullopt when the client left first or the scope is a
+// WebSocket's (refused: the client gets 403). The caller builds the Request:
+// a scope moved out of a coroutine's result is a dozen strings moved twice.
+awaitable<std::optional<std::string>> read_body(const protocol::Scope& scope, const Receive& receive,
+                                                const Send& send) {
+  if (scope.type != protocol::ScopeType::http) {
+    co_await send(websocket_close());  // before accept: the client gets 403
+    co_return std::nullopt;
+  }
   std::string body;
   for (;;) {
     auto event = co_await receive();
@@ -57,11 +64,7 @@ Response Response::text(std::string body, int status) {
 
 App async_http_app(AsyncHttpHandler handler) {
   return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
-    if (scope.type != protocol::ScopeType::http) {
-      co_await send(websocket_close());  // before accept: the client gets 403
-      co_return;
-    }
-    auto body = co_await read_body(receive);
+    auto body = co_await read_body(scope, receive, send);
     if (!body) co_return;
     Request request{std::move(scope), std::move(*body)};  // not inside co_await: see events.hpp
     auto response = co_await handler(std::move(request));
@@ -69,10 +72,16 @@ App async_http_app(AsyncHttpHandler handler) {
   };
 }
 
+// Not through async_http_app: the handler is called directly, without a
+// coroutine frame of its own and a move of the request into it.
 App http_app(HttpHandler handler) {
-  return async_http_app([handler = std::move(handler)](Request request) -> awaitable<Response> {
-    co_return handler(request);
-  });
+  return [handler = std::move(handler)](protocol::Scope scope, Receive receive, Send send) -> awaitable<void> {
+    auto body = co_await read_body(scope, receive, send);
+    if (!body) co_return;
+    Request request{std::move(scope), std::move(*body)};
+    auto response = handler(request);
+    co_await send_response(std::move(response), send);
+  };
 }
 
 }  // namespace asgi_bridge::worker

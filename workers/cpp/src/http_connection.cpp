@@ -4,7 +4,7 @@
 
 namespace asgi_bridge::worker::detail {
 
-HttpConnection::HttpConnection(const boost::asio::any_io_executor& executor, protocol::Scope scope,
+HttpConnection::HttpConnection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope,
                                ConnectionInfo info, Emit emit)
     : Connection(executor, std::move(scope), std::move(info), std::move(emit)) {}
 

@@ -10,7 +10,7 @@ namespace asgi_bridge::worker::detail {
 
 class HttpConnection final : public Connection {
  public:
-  HttpConnection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info,
+  HttpConnection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope, ConnectionInfo info,
                  Emit emit);
 
   void gateway_lost() override;

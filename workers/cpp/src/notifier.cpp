@@ -5,15 +5,10 @@
 
 namespace asgi_bridge::worker::detail {
 
-Notifier::Notifier(const boost::asio::any_io_executor& executor) : timer_(executor) {
-  timer_.expires_at(boost::asio::steady_timer::time_point::max());
-}
-
 boost::asio::awaitable<void> Notifier::wait() {
+  if (!timer_) timer_.emplace(executor_, boost::asio::steady_timer::time_point::max());
   boost::system::error_code cancelled;
-  co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, cancelled));
+  co_await timer_->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, cancelled));
 }
-
-void Notifier::notify() { timer_.cancel(); }
 
 }  // namespace asgi_bridge::worker::detail

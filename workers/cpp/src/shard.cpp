@@ -1,6 +1,7 @@
 #include "shard.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
 #include "asgi_bridge/protocol/codec.hpp"
@@ -11,14 +12,16 @@ namespace asgi_bridge::worker::detail {
 Shard::Shard(boost::asio::io_context& io, const App& app, std::string worker_id, ToBus to_bus)
     : io_(io), app_(app), worker_id_(std::move(worker_id)), to_bus_(std::move(to_bus)) {}
 
-void Shard::start(ConnKey key, std::size_t link, protocol::Envelope first) {
+void Shard::start(const ConnKey& key, std::size_t link, protocol::Envelope&& first) {
   ConnectionInfo info{key.gateway_id, worker_id_, key.conn_id,
                       first.window.value_or(protocol::k_default_byte_window)};
   // Encoding happens here, on the app's thread, not on the shared bus thread.
-  auto emit = [send = to_bus_.send, link, gateway_id = key.gateway_id](protocol::Envelope envelope) {
-    send(link, gateway_id, protocol::encode(envelope));
+  // A connection's envelopes all name its gateway. Two words captured: the
+  // std::function holds them without an allocation per connection.
+  auto emit = [this, link](const protocol::Envelope& envelope) {
+    to_bus_.send(link, envelope.gateway_id, protocol::encode(envelope));
   };
-  connections_.emplace(std::move(key),
+  connections_.emplace(key,
                        Connection::create(io_.get_executor(), std::move(*first.scope), std::move(*first.event),
                                           std::move(info), std::move(emit)));
 }
@@ -27,13 +30,15 @@ void Shard::launch(const ConnKey& key) {
   auto it = connections_.find(key);
   if (it == connections_.end()) return;
   if (it->second->gone()) {
-    finished(key);  // nobody to answer: the app never runs
+    // Nobody to answer: the app never runs. Posted: the Worker may be the
+    // caller, in the middle of its own bookkeeping (--threads 1).
+    boost::asio::post(io_, [this, key] { finished(key); });
     return;
   }
   boost::asio::co_spawn(io_, it->second->run(app_), [this, key](std::exception_ptr) { finished(key); });
 }
 
-void Shard::deliver(const ConnKey& key, protocol::Envelope envelope) {
+void Shard::deliver(const ConnKey& key, protocol::Envelope&& envelope) {
   auto it = connections_.find(key);
   if (it == connections_.end()) return;  // its app just ended; the bus will hear of it
   auto& connection = *it->second;

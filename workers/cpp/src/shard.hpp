@@ -33,11 +33,11 @@ class Shard {
 
   // A first event (with scope, of the scope's type): creates the connection,
   // which queues its events until launch().
-  void start(ConnKey key, std::size_t link, protocol::Envelope first);
+  void start(const ConnKey& key, std::size_t link, protocol::Envelope&& first);
   // A --concurrency slot is free: runs the app, unless its client already left.
   void launch(const ConnKey& key);
   // A later event, a credit or an error of a connection.
-  void deliver(const ConnKey& key, protocol::Envelope envelope);
+  void deliver(const ConnKey& key, protocol::Envelope&& envelope);
   // The gateway broke the protocol on this connection.
   void abort(const ConnKey& key, std::string problem);
   // Its gateway is gone (bye, silence).

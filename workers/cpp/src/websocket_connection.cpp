@@ -4,7 +4,7 @@
 
 namespace asgi_bridge::worker::detail {
 
-WebSocketConnection::WebSocketConnection(const boost::asio::any_io_executor& executor, protocol::Scope scope,
+WebSocketConnection::WebSocketConnection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope,
                                          ConnectionInfo info, Emit emit)
     : Connection(executor, std::move(scope), std::move(info), std::move(emit)) {}
 

@@ -16,7 +16,7 @@ namespace asgi_bridge::worker::detail {
 
 class WebSocketConnection final : public Connection {
  public:
-  WebSocketConnection(const boost::asio::any_io_executor& executor, protocol::Scope scope, ConnectionInfo info,
+  WebSocketConnection(const boost::asio::any_io_executor& executor, protocol::Scope&& scope, ConnectionInfo info,
                       Emit emit);
 
   void gateway_lost() override;

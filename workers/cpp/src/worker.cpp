@@ -76,6 +76,15 @@ int Worker::run() {
 }
 
 void Worker::make_shards() {
+  if (options_.threads <= 1) {
+    // The one shard runs on the bus thread: its messages are sent at once,
+    // without a post (an allocation, a lock and a copy of the gateway id each).
+    Shard::ToBus to_bus{[this](std::size_t link, const std::string& gateway_id,
+                               std::string bytes) { send(link, gateway_id, std::move(bytes)); },
+                        [this](ConnKey key) { connection_finished(key); }};
+    shards_.push_back(std::make_unique<Shard>(bus_io_, app_, worker_id_, to_bus));
+    return;
+  }
   Shard::ToBus to_bus{
       [this](std::size_t link, const std::string& gateway_id, std::string bytes) {
         boost::asio::post(bus_io_, [this, link, gateway_id, bytes = std::move(bytes)]() mutable {
@@ -85,10 +94,6 @@ void Worker::make_shards() {
       [this](ConnKey key) {
         boost::asio::post(bus_io_, [this, key = std::move(key)] { connection_finished(key); });
       }};
-  if (options_.threads <= 1) {
-    shards_.push_back(std::make_unique<Shard>(bus_io_, app_, worker_id_, to_bus));
-    return;
-  }
   for (unsigned i = 0; i < options_.threads; ++i) {
     auto& io = *app_ios_.emplace_back(std::make_unique<boost::asio::io_context>(1));
     work_guards_.push_back(boost::asio::make_work_guard(io));
@@ -202,6 +207,11 @@ void Worker::on_event(std::size_t link, Envelope&& envelope) {
     return;
   }
   ++route.next_seq;
+  deliver(shard, std::move(key), std::move(envelope));
+}
+
+void Worker::deliver(Shard* shard, ConnKey&& key, Envelope&& envelope) {
+  if (shard_on_bus_thread()) return shard->deliver(key, std::move(envelope));
   boost::asio::post(shard->io(), [shard, key = std::move(key), envelope = std::move(envelope)]() mutable {
     shard->deliver(key, std::move(envelope));
   });
@@ -230,9 +240,13 @@ void Worker::open(std::size_t link, Envelope&& envelope) {
   route.link = link;
   route.websocket = envelope.scope->type == protocol::ScopeType::websocket;
   ++owned_[route.websocket];
-  boost::asio::post(shard->io(), [shard, key, link, envelope = std::move(envelope)]() mutable {
-    shard->start(std::move(key), link, std::move(envelope));
-  });
+  if (shard_on_bus_thread()) {
+    shard->start(key, link, std::move(envelope));
+  } else {
+    boost::asio::post(shard->io(), [shard, key, link, envelope = std::move(envelope)]() mutable {
+      shard->start(key, link, std::move(envelope));
+    });
+  }
   if (running_[route.websocket] < limit(route.websocket)) {
     launch(key, route);
   } else {
@@ -248,10 +262,7 @@ void Worker::to_connection(Envelope&& envelope) {
   ConnKey key{envelope.gateway_id, *envelope.conn_id};
   auto it = routes_.find(key);
   if (it == routes_.end()) return;  // a credit or error for an app that has ended: never answered
-  Shard* shard = it->second.shard;
-  boost::asio::post(shard->io(), [shard, key = std::move(key), envelope = std::move(envelope)]() mutable {
-    shard->deliver(key, std::move(envelope));
-  });
+  deliver(it->second.shard, std::move(key), std::move(envelope));
 }
 
 void Worker::gateway_gone(const std::string& gateway_id, std::string_view why, spdlog::level::level_enum level) {
@@ -360,6 +371,7 @@ void Worker::launch(const ConnKey& key, Route& route) {
   route.launched = true;
   ++running_[route.websocket];
   Shard* shard = route.shard;
+  if (shard_on_bus_thread()) return shard->launch(key);
   boost::asio::post(shard->io(), [shard, key] { shard->launch(key); });
 }
 

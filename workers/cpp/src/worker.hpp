@@ -83,6 +83,13 @@ class Worker : private GroupBus, private BroadcastBus {
   void on_event(std::size_t link, protocol::Envelope&& envelope);
   void open(std::size_t link, protocol::Envelope&& envelope);
   void to_connection(protocol::Envelope&& envelope);
+  // Hands a later event, credit or error to the connection's shard.
+  void deliver(Shard* shard, ConnKey&& key, protocol::Envelope&& envelope);
+  // --threads 1: the one shard runs on this thread, and is called at once
+  // instead of through a post (no allocation, lock or move of the envelope).
+  // Nothing a shard does inline calls back into the Worker, but for sends
+  // and a finished connection (see make_shards()).
+  bool shard_on_bus_thread() const { return app_ios_.empty(); }
   void gateway_gone(const std::string& gateway_id, std::string_view why, spdlog::level::level_enum level);
   void reply_error(std::size_t link, const ConnKey& key, std::string message);
   void on_group(protocol::Envelope&& envelope);
@@ -125,7 +132,9 @@ class Worker : private GroupBus, private BroadcastBus {
   App app_;
   Options options_;
   std::string worker_id_;
-  boost::asio::io_context bus_io_;
+  // Run by one thread only (other threads post to it, which stays safe): the
+  // hint lets a handler's own posts skip the scheduler's lock and wake-ups.
+  boost::asio::io_context bus_io_{1};
   // App threads (none with --threads 1: the one shard uses bus_io_).
   std::vector<std::unique_ptr<boost::asio::io_context>> app_ios_;
   std::vector<WorkGuard> work_guards_;
