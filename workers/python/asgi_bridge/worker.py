@@ -60,6 +60,9 @@ class Worker:
                  max_requests=0, on_max_requests=None, health_file=None):
         self.app = app
         self.transport = transport
+        # Only a shared queue's transport wants the free capacity (set_free_capacity):
+        # on ZeroMQ it is a no-op, not worth two calls per connection.
+        self._tells_capacity = transport.shared_queue
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.websocket_capacity = websocket_capacity
@@ -230,6 +233,8 @@ class Worker:
     def _update_capacity(self):
         """Tell the transport how many more HTTP requests and WebSockets we may take
         (shared queue): every connection we own counts, running or waiting for a slot."""
+        if not self._tells_capacity:
+            return
         if self.draining:
             self.transport.set_free_capacity(0, 0)
             return
@@ -342,7 +347,8 @@ class Worker:
             scope[SCOPE_KEY] = handle
             scope["extensions"][SCOPE_KEY] = {}
         self._websockets += websocket
-        self._update_capacity()
+        if self._tells_capacity:
+            self._update_capacity()
         slots = self._ws_slots if websocket else self._slots
         conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
         conn.skip_if_gone = True
@@ -386,7 +392,8 @@ class Worker:
         self._websockets -= websocket
         gateway.conns.discard(key)
         gateway.last_conn_end = self._loop.time()
-        self._update_capacity()
+        if self._tells_capacity:
+            self._update_capacity()
         # Remember it only if its gateway is still with us; after a silence the
         # gateway may come back and must then hear "unknown connection" for it.
         if self.gateways.get(gateway.id) is gateway:
