@@ -11,6 +11,7 @@ bool init_codec();
 PyObject* decode(PyObject* self, PyObject* data);
 PyObject* canonical_event(PyObject* self, PyObject* event);
 PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* payload_size(PyObject* self, PyObject* event);
 
 // bus.cpp: a batch of ZeroMQ receives or sends in one call; ZMQ_EVENTS.
 bool init_bus();
