@@ -23,7 +23,6 @@ import os
 
 from . import broadcast, codec, wire
 from .connection import HttpConnection, WebSocketConnection
-from .eager import start_task
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -359,7 +358,7 @@ class Worker:
         else:
             coro = self._serve_later(conn, slots)
         # Started eagerly (eager.py): an app that answers at once has done so on return.
-        task = start_task(self._loop, coro, self._app_context.copy())
+        task = wire.start_task(self._loop, coro, self._app_context.copy())
         if not task.done():  # (done: its on_end already ran)
             self._tasks[key] = task
         self._count_opened()

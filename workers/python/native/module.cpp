@@ -1,7 +1,8 @@
 // asgi_bridge._native: the Python worker's native fast path
 // (docs/workers-python.md#native-fast-path), used through asgi_bridge/wire.py
-// (the codec, codec.cpp) and asgi_bridge/transport.py (the ZeroMQ batches,
-// bus.cpp). The pure-Python code stays the reference and the fallback.
+// (the codec, codec.cpp), asgi_bridge/transport.py (the ZeroMQ batches,
+// bus.cpp) and asgi_bridge/eager.py (the eager start, eager.cpp). The
+// pure-Python code stays the reference and the fallback.
 #include "native.hpp"
 
 namespace {
@@ -78,6 +79,12 @@ PyMethodDef methods[] = {
     {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
      "send_batch(handle, backlog) -> (bytes sent, [their waiters]): sends and pops the "
      "(data, waiter) pairs of the deque until ZeroMQ would block."},
+    {"start_task", fastcall(asgi_native::start_task), METH_FASTCALL,
+     "start_task(loop, coro, context) -> the task, as eager.start_task."},
+    {"capture_call_soon",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(asgi_native::capture_call_soon)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "The call_soon of eager.py's NativeCapturingLoop (start_task keeps the first step)."},
     {"events", asgi_native::events, METH_O,
      "events(handle) -> the socket's ZMQ_EVENTS (POLLIN | POLLOUT bits)."},
     {nullptr, nullptr, 0, nullptr}};
@@ -89,6 +96,8 @@ PyModuleDef module = {PyModuleDef_HEAD_INIT, "asgi_bridge._native",
 }  // namespace
 
 PyMODINIT_FUNC PyInit__native() {
-  if (!asgi_native::init_codec() || !asgi_native::init_bus()) return nullptr;
+  if (!asgi_native::init_codec() || !asgi_native::init_bus() || !asgi_native::init_eager()) {
+    return nullptr;
+  }
   return PyModule_Create(&module);
 }

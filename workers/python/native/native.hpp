@@ -19,4 +19,10 @@ PyObject* recv_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* send_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* events(PyObject* self, PyObject* handle);
 
+// eager.cpp: eager.start_task in one call, its task's first step captured natively.
+bool init_eager();
+PyObject* start_task(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* capture_call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                            PyObject* kwnames);
+
 }  // namespace asgi_native
