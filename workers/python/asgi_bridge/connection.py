@@ -80,10 +80,12 @@ class Connection:
         if self.disconnected:
             return  # nothing the app could do with it
         self._on_incoming(event)
-        self._wake()
 
     def _on_incoming(self, event):
+        """Queue the event (or note the disconnect it is) and wake a waiting receive()."""
         self._queue.append(event)
+        if self._waiters is not None:
+            self._wake()
 
     def add_credit(self, nbytes):
         """The gateway wrote `nbytes` of our payload to the client (§5)."""
@@ -103,12 +105,10 @@ class Connection:
 
     # --- the app's receive --------------------------------------------------------
 
-    def _take(self):
-        """Pop the next queued event. The caller then awaits ``_acknowledge()`` when
-        ``_consumed`` reached CREDIT_BATCH: a coroutine only every 8 events, not per
-        event (a coroutine per receive() was a measurable share of an echo)."""
-        self._consumed += 1
-        return self._queue.popleft()
+    # receive() pops the next queued event and counts it in ``_consumed`` (inline: a
+    # call less per event), then awaits ``_acknowledge()`` when ``_consumed`` reached
+    # CREDIT_BATCH: a coroutine only every 8 events, not per event (a coroutine per
+    # receive() was a measurable share of an echo).
 
     async def _acknowledge(self):
         """Credit the gateway with CREDIT_BATCH consumed events (§5)."""
@@ -285,9 +285,9 @@ class HttpConnection(Connection):
 
     def _on_incoming(self, event):
         if event["type"] == "http.disconnect":
-            self._set_disconnected()
+            self._set_disconnected()  # (wakes a waiting receive())
         else:
-            self._queue.append(event)
+            Connection._on_incoming(self, event)
 
     def gateway_lost(self):
         self._set_disconnected()
@@ -298,7 +298,8 @@ class HttpConnection(Connection):
             if self.disconnected or self.failed or self._state == _DONE:
                 return {"type": "http.disconnect"}
             if self._queue:
-                event = self._take()
+                event = self._queue.popleft()
+                self._consumed += 1
                 if self._consumed >= CREDIT_BATCH:
                     await self._acknowledge()
                 return event
@@ -363,6 +364,8 @@ class WebSocketConnection(Connection):
         if event["type"] == "websocket.disconnect":
             self._set_disconnected()  # sends raise from now on; queued messages still go
         self._queue.append(event)
+        if self._waiters is not None:
+            self._wake()
 
     def gateway_lost(self):
         # §6: the apps of a dead gateway see an abnormal closure.
@@ -373,7 +376,8 @@ class WebSocketConnection(Connection):
             if self._last_disconnect is not None:
                 return dict(self._last_disconnect)
             if self._queue:
-                event = self._take()
+                event = self._queue.popleft()
+                self._consumed += 1
                 if self._consumed >= CREDIT_BATCH:
                     await self._acknowledge()
                 if event["type"] == "websocket.disconnect":
