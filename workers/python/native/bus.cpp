@@ -5,16 +5,59 @@
 // sent message on the 2-core test machine, a third of the worker's time per
 // WebSocket echo; ZMQ_EVENTS after each batch likewise. asgi_bridge/transport.py
 // uses these only when pyzmq and this module share one libzmq (wire.py checks
-// it), and otherwise its own pyzmq loop.
+// it), and otherwise its own pyzmq loop. A message of 16 KiB or more (a large
+// body) is sent by reference, not copied into ZeroMQ.
 #include <zmq.h>
 
 #include <cerrno>
+#include <mutex>
+#include <vector>
 
 #include "native.hpp"
 
 namespace {
 
 PyObject* popleft_name;
+
+// A large message is handed to ZeroMQ without a copy (zmq_msg_init_data): its bytes
+// object stays referenced until libzmq is done with it. libzmq says so from its I/O
+// thread, which may not touch Python objects: the reference is queued here and
+// dropped by the loop's thread at its next send_batch.
+constexpr Py_ssize_t ZERO_COPY_MIN = 16 * 1024;  // below, a copy is cheaper
+std::mutex released_mutex;
+std::vector<PyObject*> released;
+
+void release_later(void*, void* hint) {
+  std::lock_guard<std::mutex> lock(released_mutex);
+  released.push_back(static_cast<PyObject*>(hint));
+}
+
+void drop_released() {
+  std::vector<PyObject*> done;
+  {
+    std::lock_guard<std::mutex> lock(released_mutex);
+    done.swap(released);
+  }
+  for (PyObject* obj : done) Py_DECREF(obj);
+}
+
+// zmq_send of a bytes object's data without copying it; as zmq_send's result.
+int send_by_reference(void* socket, PyObject* data) {
+  zmq_msg_t msg;
+  Py_INCREF(data);  // (released by release_later, also when the send fails)
+  if (zmq_msg_init_data(&msg, PyBytes_AS_STRING(data), size_t(PyBytes_GET_SIZE(data)),
+                        release_later, data) < 0) {
+    Py_DECREF(data);
+    return -1;
+  }
+  int rc = zmq_msg_send(&msg, socket, ZMQ_DONTWAIT);
+  if (rc < 0) {
+    int error = zmq_errno();
+    zmq_msg_close(&msg);  // (calls release_later now)
+    errno = error;
+  }
+  return rc;
+}
 
 PyObject* zmq_failure(int error) {
   errno = error;
@@ -109,11 +152,18 @@ static int send_one(void* socket, PyObject* pair, Py_ssize_t* size) {
     PyErr_SetString(PyExc_TypeError, "send_batch: the backlog holds (data, waiter) pairs");
     return -1;
   }
-  Py_buffer view;
-  if (PyObject_GetBuffer(PyTuple_GET_ITEM(pair, 0), &view, PyBUF_SIMPLE) < 0) return -1;
-  int rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
-  *size = view.len;
-  PyBuffer_Release(&view);
+  PyObject* data = PyTuple_GET_ITEM(pair, 0);
+  int rc;
+  if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) >= ZERO_COPY_MIN) {
+    rc = send_by_reference(socket, data);
+    *size = PyBytes_GET_SIZE(data);
+  } else {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return -1;
+    rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
+    *size = view.len;
+    PyBuffer_Release(&view);
+  }
   if (rc >= 0) return 1;
   int error = zmq_errno();
   if (error == EAGAIN) return 0;
@@ -135,6 +185,7 @@ PyObject* send_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2) return PyErr_Format(PyExc_TypeError, "send_batch(handle, backlog)");
   if (!handle_of(args[0], &socket)) return nullptr;
   PyObject* backlog = args[1];
+  drop_released();
   Py_ssize_t sent = 0;
   PyObject* waiters = PyList_New(0);
   if (waiters == nullptr) return nullptr;
