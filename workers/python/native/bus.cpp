@@ -6,7 +6,8 @@
 // WebSocket echo; ZMQ_EVENTS after each batch likewise. asgi_bridge/transport.py
 // uses these only when pyzmq and this module share one libzmq (wire.py checks
 // it), and otherwise its own pyzmq loop. A message of 16 KiB or more (a large
-// body) is sent by reference, not copied into ZeroMQ.
+// body) is sent by reference, not copied into ZeroMQ, and received as a Frame
+// over ZeroMQ's own buffer, not copied into a bytes object before decoding.
 #include <zmq.h>
 
 #include <cerrno>
@@ -88,8 +89,51 @@ long drop_rest(void* socket) {
   return frames;
 }
 
-// One message, as bytes (or a frame count); nullptr with *error set (EAGAIN:
-// nothing more to read) or with a Python exception.
+// A large received message as it is (a Frame): read-only through the buffer protocol
+// (the native decode's and msgpack's way in), not copied into a bytes object first.
+struct Frame {
+  PyObject_HEAD
+  zmq_msg_t msg;
+};
+
+PyTypeObject* frame_type;
+
+int frame_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  zmq_msg_t* msg = &reinterpret_cast<Frame*>(self)->msg;
+  return PyBuffer_FillInfo(view, self, zmq_msg_data(msg), Py_ssize_t(zmq_msg_size(msg)), 1,
+                           flags);
+}
+
+void frame_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  zmq_msg_close(&reinterpret_cast<Frame*>(self)->msg);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyType_Slot frame_slots[] = {
+    {Py_bf_getbuffer, reinterpret_cast<void*>(frame_getbuffer)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(frame_dealloc)},
+    {Py_tp_doc, const_cast<char*>("A received bus message, read-only (buffer protocol).")},
+    {0, nullptr}};
+PyType_Spec frame_spec = {"asgi_bridge._native.Frame", sizeof(Frame), 0, Py_TPFLAGS_DEFAULT,
+                          frame_slots};
+
+// `msg`'s content as a Frame (taking it over) or, when small, as bytes.
+PyObject* message_object(zmq_msg_t* msg) {
+  if (Py_ssize_t(zmq_msg_size(msg)) < ZERO_COPY_MIN) {
+    return PyBytes_FromStringAndSize(static_cast<const char*>(zmq_msg_data(msg)),
+                                     Py_ssize_t(zmq_msg_size(msg)));
+  }
+  Frame* frame = PyObject_New(Frame, frame_type);
+  if (frame == nullptr) return nullptr;
+  zmq_msg_init(&frame->msg);
+  zmq_msg_move(&frame->msg, msg);
+  return reinterpret_cast<PyObject*>(frame);
+}
+
+// One message, as bytes or a Frame (or a frame count); nullptr with *error set
+// (EAGAIN: nothing more to read) or with a Python exception.
 PyObject* recv_one(void* socket, int* error) {
   zmq_msg_t msg;
   zmq_msg_init(&msg);
@@ -98,10 +142,8 @@ PyObject* recv_one(void* socket, int* error) {
     zmq_msg_close(&msg);
     return nullptr;
   }
-  PyObject* item = zmq_msg_more(&msg)
-      ? PyLong_FromLong(drop_rest(socket))
-      : PyBytes_FromStringAndSize(static_cast<const char*>(zmq_msg_data(&msg)),
-                                  Py_ssize_t(zmq_msg_size(&msg)));
+  PyObject* item = zmq_msg_more(&msg) ? PyLong_FromLong(drop_rest(socket))
+                                      : message_object(&msg);
   zmq_msg_close(&msg);
   return item;
 }
@@ -112,7 +154,8 @@ namespace asgi_native {
 
 bool init_bus() {
   popleft_name = PyUnicode_InternFromString("popleft");
-  return popleft_name != nullptr;
+  frame_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&frame_spec));
+  return popleft_name != nullptr && frame_type != nullptr;
 }
 
 PyObject* recv_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
