@@ -1,7 +1,8 @@
 """Bus transports, behind one small interface the worker uses:
 
 * ``start(on_message)`` — connect; then ``on_message(link, data)`` is called (on the event
-  loop, synchronously) for every message received;
+  loop, synchronously) for every message received (``data``: bytes, or, from the native
+  ZeroMQ batches, a read-only buffer over a large message: for ``wire.decode`` only);
 * ``links`` — one per configured bus endpoint: ``ready``/``heartbeat``/``drain``/``bye`` go
   to each of them (none on Redis, where no gateway is configured);
 * ``reply_link(link, gateway_id)`` — the link that reaches gateway ``gateway_id``, whose
