@@ -1,8 +1,8 @@
 """The worker's hot paths, native or pure Python (docs/workers-python.md#native-fast-path).
 
 Every message and every app event goes through ``decode``, ``canonical_event``,
-``payload_size`` and ``encode_event``. With the native module (``asgi_bridge._native``, built by CMake
-into this package) they run in C++ for the common canonical case; whatever the
+``payload_size`` and ``encode_event``. With the native module (``asgi_bridge._native``,
+built by CMake into this package) they run in C++ for the common canonical case; whatever the
 module does not take (it answers None: another kind, an unusual type, anything
 invalid) goes to ``codec``, which decides and raises the errors, so both paths give
 equal results. ``bus`` is the module too when the ZeroMQ transport may hand it
