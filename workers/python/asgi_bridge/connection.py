@@ -53,6 +53,7 @@ class Connection:
     next_in = 1     # next `s` expected from the gateway (the first event was 0)
     disconnected = False  # the client (or its gateway) is gone
     failed = False        # we reported `error`: send nothing more
+    _complete = False     # the app's part is done (response complete, socket closed)
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
                  first_event=None, push_bytes=None):
@@ -79,10 +80,12 @@ class Connection:
         if self.disconnected:
             return  # nothing the app could do with it
         self._on_incoming(event)
-        self._wake()
 
     def _on_incoming(self, event):
+        """Queue the event (or note the disconnect it is) and wake a waiting receive()."""
         self._queue.append(event)
+        if self._waiters is not None:
+            self._wake()
 
     def add_credit(self, nbytes):
         """The gateway wrote `nbytes` of our payload to the client (§5)."""
@@ -102,12 +105,10 @@ class Connection:
 
     # --- the app's receive --------------------------------------------------------
 
-    def _take(self):
-        """Pop the next queued event. The caller then awaits ``_acknowledge()`` when
-        ``_consumed`` reached CREDIT_BATCH: a coroutine only every 8 events, not per
-        event (a coroutine per receive() was a measurable share of an echo)."""
-        self._consumed += 1
-        return self._queue.popleft()
+    # receive() pops the next queued event and counts it in ``_consumed`` (inline: a
+    # call less per event), then awaits ``_acknowledge()`` when ``_consumed`` reached
+    # CREDIT_BATCH: a coroutine only every 8 events, not per event (a coroutine per
+    # receive() was a measurable share of an echo).
 
     async def _acknowledge(self):
         """Credit the gateway with CREDIT_BATCH consumed events (§5)."""
@@ -139,15 +140,16 @@ class Connection:
     async def send(self, message):
         event = wire.canonical_event(message)  # InvalidEvent: a wrong field
         self._advance(event)  # UnexpectedMessage / ClientDisconnected
-        if event["type"] in _SPLIT_TYPES and len(event["body"]) > BODY_PIECE:
+        size = wire.payload_size(event)  # (a body's size is its length)
+        if size > BODY_PIECE and event["type"] in _SPLIT_TYPES:
             await self._send_pieces(event)
-        elif self._writable or not codec.payload_size(event):
+        elif self._writable or not size:
             # The common case in this coroutine itself: no coroutine per step of it.
-            data = self._emit_now(event)
+            data = self._emit_now(event, size)
             if data is not None:
                 await self._send_bytes(data)
         else:
-            await self._send_event(event)
+            await self._send_event(event, size)
 
     async def _send_pieces(self, event):
         """A body as consecutive body events of BODY_PIECE bytes, each in turn within
@@ -159,23 +161,23 @@ class Connection:
                 return
             if start and self.disconnected:
                 raise ClientDisconnected("client disconnected")
+            piece = body[start:start + BODY_PIECE]
             await self._send_event({
-                "type": event["type"], "body": body[start:start + BODY_PIECE],
-                "more_body": event["more_body"] if start >= last else True})
+                "type": event["type"], "body": piece,
+                "more_body": event["more_body"] if start >= last else True}, len(piece))
 
-    async def _send_event(self, event):
-        if not self._writable and codec.payload_size(event):
+    async def _send_event(self, event, size):
+        if not self._writable and size:
             await self._wait_window()
-        data = self._emit_now(event)
+        data = self._emit_now(event, size)
         if data is not None:
             await self._send_bytes(data)
 
-    def _emit_now(self, event):
-        """Count the event's payload against the window, encode it with the next
-        sequence number and hand it to the bus. Returns the message when the bus did
-        not take it at once (the caller then awaits ``_send_bytes`` with it), else None
-        (also when the connection failed: nothing more goes out)."""
-        size = codec.payload_size(event)
+    def _emit_now(self, event, size):
+        """Count the event's payload (`size` bytes) against the window, encode it with
+        the next sequence number and hand it to the bus. Returns the message when the
+        bus did not take it at once (the caller then awaits ``_send_bytes`` with it),
+        else None (also when the connection failed: nothing more goes out)."""
         if size:
             self._unacked += size
             if self._unacked > self._window:
@@ -210,7 +212,7 @@ class Connection:
 
     async def _emit_event(self, event):
         """An event of the worker's own (a close on the app's behalf): no window."""
-        data = self._emit_now(event)
+        data = self._emit_now(event, 0)
         if data is not None:
             await self._send_bytes(data)
 
@@ -248,7 +250,8 @@ class Connection:
             if not self.over:
                 await self._quietly(self.fail(f"{type(exc).__name__}: {exc}"))
         else:
-            if not self.over:  # (else nothing to do: no coroutines per request for it)
+            # (`over` inline: nothing to do then, and no call per request for it)
+            if not (self.disconnected or self.failed or self._complete):
                 await self._quietly(self._on_return())
         finally:
             if self.on_end is not None:
@@ -280,15 +283,11 @@ class HttpConnection(Connection):
     _state = _START
     _trailers = False
 
-    @property
-    def _complete(self):
-        return self._state == _DONE
-
     def _on_incoming(self, event):
         if event["type"] == "http.disconnect":
-            self._set_disconnected()
+            self._set_disconnected()  # (wakes a waiting receive())
         else:
-            self._queue.append(event)
+            Connection._on_incoming(self, event)
 
     def gateway_lost(self):
         self._set_disconnected()
@@ -299,7 +298,8 @@ class HttpConnection(Connection):
             if self.disconnected or self.failed or self._state == _DONE:
                 return {"type": "http.disconnect"}
             if self._queue:
-                event = self._take()
+                event = self._queue.popleft()
+                self._consumed += 1
                 if self._consumed >= CREDIT_BATCH:
                     await self._acknowledge()
                 return event
@@ -322,8 +322,11 @@ class HttpConnection(Connection):
             if self._state == _TRAILERS:
                 raise UnexpectedMessage("http.response.body after the final body "
                                         "(expected http.response.trailers)")
-            if not event["more_body"]:
-                self._finish_body()
+            if not event["more_body"]:  # the final body
+                if self._trailers:
+                    self._state = _TRAILERS
+                else:
+                    self._set_done()
         elif etype == "http.response.trailers":
             if self._state != _TRAILERS:
                 raise UnexpectedMessage("http.response.trailers is only allowed after the "
@@ -333,15 +336,11 @@ class HttpConnection(Connection):
         else:
             raise UnexpectedMessage(f"{etype} cannot be sent on an HTTP connection")
 
-    def _finish_body(self):
-        if self._trailers:
-            self._state = _TRAILERS
-        else:
-            self._set_done()
-
     def _set_done(self):
         self._state = _DONE
-        self._wake()  # a pending receive() now returns http.disconnect
+        self._complete = True
+        if self._waiters is not None:
+            self._wake()  # a pending receive() now returns http.disconnect
 
     async def _on_return(self):
         if not self.over:
@@ -361,14 +360,12 @@ class WebSocketConnection(Connection):
     _last_disconnect = None  # returned again by every later receive()
     _channels = frozenset()  # asgi-bridge.broadcast subscriptions (a set once there are)
 
-    @property
-    def _complete(self):
-        return self._state == _CLOSED
-
     def _on_incoming(self, event):
         if event["type"] == "websocket.disconnect":
             self._set_disconnected()  # sends raise from now on; queued messages still go
         self._queue.append(event)
+        if self._waiters is not None:
+            self._wake()
 
     def gateway_lost(self):
         # §6: the apps of a dead gateway see an abnormal closure.
@@ -379,7 +376,8 @@ class WebSocketConnection(Connection):
             if self._last_disconnect is not None:
                 return dict(self._last_disconnect)
             if self._queue:
-                event = self._take()
+                event = self._queue.popleft()
+                self._consumed += 1
                 if self._consumed >= CREDIT_BATCH:
                     await self._acknowledge()
                 if event["type"] == "websocket.disconnect":
@@ -445,6 +443,7 @@ class WebSocketConnection(Connection):
 
     def _close(self):
         self._state = _CLOSED
+        self._complete = True
         self._wake()
 
     async def _on_shutdown(self):

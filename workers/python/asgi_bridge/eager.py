@@ -13,9 +13,18 @@ usual, but while it is created the loop's class is swapped for a twin whose
 the loop would have run it. Only the worker's own loops (``eager_loop_class``) can be
 swapped, and only outside a running task (a task's step inside another's is refused
 by asyncio): otherwise ``start_task`` is ``loop.create_task``.
+
+With the native module, ``wire.start_task`` is ``_native.start_task`` (native/eager.cpp):
+the same steps in one call, with a native ``call_soon`` on the capturing twin
+(``_capturing_native``), instead of two Python frames per connection.
 """
 
 import asyncio
+
+try:
+    from . import _native
+except ImportError:  # not built: start_task below only
+    _native = None
 
 _captured = []  # the first callback the twin's call_soon got: the task's first step
 
@@ -36,6 +45,13 @@ def eager_loop_class(base):
             return None
 
     EagerLoop._capturing = CapturingLoop
+    if _native is not None:
+        class NativeCapturingLoop(base):  # native/eager.cpp's twin
+            __slots__ = ()
+            call_soon = staticmethod(_native.capture_call_soon)
+            _base_call_soon = base.call_soon  # for any call but the task's first step
+
+        EagerLoop._capturing_native = NativeCapturingLoop
     EagerLoop.__name__ = EagerLoop.__qualname__ = f"Eager{base.__name__}"
     return EagerLoop
 

@@ -23,7 +23,6 @@ import os
 
 from . import broadcast, codec, wire
 from .connection import HttpConnection, WebSocketConnection
-from .eager import start_task
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -60,6 +59,9 @@ class Worker:
                  max_requests=0, on_max_requests=None, health_file=None):
         self.app = app
         self.transport = transport
+        # Only a shared queue's transport wants the free capacity (set_free_capacity):
+        # on ZeroMQ it is a no-op, not worth two calls per connection.
+        self._tells_capacity = transport.shared_queue
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.websocket_capacity = websocket_capacity
@@ -230,6 +232,8 @@ class Worker:
     def _update_capacity(self):
         """Tell the transport how many more HTTP requests and WebSockets we may take
         (shared queue): every connection we own counts, running or waiting for a slot."""
+        if not self._tells_capacity:
+            return
         if self.draining:
             self.transport.set_free_capacity(0, 0)
             return
@@ -323,7 +327,7 @@ class Worker:
             self._reply_error(gateway.id, gateway.link, conn_id,
                               f"first event of a {scope['type']} connection must be {first}")
             return
-        if self.transport.shared_queue:
+        if self._tells_capacity:  # a shared queue
             # The claim: the gateway learns the owner at once and will not re-dispatch.
             self._send_nowait(gateway.link, {"k": "credit", "g": gateway.id,
                                              "w": self.worker_id, "c": conn_id, "events": 0})
@@ -342,7 +346,8 @@ class Worker:
             scope[SCOPE_KEY] = handle
             scope["extensions"][SCOPE_KEY] = {}
         self._websockets += websocket
-        self._update_capacity()
+        if self._tells_capacity:
+            self._update_capacity()
         slots = self._ws_slots if websocket else self._slots
         conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
         conn.skip_if_gone = True
@@ -353,13 +358,10 @@ class Worker:
         else:
             coro = self._serve_later(conn, slots)
         # Started eagerly (eager.py): an app that answers at once has done so on return.
-        task = start_task(self._loop, coro, self._app_context.copy())
+        task = wire.start_task(self._loop, coro, self._app_context.copy())
         if not task.done():  # (done: its on_end already ran)
             self._tasks[key] = task
-        self._count_opened()
-
-    def _count_opened(self):
-        self._opened += 1
+        self._opened += 1  # (inline: a call per connection less)
         if self._max_requests and self._opened == self._max_requests:
             logger.info("served %d connections (--max-requests): recycling", self._opened)
             if self._on_max_requests is not None:
@@ -386,7 +388,8 @@ class Worker:
         self._websockets -= websocket
         gateway.conns.discard(key)
         gateway.last_conn_end = self._loop.time()
-        self._update_capacity()
+        if self._tells_capacity:
+            self._update_capacity()
         # Remember it only if its gateway is still with us; after a silence the
         # gateway may come back and must then hear "unknown connection" for it.
         if self.gateways.get(gateway.id) is gateway:

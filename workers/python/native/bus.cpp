@@ -5,16 +5,60 @@
 // sent message on the 2-core test machine, a third of the worker's time per
 // WebSocket echo; ZMQ_EVENTS after each batch likewise. asgi_bridge/transport.py
 // uses these only when pyzmq and this module share one libzmq (wire.py checks
-// it), and otherwise its own pyzmq loop.
+// it), and otherwise its own pyzmq loop. A message of 16 KiB or more (a large
+// body) is sent by reference, not copied into ZeroMQ, and received as a Frame
+// over ZeroMQ's own buffer, not copied into a bytes object before decoding.
 #include <zmq.h>
 
 #include <cerrno>
+#include <mutex>
+#include <vector>
 
 #include "native.hpp"
 
 namespace {
 
 PyObject* popleft_name;
+
+// A large message is handed to ZeroMQ without a copy (zmq_msg_init_data): its bytes
+// object stays referenced until libzmq is done with it. libzmq says so from its I/O
+// thread, which may not touch Python objects: the reference is queued here and
+// dropped by the loop's thread at its next send_batch.
+constexpr Py_ssize_t ZERO_COPY_MIN = 16 * 1024;  // below, a copy is cheaper
+std::mutex released_mutex;
+std::vector<PyObject*> released;
+
+void release_later(void*, void* hint) {
+  std::lock_guard<std::mutex> lock(released_mutex);
+  released.push_back(static_cast<PyObject*>(hint));
+}
+
+void drop_released() {
+  std::vector<PyObject*> done;
+  {
+    std::lock_guard<std::mutex> lock(released_mutex);
+    done.swap(released);
+  }
+  for (PyObject* obj : done) Py_DECREF(obj);
+}
+
+// zmq_send of a bytes object's data without copying it; as zmq_send's result.
+int send_by_reference(void* socket, PyObject* data) {
+  zmq_msg_t msg;
+  Py_INCREF(data);  // (released by release_later, also when the send fails)
+  if (zmq_msg_init_data(&msg, PyBytes_AS_STRING(data), size_t(PyBytes_GET_SIZE(data)),
+                        release_later, data) < 0) {
+    Py_DECREF(data);
+    return -1;
+  }
+  int rc = zmq_msg_send(&msg, socket, ZMQ_DONTWAIT);
+  if (rc < 0) {
+    int error = zmq_errno();
+    zmq_msg_close(&msg);  // (calls release_later now)
+    errno = error;
+  }
+  return rc;
+}
 
 PyObject* zmq_failure(int error) {
   errno = error;
@@ -45,8 +89,51 @@ long drop_rest(void* socket) {
   return frames;
 }
 
-// One message, as bytes (or a frame count); nullptr with *error set (EAGAIN:
-// nothing more to read) or with a Python exception.
+// A large received message as it is (a Frame): read-only through the buffer protocol
+// (the native decode's and msgpack's way in), not copied into a bytes object first.
+struct Frame {
+  PyObject_HEAD
+  zmq_msg_t msg;
+};
+
+PyTypeObject* frame_type;
+
+int frame_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  zmq_msg_t* msg = &reinterpret_cast<Frame*>(self)->msg;
+  return PyBuffer_FillInfo(view, self, zmq_msg_data(msg), Py_ssize_t(zmq_msg_size(msg)), 1,
+                           flags);
+}
+
+void frame_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  zmq_msg_close(&reinterpret_cast<Frame*>(self)->msg);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyType_Slot frame_slots[] = {
+    {Py_bf_getbuffer, reinterpret_cast<void*>(frame_getbuffer)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(frame_dealloc)},
+    {Py_tp_doc, const_cast<char*>("A received bus message, read-only (buffer protocol).")},
+    {0, nullptr}};
+PyType_Spec frame_spec = {"asgi_bridge._native.Frame", sizeof(Frame), 0, Py_TPFLAGS_DEFAULT,
+                          frame_slots};
+
+// `msg`'s content as a Frame (taking it over) or, when small, as bytes.
+PyObject* message_object(zmq_msg_t* msg) {
+  if (Py_ssize_t(zmq_msg_size(msg)) < ZERO_COPY_MIN) {
+    return PyBytes_FromStringAndSize(static_cast<const char*>(zmq_msg_data(msg)),
+                                     Py_ssize_t(zmq_msg_size(msg)));
+  }
+  Frame* frame = PyObject_New(Frame, frame_type);
+  if (frame == nullptr) return nullptr;
+  zmq_msg_init(&frame->msg);
+  zmq_msg_move(&frame->msg, msg);
+  return reinterpret_cast<PyObject*>(frame);
+}
+
+// One message, as bytes or a Frame (or a frame count); nullptr with *error set
+// (EAGAIN: nothing more to read) or with a Python exception.
 PyObject* recv_one(void* socket, int* error) {
   zmq_msg_t msg;
   zmq_msg_init(&msg);
@@ -55,10 +142,8 @@ PyObject* recv_one(void* socket, int* error) {
     zmq_msg_close(&msg);
     return nullptr;
   }
-  PyObject* item = zmq_msg_more(&msg)
-      ? PyLong_FromLong(drop_rest(socket))
-      : PyBytes_FromStringAndSize(static_cast<const char*>(zmq_msg_data(&msg)),
-                                  Py_ssize_t(zmq_msg_size(&msg)));
+  PyObject* item = zmq_msg_more(&msg) ? PyLong_FromLong(drop_rest(socket))
+                                      : message_object(&msg);
   zmq_msg_close(&msg);
   return item;
 }
@@ -69,7 +154,8 @@ namespace asgi_native {
 
 bool init_bus() {
   popleft_name = PyUnicode_InternFromString("popleft");
-  return popleft_name != nullptr;
+  frame_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&frame_spec));
+  return popleft_name != nullptr && frame_type != nullptr;
 }
 
 PyObject* recv_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -109,11 +195,18 @@ static int send_one(void* socket, PyObject* pair, Py_ssize_t* size) {
     PyErr_SetString(PyExc_TypeError, "send_batch: the backlog holds (data, waiter) pairs");
     return -1;
   }
-  Py_buffer view;
-  if (PyObject_GetBuffer(PyTuple_GET_ITEM(pair, 0), &view, PyBUF_SIMPLE) < 0) return -1;
-  int rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
-  *size = view.len;
-  PyBuffer_Release(&view);
+  PyObject* data = PyTuple_GET_ITEM(pair, 0);
+  int rc;
+  if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) >= ZERO_COPY_MIN) {
+    rc = send_by_reference(socket, data);
+    *size = PyBytes_GET_SIZE(data);
+  } else {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return -1;
+    rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
+    *size = view.len;
+    PyBuffer_Release(&view);
+  }
   if (rc >= 0) return 1;
   int error = zmq_errno();
   if (error == EAGAIN) return 0;
@@ -135,6 +228,7 @@ PyObject* send_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2) return PyErr_Format(PyExc_TypeError, "send_batch(handle, backlog)");
   if (!handle_of(args[0], &socket)) return nullptr;
   PyObject* backlog = args[1];
+  drop_released();
   Py_ssize_t sent = 0;
   PyObject* waiters = PyList_New(0);
   if (waiters == nullptr) return nullptr;

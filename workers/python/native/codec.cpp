@@ -940,6 +940,44 @@ PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return w.finish();
 }
 
+// codec.payload_size of a canonical event: the bytes counted against the window.
+// None where codec must decide (a str that is not valid UTF-8: codec raises for it).
+PyObject* payload_size(PyObject*, PyObject* event) {
+  if (!PyDict_CheckExact(event)) Py_RETURN_NONE;
+  PyObject* type = PyDict_GetItemWithError(event, n.type);
+  Py_ssize_t size;
+  const char* text = type && PyUnicode_CheckExact(type) ? PyUnicode_AsUTF8AndSize(type, &size)
+                                                        : nullptr;
+  if (text == nullptr) return none_or_error();
+  std::string_view kind(text, size_t(size));
+  PyObject* payload = nullptr;
+  if (kind == "websocket.send") {
+    payload = PyDict_GetItemWithError(event, n.bytes);
+    if (payload == Py_None) payload = nullptr;
+    if (payload == nullptr) {
+      PyObject* str = PyDict_GetItemWithError(event, n.text);
+      if (str == nullptr || !PyUnicode_CheckExact(str)) return none_or_error();
+      if (PyUnicode_IS_ASCII(str)) return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(str));
+      return PyUnicode_AsUTF8AndSize(str, &size) ? PyLong_FromSsize_t(size) : none_or_error();
+    }
+  } else if (kind == "http.response.body" || kind == "websocket.http.response.body") {
+    payload = PyDict_GetItemWithError(event, n.body);
+  } else {
+    return PyLong_FromLong(0);
+  }
+  if (payload != nullptr && PyBytes_CheckExact(payload)) {
+    return PyLong_FromSsize_t(PyBytes_GET_SIZE(payload));
+  }
+  if (payload != nullptr && PyMemoryView_Check(payload)) {  // a piece of a large body
+    Py_buffer view;
+    if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) return none_or_error();
+    size = view.len;
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(size);
+  }
+  return none_or_error();  // anything else: codec's len()
+}
+
 bool init_names() {
   struct {
     PyObject** slot;
@@ -976,5 +1014,6 @@ PyObject* canonical_event(PyObject* self, PyObject* event) {
 PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   return ::encode_event(self, args, nargs);
 }
+PyObject* payload_size(PyObject* self, PyObject* event) { return ::payload_size(self, event); }
 
 }  // namespace asgi_native

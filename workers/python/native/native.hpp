@@ -11,11 +11,18 @@ bool init_codec();
 PyObject* decode(PyObject* self, PyObject* data);
 PyObject* canonical_event(PyObject* self, PyObject* event);
 PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* payload_size(PyObject* self, PyObject* event);
 
 // bus.cpp: a batch of ZeroMQ receives or sends in one call; ZMQ_EVENTS.
 bool init_bus();
 PyObject* recv_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* send_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* events(PyObject* self, PyObject* handle);
+
+// eager.cpp: eager.start_task in one call, its task's first step captured natively.
+bool init_eager();
+PyObject* start_task(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+PyObject* capture_call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                            PyObject* kwnames);
 
 }  // namespace asgi_native

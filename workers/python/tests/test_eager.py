@@ -5,8 +5,7 @@ import contextvars
 
 import pytest
 
-from asgi_bridge import runtime
-from asgi_bridge.eager import start_task
+from asgi_bridge import eager, runtime, wire
 from asgi_bridge.worker import Worker
 from bridge_helpers import FakeTransport
 
@@ -18,6 +17,15 @@ except ImportError:
     pass
 
 var = contextvars.ContextVar("var", default="unset")
+
+STARTERS = [pytest.param(eager.start_task, id="python")]
+if wire._native is not None:  # native/eager.cpp: the same steps in one call
+    STARTERS.append(pytest.param(wire._native.start_task, id="native"))
+
+
+@pytest.fixture(params=STARTERS)
+def start_task(request):
+    return request.param
 
 
 def run_on(loop_name, main):
@@ -43,7 +51,7 @@ async def from_callback(fn):
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_a_coroutine_that_does_not_wait_is_done_on_return_inside_a_real_task(loop_name):
+def test_a_coroutine_that_does_not_wait_is_done_on_return_inside_a_real_task(loop_name, start_task):
     seen = []
 
     async def app():
@@ -66,7 +74,7 @@ def test_a_coroutine_that_does_not_wait_is_done_on_return_inside_a_real_task(loo
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_a_coroutine_that_waits_goes_on_as_a_task_and_can_be_cancelled(loop_name):
+def test_a_coroutine_that_waits_goes_on_as_a_task_and_can_be_cancelled(loop_name, start_task):
     async def main():
         loop = asyncio.get_running_loop()
         gate = loop.create_future()
@@ -95,7 +103,7 @@ def test_a_coroutine_that_waits_goes_on_as_a_task_and_can_be_cancelled(loop_name
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_an_exception_in_the_first_step_stays_in_the_task(loop_name):
+def test_an_exception_in_the_first_step_stays_in_the_task(loop_name, start_task):
     async def app():
         raise ValueError("boom")
 
@@ -107,7 +115,7 @@ def test_an_exception_in_the_first_step_stays_in_the_task(loop_name):
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_inside_a_task_or_on_another_loop_it_is_create_task(loop_name):
+def test_inside_a_task_or_on_another_loop_it_is_create_task(loop_name, start_task):
     started = []
 
     async def app():

@@ -187,9 +187,24 @@ def test_app_event_is_checked_the_same(event):
     native, python = (outcome(wire._native_canonical_event, event),
                       outcome(codec.canonical_event, event))
     assert native == python
-    if python[0] == "returns":  # and encodes to the same bytes
+    if python[0] == "returns":  # and encodes to the same bytes, counts the same payload
         args = ("gw-1", "wk-1", 2 ** 40, 70000, python[1])
         assert outcome(wire._native_encode_event, *args) == outcome(codec.encode_event, *args)
+        assert (outcome(wire._native_payload_size, python[1]) ==
+                outcome(codec.payload_size, python[1]))
+
+
+@needs_native
+@pytest.mark.parametrize("event", [
+    {"type": "websocket.send", "text": "a\udc80"}, {"type": "websocket.send", "text": "é€😀"},
+    {"type": "websocket.send", "bytes": None, "text": "abc"},
+    {"type": "websocket.send", "bytes": bytearray(b"ab")},
+    {"type": "http.response.body", "body": memoryview(b"abcdef")[1:], "more_body": True},
+    {"type": "websocket.http.response.body", "body": b"xyz", "more_body": False},
+    {"type": "http.response.body", "body": "not bytes"}, {"type": "http.response.start"},
+    {"type": 3}, {"type": "websocket.send"}])
+def test_payload_is_counted_the_same(event):
+    assert outcome(wire._native_payload_size, event) == outcome(codec.payload_size, event)
 
 
 @needs_native

@@ -7,7 +7,7 @@ import msgpack
 
 from asgi_bridge import groups
 from asgi_bridge.worker import Worker
-from bridge_helpers import FakeTransport, run
+from bridge_helpers import FakeTransport, SharedQueueTransport, run
 
 
 def first_http(conn=1, gateway="gw-1", body=b"", more_body=False):
@@ -271,7 +271,7 @@ def test_concurrency_queues_extra_connections():
 def test_websockets_are_counted_apart_from_http_requests():
     """Open WebSockets hold no HTTP slot: with --concurrency 1 and room for 2 WebSockets,
     two idle WebSockets leave the HTTP request running; a third WebSocket waits for its
-    own slot. The free capacity told to the transport follows each kind."""
+    own slot. The free capacity told to a shared queue's transport follows each kind."""
     async def main():
         running = []
 
@@ -283,7 +283,8 @@ def test_websockets_are_counted_apart_from_http_requests():
             await receive()
             await send({"type": "websocket.accept"})
             await receive()  # idle until the disconnect
-        worker, bus = make_worker(app, concurrency=1, websocket_capacity=2)
+        worker, bus = make_worker(app, SharedQueueTransport(), concurrency=1,
+                                  websocket_capacity=2)
         bus.deliver(first_ws(conn=1))
         bus.deliver(first_ws(conn=2))
         await settle()
