@@ -48,11 +48,16 @@ def test_healthz_readyz_and_metrics_count_responses(admin_bridge, bus_url):
         c.send(b"GARBAGE\r\n\r\n")
         assert c.read_response().status == 400
 
-    text = request(admin, "GET", "/metrics").body.decode()
-    # /__ready probes of the harness may add more 2xx, never fewer.
-    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="2xx",origin="app"}') >= ok_before + 3
-    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="app"}') >= 1  # the 404
-    assert metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="gateway"}') >= 1
+    def counted() -> str | None:
+        # An exchange is counted once its last byte is written, which may be just
+        # after the client has read it: poll the scrape briefly rather than race it.
+        text = request(admin, "GET", "/metrics").body.decode()
+        # /__ready probes of the harness may add more 2xx, never fewer.
+        done = (metric(text, "asgi_bridge_responses_total", '{protocol="http",status="2xx",origin="app"}') >= ok_before + 3
+                and metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="app"}') >= 1  # the 404
+                and metric(text, "asgi_bridge_responses_total", '{protocol="http",status="4xx",origin="gateway"}') >= 1)
+        return text if done else None
+    text = wait_until(counted, 5, "the three 2xx, the 404 and the gateway's 400 counted")
     assert metric(text, "asgi_bridge_draining") == 0
     if not bus_url.startswith(("redis://", "rediss://")):
         assert metric(text, "asgi_bridge_workers") == 1
