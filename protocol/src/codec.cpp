@@ -143,10 +143,13 @@ class Packer {
   char* end_ = nullptr;
 };
 
-std::uint32_t wire_length(std::size_t size) {
-  if (size > std::numeric_limits<std::uint32_t>::max()) {
-    throw std::length_error("asgi_bridge::protocol::encode: a field is over 4 GiB");
-  }
+[[noreturn, gnu::cold, gnu::noinline]] void throw_over_4_gib() {
+  throw std::length_error("asgi_bridge::protocol::encode: a field is over 4 GiB");
+}
+
+// Inlined into every str, bin and array of an encode; the throw kept out of line.
+inline std::uint32_t wire_length(std::size_t size) {
+  if (size > std::numeric_limits<std::uint32_t>::max()) throw_over_4_gib();
   return static_cast<std::uint32_t>(size);
 }
 
