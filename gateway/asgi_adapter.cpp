@@ -9,6 +9,7 @@
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
 
+#include "asgi_bridge/protocol/http_grammar.hpp"
 #include "list_items.hpp"
 
 namespace asgi_bridge::gateway {
@@ -93,9 +94,10 @@ const std::string& http_date() {
   return date;
 }
 
-bool is_hop_by_hop_for_app(std::string_view lower_name) {
+bool is_hop_by_hop_for_app(std::string_view name) {
   // The gateway owns the framing and connection management of a response.
-  return lower_name == "transfer-encoding" || lower_name == "connection" || lower_name == "keep-alive";
+  using protocol::http::iequals;
+  return iequals(name, "transfer-encoding") || iequals(name, "connection") || iequals(name, "keep-alive");
 }
 
 std::string lower(std::string_view text) {
@@ -179,12 +181,14 @@ std::string format_response_head(const ResponseHead& head) {
   bool has_length = false;
   if (head.app_headers) {
     for (const auto& header : *head.app_headers) {
-      auto name = lower(header.name);
+      // Compared without a lower-cased copy: a string per header and response.
+      using protocol::http::iequals;
+      std::string_view name = header.name;
       if (is_hop_by_hop_for_app(name)) continue;
       // Repeats are identical (check_response_head): one line, as RFC 9110 §8.6 wants.
-      if (name == "content-length" && std::exchange(has_length, true)) continue;
-      has_date = has_date || name == "date";
-      has_server = has_server || name == "server";
+      if (iequals(name, "content-length") && std::exchange(has_length, true)) continue;
+      has_date = has_date || iequals(name, "date");
+      has_server = has_server || iequals(name, "server");
       out.append(header.name).append(": ").append(header.value).append("\r\n");
     }
   }

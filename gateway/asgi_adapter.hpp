@@ -53,8 +53,9 @@ std::string error_body(int status);
 // The Date header's value, now.
 const std::string& http_date();
 
-// Response headers the gateway owns the framing of: an app's are dropped.
-bool is_hop_by_hop_for_app(std::string_view lower_name);
+// Response headers the gateway owns the framing of: an app's are dropped
+// (names compared case-insensitively).
+bool is_hop_by_hop_for_app(std::string_view name);
 
 // Lower-cases an ASCII header name.
 std::string lower(std::string_view text);

@@ -44,6 +44,9 @@ class Inbox {
   // WorkerMessage fields read uninitialized.
   template <typename Event>
   void push(Event&& event) {
+    // An HTTP response's start and body usually come in the same bus batch:
+    // room for both at once, not a second allocation that moves the first.
+    if (items_.capacity() == 0) items_.reserve(2);
     items_.emplace_back(std::forward<Event>(event));
     wake_.cancel();
   }

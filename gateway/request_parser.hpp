@@ -53,6 +53,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
     // has no request trailers, and storing them would grow without bound.
     if (is_header_done()) return;
     request_.insert(name, name_string, value);
+    // Most requests have a handful of fields: one allocation, not one per doubling.
+    if (headers_.capacity() == 0) headers_.reserve(k_usual_fields);
     headers_.push_back({lower(name_string), std::string(value)});
   }
   void on_header_impl(error_code&) override {}
@@ -72,6 +74,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
     if (n < body.size()) ec = boost::beast::http::error::need_buffer;
     return n;
   }
+
+  static constexpr std::size_t k_usual_fields = 8;
 
   Request request_;
   protocol::Headers headers_;

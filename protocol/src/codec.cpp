@@ -52,29 +52,104 @@ using TextCheck = void (*)(std::string_view value, const Path& path);
 
 // --- encoding -----------------------------------------------------------------
 
-// The msgpack::packer stream: appends to a std::string.
-class StringSink {
+// Appends msgpack to a std::string: the subset of msgpack::packer's calls
+// that Writer makes, each value in msgpack-c's shortest form (codec_test's
+// golden vectors hold the bytes). msgpack-c's packer hands every type tag and
+// key to its stream on its own (a scope is ≈ 150 writes, each an append with
+// its length checks); here the string is grown ahead by k_room bytes and a
+// tag is stored into that room. A body that does not fit is appended, so a
+// large payload is not zero-filled first. finish() cuts the string to what
+// was written.
+class Packer {
  public:
-  explicit StringSink(std::string& out) : out_(out) {}
-  // The packer writes most type tags one byte at a time: push_back skips
-  // append's length checks and its call to memcpy.
-  void write(const char* data, std::size_t size) {
-    if (size == 1) {
-      out_.push_back(*data);
-    } else {
-      out_.append(data, size);
-    }
+  // Room for a typical scope whole (and within malloc's per-thread cache).
+  static constexpr std::size_t k_room = 1000;
+
+  Packer(std::string& out, std::size_t room) : out_(out) { grow(out.size(), room); }
+  void finish() { out_.resize(static_cast<std::size_t>(at_ - out_.data())); }
+
+  void pack_nil() { tag(0xc0); }
+  void pack(bool value) { tag(value ? 0xc3 : 0xc2); }
+  void pack_uint64(std::uint64_t value) {
+    if (value < 128) return tag(value);
+    if (value < 256) return tag(0xcc, value, 1);
+    if (value < 65536) return tag(0xcd, value, 2);
+    if (value <= 0xffffffffu) return tag(0xce, value, 4);
+    tag(0xcf, value, 8);
   }
+  void pack_int64(std::int64_t value) {
+    if (value >= 0) return pack_uint64(static_cast<std::uint64_t>(value));
+    auto bits = static_cast<std::uint64_t>(value);
+    if (value >= -32) return tag(bits);
+    if (value >= -128) return tag(0xd0, bits, 1);
+    if (value >= -32768) return tag(0xd1, bits, 2);
+    if (value >= -2147483648LL) return tag(0xd2, bits, 4);
+    tag(0xd3, bits, 8);
+  }
+  void pack_map(std::uint32_t size) { sized(size, 0x80, 16, 0xde); }
+  void pack_array(std::uint32_t size) { sized(size, 0x90, 16, 0xdc); }
+  void pack_str(std::uint32_t size) {
+    if (size < 32) return tag(0xa0 | size);
+    if (size < 256) return tag(0xd9, size, 1);
+    sized(size, 0, 0, 0xda);
+  }
+  void pack_bin(std::uint32_t size) {
+    if (size < 256) return tag(0xc4, size, 1);
+    sized(size, 0, 0, 0xc5);
+  }
+  void pack_str_body(const char* data, std::uint32_t size) { body(data, size); }
+  void pack_bin_body(const char* data, std::uint32_t size) { body(data, size); }
 
  private:
-  std::string& out_;
-};
-using Packer = msgpack::packer<StringSink>;
-
-std::uint32_t wire_length(std::size_t size) {
-  if (size > std::numeric_limits<std::uint32_t>::max()) {
-    throw std::length_error("asgi_bridge::protocol::encode: a field is over 4 GiB");
+  // A one-byte value, or `marker` and `value`'s low `bytes` bytes big-endian.
+  void tag(std::uint64_t value) {
+    room(1);
+    *at_++ = static_cast<char>(value);
   }
+  void tag(unsigned char marker, std::uint64_t value, int bytes) {
+    room(9);
+    *at_++ = static_cast<char>(marker);
+    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) *at_++ = static_cast<char>(value >> shift);
+  }
+  // fix | size below `fix_limit` (a fixmap, fixarray), else the 16-bit form
+  // `marker` or the 32-bit one after it.
+  void sized(std::uint32_t size, unsigned char fix, std::uint32_t fix_limit, unsigned char marker) {
+    if (size < fix_limit) return tag(fix | size);
+    if (size < 65536) return tag(marker, size, 2);
+    tag(marker + 1, size, 4);
+  }
+  void room(std::size_t size) {
+    if (static_cast<std::size_t>(end_ - at_) < size) grow(used(), k_room);
+  }
+  void body(const char* data, std::size_t size) {
+    if (size <= static_cast<std::size_t>(end_ - at_)) {
+      std::memcpy(at_, data, size);
+      at_ += size;
+      return;
+    }
+    finish();
+    out_.append(data, size);
+    grow(out_.size(), std::max(out_.capacity() - out_.size(), k_room));
+  }
+  std::size_t used() const { return static_cast<std::size_t>(at_ - out_.data()); }
+  void grow(std::size_t used, std::size_t room) {
+    out_.resize(used + room);
+    at_ = out_.data() + used;
+    end_ = out_.data() + out_.size();
+  }
+
+  std::string& out_;
+  char* at_ = nullptr;
+  char* end_ = nullptr;
+};
+
+[[noreturn, gnu::cold, gnu::noinline]] void throw_over_4_gib() {
+  throw std::length_error("asgi_bridge::protocol::encode: a field is over 4 GiB");
+}
+
+// Inlined into every str, bin and array of an encode; the throw kept out of line.
+inline std::uint32_t wire_length(std::size_t size) {
+  if (size > std::numeric_limits<std::uint32_t>::max()) throw_over_4_gib();
   return static_cast<std::uint32_t>(size);
 }
 
@@ -864,11 +939,11 @@ std::string encode(const Envelope& envelope) {
 
 std::string detail::full_encode(const Envelope& envelope) {
   std::string out;
-  // A typical scope whole (and within malloc's per-thread cache), plus the payload.
-  out.reserve(1000 + payload_size(envelope));
-  StringSink sink(out);
-  Packer packer(sink);
+  // The room for the envelope and its scope, plus the payload (appended into the reserve).
+  out.reserve(Packer::k_room + payload_size(envelope));
+  Packer packer(out, Packer::k_room);
   write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });
+  packer.finish();
   return out;
 }
 
@@ -990,9 +1065,9 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
     out.append(more_body);
     out.push_back(body->more_body ? '\xc3' : '\xc2');
   } else if (!send) {
-    StringSink sink(out);
-    Packer packer(sink);
+    Packer packer(out, 256);
     write_event(packer, *e.event);
+    packer.finish();
   }
   return out;
 }

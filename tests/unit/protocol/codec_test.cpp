@@ -500,6 +500,42 @@ TEST(CanonicalForm, StrAndBinUseTheShortestHeader) {
   EXPECT_NE(bytes.find("\xc5\x01\x2cxxxx"), std::string::npos);
 }
 
+// encode() has a msgpack writer of its own: every size class of every type it
+// writes must come out as msgpack-c's packer writes it (unpacked and packed again).
+TEST(CanonicalForm, EveryFormAsMsgpackCWritesIt) {
+  auto repacked = [](const std::string& bytes) {
+    auto handle = msgpack::unpack(bytes.data(), bytes.size());
+    msgpack::sbuffer out;
+    msgpack::pack(out, handle.get());
+    return std::string(out.data(), out.size());
+  };
+  const std::vector<std::int64_t> integers = {0,      1,     127,    128,         255,         256,
+                                              65535,  65536, -1,     -32,         -33,         -128,
+                                              -129,   -32768, -32769, 2147483647, -2147483648LL};
+  for (auto value : integers) {
+    Envelope e;
+    e.gateway_id = "g";
+    e.conn_id = static_cast<std::uint64_t>(value < 0 ? -value : value);
+    e.seq = 1;
+    e.event = WebSocketClose{static_cast<int>(value), ""};
+    auto bytes = encode(e);
+    EXPECT_EQ(bytes, repacked(bytes)) << value;
+  }
+  for (std::size_t size : {0, 15, 16, 31, 32, 255, 256, 65535, 65536}) {
+    Envelope e;
+    e.gateway_id = "g";
+    e.conn_id = 5'000'000'000ULL;  // uint64
+    e.seq = 1;
+    Scope scope = sample_http_scope();
+    scope.path = std::string(size, 'p');                                // str of every size class
+    scope.headers.assign(std::min<std::size_t>(size, 300), {"n", std::string(std::min<std::size_t>(size, 300), 'v')});
+    e.scope = scope;
+    e.event = HttpRequest{std::string(size, 'b'), false};
+    auto bytes = encode(e);
+    EXPECT_EQ(bytes, repacked(bytes)) << size;
+  }
+}
+
 TEST(CanonicalForm, ScopeFieldsOnlyWhereTheyApply) {
   Scope http = sample_http_scope();
   http.subprotocols = {"ignored"};
