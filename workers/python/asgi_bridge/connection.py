@@ -337,8 +337,11 @@ class HttpConnection(Connection):
             if not event["more_body"]:  # the final body
                 if self._trailers:
                     self._state = _TRAILERS
-                else:
-                    self._set_done()
+                else:  # _set_done() inline: once per request, a Python frame less
+                    self._state = _DONE
+                    self._complete = True
+                    if self._waiters is not None:
+                        self._wake()  # a pending receive() now returns http.disconnect
         elif etype == "http.response.trailers":
             if self._state != _TRAILERS:
                 raise UnexpectedMessage("http.response.trailers is only allowed after the "
