@@ -32,8 +32,9 @@ _NOT_UTF8 = "event: a str field is not valid UTF-8"
 class Connection:
     """State shared by HTTP and WebSocket: queue, credits, window, sequence numbers."""
 
-    #: event types the gateway may send after the first one
+    #: event types the gateway may send after the first one, and its disconnect
     incoming_types = frozenset()
+    disconnect_type = None
     #: set by the worker: called once when run() ends, and the slot it then gives back
     on_end = None
     slots = None
@@ -74,19 +75,24 @@ class Connection:
     # --- from the worker ----------------------------------------------------------
 
     def feed(self, event):
-        """Queue an event of this connection from the gateway (already decoded)."""
-        if event["type"] not in self.incoming_types:
-            raise ProtocolError(f"event.type: {event['type']} is not expected "
+        """Queue an event of this connection from the gateway (already decoded) and
+        wake a waiting receive(); its kind's disconnect goes to ``_on_disconnect``.
+        One frame per event (a WebSocket message, a request body's piece)."""
+        etype = event["type"]
+        if etype not in self.incoming_types:
+            raise ProtocolError(f"event.type: {etype} is not expected "
                                 f"on a {self.scope['type']} connection")
         if self.disconnected:
             return  # nothing the app could do with it
-        self._on_incoming(event)
-
-    def _on_incoming(self, event):
-        """Queue the event (or note the disconnect it is) and wake a waiting receive()."""
+        if etype == self.disconnect_type:
+            self._on_disconnect(event)
+            return
         self._queue.append(event)
         if self._waiters is not None:
             self._wake()
+
+    def _on_disconnect(self, event):
+        raise NotImplementedError
 
     def add_credit(self, nbytes):
         """The gateway wrote `nbytes` of our payload to the client (§5)."""
@@ -291,15 +297,13 @@ _START, _BODY, _TRAILERS, _DONE = "start", "body", "trailers", "done"
 
 class HttpConnection(Connection):
     incoming_types = frozenset(("http.request", "http.disconnect"))
+    disconnect_type = "http.disconnect"
     # Initial values as class attributes: no __init__ of its own to call per request.
     _state = _START
     _trailers = False
 
-    def _on_incoming(self, event):
-        if event["type"] == "http.disconnect":
-            self._set_disconnected()  # (wakes a waiting receive())
-        else:
-            Connection._on_incoming(self, event)
+    def _on_disconnect(self, event):
+        self._set_disconnected()  # (wakes a waiting receive())
 
     def gateway_lost(self):
         self._set_disconnected()
@@ -369,18 +373,17 @@ _CONNECTING, _DENYING, _OPEN, _CLOSED = "connecting", "denying", "open", "closed
 
 class WebSocketConnection(Connection):
     incoming_types = frozenset(("websocket.receive", "websocket.disconnect"))
+    disconnect_type = "websocket.disconnect"
 
     _state = _CONNECTING
     _accepted = False
     _last_disconnect = None  # returned again by every later receive()
     _channels = frozenset()  # asgi-bridge.broadcast subscriptions (a set once there are)
 
-    def _on_incoming(self, event):
-        if event["type"] == "websocket.disconnect":
-            self._set_disconnected()  # sends raise from now on; queued messages still go
+    def _on_disconnect(self, event):
+        # Queued like a message: receive() returns the ones before it first.
         self._queue.append(event)
-        if self._waiters is not None:
-            self._wake()
+        self._set_disconnected()  # sends raise from now on (wakes a waiting receive())
 
     def gateway_lost(self):
         # §6: the apps of a dead gateway see an abnormal closure.
