@@ -126,7 +126,8 @@ class Connection:
 
     def _wait(self):
         """A future that the next _wake() resolves: ``await self._wait()``. A plain
-        call, not a coroutine: receive() waits once per WebSocket message."""
+        call, not a coroutine. (WebSocketConnection.receive() has it inline: it waits
+        once per message.)"""
         waiter = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = [waiter]
@@ -407,7 +408,13 @@ class WebSocketConnection(Connection):
                 self._last_disconnect = {"type": "websocket.disconnect", "code": 1006,
                                          "reason": ""}
                 continue
-            await self._wait()
+            # _wait() inline: once per message on an echo, a Python frame less
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = [waiter]
+            else:
+                self._waiters.append(waiter)
+            await waiter
 
     def _advance(self, event):
         etype = event["type"]
