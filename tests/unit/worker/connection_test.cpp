@@ -208,11 +208,11 @@ TEST(HttpConnection, InvalidValuesRaiseInvalidEvent) {
   auto h = http();
   std::vector<std::string> errors;
   h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
-    errors.push_back(co_await thrown([&] { return send(protocol::HttpResponseStart{42, {}, false}); }));
+    errors.push_back(co_await thrown([&] { return send(protocol::HttpResponseStart{42, {}, false, std::nullopt, false}); }));
     errors.push_back(
-        co_await thrown([&] { return send(protocol::HttpResponseStart{200, {{"bad name", "v"}}, false}); }));
+        co_await thrown([&] { return send(protocol::HttpResponseStart{200, {{"bad name", "v"}}, false, std::nullopt, false}); }));
     errors.push_back(
-        co_await thrown([&] { return send(protocol::HttpResponseStart{200, {{"x", "a\r\nb"}}, false}); }));
+        co_await thrown([&] { return send(protocol::HttpResponseStart{200, {{"x", "a\r\nb"}}, false, std::nullopt, false}); }));
     co_await send(start_200());
     co_await send(body(""));
   });

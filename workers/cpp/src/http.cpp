@@ -41,7 +41,7 @@ protocol::HttpResponseStart start_of(Response& response) {
   bool has_length = std::any_of(response.headers.begin(), response.headers.end(),
                                 [](const protocol::Header& h) { return iequals(h.name, "content-length"); });
   if (!has_length) response.headers.push_back({"content-length", std::to_string(response.body.size())});
-  return {response.status, std::move(response.headers), false};
+  return {response.status, std::move(response.headers), false, std::nullopt, false};
 }
 
 awaitable<void> send_response(Response response, const Send& send) {
