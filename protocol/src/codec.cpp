@@ -174,6 +174,9 @@ class Writer {
   void maybe_uint(std::string_view key, const std::optional<T>& value) {
     if (value && entry(key)) packer_->pack_uint64(*value);
   }
+  void nonzero_uint(std::string_view key, std::uint64_t value) {
+    if (value != 0 && entry(key)) packer_->pack_uint64(value);
+  }
   void maybe_text(std::string_view key, const std::optional<Text>& value) {
     if (value && entry(key)) str(*value);
   }
@@ -198,6 +201,12 @@ class Writer {
   }
   void flag(std::string_view key, bool value) {
     if (entry(key)) packer_->pack(value);
+  }
+  // A start's first body: both keys with a body, neither without.
+  void start_body(const std::optional<Bytes>& body, bool more_body) {
+    if (!body) return;
+    bytes("body", *body);
+    flag("more_body", more_body);
   }
   void integer(std::string_view key, int value, UintCheck, Presence = Presence::defaulted) {
     if (entry(key)) packer_->pack_int64(value);
@@ -529,6 +538,9 @@ class MapReader {
   void maybe_text(std::string_view key, std::optional<Text>& field) {
     if (const auto* value = lookup(key)) field = Text(read_str(*value, Path(path_, key)));
   }
+  void nonzero_uint(std::string_view key, std::uint64_t& field) {
+    if (const auto* value = lookup(key)) field = read_uint(*value, Path(path_, key));
+  }
   void maybe_scope(std::string_view key, std::optional<Scope>& scope);
   void maybe_event(std::string_view key, std::optional<Event>& event);
 
@@ -555,6 +567,12 @@ class MapReader {
   }
   void flag(std::string_view key, bool& field) {
     if (const auto* value = lookup(key)) field = read_bool(*value, Path(path_, key));
+  }
+  // more_body is checked even without a body, but then dropped.
+  void start_body(std::optional<Bytes>& body, bool& more_body) {
+    if (const auto* value = lookup("body")) body = Bytes(read_bin(*value, Path(path_, "body")));
+    flag("more_body", more_body);
+    if (!body) more_body = false;
   }
   // Integer fields are all small non-negative ints (status, codes).
   void integer(std::string_view key, int& field, UintCheck check,
@@ -708,6 +726,7 @@ void describe_event(V& v, E& e) {
     v.integer("status", e.status, check_status, Presence::required);
     v.headers("headers", e.headers);
     v.flag("trailers", e.trailers);
+    v.start_body(e.body, e.more_body);
   } else if constexpr (std::is_same_v<T, HttpResponseTrailers>) {
     v.headers("headers", e.headers);
     v.flag("more_trailers", e.more_trailers);
@@ -768,6 +787,7 @@ void describe_envelope(V& v, E& e) {
   v.maybe_uint("active", e.active);
   v.maybe_uint("ws_capacity", e.ws_capacity);
   v.maybe_uint("window", e.window);
+  v.nonzero_uint("features", e.features);
   v.maybe_uint("events", e.events);
   v.maybe_uint("bytes", e.bytes);
   v.maybe_text("message", e.message);
@@ -1010,7 +1030,7 @@ class ReceiveWriter {
 // other event by write_event(). The same bytes as full_encode() (codec_test).
 std::optional<std::string> encode_event_envelope(const Envelope& e) {
   if (e.kind != Kind::event || e.version != k_protocol_version || !e.conn_id || !e.seq || !e.event || e.capacity ||
-      e.active || e.ws_capacity || e.window || e.events || e.bytes || e.message || e.group || e.channel || e.scope) {
+      e.active || e.ws_capacity || e.window || e.features || e.events || e.bytes || e.message || e.group || e.channel || e.scope) {
     return std::nullopt;
   }
   using W = ReceiveWriter;
@@ -1036,7 +1056,11 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
     head += body_head.size() + W::header_size(payload.size(), true);
   }
   std::string out;
-  out.reserve(head + payload.size() + (body ? more_body.size() + 1 : send ? 0 : 256));
+  // Any other event goes through a Packer, which appends a body (a start's
+  // first body, a request's) past its room and then wants k_room more.
+  std::size_t other_body = send || body ? 0 : protocol::payload_size(*e.event);
+  std::size_t tail = other_body == 0 ? 256 : 256 + other_body + Packer::k_room;
+  out.reserve(head + payload.size() + (body ? more_body.size() + 1 : send ? 0 : tail));
   out.resize(head);
   out[0] = static_cast<char>(0x80 | (5 + !e.gateway_id.empty() + !e.worker_id.empty()));  // fixmap
   W writer(out.data() + 1);

@@ -338,6 +338,8 @@ Field read_event_field(Cursor& in, EventKey key, T& e, EventState& state) {
     if (key == headers) return field(read_headers(in, e.headers));
     if constexpr (std::is_same_v<T, HttpResponseStart>) {
       if (key == trailers) return field(in.boolean(e.trailers));
+      if (key == body) return field(read_bytes(in, e.body.emplace()));
+      if (key == more_body) return field(in.boolean(e.more_body));
     }
   } else if constexpr (std::is_same_v<T, HttpResponseTrailers>) {
     if (key == headers) return field(read_headers(in, e.headers));
@@ -384,7 +386,11 @@ bool read_alternative(Cursor& in, std::uint32_t count, std::optional<Event>& out
   EventState state;
   state.seen.first(static_cast<std::size_t>(EventKey::type));
   auto read = [&](std::size_t key) { return read_event_field(in, static_cast<EventKey>(key), e, state); };
-  return read_entries(in, count, k_event_keys, state.seen, read) && event_complete<T>(state);
+  if (!read_entries(in, count, k_event_keys, state.seen, read) || !event_complete<T>(state)) return false;
+  if constexpr (std::is_same_v<T, HttpResponseStart>) {
+    if (!e.body) e.more_body = false;  // MapReader::start_body(): meaningless without a body
+  }
+  return true;
 }
 
 using AlternativeReader = bool (*)(Cursor&, std::uint32_t, std::optional<Event>&);
@@ -513,10 +519,10 @@ bool read_scope(Cursor& in, std::optional<Scope>& out) {
 // --- the envelope -------------------------------------------------------------------------
 
 // The keys of every event message first: a key is looked up from the front.
-constexpr std::array<std::string_view, 17> k_envelope_keys = {
-    "v", "k", "g", "w", "c", "s", "event", "scope", "window", "capacity", "active", "ws_capacity",
+constexpr std::array<std::string_view, 18> k_envelope_keys = {
+    "v", "k", "g", "w", "c", "s", "event", "scope", "window", "features", "capacity", "active", "ws_capacity",
     "events", "bytes", "message", "group", "channel"};
-enum class EnvelopeKey { v, k, g, w, c, s, event, scope, window, capacity, active, ws_capacity,
+enum class EnvelopeKey { v, k, g, w, c, s, event, scope, window, features, capacity, active, ws_capacity,
                          events, bytes, message, group, channel };
 
 bool read_version(Cursor& in, int& version) {
@@ -550,6 +556,7 @@ Field read_envelope_field(Cursor& in, EnvelopeKey key, Envelope& e) {
     case EnvelopeKey::active: return field(read_optional_uint(in, e.active));
     case EnvelopeKey::ws_capacity: return field(read_optional_uint(in, e.ws_capacity));
     case EnvelopeKey::window: return field(read_optional_uint(in, e.window));
+    case EnvelopeKey::features: return field(in.uint(e.features));
     case EnvelopeKey::events: return field(read_optional_uint(in, e.events));
     case EnvelopeKey::bytes: return field(read_optional_uint(in, e.bytes));
     case EnvelopeKey::message: return field(read_optional_text(in, e.message));

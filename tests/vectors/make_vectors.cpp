@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -148,21 +149,35 @@ WebSocketSend ws_send(std::string data, bool text) {
   return e;
 }
 
+HttpResponseStart response_start(int status, Headers headers, bool trailers = false,
+                                 std::optional<Bytes> body = std::nullopt, bool more_body = false) {
+  return HttpResponseStart{status, std::move(headers), trailers, std::move(body), more_body};
+}
+
+// A start carrying the first body (feature bit 1).
+HttpResponseStart start_with_body(bool more_body) {
+  return response_start(200, {{"content-type", "text/plain"}}, false, "Hello, world!", more_body);
+}
+
 // --- the vectors ----------------------------------------------------------------------
 
 std::vector<Vector> event_vectors() {
   std::vector<Vector> v;
   // HTTP, gateway -> worker
   v.push_back({"event_http_request_first", first(1, http_scope(), HttpRequest{"{\"a\":1}", true})});
+  Envelope with_features = first(1, http_scope(), HttpRequest{"{\"a\":1}", true});
+  with_features.features = k_feature_start_body;
+  v.push_back({"event_http_request_first_features", with_features});
   v.push_back({"event_http_request_empty_body", to_worker(1, 1, HttpRequest{})});
   v.push_back({"event_http_request_1mib_body", to_worker(70000, 2, HttpRequest{pattern(1 << 20), true})});
   v.push_back({"event_http_disconnect", to_worker(1, 3, HttpDisconnect{})});
   // HTTP, worker -> gateway
   v.push_back({"event_http_response_start",
-               to_gateway(1, 0, HttpResponseStart{200, {{"content-type", "text/plain"},
-                                                        {"x-raw", "\x80\xff bytes"}}, false})});
+               to_gateway(1, 0, response_start(200, {{"content-type", "text/plain"}, {"x-raw", "\x80\xff bytes"}}))});
   v.push_back({"event_http_response_start_100_headers",
-               to_gateway(200, 0, HttpResponseStart{599, hundred_headers(), true})});
+               to_gateway(200, 0, response_start(599, hundred_headers(), true))});
+  v.push_back({"event_http_response_start_body", to_gateway(1, 0, start_with_body(false))});
+  v.push_back({"event_http_response_start_body_more", to_gateway(1, 0, start_with_body(true))});
   v.push_back({"event_http_response_body", to_gateway(1, 1, HttpResponseBody{"hello, world", true})});
   v.push_back({"event_http_response_body_empty", to_gateway(1, 2, HttpResponseBody{})});
   v.push_back({"event_http_response_trailers",

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -241,11 +242,18 @@ T message_event(std::string data, bool text) {
   return event;
 }
 
+HttpResponseStart start_event(int status, Headers headers, bool trailers,
+                              std::optional<Bytes> body = std::nullopt, bool more_body = false) {
+  return HttpResponseStart{status, std::move(headers), trailers, std::move(body), more_body};
+}
+
 std::vector<Event> sample_events() {
   return {
       HttpRequest{"body", true},
       HttpRequest{std::string(1 << 16, 'x'), false},
-      HttpResponseStart{404, {{"content-type", "text/html"}, {"set-cookie", "a"}}, true},
+      start_event(404, {{"content-type", "text/html"}, {"set-cookie", "a"}}, true),
+      start_event(200, {{"content-length", "3"}}, false, std::string("\0\1\2", 3)),
+      start_event(201, {}, true, "", true),
       HttpResponseBody{std::string("\0\1\2", 3), false},
       HttpResponseTrailers{{{"x-checksum", "abc"}}, true},
       HttpDisconnect{},
@@ -282,6 +290,7 @@ std::vector<Envelope> sample_envelopes() {
     e.conn_id = 3;
     e.seq = 0;
     e.window = 65536;
+    e.features = scope.type == ScopeType::http ? k_feature_start_body : 0xffffffffffULL;  // unknown bits travel
     e.event = scope.type == ScopeType::http ? Event{HttpRequest{}} : Event{WebSocketConnect{}};
     e.scope = std::move(scope);
     out.push_back(std::move(e));
@@ -427,6 +436,13 @@ TEST(GoldenVectors, EdgeValues) {
   auto start = vector_named("event_http_response_start_100_headers");
   EXPECT_EQ(std::get<HttpResponseStart>(*start.event).headers.size(), 100U);
 
+  auto with_body = std::get<HttpResponseStart>(*vector_named("event_http_response_start_body").event);
+  EXPECT_EQ(with_body.body, "Hello, world!");
+  EXPECT_FALSE(with_body.more_body);
+  EXPECT_EQ(with_body.headers, (Headers{{"content-type", "text/plain"}}));
+  EXPECT_TRUE(std::get<HttpResponseStart>(*vector_named("event_http_response_start_body_more").event).more_body);
+  EXPECT_FALSE(std::get<HttpResponseStart>(*vector_named("event_http_response_start").event).body);
+
   auto close = vector_named("event_websocket_close_reason");
   EXPECT_EQ(std::get<WebSocketClose>(*close.event).reason,
             "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xe2\x9c\x93");  // "привет ✓"
@@ -442,6 +458,11 @@ TEST(GoldenVectors, EdgeValues) {
   auto http = vector_named("event_http_request_first");
   ASSERT_TRUE(http.scope);
   EXPECT_EQ(http.scope->headers.at(2).value, "caf\xe9 \xff\xfe");
+  EXPECT_EQ(http.features, 0U);
+  auto with_features = vector_named("event_http_request_first_features");
+  EXPECT_EQ(with_features.features, k_feature_start_body);
+  with_features.features = 0;
+  EXPECT_EQ(with_features, http);
 
   EXPECT_EQ(std::get<WebSocketAccept>(*vector_named("event_websocket_accept").event).subprotocol,
             std::nullopt);
@@ -481,6 +502,41 @@ TEST(CanonicalForm, EventDefaultsAreWritten) {
                                              {s("reason"), s("")}}));
   std::string bytes = encode(e);
   EXPECT_EQ(hex(bytes.substr(bytes.size() - expected_event.size())), hex(expected_event));
+}
+
+// "features" right after "window", and left out when 0; a start's first
+// body and more_body after "trailers", both or neither.
+TEST(CanonicalForm, FeaturesAndStartBodyPlaces) {
+  Envelope first;
+  first.gateway_id = "g";
+  first.conn_id = 1;
+  first.seq = 0;
+  first.window = 5;
+  first.event = HttpDisconnect{};
+  std::string window_key = "a677696e646f7705";  // "window": 5
+  EXPECT_EQ(hex(encode(first)).find("6665617475726573"), std::string::npos);
+  first.features = k_feature_start_body;
+  EXPECT_NE(hex(encode(first)).find(window_key + "a8" "6665617475726573" "01" "a5" "6576656e74"), std::string::npos);
+
+  Envelope start;
+  start.gateway_id = "g";
+  start.conn_id = 1;
+  start.seq = 0;
+  start.event = start_event(200, {}, false, "hi");
+  // {"type": ..., "status": 200, "headers": [], "trailers": false, "body": b"hi", "more_body": false}
+  EXPECT_TRUE(hex(encode(start)).ends_with("86a474797065b3687474702e726573706f6e73652e7374617274a6737461747573cc"
+                                           "c8a76865616465727390a8747261696c657273c2a4626f6479c4026869a96d6f72"
+                                           "655f626f6479c2"));
+}
+
+// more_body without body is meaningless: dropped on decode, not re-encoded.
+TEST(Decode, MoreBodyWithoutBodyIsIgnored) {
+  auto bytes = bytes_of(event_message(event_of("http.response.start", {{s("status"), u(200)}, {s("more_body"), boolean(true)}})));
+  auto envelope = decode_ok(bytes);
+  const auto& start = std::get<HttpResponseStart>(*envelope.event);
+  EXPECT_FALSE(start.body);
+  EXPECT_FALSE(start.more_body);
+  EXPECT_EQ(hex(encode(envelope)).find("6d6f72655f626f6479"), std::string::npos);
 }
 
 TEST(CanonicalForm, StrAndBinUseTheShortestHeader) {
@@ -693,6 +749,18 @@ std::vector<Malformed> malformed_samples() {
        "capacity: 4294967296 out of range 0..4294967295"},
       {"message as bin", bytes_of(Map{{s("v"), u(1)}, {s("k"), s("error")}, {s("message"), b("x")}}),
        "message: expected str, got bin"},
+      {"features as str", bytes_of(with(event_message(event_of("http.disconnect")), "features", s("1"))),
+       "features: expected uint, got str"},
+      {"start body as str",
+       bytes_of(event_message(event_of("http.response.start", {{s("status"), u(200)}, {s("body"), s("hi")}}))),
+       "event.body: expected bin, got str"},
+      {"start more_body as uint",
+       bytes_of(event_message(event_of("http.response.start",
+                                       {{s("status"), u(200)}, {s("body"), b("hi")}, {s("more_body"), u(1)}}))),
+       "event.more_body: expected bool, got uint"},
+      {"start more_body as nil without a body",
+       bytes_of(event_message(event_of("http.response.start", {{s("status"), u(200)}, {s("more_body"), nil()}}))),
+       "event.more_body: expected bool, got nil"},
       {"group without origin", bytes_of(without(group_message(), "w")), "w: missing on a group message"},
       {"group without s", bytes_of(without(group_message(), "s")), "s: missing on a group message"},
       {"group without name", bytes_of(without(group_message(), "group")), "group: missing on a group message"},
@@ -906,6 +974,7 @@ TEST(EncodeEventEnvelope, SameBytesAsThePacker) {
     events.push_back(message_event<WebSocketSend>(std::string(size, 'x'), true));
     events.push_back(message_event<WebSocketSend>(std::string(size, '\xff'), false));
     events.push_back(HttpResponseBody{std::string(size, 'b'), size % 2 == 0});
+    events.push_back(start_event(200, {}, false, std::string(size, 's'), size % 2 == 1));
   }
   std::size_t checked = 0;
   for (const auto& event : events) {

@@ -87,8 +87,9 @@ bool accepted(std::string_view bytes) { return parity(bytes).has_value(); }
 
 TEST(FastDecode, TakesWhatTheBusCarriesMost) {
   for (std::string_view name : {
-           "event_http_request_first", "event_http_request_empty_body", "event_http_request_1mib_body",
+           "event_http_request_first", "event_http_request_first_features", "event_http_request_empty_body", "event_http_request_1mib_body",
            "event_http_response_start", "event_http_response_start_100_headers",
+           "event_http_response_start_body", "event_http_response_start_body_more",
            "event_http_response_body", "event_http_response_body_empty", "event_http_response_trailers",
            "event_http_disconnect", "event_websocket_connect_first", "event_websocket_accept",
            "event_websocket_accept_subprotocol", "event_websocket_receive_text",

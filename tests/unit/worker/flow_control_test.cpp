@@ -63,7 +63,7 @@ TEST(PayloadSize, CountsBodiesAndMessagesOnly) {
   send.data = "1234";
   send.text = true;
   EXPECT_EQ(payload_size(send), 4u);
-  EXPECT_EQ(payload_size(protocol::HttpResponseStart{200, {{"content-length", "5"}}, false}), 0u);
+  EXPECT_EQ(payload_size(protocol::HttpResponseStart{200, {{"content-length", "5"}}, false, std::nullopt, false}), 0u);
   EXPECT_EQ(payload_size(protocol::WebSocketClose{1000, "bye"}), 0u);
 }
 

@@ -3,7 +3,7 @@
 namespace asgi_bridge::worker {
 
 protocol::HttpResponseStart response_start(int status, protocol::Headers headers, bool trailers) {
-  return {status, std::move(headers), trailers};
+  return {status, std::move(headers), trailers, std::nullopt, false};
 }
 
 protocol::HttpResponseBody response_body(std::string body, bool more_body) { return {std::move(body), more_body}; }

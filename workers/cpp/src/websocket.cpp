@@ -15,7 +15,7 @@ using boost::asio::awaitable;
 // Built outside the coroutine: GCC 12 mishandles braced initialisers inside
 // co_await expressions (asgi_bridge/worker/events.hpp).
 protocol::HttpResponseStart not_found_start(std::size_t length) {
-  return {404, {{"content-type", "text/plain; charset=utf-8"}, {"content-length", std::to_string(length)}}, false};
+  return response_start(404, {{"content-type", "text/plain; charset=utf-8"}, {"content-length", std::to_string(length)}});
 }
 
 awaitable<void> not_found(const Send& send) {

@@ -18,6 +18,13 @@ inline constexpr unsigned k_event_window = 16;
 inline constexpr unsigned k_event_ack_batch = 8;
 inline constexpr std::uint64_t k_default_byte_window = 1024 * 1024;
 
+// Bits of the envelope's "features" (docs/protocol.md §2.3): the optional
+// forms a gateway accepts, announced on the first event of every connection.
+// An http.response.start may carry the first body (HttpResponseStart::body).
+inline constexpr std::uint64_t k_feature_start_body = 1;
+// Every bit this gateway accepts.
+inline constexpr std::uint64_t k_gateway_features = k_feature_start_body;
+
 enum class Kind {
   event,      // an ASGI event of one connection (either direction)
   ready,      // worker -> gateway: I serve, with this capacity
@@ -43,6 +50,9 @@ struct Envelope {
   // then `capacity` is for HTTP requests only (absent: one shared count).
   std::optional<std::uint32_t> ws_capacity;
   std::optional<std::uint64_t> window;    // "window": bytes a worker may send unacknowledged
+  // "features": first event from a gateway, the k_feature_* bits it accepts
+  // (0, the default, is left out on the wire; a gateway ignores it from a worker).
+  std::uint64_t features = 0;
   std::optional<std::uint64_t> events;    // "events": credit, events consumed by the app
   std::optional<std::uint64_t> bytes;     // "bytes": credit, bytes written to the client
   std::optional<Text> message;            // "message": error text

@@ -33,6 +33,12 @@ struct HttpResponseStart {
   int status = 200;
   Headers headers;
   bool trailers = false;
+  // The first body in the start (docs/protocol.md §4.2, feature bit 1): the
+  // message stands for this start followed by http.response.body {body,
+  // more_body}. Only to a gateway that advertised the bit; more_body is
+  // meaningless (and kept false) without a body.
+  std::optional<Bytes> body;
+  bool more_body = false;
   friend bool operator==(const HttpResponseStart&, const HttpResponseStart&) = default;
 };
 struct HttpResponseBody {
@@ -125,6 +131,7 @@ inline std::size_t payload_size(const Event& event) {
   return std::visit(
       [](const auto& e) -> std::size_t {
         if constexpr (requires { e.body.size(); }) return e.body.size();
+        if constexpr (requires { e.body->size(); }) return e.body ? e.body->size() : 0;
         if constexpr (requires { e.data.size(); }) return e.data.size();
         return 0;
       },
