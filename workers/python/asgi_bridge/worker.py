@@ -22,7 +22,7 @@ import logging
 import os
 
 from . import broadcast, codec, wire
-from .connection import HttpConnection, WebSocketConnection
+from .connection import EAGER_STEP, HttpConnection, WebSocketConnection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -84,6 +84,8 @@ class Worker:
         self._ws_slots = Slots(websocket_capacity)   # WebSockets
         self._websockets = 0  # of self.conns
         self._tasks = {}  # (gateway id, conn id) -> the task of its app instance
+        # Connections whose start a later task step held back (connection.flush_later).
+        self._later_starts = []
         self._ticker = None
         self._loop = asyncio.get_running_loop()
         # Each app instance starts from this context, not from whatever context the bus
@@ -348,6 +350,10 @@ class Worker:
         self._websockets += websocket
         if self._tells_capacity:
             self._update_capacity()
+        # A start may carry the first body: held back while the app's task step runs.
+        hold = not websocket and msg.get("features", 0) & codec.FEATURE_START_BODY
+        if hold:
+            conn.hold_start = EAGER_STEP
         slots = self._ws_slots if websocket else self._slots
         conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
         conn.skip_if_gone = True
@@ -359,6 +365,10 @@ class Worker:
             coro = self._serve_later(conn, slots)
         # Started eagerly (eager.py): an app that answers at once has done so on return.
         task = wire.start_task(self._loop, coro, self._app_context.copy())
+        if hold:  # the first step is over: what it held goes now, later ones see to it
+            conn.hold_start = self._later_starts
+            if conn.held_start is not None:
+                conn.flush_held()
         if not task.done():  # (done: its on_end already ran)
             self._tasks[key] = task
         self._opened += 1  # (inline: a call per connection less)
