@@ -42,6 +42,7 @@ void BusLink::send_first(protocol::Event event, protocol::Scope scope, bool redi
   protocol::Envelope envelope;
   envelope.kind = protocol::Kind::event;
   envelope.window = window;
+  envelope.features = protocol::k_gateway_features;  // docs/protocol.md §2.5
   envelope.scope = std::move(scope);
   envelope.event = std::move(event);
   bool websocket = envelope.scope->type == protocol::ScopeType::websocket;

@@ -40,6 +40,9 @@ bool is_last_event(const Envelope& envelope, bool trailers) {
   if (envelope.kind != Kind::event || !envelope.event) return false;
   const auto& event = *envelope.event;
   if (auto* body = std::get_if<protocol::HttpResponseBody>(&event)) return !body->more_body && !trailers;
+  if (auto* start = std::get_if<protocol::HttpResponseStart>(&event)) {
+    return start->body && !start->more_body && !trailers;  // a start with its whole body
+  }
   if (auto* more = std::get_if<protocol::HttpResponseTrailers>(&event)) return !more->more_trailers;
   if (auto* body = std::get_if<protocol::WebSocketHttpResponseBody>(&event)) return !body->more_body;
   return std::holds_alternative<protocol::WebSocketClose>(event);

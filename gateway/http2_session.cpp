@@ -811,7 +811,12 @@ void Http2Session::handle(Stream& s, WorkerMessage& reply) {
       fail(s, 500, GatewayReason::app_error, "application error");
       return;
     case Kind::start:
-      on_start(s, std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id);
+      if (on_start(s, std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id) && s.start->body) {
+        // A start with its first body (docs/protocol.md §4.2): the start, then that body.
+        protocol::HttpResponseBody body{std::move(*s.start->body), s.start->more_body};
+        s.start->body.reset();
+        on_body(s, body);
+      }
       return;
     case Kind::body:
       on_body(s, std::get<protocol::HttpResponseBody>(*reply.event));
@@ -828,7 +833,7 @@ void Http2Session::handle(Stream& s, WorkerMessage& reply) {
   }
 }
 
-void Http2Session::on_start(Stream& s, protocol::HttpResponseStart& start, const std::string& worker_id) {
+bool Http2Session::on_start(Stream& s, protocol::HttpResponseStart& start, const std::string& worker_id) {
   auto check = check_response_head(start.status, start.headers);
   if (!check.ok()) {
     LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
@@ -836,11 +841,12 @@ void Http2Session::on_start(Stream& s, protocol::HttpResponseStart& start, const
                      worker_id, check.problem);
     send_disconnect(s);
     answer_error(s, 500, GatewayReason::invalid_response);
-    return;
+    return false;
   }
   s.content_length = check.content_length;
   s.start = std::move(start);
   s.phase = ResponsePhase::started;
+  return true;
 }
 
 // The head goes out with the first body event (as over HTTP/1.1); the

@@ -89,7 +89,7 @@ class Http2Session : public Drainable, public std::enable_shared_from_this<Http2
   boost::asio::awaitable<void> serve(StreamPtr stream);
   boost::asio::awaitable<void> respond(Stream& stream);
   void handle(Stream& stream, WorkerMessage& reply);
-  void on_start(Stream& stream, protocol::HttpResponseStart& start, const std::string& worker_id);
+  bool on_start(Stream& stream, protocol::HttpResponseStart& start, const std::string& worker_id);
   void on_body(Stream& stream, protocol::HttpResponseBody& body);
   void on_trailers(Stream& stream, protocol::HttpResponseTrailers& trailers);
   void forward_body(Stream& stream);

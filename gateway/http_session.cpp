@@ -557,12 +557,18 @@ awaitable<void> HttpSession::respond() {
 // Not a coroutine, so that a response's start and body cost no frame of
 // their own (each awaited coroutine allocates one): the start is handled at
 // once, the body's write is on_body() itself, the rare rest handle_other().
+// A start with its first body (docs/protocol.md §4.2) is the start, then
+// that body.
 std::optional<awaitable<void>> HttpSession::handle(WorkerMessage& reply) {
   using Step = ResponseStep::Kind;
   if (config_.access_log && worker_.empty()) worker_ = reply.worker_id;
   auto step = classify_response_message(reply, link_, response_);
-  if (step.kind == Step::body) return on_body(std::get<protocol::HttpResponseBody>(*reply.event));
+  if (step.kind == Step::body) {
+    auto& body = std::get<protocol::HttpResponseBody>(*reply.event);
+    return on_body(body.body, body.more_body);
+  }
   if (step.kind == Step::start && on_start(std::get<protocol::HttpResponseStart>(*reply.event), reply.worker_id)) {
+    if (start_->body) return on_body(*start_->body, start_->more_body);
     return std::nullopt;
   }
   if (step.kind == Step::none || step.kind == Step::credit) return std::nullopt;
@@ -614,7 +620,7 @@ bool HttpSession::on_start(protocol::HttpResponseStart& start, const std::string
   return true;
 }
 
-awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
+awaitable<void> HttpSession::on_body(const std::string& body, bool more_body) {
   std::string head;
   if (!head_written_) {
     int status = start_->status;
@@ -628,7 +634,7 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
     head_written_ = true;
     sent_status_ = status;
   }
-  std::string_view payload = body_allowed_ ? std::string_view(body.body) : std::string_view{};
+  std::string_view payload = body_allowed_ ? std::string_view(body) : std::string_view{};
   if (content_length_ && body_bytes_written_ + payload.size() > *content_length_) {
     payload = payload.substr(0, *content_length_ - body_bytes_written_);  // never send more than announced
   }
@@ -645,8 +651,8 @@ awaitable<void> HttpSession::on_body(protocol::HttpResponseBody& body) {
       co_return;
     }
   }
-  if (body.more_body) {
-    link_.on_written(body.body.size());
+  if (more_body) {
+    link_.on_written(body.size());
   } else if (start_->trailers) {
     response_ = Response::awaiting_trailers;
   } else {

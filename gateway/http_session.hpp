@@ -68,7 +68,8 @@ class HttpSession : public Drainable, public SweepWatched, public std::enable_sh
   std::optional<boost::asio::awaitable<void>> handle(WorkerMessage& reply);
   boost::asio::awaitable<void> handle_other(WorkerMessage& reply, ResponseStep step);
   bool on_start(protocol::HttpResponseStart& start, const std::string& worker_id);
-  boost::asio::awaitable<void> on_body(protocol::HttpResponseBody& body);
+  // A body event's, or a start's first body (held in start_ meanwhile).
+  boost::asio::awaitable<void> on_body(const std::string& body, bool more_body);
   void end_response();
   boost::asio::awaitable<void> write_last_chunk(const protocol::Headers* trailers);
   boost::asio::awaitable<void> fail_exchange(int status, GatewayReason reason, const char* why);
