@@ -151,13 +151,14 @@ class Connection:
 
     async def send(self, message):
         event = wire.canonical_event(message)  # InvalidEvent: a wrong field
-        self._advance(event)  # UnexpectedMessage / ClientDisconnected; may hold a start
-        held = self.held_start
-        if held is None:
+        # UnexpectedMessage / ClientDisconnected; true: HTTP with a start held back (not
+        # an attribute read here: none per WebSocket message)
+        if not self._advance(event):
             size = wire.payload_size(event)  # (a body's size is its length)
-        elif held is event:
-            return  # the start, held back (HttpConnection._advance)
-        else:  # (HTTP only, inline: once per response)
+        else:  # (inline: once per response)
+            held = self.held_start
+            if held is event:
+                return  # the start, held back (HttpConnection._advance)
             self.held_start = None
             size = wire.payload_size(event)
             if type(held) is not dict:  # its send, which the bus made wait
@@ -399,6 +400,9 @@ class HttpConnection(Connection):
             await self._wait()
 
     def _advance(self, event):
+        """The state machine's step for an app's event (raises what send() raises). True
+        when send() has a held start to see to: this start, held, or the one this body
+        joins."""
         etype = event["type"]
         if self.disconnected or self.failed:
             raise ClientDisconnected("client disconnected")
@@ -416,6 +420,7 @@ class HttpConnection(Connection):
                     if not hold:
                         asyncio.get_running_loop().call_soon(flush_later, hold)
                     hold.append(self)
+                return True
         elif etype == "http.response.body":
             if self._state == _START:
                 raise UnexpectedMessage("http.response.body before http.response.start")
@@ -430,6 +435,7 @@ class HttpConnection(Connection):
                     self._complete = True
                     if self._waiters is not None:
                         self._wake()  # a pending receive() now returns http.disconnect
+            return self.held_start is not None  # send() joins them, or sends it first
         elif etype == "http.response.trailers":
             if self._state != _TRAILERS:
                 raise UnexpectedMessage("http.response.trailers is only allowed after the "
