@@ -8,6 +8,7 @@ machine (docs/performance.md, "The Python worker, second pass").
 
     PYTHONPATH=workers/python:bench /usr/bin/python3 bench/worker_inproc.py [--no-native]
         [--loop uvloop|asyncio] [--profile hello|ws] [--once hello|ws COUNT] [--features N]
+        [--later-step]
 
 Under callgrind, two --once runs of different lengths give instructions per request
 (their difference over the difference of the counts), unmoved by other jobs' load.
@@ -145,9 +146,17 @@ async def ws(worker, link, rounds, profiler=None, base=[1000000]):
     return cpu / BATCH  # per message: `rounds` messages on each of BATCH connections
 
 
+async def later_step(scope, receive, send):
+    """The bench app, answering HTTP in a later task step (as after a database query)."""
+    if scope["type"] == "http":
+        await asyncio.sleep(0)
+    await bench_app.app(scope, receive, send)
+
+
 async def main(args):
     transport = NullTransport()
-    worker = Worker(bench_app.app, transport, "wk-bench", concurrency=1000)
+    app = later_step if args.later_step else bench_app.app
+    worker = Worker(app, transport, "wk-bench", concurrency=1000)
     worker.start()
     link = transport.links[0]
     worker.on_message(link, codec.encode({"k": "heartbeat", "g": "gw-1"}))
@@ -190,6 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--features", type=int, default=1,
                         help="the first events' `features` (the gateway's: 1; 0 as before "
                              "the start could carry the body)")
+    parser.add_argument("--later-step", action="store_true",
+                        help="HTTP answered after an await that suspends, not in the first step")
     parser.add_argument("--once", nargs=2, metavar=("hello|ws", "COUNT"),
                         help="one run of COUNT requests (ws: rounds of 64 messages) "
                              "after a warm-up, nothing printed: for callgrind")
