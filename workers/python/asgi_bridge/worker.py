@@ -357,7 +357,8 @@ class Worker:
         slots = self._ws_slots if websocket else self._slots
         conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
         conn.skip_if_gone = True
-        if slots.take_nowait():
+        if slots.free > 0 and not slots.waiters:  # slots.take_nowait() inline
+            slots.free -= 1
             # The task runs the app's coroutine itself: no coroutine of ours around it.
             conn.slots = slots
             coro = conn.run(self.app)
@@ -391,8 +392,12 @@ class Worker:
         """A connection's instance ended (conn.on_end): give its slot back, forget it."""
         conn = self.conns.pop(key)
         self._tasks.pop(key, None)
-        if conn.slots is not None:
-            conn.slots.give()
+        slots = conn.slots
+        if slots is not None:
+            if slots.waiters:
+                slots.give()
+            else:
+                slots.free += 1  # give() inline: nobody waits
         if handle is not None:
             handle.leave_all()  # however the connection ended
         self._websockets -= websocket
