@@ -588,10 +588,13 @@ class FakeGateway:
     def close(self) -> None:
         self._beating.set()
 
-    def first_http(self, conn: int, body: bytes = b"") -> None:
-        self._push("{new}", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
-                             "scope": {"type": "http", "path": "/", "method": "POST"},
-                             "event": {"type": "http.request", "body": body, "more_body": False}})
+    def first_http(self, conn: int, body: bytes = b"", features: int = 0) -> None:
+        message = {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
+                   "scope": {"type": "http", "path": "/", "method": "POST"},
+                   "event": {"type": "http.request", "body": body, "more_body": False}}
+        if features:
+            message["features"] = features  # docs/protocol.md §2.5
+        self._push("{new}", message)
 
     def first_websocket(self, conn: int) -> None:
         self._push("{new}:ws", {"v": 1, "k": "event", "g": self.id, "c": conn, "s": 0,
@@ -678,6 +681,26 @@ def test_redis_claim_at_once_no_ready_and_heartbeats_only_while_busy(redis_bus, 
     assert max(t for t, _ in later) - ended < 1.2, "heartbeats went on after 3 intervals"
     assert worker.alive()
     assert "silent" not in worker.log()
+
+
+def test_redis_start_carries_the_body_where_the_gateway_offers_it(redis_bus, lone_cpp_worker):
+    """docs/protocol.md §2.5: to a gateway that offers feature bit 1 the whole response is one
+    message, a start with its body; to one that does not (a gateway before the bit), a start
+    and a body, as before."""
+    lone_cpp_worker("echo")
+    gw = FakeGateway(redis_bus)
+    gw.first_http(1, b"one message", features=1)
+    gw.first_http(2, b"two messages")
+    got = gw.receive_until(lambda ms: "http.response.body" in kinds(ms) and
+                           any(m.get("c") == 1 and m["k"] == "event" for m in ms))
+    gw.close()
+    events = {c: [m for m in got if m["k"] == "event" and m["c"] == c] for c in (1, 2)}
+    assert [(m["s"], m["event"]["type"]) for m in events[1]] == [(0, "http.response.start")]
+    assert (events[1][0]["event"]["body"], events[1][0]["event"]["more_body"]) == (b"one message", False)
+    assert [(m["s"], m["event"]["type"]) for m in events[2]] == [
+        (0, "http.response.start"), (1, "http.response.body")]
+    assert "body" not in events[2][0]["event"]
+    assert events[2][1]["event"]["body"] == b"two messages"
 
 
 def test_redis_takes_no_more_connections_than_its_capacities(redis_bus, lone_cpp_worker):

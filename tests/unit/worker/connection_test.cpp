@@ -10,6 +10,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "asgi_bridge/worker/app.hpp"
 #include "asgi_bridge/worker/events.hpp"
@@ -25,13 +28,14 @@ using protocol::Kind;
 
 class Harness {
  public:
-  Harness(protocol::ScopeType type, Event first, std::uint64_t window = protocol::k_default_byte_window) {
+  Harness(protocol::ScopeType type, Event first, std::uint64_t window = protocol::k_default_byte_window,
+          std::uint64_t features = 0) {
     protocol::Scope scope;
     scope.type = type;
     scope.path = "/";
     if (type == protocol::ScopeType::http) scope.method = "GET";
     connection = Connection::create(io.get_executor(), std::move(scope), std::move(first),
-                                    ConnectionInfo{"gw-1", "wk-1", 7, window},
+                                    ConnectionInfo{"gw-1", "wk-1", 7, window, features},
                                     [this](Envelope envelope) { out.push_back(std::move(envelope)); });
   }
 
@@ -76,8 +80,13 @@ class Harness {
   bool finished = false;
 };
 
-Harness http(std::uint64_t window = protocol::k_default_byte_window) {
-  return Harness(protocol::ScopeType::http, protocol::HttpRequest{"", false}, window);
+Harness http(std::uint64_t window = protocol::k_default_byte_window, std::uint64_t features = 0) {
+  return Harness(protocol::ScopeType::http, protocol::HttpRequest{"", false}, window, features);
+}
+
+// A connection whose gateway takes a start with its first body (docs/protocol.md §2.5).
+Harness http_offering_start_body(std::uint64_t window = protocol::k_default_byte_window) {
+  return http(window, protocol::k_feature_start_body);
 }
 
 // Events come from the SDK's builders (asgi_bridge/worker/events.hpp): GCC 12
@@ -616,6 +625,107 @@ TEST(LargeBody, ClientLeavingBetweenPiecesRaises) {
   EXPECT_EQ(h.events().size(), 2u);
   EXPECT_TRUE(h.finished);
   EXPECT_TRUE(h.errors().empty());
+}
+
+// --- a start with its first body (docs/protocol.md §2.5, §4.2) -------------------------
+
+protocol::HttpResponseStart start_with(std::string data, bool more = false, bool with_trailers = false) {
+  auto start = response_start(200, {{"content-type", "text/plain"}}, with_trailers);
+  start.body = std::move(data);
+  start.more_body = more;
+  return start;
+}
+
+protocol::HttpResponseStart start_announcing_trailers() {
+  return response_start(200, {{"content-type", "text/plain"}}, true);
+}
+
+TEST(StartWithBody, TheFirstBodyJoinsTheStartWhenOffered) {
+  auto h = http_offering_start_body();
+  h.start([](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    co_await send(body("hello"));
+  });
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_with("hello"));
+  EXPECT_EQ(h.out[0].seq, std::optional<std::uint64_t>(0));
+  EXPECT_EQ(h.connection->flow().unacknowledged(), 5u);  // the window counts it
+  EXPECT_TRUE(h.finished);
+  EXPECT_TRUE(h.errors().empty());
+}
+
+TEST(StartWithBody, NotOfferedTwoMessagesAsBefore) {
+  auto h = http();
+  h.start([](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_with("whole"));  // an app's own start with its body: split
+    co_await send(body("late"));         // after the final body: refused
+  });
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_200());
+  EXPECT_EQ(std::get<protocol::HttpResponseBody>(events[1]), body("whole"));
+  EXPECT_TRUE(h.errors().empty());  // the late body raised ClientDisconnected: the expected end
+}
+
+// The head never waits for what the app awaits after the start (an SSE stream's first event).
+TEST(StartWithBody, TheStartGoesOutAloneWhenTheAppWaits) {
+  auto h = http_offering_start_body();
+  boost::asio::steady_timer timer(h.io, std::chrono::hours(1));
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    boost::system::error_code ignored;
+    co_await timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+    co_await send(body("later"));
+  });
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_200());
+  timer.cancel();
+  h.poll();
+  events = h.events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(std::get<protocol::HttpResponseBody>(events[1]), body("later"));
+  EXPECT_TRUE(h.finished);
+}
+
+TEST(StartWithBody, AnythingButABodyFlushesTheStartFirst) {
+  auto h = http_offering_start_body();
+  h.start([](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    throw std::runtime_error("boom");
+  });
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(*h.out[0].event), start_200());
+  EXPECT_EQ(h.out[1].kind, Kind::error);
+}
+
+TEST(StartWithBody, TrailersFollowTheJoinedStart) {
+  auto h = http_offering_start_body();
+  h.start([](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_announcing_trailers());
+    co_await send(body("data"));
+    co_await send(trailers());
+  });
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_with("data", false, true));
+  EXPECT_TRUE(is<protocol::HttpResponseTrailers>(events[1]));
+  EXPECT_TRUE(h.finished);
+}
+
+// A body over a piece: the start takes the first 60 KiB, the rest follows.
+TEST(StartWithBody, ALargeBodyGivesTheStartItsFirstPiece) {
+  auto h = http_offering_start_body();
+  std::string data(k_body_piece + 100, 'x');
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_with(data));  // http_app's form
+  });
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_with(data.substr(0, k_body_piece), true));
+  EXPECT_EQ(std::get<protocol::HttpResponseBody>(events[1]), body(std::string(100, 'x')));
+  EXPECT_TRUE(h.finished);
 }
 
 }  // namespace

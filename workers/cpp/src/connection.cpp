@@ -3,6 +3,7 @@
 #include <exception>
 #include <vector>
 
+#include <boost/asio/post.hpp>
 #include <boost/core/demangle.hpp>
 
 #include "event_check.hpp"
@@ -116,7 +117,18 @@ boost::asio::awaitable<void> Connection::send(protocol::Event event) {
     throw;
   }
   try {
-    if (auto* body = std::get_if<protocol::HttpResponseBody>(&event); body && body->body.size() > k_body_piece) {
+    if (auto* start = std::get_if<protocol::HttpResponseStart>(&event); start && send_start(*start)) {
+      // The start came with its body, which goes on as a body event of its own.
+      protocol::HttpResponseBody body{std::move(*start->body), start->more_body};
+      if (body.body.size() > k_body_piece) {
+        co_await send_pieces(std::move(body));
+      } else {
+        flow_.sent(size);
+        emit_event(std::move(body));
+      }
+    } else if (start) {
+      // Held back, or sent.
+    } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&event); body && body->body.size() > k_body_piece) {
       co_await send_pieces(std::move(*body));
     } else if (auto* denial = std::get_if<protocol::WebSocketHttpResponseBody>(&event);
                denial && denial->body.size() > k_body_piece) {
@@ -145,6 +157,7 @@ boost::asio::awaitable<void> Connection::send_pieces(BodyEvent event) {
   }
   event.body.resize(k_body_piece);
   for (std::size_t i = 0; i <= later.size(); ++i) {
+    if (!flow_.can_send()) flush_held_start();  // never held while we wait
     while (!disconnected_ && !failed_ && !flow_.can_send()) co_await wait_for_change();
     if (failed_) co_return;
     if (disconnected_) throw ClientDisconnected("client disconnected");
@@ -155,6 +168,34 @@ boost::asio::awaitable<void> Connection::send_pieces(BodyEvent event) {
   }
 }
 
+// An app's start: held back for its first body when the gateway takes the two
+// in one message (docs/protocol.md §2.5), else sent now. True when the start
+// came with a body of its own (the ASGI start followed by that body): the
+// caller sends it next, and emit_event() joins it to the held start.
+bool Connection::send_start(protocol::HttpResponseStart& start) {
+  bool with_body = start.body.has_value();
+  if ((info_.features & protocol::k_feature_start_body) == 0) {
+    protocol::HttpResponseStart alone{start.status, std::move(start.headers), start.trailers, std::nullopt, false};
+    emit_event(std::move(alone));
+    return with_body;
+  }
+  held_start_.emplace(start.status, std::move(start.headers), start.trailers, std::nullopt, false);
+  if (!with_body) {
+    // The head must not wait for more than the app's current run: once the
+    // app's coroutine suspends or ends, this thread runs the posted flush.
+    // One post per streamed response; a whole one (http_app) never gets here.
+    boost::asio::post(executor_, [self = shared_from_this()] { self->flush_held_start(); });
+  }
+  return with_body;
+}
+
+void Connection::flush_held_start() {
+  if (!held_start_) return;
+  protocol::Event start(std::move(*held_start_));
+  held_start_.reset();
+  emit_event(std::move(start));
+}
+
 void Connection::pass_turn(std::uint64_t ticket) {
   if (serving_ != ticket) return;  // left early on a connection that is over
   ++serving_;
@@ -163,6 +204,18 @@ void Connection::pass_turn(std::uint64_t ticket) {
 
 void Connection::emit_event(protocol::Event event) {
   if (failed_) return;
+  if (held_start_) {
+    auto* body = std::get_if<protocol::HttpResponseBody>(&event);
+    if (body == nullptr || body->body.size() > k_body_piece) {
+      flush_held_start();
+    } else {
+      // One message for the start and its first body.
+      held_start_->body = std::move(body->body);
+      held_start_->more_body = body->more_body;
+      event = std::move(*held_start_);
+      held_start_.reset();
+    }
+  }
   protocol::Envelope envelope;
   envelope.kind = protocol::Kind::event;
   envelope.gateway_id = info_.gateway_id;
@@ -184,6 +237,7 @@ void Connection::fail(std::string message) {
 }
 
 void Connection::report_error(std::string message) {
+  flush_held_start();  // the gateway sees the start, then the error (as without holding)
   failed_ = true;
   changed();
   protocol::Envelope error;

@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -29,6 +30,7 @@ struct ConnectionInfo {
   std::string worker_id;
   std::uint64_t conn_id = 0;
   std::uint64_t window = protocol::k_default_byte_window;
+  std::uint64_t features = 0;  // the first event's (docs/protocol.md §2.5)
 };
 
 // The gateway refuses a bus message over max(--max-message-size,
@@ -107,6 +109,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   template <typename BodyEvent>
   boost::asio::awaitable<void> send_pieces(BodyEvent event);
+  bool send_start(protocol::HttpResponseStart& start);
+  void flush_held_start();
   void finish_after_app(const std::string& failure, bool client_gone);
   void report_error(std::string message);
   void pass_turn(std::uint64_t ticket);
@@ -118,6 +122,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Notifier changed_;  // the queue, the state or the window changed
   FlowControl flow_;
   std::uint64_t seq_ = 0;
+  // An http.response.start kept back for the first body to join it in one
+  // message (docs/protocol.md §4.2), until the app's next send() or the end
+  // of the app's current run on this thread, whichever comes first.
+  std::optional<protocol::HttpResponseStart> held_start_;
   // send() calls leave in call order even when one waits for the window.
   std::uint64_t next_ticket_ = 0;
   std::uint64_t serving_ = 0;

@@ -35,19 +35,18 @@ awaitable<std::optional<std::string>> read_body(const protocol::Scope& scope, co
   }
 }
 
+// The whole response as one start that carries its body: the SDK sends it
+// as one bus message where the gateway takes that, else as start and body.
 // Not a coroutine: GCC 12 mishandles braced initialisers in coroutine bodies
 // (asgi_bridge/worker/events.hpp).
 protocol::HttpResponseStart start_of(Response& response) {
   bool has_length = std::any_of(response.headers.begin(), response.headers.end(),
                                 [](const protocol::Header& h) { return iequals(h.name, "content-length"); });
   if (!has_length) response.headers.push_back({"content-length", std::to_string(response.body.size())});
-  return {response.status, std::move(response.headers), false, std::nullopt, false};
+  return {response.status, std::move(response.headers), false, std::move(response.body), false};
 }
 
-awaitable<void> send_response(Response response, const Send& send) {
-  co_await send(start_of(response));
-  co_await send(response_body(std::move(response.body)));
-}
+awaitable<void> send_response(Response response, const Send& send) { co_await send(start_of(response)); }
 
 }  // namespace
 

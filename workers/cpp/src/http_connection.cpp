@@ -48,6 +48,7 @@ void HttpConnection::advance(const protocol::Event& event) {
     if (state_ != State::start) throw UnexpectedMessage("http.response.start sent twice");
     state_ = State::body;
     trailers_ = start->trailers;
+    if (start->body && !start->more_body) finish_body();  // a start with its whole body
   } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&event)) {
     if (state_ == State::start) throw UnexpectedMessage("http.response.body before http.response.start");
     if (state_ == State::trailers) {

@@ -14,7 +14,7 @@ Shard::Shard(boost::asio::io_context& io, const App& app, std::string worker_id,
 
 void Shard::start(const ConnKey& key, std::size_t link, protocol::Envelope&& first) {
   ConnectionInfo info{key.gateway_id, worker_id_, key.conn_id,
-                      first.window.value_or(protocol::k_default_byte_window)};
+                      first.window.value_or(protocol::k_default_byte_window), first.features};
   // Encoding happens here, on the app's thread, not on the shared bus thread.
   // A connection's envelopes all name its gateway. Two words captured: the
   // std::function holds them without an allocation per connection.
