@@ -95,7 +95,7 @@ class Worker:
         self._app_context = contextvars.copy_context()
         # Broadcast groups (groups.py): of the apps' WebSockets and of the Channels layer.
         self.groups = GroupHub(transport, worker_id)
-        self._handlers = {"event": self._on_event, "credit": self._on_credit,
+        self._handlers = {"credit": self._on_credit,
                           "error": self._on_error, "bye": self._on_bye,
                           "heartbeat": lambda gateway, msg: None,
                           "publish": self._relay_publish}
@@ -252,12 +252,25 @@ class Worker:
             self._on_malformed(link, exc)
             return
         kind = msg["k"]
-        if kind == "event":  # the common case first: an event from a gateway we know
+        if kind == "event":  # the common case first, inline: an event from a gateway we know
             gateway = self.gateways.get(msg.get("g"))  # (a departed one is not in there)
-            if gateway is not None:
-                gateway.last_seen = self._loop.time()
-                self._on_event(gateway, msg)
+            if gateway is None:
+                gateway = self._gateway_of(link, msg, kind)
+                if gateway is None:
+                    return
+            gateway.last_seen = self._loop.time()
+            conn = self.conns.get((gateway.id, msg["c"]))
+            if conn is None or msg["s"] != conn.next_in:
+                self._on_other_event(gateway, msg, conn)  # a first event, or a problem
                 return
+            # The next event of a connection we serve (a WebSocket message, a request
+            # body's piece): fed here, a Python frame less per event.
+            conn.next_in += 1
+            try:
+                conn.feed(msg["event"])
+            except ProtocolError as exc:
+                self._event_problem(gateway, msg["c"], conn, str(exc))
+            return
         if kind == "group":  # another worker's, relayed by a gateway or published on Redis
             self.groups.on_message(msg)
             return
@@ -265,17 +278,24 @@ class Worker:
         if handler is None:
             logger.debug("bus %s: ignoring a message of kind %r", link.url, kind)
             return
+        gateway = self._gateway_of(link, msg, kind)
+        if gateway is not None:
+            gateway.last_seen = self._loop.time()
+            handler(gateway, msg)
+
+    def _gateway_of(self, link, msg, kind):
+        """The gateway that sent `msg`, met now if it is new; None: the message is dropped
+        (no gateway id, or a gateway that said bye)."""
         gateway_id = msg.get("g")
         if gateway_id is None:
             logger.warning("bus %s: dropped a %s message without a gateway id", link.url, kind)
-            return
+            return None
         if gateway_id in self._departed:
-            return
+            return None
         gateway = self.gateways.get(gateway_id)
         if gateway is None:
             gateway = self._meet(gateway_id, link)
-        gateway.last_seen = self._loop.time()
-        handler(gateway, msg)
+        return gateway
 
     def _meet(self, gateway_id, link):
         link = self.transport.reply_link(link, gateway_id)
@@ -299,28 +319,24 @@ class Worker:
         self._reply_error(exc.gateway, self.transport.reply_link(link, exc.gateway), exc.conn,
                           f"malformed event: {exc}")
 
-    def _on_event(self, gateway, msg):
-        key = (gateway.id, msg["c"])
-        conn = self.conns.get(key)
+    def _on_other_event(self, gateway, msg, conn):
+        """An event that is not the next one of connection `conn` (on_message() feeds
+        those): a first event, or one of a connection we do not serve (`conn` None), or
+        out of order."""
         if conn is None:
             if "scope" in msg and msg["s"] == 0:
                 self._open(gateway, msg)
-            elif key not in self._recent:
+            elif (gateway.id, msg["c"]) not in self._recent:
                 self._reply_error(gateway.id, gateway.link, msg["c"], "unknown connection")
             return
-        problem = None
-        if msg["s"] != conn.next_in:
-            problem = f"event s={msg['s']} out of order (expected {conn.next_in})"
-        else:
-            conn.next_in += 1
-            try:
-                conn.feed(msg["event"])
-            except ProtocolError as exc:
-                problem = str(exc)
-        if problem:
-            logger.warning("conn %s/%s: %s", gateway.id, msg["c"], problem)
-            conn.gateway_lost()
-            self._reply_error(gateway.id, gateway.link, msg["c"], problem)
+        self._event_problem(gateway, msg["c"], conn,
+                            f"event s={msg['s']} out of order (expected {conn.next_in})")
+
+    def _event_problem(self, gateway, conn_id, conn, problem):
+        """An event the connection cannot take: it ends, and the gateway hears why."""
+        logger.warning("conn %s/%s: %s", gateway.id, conn_id, problem)
+        conn.gateway_lost()
+        self._reply_error(gateway.id, gateway.link, conn_id, problem)
 
     def _open(self, gateway, msg):
         scope, event, conn_id = msg["scope"], msg["event"], msg["c"]
