@@ -7,7 +7,8 @@ between a long and a short run, so that start-up cancels out. Repeatable on a lo
 machine (docs/performance.md, "The Python worker, second pass").
 
     PYTHONPATH=workers/python:bench /usr/bin/python3 bench/worker_inproc.py [--no-native]
-        [--loop uvloop|asyncio] [--profile hello|ws] [--once hello|ws COUNT]
+        [--loop uvloop|asyncio] [--profile hello|ws] [--once hello|ws COUNT] [--features N]
+        [--later-step]
 
 Under callgrind, two --once runs of different lengths give instructions per request
 (their difference over the difference of the counts), unmoved by other jobs' load.
@@ -16,6 +17,7 @@ Under callgrind, two --once runs of different lengths give instructions per requ
 import argparse
 import asyncio
 import cProfile
+import functools
 import os
 import pstats
 import sys
@@ -58,9 +60,10 @@ class NullTransport(FakeTransport):
         self.count += 1
 
 
-def first_http(conn):
+def first_http(conn, features):
     return codec.encode({
         "k": "event", "g": "gw-1", "w": "wk-bench", "c": conn, "s": 0, "window": 1 << 20,
+        "features": features,  # as the gateway's: a start may carry the body (1)
         "scope": {"type": "http",
                   "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/",
                   "raw_path": b"/", "query_string": b"", "root_path": "",
@@ -100,10 +103,10 @@ def _on_messages(worker, link, batch):
         worker.on_message(link, data)
 
 
-async def hello(worker, link, requests, profiler=None):
+async def hello(worker, link, requests, profiler=None, features=1):
     # One batch of first events, sent again and again: a finished connection's id
     # may open a new one, and no message is built inside the measured loop.
-    batch = [first_http(i) for i in range(BATCH)]
+    batch = [first_http(i, features) for i in range(BATCH)]
     await asyncio.sleep(0)
     if profiler:
         profiler.enable()
@@ -143,13 +146,22 @@ async def ws(worker, link, rounds, profiler=None, base=[1000000]):
     return cpu / BATCH  # per message: `rounds` messages on each of BATCH connections
 
 
+async def later_step(scope, receive, send):
+    """The bench app, answering HTTP in a later task step (as after a database query)."""
+    if scope["type"] == "http":
+        await asyncio.sleep(0)
+    await bench_app.app(scope, receive, send)
+
+
 async def main(args):
     transport = NullTransport()
-    worker = Worker(bench_app.app, transport, "wk-bench", concurrency=1000)
+    app = later_step if args.later_step else bench_app.app
+    worker = Worker(app, transport, "wk-bench", concurrency=1000)
     worker.start()
     link = transport.links[0]
     worker.on_message(link, codec.encode({"k": "heartbeat", "g": "gw-1"}))
-    kinds = {"hello": (hello, 1280, 6400), "ws": (ws, 200, 1000)}
+    kinds = {"hello": (functools.partial(hello, features=args.features), 1280, 6400),
+             "ws": (ws, 200, 1000)}
     if args.once:  # for callgrind: the difference of two counts is the per-request cost
         name, count = args.once
         run = kinds[name][0]
@@ -184,6 +196,11 @@ if __name__ == "__main__":
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--profile", choices=("hello", "ws"))
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--features", type=int, default=1,
+                        help="the first events' `features` (the gateway's: 1; 0 as before "
+                             "the start could carry the body)")
+    parser.add_argument("--later-step", action="store_true",
+                        help="HTTP answered after an await that suspends, not in the first step")
     parser.add_argument("--once", nargs=2, metavar=("hello|ws", "COUNT"),
                         help="one run of COUNT requests (ws: rounds of 64 messages) "
                              "after a warm-up, nothing printed: for callgrind")

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from .harness import (RawConnection, curl_echo_post, free_port, raw_request, read_response, request,
-                      wait_until)
+from .harness import (Background, RawConnection, Worker, bus_args, curl_echo_post, free_port,
+                      raw_request, read_response, request, wait_until)
+from .test_bus_curve import Relay
 
 pytestmark = pytest.mark.every_bus  # the same over ZeroMQ and Redis (conftest.py)
 
@@ -386,3 +387,39 @@ def test_several_binds_and_threads(bridge_factory):
     for port in (b.port, extra, b.port, extra):
         r = request(port, "GET", "/")
         assert (r.status, r.body) == (200, b"hello")
+
+
+@pytest.mark.zmq_only("a TCP relay between the worker and the gateway's ZeroMQ bus")
+def test_a_response_start_carries_its_body_over_the_bus(bridge_factory, bus_url):
+    """docs/protocol.md §4.2: the gateway advertises `features` 1, the worker sends a hello's
+    start and body as one message, and the client gets the whole response; a start the app
+    sends before a wait reaches the gateway while the app waits."""
+    if not bus_url.startswith("zmq://127.0.0.1:") or bus_args(bus_url, "worker"):
+        pytest.skip("the relay reads plain TCP")
+    b = bridge_factory(workers=0)
+    relay = Relay(int(bus_url.rsplit(":", 1)[1]))
+    try:
+        w = Worker("basic_app:app", f"zmq://127.0.0.1:{relay.port}", b.log_dir, b.state.path,
+                   name="relayed-worker")
+        b.procs.append(w)
+        b.workers.append(w)
+        b.wait_ready()
+
+        seen = len(relay.capture())
+        r = request(b.port, "GET", "/")
+        assert (r.status, r.body, r.header("content-length")) == (200, b"hello", "5")
+        answer = relay.capture()[seen:]
+        assert b"http.response.start" in answer
+        assert b"http.response.body" not in answer, "the start carried the body"
+
+        seen = len(relay.capture())
+        waiting = Background(request, b.port, "GET", "/start-then-wait?id=w1")
+        b.state.wait_for("started-w1")
+        wait_until(lambda: b"http.response.start" in relay.capture()[seen:], 10,
+                   "the start on the bus while the app waits")
+        assert waiting.finished_at is None  # (the gateway writes the head with a body)
+        b.state.touch("go-w1")
+        r = waiting.result(10)
+        assert (r.status, r.body) == (200, b"after the wait")
+    finally:
+        relay.close()

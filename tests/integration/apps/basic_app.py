@@ -183,6 +183,14 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
         await wait_file(f"go-{ident}")
         await send({"type": "http.response.body", "body": b"second"})
+    elif path == "/start-then-wait":
+        # The head alone, then the test's go-file before the body (an SSE stream
+        # waiting for its first event): the start must not wait with the app.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        mark(f"started-{ident}", str(os.getpid()))
+        await wait_file(f"go-{ident}")
+        await send({"type": "http.response.body", "body": b"after the wait"})
     elif path == "/cookies":
         await respond(send, 200, b"cookies", headers=[
             (b"set-cookie", b"a=1; Path=/"), (b"x-multi", b"one"),

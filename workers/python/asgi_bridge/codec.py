@@ -29,9 +29,13 @@ KINDS = frozenset(("event", "ready", "heartbeat", "credit", "drain", "bye", "err
 
 # §2.1, in canonical order.
 ENVELOPE_KEYS = ("v", "k", "g", "w", "c", "s", "capacity", "active", "ws_capacity", "window",
-                 "events", "bytes", "message", "group", "channel", "scope", "event")
-_UINT_KEYS = frozenset(("c", "s", "capacity", "active", "ws_capacity", "window", "events",
-                        "bytes"))
+                 "features", "events", "bytes", "message", "group", "channel", "scope", "event")
+_UINT_KEYS = frozenset(("c", "s", "capacity", "active", "ws_capacity", "window", "features",
+                        "events", "bytes"))
+
+# `features` (§2.1) on a connection's first event: the optional forms the gateway accepts.
+# This one: an http.response.start may carry the response's first body (§4.2).
+FEATURE_START_BODY = 1
 _STR_KEYS = frozenset(("k", "g", "w", "message", "group", "channel"))
 
 # RFC 9110 token (header names) and the bytes that could split a response (values).
@@ -44,6 +48,7 @@ _PAIR_TYPES = (list, tuple)  # exactly these types take the fast path
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _MISSING = object()
 _REQUIRED = object()
+_OPTIONAL = object()  # default for a field left out when absent
 _EMPTY_LIST = object()  # default for arrays: a fresh [] each time, never shared
 
 
@@ -269,13 +274,23 @@ EVENTS = {etype: spec if spec is _WS_MESSAGE else
           _field_table("event", spec)
           for etype, spec in _EVENT_SPECS.items()}
 
+# On the wire (decode, encode) a start may also carry the response's first body
+# (FEATURE_START_BODY): `body` then `more_body`, both written when `body` is there
+# (_start_body). An app's send() keeps to the table above: ASGI has no body in a start,
+# so an app's stray `body` key is dropped like any unknown key.
+_WIRE_START = _field_table("event", _EVENT_SPECS["http.response.start"] + (
+    ("body", _bin, _OPTIONAL), ("more_body", _bool, _OPTIONAL)))
+WIRE_EVENTS = dict(EVENTS)
+WIRE_EVENTS["http.response.start"] = _WIRE_START
 
-def canonical_event(event, err=InvalidEvent, none_is_default=True):
+
+def canonical_event(event, err=InvalidEvent, none_is_default=True, events=EVENTS):
     """Validate an ASGI event dict and return it in canonical form (a new dict).
 
     With the defaults this is the check of an app's ``send``: it raises
     ``InvalidEvent`` and takes ``None`` as "default". Unknown extra keys are dropped,
-    as the ASGI spec asks servers to ignore them.
+    as the ASGI spec asks servers to ignore them. ``events=WIRE_EVENTS``: a message's
+    event (a start may carry a body).
     """
     if not isinstance(event, dict):
         raise err(f"event: expected a dict/map, got {_type_name(event)}")
@@ -284,7 +299,7 @@ def canonical_event(event, err=InvalidEvent, none_is_default=True):
         raise err("event.type: missing")
     if type(etype) is not str:
         raise err(f"event.type: expected str, got {_type_name(etype)}")
-    spec = EVENTS.get(etype)
+    spec = events.get(etype)
     if spec is None:
         raise err(f"event.type: unknown event type {etype!r}")
     out = {"type": etype}
@@ -296,11 +311,24 @@ def canonical_event(event, err=InvalidEvent, none_is_default=True):
         if value is _MISSING or (value is None and none_is_default and default is not None):
             if default is _REQUIRED:
                 raise err(f"{label}: missing (required in {etype})")
+            if default is _OPTIONAL:
+                continue
             value = [] if default is _EMPTY_LIST else default
         elif type(value) is not plain:
             value = check(value, label, err)
         out[name] = value
+    if spec is _WIRE_START:
+        _start_body(out)
     return out
+
+
+def _start_body(start):
+    """A start's body (§4.2): `more_body` written with it (false by default), and
+    ignored without it."""
+    if "body" in start:
+        start.setdefault("more_body", False)
+    else:
+        start.pop("more_body", None)
 
 
 def _ws_message(event, out, err):
@@ -420,11 +448,13 @@ def encode(envelope):
         if value is None:
             continue
         if key == "event":
-            value = canonical_event(value)
+            value = canonical_event(value, events=WIRE_EVENTS)
         elif key == "scope":
             value = canonical_scope(value)
         elif key in _UINT_KEYS:
             value = _uint(value, key, ProtocolError)
+            if not value and key == "features":
+                continue  # 0 is the default: left out
         else:
             value = _str(value, key, ProtocolError)
         out[key] = value
@@ -537,7 +567,7 @@ def _wire_id(value, key):
 def _wire_event(value, key):
     if isinstance(value, dict):
         _check_keys(value, "event", ProtocolError)
-    return canonical_event(value, ProtocolError, none_is_default=False)
+    return canonical_event(value, ProtocolError, none_is_default=False, events=WIRE_EVENTS)
 
 
 def _wire_checks():

@@ -22,7 +22,7 @@ import logging
 import os
 
 from . import broadcast, codec, wire
-from .connection import HttpConnection, WebSocketConnection
+from .connection import EAGER_STEP, HttpConnection, WebSocketConnection
 from .errors import ProtocolError
 from .groups import SCOPE_KEY, GroupHandle, GroupHub, WebSocketMember
 from .slots import Slots
@@ -84,6 +84,8 @@ class Worker:
         self._ws_slots = Slots(websocket_capacity)   # WebSockets
         self._websockets = 0  # of self.conns
         self._tasks = {}  # (gateway id, conn id) -> the task of its app instance
+        # Connections whose start a later task step held back (connection.flush_later).
+        self._later_starts = []
         self._ticker = None
         self._loop = asyncio.get_running_loop()
         # Each app instance starts from this context, not from whatever context the bus
@@ -93,7 +95,7 @@ class Worker:
         self._app_context = contextvars.copy_context()
         # Broadcast groups (groups.py): of the apps' WebSockets and of the Channels layer.
         self.groups = GroupHub(transport, worker_id)
-        self._handlers = {"event": self._on_event, "credit": self._on_credit,
+        self._handlers = {"credit": self._on_credit,
                           "error": self._on_error, "bye": self._on_bye,
                           "heartbeat": lambda gateway, msg: None,
                           "publish": self._relay_publish}
@@ -250,12 +252,25 @@ class Worker:
             self._on_malformed(link, exc)
             return
         kind = msg["k"]
-        if kind == "event":  # the common case first: an event from a gateway we know
+        if kind == "event":  # the common case first, inline: an event from a gateway we know
             gateway = self.gateways.get(msg.get("g"))  # (a departed one is not in there)
-            if gateway is not None:
-                gateway.last_seen = self._loop.time()
-                self._on_event(gateway, msg)
+            if gateway is None:
+                gateway = self._gateway_of(link, msg, kind)
+                if gateway is None:
+                    return
+            gateway.last_seen = self._loop.time()
+            conn = self.conns.get((gateway.id, msg["c"]))
+            if conn is None or msg["s"] != conn.next_in:
+                self._on_other_event(gateway, msg, conn)  # a first event, or a problem
                 return
+            # The next event of a connection we serve (a WebSocket message, a request
+            # body's piece): fed here, a Python frame less per event.
+            conn.next_in += 1
+            try:
+                conn.feed(msg["event"])
+            except ProtocolError as exc:
+                self._event_problem(gateway, msg["c"], conn, str(exc))
+            return
         if kind == "group":  # another worker's, relayed by a gateway or published on Redis
             self.groups.on_message(msg)
             return
@@ -263,17 +278,24 @@ class Worker:
         if handler is None:
             logger.debug("bus %s: ignoring a message of kind %r", link.url, kind)
             return
+        gateway = self._gateway_of(link, msg, kind)
+        if gateway is not None:
+            gateway.last_seen = self._loop.time()
+            handler(gateway, msg)
+
+    def _gateway_of(self, link, msg, kind):
+        """The gateway that sent `msg`, met now if it is new; None: the message is dropped
+        (no gateway id, or a gateway that said bye)."""
         gateway_id = msg.get("g")
         if gateway_id is None:
             logger.warning("bus %s: dropped a %s message without a gateway id", link.url, kind)
-            return
+            return None
         if gateway_id in self._departed:
-            return
+            return None
         gateway = self.gateways.get(gateway_id)
         if gateway is None:
             gateway = self._meet(gateway_id, link)
-        gateway.last_seen = self._loop.time()
-        handler(gateway, msg)
+        return gateway
 
     def _meet(self, gateway_id, link):
         link = self.transport.reply_link(link, gateway_id)
@@ -297,28 +319,24 @@ class Worker:
         self._reply_error(exc.gateway, self.transport.reply_link(link, exc.gateway), exc.conn,
                           f"malformed event: {exc}")
 
-    def _on_event(self, gateway, msg):
-        key = (gateway.id, msg["c"])
-        conn = self.conns.get(key)
+    def _on_other_event(self, gateway, msg, conn):
+        """An event that is not the next one of connection `conn` (on_message() feeds
+        those): a first event, or one of a connection we do not serve (`conn` None), or
+        out of order."""
         if conn is None:
             if "scope" in msg and msg["s"] == 0:
                 self._open(gateway, msg)
-            elif key not in self._recent:
+            elif (gateway.id, msg["c"]) not in self._recent:
                 self._reply_error(gateway.id, gateway.link, msg["c"], "unknown connection")
             return
-        problem = None
-        if msg["s"] != conn.next_in:
-            problem = f"event s={msg['s']} out of order (expected {conn.next_in})"
-        else:
-            conn.next_in += 1
-            try:
-                conn.feed(msg["event"])
-            except ProtocolError as exc:
-                problem = str(exc)
-        if problem:
-            logger.warning("conn %s/%s: %s", gateway.id, msg["c"], problem)
-            conn.gateway_lost()
-            self._reply_error(gateway.id, gateway.link, msg["c"], problem)
+        self._event_problem(gateway, msg["c"], conn,
+                            f"event s={msg['s']} out of order (expected {conn.next_in})")
+
+    def _event_problem(self, gateway, conn_id, conn, problem):
+        """An event the connection cannot take: it ends, and the gateway hears why."""
+        logger.warning("conn %s/%s: %s", gateway.id, conn_id, problem)
+        conn.gateway_lost()
+        self._reply_error(gateway.id, gateway.link, conn_id, problem)
 
     def _open(self, gateway, msg):
         scope, event, conn_id = msg["scope"], msg["event"], msg["c"]
@@ -348,10 +366,15 @@ class Worker:
         self._websockets += websocket
         if self._tells_capacity:
             self._update_capacity()
+        # A start may carry the first body: held back while the app's task step runs.
+        hold = not websocket and msg.get("features", 0) & codec.FEATURE_START_BODY
+        if hold:
+            conn.hold_start = EAGER_STEP
         slots = self._ws_slots if websocket else self._slots
         conn.on_end = functools.partial(self._end, gateway, key, websocket, handle)
         conn.skip_if_gone = True
-        if slots.take_nowait():
+        if slots.free > 0 and not slots.waiters:  # slots.take_nowait() inline
+            slots.free -= 1
             # The task runs the app's coroutine itself: no coroutine of ours around it.
             conn.slots = slots
             coro = conn.run(self.app)
@@ -359,6 +382,10 @@ class Worker:
             coro = self._serve_later(conn, slots)
         # Started eagerly (eager.py): an app that answers at once has done so on return.
         task = wire.start_task(self._loop, coro, self._app_context.copy())
+        if hold:  # the first step is over: what it held goes now, later ones see to it
+            conn.hold_start = self._later_starts
+            if conn.held_start is not None:
+                conn.flush_held()
         if not task.done():  # (done: its on_end already ran)
             self._tasks[key] = task
         self._opened += 1  # (inline: a call per connection less)
@@ -381,8 +408,12 @@ class Worker:
         """A connection's instance ended (conn.on_end): give its slot back, forget it."""
         conn = self.conns.pop(key)
         self._tasks.pop(key, None)
-        if conn.slots is not None:
-            conn.slots.give()
+        slots = conn.slots
+        if slots is not None:
+            if slots.waiters:
+                slots.give()
+            else:
+                slots.free += 1  # give() inline: nobody waits
         if handle is not None:
             handle.leave_all()  # however the connection ended
         self._websockets -= websocket

@@ -548,12 +548,12 @@ PyObject* read_event(Reader& r) {
 // --- the envelope (§2.1, codec._decode_envelope) ---------------------------------------------
 
 enum EnvelopeKey {
-  kV, kK, kG, kW, kC, kS, kCapacity, kActive, kWsCapacity, kWindow, kEvents, kBytesKey,
-  kMessage, kGroup, kChannel, kScope, kEvent, kEnvelopeKeys
+  kV, kK, kG, kW, kC, kS, kCapacity, kActive, kWsCapacity, kWindow, kFeatures, kEvents,
+  kBytesKey, kMessage, kGroup, kChannel, kScope, kEvent, kEnvelopeKeys
 };
 const char* const kEnvelopeNames[] = {"v", "k", "g", "w", "c", "s", "capacity", "active",
-                                      "ws_capacity", "window", "events", "bytes", "message",
-                                      "group", "channel", "scope", "event"};
+                                      "ws_capacity", "window", "features", "events", "bytes",
+                                      "message", "group", "channel", "scope", "event"};
 // Kinds taken here; group and publish (their own checks) and unknown kinds are not.
 const char* const kKinds[] = {"event", "ready", "heartbeat", "credit", "drain", "bye", "error"};
 

@@ -34,6 +34,45 @@ def test_vector_round_trip(path):
     assert codec.encode(decoded) == data, f"re-encoding {path} changed its bytes"
 
 
+def read_vector(name):
+    with open(os.path.join(REPO, "tests", "vectors", name + ".msgpack"), "rb") as f:
+        return f.read()
+
+
+# A response's start and first body in one message (§4.2), and the gateway's `features`
+# bit that allows it: what the three vectors of the form hold.
+START_BODY = {"type": "http.response.start", "status": 200,
+              "headers": [[b"content-type", b"text/plain"]], "trailers": False,
+              "body": b"Hello, world!", "more_body": False}
+START_BODY_VECTORS = [
+    ("event_http_response_start_body", START_BODY),
+    ("event_http_response_start_body_more", dict(START_BODY, more_body=True)),
+]
+
+
+@pytest.mark.parametrize("name,event", START_BODY_VECTORS, ids=[n for n, _ in START_BODY_VECTORS])
+def test_start_body_vectors(name, event):
+    data = read_vector(name)
+    decoded = codec.decode(data)
+    assert decoded["event"] == event
+    assert list(decoded["event"]) == list(event)  # body and more_body after trailers
+    assert codec.encode(decoded) == data
+    # the worker's hot path writes the same bytes for the same canonical event
+    assert codec.encode_event(decoded["g"], decoded["w"], decoded["c"], decoded["s"],
+                              event) == data
+
+
+def test_first_event_features_vector():
+    data = read_vector("event_http_request_first_features")
+    decoded = codec.decode(data)
+    assert decoded["features"] == codec.FEATURE_START_BODY
+    assert list(decoded).index("features") == list(decoded).index("window") + 1
+    without = codec.decode(read_vector("event_http_request_first"))
+    assert "features" not in without
+    assert {k: v for k, v in decoded.items() if k != "features"} == without
+    assert codec.encode(decoded) == data
+
+
 # --- canonical bytes -----------------------------------------------------------------
 
 def test_canonical_bytes_of_a_gateway_heartbeat():
@@ -112,6 +151,36 @@ def test_event_round_trip(event):
     decoded = codec.decode(data)
     assert decoded == env
     assert codec.encode(decoded) == data
+
+
+def test_features_zero_is_left_out_and_unknown_bits_kept():
+    env = {"k": "event", "g": "gw-1", "c": 0, "s": 0, "window": 10,
+           "scope": {"type": "http", "method": "GET", "path": "/"},
+           "event": {"type": "http.request"}}
+    assert codec.encode(dict(env, features=0)) == codec.encode(env)
+    data = codec.encode(dict(env, features=5))
+    assert list(msgpack.unpackb(data))[-4:] == ["window", "features", "scope", "event"]
+    assert codec.decode(data)["features"] == 5
+
+
+def test_a_start_body_round_trips_and_more_body_without_body_is_ignored():
+    env = {"v": 1, "k": "event", "g": "gw-1", "w": "wk-1", "c": 1, "s": 0}
+    data = codec.encode(dict(env, event={"type": "http.response.start", "status": 200,
+                                         "body": b"x"}))
+    assert codec.decode(data)["event"] == {"type": "http.response.start", "status": 200,
+                                           "headers": [], "trailers": False, "body": b"x",
+                                           "more_body": False}
+    lone = codec.decode(ev({"type": "http.response.start", "status": 200, "more_body": True}))
+    assert lone["event"] == {"type": "http.response.start", "status": 200, "headers": [],
+                             "trailers": False}
+
+
+def test_an_apps_start_keeps_no_body():
+    # ASGI has no body in a start: an app's stray key is dropped like any unknown key,
+    # so that only the worker joins a body to a start (and only for a gateway that asked).
+    assert codec.canonical_event({"type": "http.response.start", "status": 200,
+                                  "body": b"x", "more_body": True}) == {
+        "type": "http.response.start", "status": 200, "headers": [], "trailers": False}
 
 
 @pytest.mark.parametrize("scope_type", ["http", "websocket"])
@@ -231,6 +300,16 @@ MALFORMED = [
     (ev({"type": "websocket.receive", "bytes": "x"}), "event.bytes: expected bytes, got str"),
     (ev({"type": "websocket.receive", "text": b"x"}), "event.text: expected str, got bytes"),
     (ev({"type": "http.request", "more_body": 1}), "event.more_body: expected bool, got int"),
+    (ev({"type": "http.response.start", "status": 200, "body": "x"}),
+     "event.body: expected bytes, got str"),
+    (ev({"type": "http.response.start", "status": 200, "body": b"x", "more_body": None}),
+     "event.more_body: expected bool, got nil"),
+    (ev({"type": "http.response.start", "status": 200, "more_body": 0}),
+     "event.more_body: expected bool, got int"),
+    (pack({"v": 1, "k": "event", "g": "gw", "c": 1, "s": 0, "features": -1,
+           "event": {"type": "http.request"}}), "features: -1 is negative"),
+    (pack({"v": 1, "k": "event", "g": "gw", "c": 1, "s": 0, "features": True,
+           "event": {"type": "http.request"}}), "features: expected int, got bool"),
     (ev({"type": "http.response.start"}), "event.status: missing (required in http.response.start)"),
     (ev({"type": "http.response.start", "status": 1000}), "event.status: 1000 out of range 100..599"),
     (ev({"type": "http.response.start", "status": True}), "event.status: expected int, got bool"),

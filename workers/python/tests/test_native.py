@@ -9,7 +9,8 @@ from http import HTTPStatus
 
 import msgpack
 import pytest
-from test_codec import APP_ERRORS, EVENTS, MALFORMED, VECTORS
+from test_codec import (APP_ERRORS, EVENTS, MALFORMED, START_BODY_VECTORS, VECTORS,
+                        read_vector)
 
 from asgi_bridge import codec, wire
 from asgi_bridge.__main__ import parse_args
@@ -92,6 +93,11 @@ MESSAGES = [
     ev({"type": "websocket.send", "text": "x"}),
     ev({"type": "http.response.body", "body": b"x"}),
     ev({"type": "http.request"}, c=2 ** 64 - 1, s=2 ** 32),
+    ev({"type": "http.request"}, scope=SCOPE, window=1 << 20, features=1),
+    ev({"type": "http.request"}, scope=SCOPE, features=2 ** 64 - 1),
+    ev({"type": "http.request"}, scope=SCOPE, features=0),
+    ev({"type": "http.request"}, features="1"),
+    ev({"type": "http.response.start", "status": 200, "body": b"x", "more_body": True}),
     ev({"type": "http.request"}, g=""),
     ev({"type": "http.request"}, w="wk-1", x=1),
     pack({"v": 1, "k": "event", "g": "gw", "c": 1, "event": {"type": "http.request"}}),
@@ -134,6 +140,20 @@ def test_native_takes_the_common_messages():
 
 
 @needs_native
+def test_native_takes_a_first_event_with_features():
+    data = read_vector("event_http_request_first_features")
+    assert wire._native.decode(data) == codec.decode(data)
+
+
+@needs_native
+@pytest.mark.parametrize("name,event", START_BODY_VECTORS, ids=[n for n, _ in START_BODY_VECTORS])
+def test_a_start_with_its_body_encodes_natively_to_the_vector(name, event):
+    data = read_vector(name)
+    msg = codec.decode(data)
+    assert wire._native.encode_event(msg["g"], msg["w"], msg["c"], msg["s"], event) == data
+
+
+@needs_native
 def test_mutated_vectors_decode_the_same():
     rng = random.Random(19)
     vectors = []
@@ -160,6 +180,7 @@ APP_EVENTS = EVENTS + [event for event, _ in APP_ERRORS] + [
     {"type": "http.response.start", "status": 200, "headers": [[b"a", b"1\r"]]},
     {"type": "http.response.start", "status": 200, "headers": [[b"a", b"1", b"2"]]},
     {"type": "http.response.start", "status": 2 ** 70},
+    {"type": "http.response.start", "status": 200, "body": b"x", "more_body": True},
     {"type": "http.response.body"},
     {"type": "http.response.body", "body": None, "more_body": None, "extra": 1},
     {"type": "http.response.body", "body": bytearray(b"x")},
