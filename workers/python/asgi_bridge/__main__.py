@@ -16,6 +16,7 @@ from .curve import CurveKeys, keygen
 from .logformat import LOG_FORMATS
 from .logformat import configure as configure_logging
 from .redis_transport import RedisTls
+from .shared_ring import DEFAULT_CAPACITY, check_capacity
 from .transport import check_bus_urls, split_bus_urls
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -46,6 +47,13 @@ def _non_negative_int(text):
     return value
 
 
+def _ring_capacity(text):
+    try:
+        return check_capacity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m asgi_bridge",
@@ -66,6 +74,12 @@ def parse_args(argv=None):
     p.add_argument("--bus-secret-key", default=_env("bus-secret-key", None),
                    help="ZeroMQ CURVE: this worker's key pair file (NAME.key_secret from "
                         "keygen); its NAME.key goes in the gateway's --bus-authorized-keys")
+    p.add_argument("--bus-shared-memory", metavar="BYTES", type=_ring_capacity,
+                   default=_env("bus-shared-memory", DEFAULT_CAPACITY),
+                   help="ZeroMQ bus: capacity of the shared-memory ring offered to each "
+                        "gateway on this host, which messages of 16 KiB or more then take "
+                        "(0, or a power of two from 65536 to 67108864; default 1048576; "
+                        "0: no ring of our own, a gateway's ring is still used)")
     p.add_argument("--bus-tls-ca-file", default=_env("bus-tls-ca-file", None),
                    help="rediss://: CA file (PEM) to verify the Redis server's certificate "
                         "(default: the system's CAs)")
@@ -125,7 +139,8 @@ def parse_args(argv=None):
                         ("heartbeat_interval", _positive(float)),
                         ("graceful_timeout", _positive(float)),
                         ("max_requests", _non_negative_int),
-                        ("max_requests_jitter", _non_negative_int)):
+                        ("max_requests_jitter", _non_negative_int),
+                        ("bus_shared_memory", _ring_capacity)):
         try:
             setattr(args, name, check(getattr(args, name)))
         except (ValueError, argparse.ArgumentTypeError) as exc:

@@ -66,7 +66,8 @@ async def serve(args, loop_name="asyncio", ready=None):
         return 1
     try:
         # Before lifespan: Redis refusing our credentials must not cost a startup.
-        transport = make_transport(args.bus, worker_id, args.bus_prefix, args.curve, args.redis_tls)
+        transport = make_transport(args.bus, worker_id, args.bus_prefix, args.curve, args.redis_tls,
+                                   args.bus_shared_memory)
     except BusError as exc:
         logger.error("%s", exc)
         return 1

@@ -21,6 +21,11 @@ link ``reply_link`` gave it. ZeroMQ (docs/protocol.md §1): one DEALER per gatew
 its routing id set to the worker id, one frame per message; a reply goes back on the
 link its connection arrived on. Redis (docs/redis.md, ``redis_transport.py``): one
 server for every gateway; a reply goes to the gateway's own queue.
+
+On ZeroMQ, a gateway on the same host and the worker move messages of 16 KiB or more
+through shared-memory rings (docs/protocol.md §1.1, ``shared_ring.py``): the socket then
+carries a short reference in the message's place. The transport offers its ring, answers
+the gateway's offer and resolves references itself; the worker sees messages only.
 """
 
 import asyncio
@@ -31,8 +36,9 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from . import wire
+from . import shared_ring, wire
 from .curve import HandshakeWatcher
+from .loglimit import LogLimiter
 from .redis_transport import BusError, RedisTransport, check_redis, parse_redis_url  # noqa: F401
 
 logger = logging.getLogger("asgi_bridge.transport")
@@ -78,17 +84,20 @@ def check_bus_urls(urls):
             zmq_endpoint(url)
 
 
-def make_transport(urls, worker_id, prefix="asgi", curve=None, redis_tls=None):
+def make_transport(urls, worker_id, prefix="asgi", curve=None, redis_tls=None,
+                   ring_capacity=shared_ring.DEFAULT_CAPACITY):
     """The transport for `urls`. ValueError for bad URLs; BusError when Redis refuses us
     (wrong password, unknown user, bad database) or cannot be reached at start. `curve`:
-    ``curve.CurveKeys`` for ZeroMQ CURVE, or None; `redis_tls`: a RedisTls for rediss://."""
+    ``curve.CurveKeys`` for ZeroMQ CURVE, or None; `redis_tls`: a RedisTls for rediss://;
+    `ring_capacity`: of the shared-memory ring offered to each ZeroMQ gateway, 0: none."""
     check_bus_urls(urls)  # ValueError before anything connects
     if urls[0].startswith(("redis:", "rediss:")):
         url = parse_redis_url(urls[0])
         url.tls_options = redis_tls or url.tls_options
         check_redis(url)
         return RedisTransport(url, worker_id, prefix)
-    return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id, curve)
+    return ZmqTransport([(url, zmq_endpoint(url)) for url in urls], worker_id, curve,
+                        ring_capacity)
 
 
 # Plain ints: pyzmq's enums cost an enum operation per use, on every message.
@@ -97,6 +106,8 @@ _EVENTS = int(zmq.EVENTS)
 _RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
+_MARK = bytes([shared_ring.MARK])  # a transport frame's first byte
+_NEVER = 1 << 62  # Link.ring_min of a link whose messages never go through a ring
 
 
 def _batch_io_thread(context):
@@ -125,7 +136,8 @@ def _log_multipart(link, frames):
 class Link:
     """One bus endpoint: one DEALER socket connected to one gateway URL."""
 
-    __slots__ = ("url", "socket", "handle", "backlog", "queued", "scheduled", "watcher")
+    __slots__ = ("url", "socket", "handle", "backlog", "queued", "scheduled", "watcher",
+                 "ring", "ring_min", "peer_ring")
 
     def __init__(self, url, socket):
         self.url = url
@@ -137,6 +149,13 @@ class Link:
         self.backlog = collections.deque()
         self.queued = 0         # bytes in the backlog
         self.scheduled = False  # a _service call is already on its way
+        # Shared memory (docs/protocol.md §1.1): our ring for this gateway (None: none,
+        # or no more), and the gateway's ring we mapped (None: none yet). A message of
+        # ring_min bytes or more goes through our ring: MIN_MESSAGE once the gateway
+        # accepted it, until then (and without one) never. One compare per send.
+        self.ring = None
+        self.ring_min = _NEVER
+        self.peer_ring = None
 
     def __repr__(self):
         return f"<Link {self.url}>"
@@ -161,10 +180,13 @@ class ZmqTransport:
     MAX_NOWAIT_BACKLOG = 10000  # heartbeats to a gateway that never comes: bounded
     SNDHWM = 1000            # ZeroMQ's default; tests lower it to provoke backpressure
 
-    def __init__(self, url_endpoints, worker_id, curve=None):
+    def __init__(self, url_endpoints, worker_id, curve=None,
+                 ring_capacity=shared_ring.DEFAULT_CAPACITY):
         self._url_endpoints = url_endpoints
         self._worker_id = worker_id
         self._curve = curve
+        self._ring_capacity = ring_capacity  # 0: no ring of our own (we still map theirs)
+        self._limiter = LogLimiter()  # a gateway's bad frames: a few lines per 10 s
         self._context = None
         self._loop = None
         self._on_message = None
@@ -190,6 +212,7 @@ class ZmqTransport:
                                             curve=self._curve is not None)
             sock.connect(endpoint)
             self.links.append(link)
+            self._offer_ring(link)  # queued: it leaves first, once connected
             self._loop.add_reader(sock.getsockopt(zmq.FD), self._on_readable, link)
             self._check(link)
             logger.info("bus: connecting to %s (%s)%s", url, endpoint,
@@ -231,6 +254,8 @@ class ZmqTransport:
             data = recv(_NOBLOCK)
             if more(_RCVMORE):
                 self._drop_multipart(link, sock)
+            elif data[:1] == _MARK:
+                self._on_transport_frame(link, data)
             else:
                 self._deliver(link, data)
 
@@ -239,13 +264,20 @@ class ZmqTransport:
         _deliver inline (a Python frame per message less)."""
         on_message = self._on_message
         for data in wire.bus.recv_batch(link.handle, self.BATCH):
-            if type(data) is int:  # a multipart message, dropped: its frame count
-                _log_multipart(link, data)
+            if type(data) is tuple:  # not a message: (a transport frame,) or (frame count,)
+                self._on_marked(link, data[0])
                 continue
             try:
                 on_message(link, data)
             except Exception:
                 logger.exception("bus %s: error while handling a message", link.url)
+
+    def _on_marked(self, link, item):
+        """What recv_batch marked as not a message."""
+        if type(item) is int:  # a multipart message, dropped: its frame count
+            _log_multipart(link, item)
+        else:
+            self._on_transport_frame(link, item)
 
     def _drop_multipart(self, link, sock):
         frames = 1
@@ -296,6 +328,8 @@ class ZmqTransport:
                 waiter.set_result(None)
 
     def _queue(self, link, data, waiter=None):
+        if len(data) >= link.ring_min:
+            data = self._through_ring(link, data)
         link.backlog.append((data, waiter))
         link.queued += len(data)
         if not link.scheduled:
@@ -308,8 +342,12 @@ class ZmqTransport:
             return False
         # _queue() inline (once per event an app sends): out with the others at the
         # next service.
+        size = len(data)
+        if size >= link.ring_min:
+            data = self._through_ring(link, data)
+            size = len(data)
         link.backlog.append((data, None))
-        link.queued += len(data)
+        link.queued += size
         if not link.scheduled:
             self._schedule(link)
         return True
@@ -326,6 +364,98 @@ class ZmqTransport:
             self._queue(link, data)
         else:
             logger.debug("bus %s: backlog full, control message dropped", link.url)
+
+    # Shared-memory rings (docs/protocol.md §1.1). A message is written into the ring
+    # when it is queued, and its reference takes its place in the backlog: the order
+    # of the socket stays the order of delivery, whichever way each message travels.
+
+    def _offer_ring(self, link):
+        if not self._ring_capacity or not shared_ring.AVAILABLE:
+            return
+        try:
+            link.ring = shared_ring.Ring(self._ring_capacity)
+        except OSError as exc:  # no memfd (an old kernel, a sandbox): the socket alone
+            logger.warning("bus %s: no shared-memory ring: %s", link.url, exc)
+            return
+        self._queue(link, link.ring.offer)
+
+    def _through_ring(self, link, data):
+        """The reference of `data` written into the link's ring; `data` itself when
+        the ring has no room for it now (the gateway has not read enough yet)."""
+        try:
+            frame = link.ring.write(data)
+        except shared_ring.RingError as exc:
+            logger.warning("bus %s: shared-memory ring given up: %s", link.url, exc)
+            self._drop_ring(link)
+            return data
+        return data if frame is None else frame
+
+    def _drop_ring(self, link):
+        link.ring_min = _NEVER
+        link.ring.close()  # (the gateway's mapping, if any, keeps the memory it reads)
+        link.ring = None
+
+    def _on_transport_frame(self, link, frame):
+        """A frame of docs/protocol.md §1.1 from the gateway: an offer or an answer is
+        ours; the message a reference names goes on to the worker, copied out of the
+        gateway's ring; a frame that is not valid is dropped with a log line."""
+        kind = frame[1:2]
+        try:
+            if kind == b"R":
+                message = self._on_reference(link, frame)
+                if message is not None:
+                    self._deliver(link, message)
+            elif kind == b"A" or kind == b"X":
+                self._on_answer(link, kind, frame)
+            else:
+                raise shared_ring.RingError(f"unknown transport frame type {kind!r}")
+        except shared_ring.RingError as exc:
+            self._limiter.warn(logger, (link.url, "frame"),
+                               "bus %s: transport frame dropped: %s", link.url, exc)
+        except Exception:
+            logger.exception("bus %s: error while handling a transport frame", link.url)
+
+    def _on_reference(self, link, frame):
+        pid, fd, token, capacity, position, length = shared_ring.parse_reference(frame)
+        peer = link.peer_ring
+        if peer is None or peer.token != token:  # an offer, or a new gateway's first message
+            peer = self._map_peer_ring(link, pid, fd, token, capacity, length)
+            if peer is None:
+                return None
+        if length == 0:
+            return None
+        return peer.take(position, length)
+
+    def _map_peer_ring(self, link, pid, fd, token, capacity, length):
+        """The gateway's ring mapped and accepted (A); None when it cannot be (X)."""
+        try:
+            peer = shared_ring.PeerRing(pid, fd, token, capacity)
+        except (shared_ring.RingError, OSError) as exc:
+            self._limiter.warn(logger, (link.url, "map"),
+                               "bus %s: cannot map the gateway's shared-memory ring%s: %s",
+                               link.url, " (a message lost)" if length else "", exc)
+            self._queue(link, shared_ring.refuse(token))
+            return None
+        if link.peer_ring is not None:
+            link.peer_ring.close()  # at most one per gateway: the newest
+        else:
+            logger.info("bus %s: mapped the gateway's shared-memory ring", link.url)
+        link.peer_ring = peer
+        self._queue(link, shared_ring.accept(token))
+        return peer
+
+    def _on_answer(self, link, kind, frame):
+        token = shared_ring.parse_answer(frame)
+        if link.ring is None or token != link.ring.token:
+            return  # about a ring we gave up (or never had): nothing to change
+        if kind == b"X":
+            logger.warning("bus %s: the gateway cannot map our shared-memory ring: every "
+                           "message goes over the socket", link.url)
+            self._drop_ring(link)
+        elif link.ring_min == _NEVER:
+            logger.info("bus %s: the gateway maps our shared-memory ring (%d KiB)",
+                        link.url, link.ring.capacity // 1024)
+            link.ring_min = shared_ring.MIN_MESSAGE
 
     # Broadcast groups (groups.py): every gateway relays a group message to the other
     # workers it knows, who drop the groups they have no member in. Nothing to subscribe.
@@ -358,6 +488,11 @@ class ZmqTransport:
             self._loop.remove_reader(link.socket.getsockopt(zmq.FD))
             remaining = max(0.0, deadline - self._loop.time())
             link.socket.close(linger=int(remaining * 1000))
+            if link.ring is not None:
+                self._drop_ring(link)
+            if link.peer_ring is not None:
+                link.peer_ring.close()
+                link.peer_ring = None
         if self._context is not None:
             # term() blocks until the sockets' linger ran out or their queues emptied.
             await self._loop.run_in_executor(None, self._context.term)

@@ -132,8 +132,29 @@ PyObject* message_object(zmq_msg_t* msg) {
   return reinterpret_cast<PyObject*>(frame);
 }
 
-// One message, as bytes or a Frame (or a frame count); nullptr with *error set
-// (EAGAIN: nothing more to read) or with a Python exception.
+// A frame the transport handles itself rather than the worker (docs/protocol.md
+// §1.1: a shared-memory ring's reference, accept or refuse): its first byte is 0xC1,
+// which msgpack never uses.
+bool transport_frame(zmq_msg_t* msg) {
+  return zmq_msg_size(msg) > 0 && *static_cast<const unsigned char*>(zmq_msg_data(msg)) == 0xC1;
+}
+
+// A 1-tuple around `item` (taking it over): how recv_batch marks what is not a message
+// for the worker, so that the transport's loop tests each item once.
+PyObject* marked(PyObject* item) {
+  if (item == nullptr) return nullptr;
+  PyObject* tuple = PyTuple_New(1);
+  if (tuple == nullptr) {
+    Py_DECREF(item);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(tuple, 0, item);
+  return tuple;
+}
+
+// One message, as bytes or a Frame; a dropped multipart message as (its frame count,),
+// a transport frame as (bytes,); nullptr with *error set (EAGAIN: nothing more to read)
+// or with a Python exception.
 PyObject* recv_one(void* socket, int* error) {
   zmq_msg_t msg;
   zmq_msg_init(&msg);
@@ -142,8 +163,15 @@ PyObject* recv_one(void* socket, int* error) {
     zmq_msg_close(&msg);
     return nullptr;
   }
-  PyObject* item = zmq_msg_more(&msg) ? PyLong_FromLong(drop_rest(socket))
-                                      : message_object(&msg);
+  PyObject* item;
+  if (zmq_msg_more(&msg)) {
+    item = marked(PyLong_FromLong(drop_rest(socket)));
+  } else if (transport_frame(&msg)) {
+    item = marked(PyBytes_FromStringAndSize(static_cast<const char*>(zmq_msg_data(&msg)),
+                                            Py_ssize_t(zmq_msg_size(&msg))));
+  } else {
+    item = message_object(&msg);
+  }
   zmq_msg_close(&msg);
   return item;
 }

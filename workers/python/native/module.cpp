@@ -74,8 +74,8 @@ PyMethodDef methods[] = {
     {"payload_size_or_codec", payload_size_or_codec, METH_O,
      "payload_size(event), else the fallback's."},
     {"recv_batch", fastcall(asgi_native::recv_batch), METH_FASTCALL,
-     "recv_batch(handle, limit) -> [bytes, or the frame count of a dropped multipart "
-     "message], at most limit, without waiting."},
+     "recv_batch(handle, limit) -> [bytes (or a Frame), or (the frame count of a dropped "
+     "multipart message,) or (a transport frame's bytes,)], at most limit, without waiting."},
     {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
      "send_batch(handle, backlog) -> (bytes sent, [their waiters]): sends and pops the "
      "(data, waiter) pairs of the deque until ZeroMQ would block."},
