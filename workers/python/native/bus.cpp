@@ -7,7 +7,10 @@
 // uses these only when pyzmq and this module share one libzmq (wire.py checks
 // it), and otherwise its own pyzmq loop. A message of 16 KiB or more (a large
 // body) is sent by reference, not copied into ZeroMQ, and received as a Frame
-// over ZeroMQ's own buffer, not copied into a bytes object before decoding.
+// over ZeroMQ's own buffer, not copied into a bytes object before decoding; once the
+// gateway accepted the worker's shared-memory ring, send_batch hands it to the
+// transport to write there instead (docs/protocol.md §1.1), and recv_batch marks
+// the ring's frames for the transport.
 #include <zmq.h>
 
 #include <cerrno>
@@ -216,9 +219,48 @@ PyObject* recv_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return list;
 }
 
-// Sends one (data, waiter) pair's data (*size bytes); 1 sent, 0 would block, -1 an
-// exception.
-static int send_one(void* socket, PyObject* pair, Py_ssize_t* size) {
+// zmq_send of a copy of `data`'s bytes (*size of them); as zmq_send's result, -2 with
+// a Python exception.
+static int send_copy(void* socket, PyObject* data, Py_ssize_t* size) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return -2;
+  int rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
+  *size = view.len;
+  PyBuffer_Release(&view);
+  return rc;
+}
+
+static bool writable(void* socket) {
+  int value = 0;
+  size_t size = sizeof(value);
+  return zmq_getsockopt(socket, ZMQ_EVENTS, &value, &size) == 0 && (value & ZMQ_POLLOUT) != 0;
+}
+
+// A large message: through the shared-memory ring when `ring` (the transport's
+// _through_ring for this link, or None) gives its reference to send instead, else by
+// reference to its bytes. Only once ZeroMQ takes a message now: a reference written
+// and then refused would leave its copy unused in the ring. As zmq_send's result, -2
+// with a Python exception.
+static int send_large(void* socket, PyObject* data, PyObject* ring) {
+  if (ring != Py_None) {
+    if (!writable(socket)) {
+      errno = EAGAIN;
+      return -1;
+    }
+    PyObject* sent_as = PyObject_CallOneArg(ring, data);
+    if (sent_as == nullptr) return -2;
+    Py_ssize_t frame_size = 0;
+    int rc = sent_as == data ? send_by_reference(socket, data)
+                             : send_copy(socket, sent_as, &frame_size);
+    Py_DECREF(sent_as);
+    return rc;
+  }
+  return send_by_reference(socket, data);
+}
+
+// Sends one (data, waiter) pair's data (*size bytes, as queued); 1 sent, 0 would block,
+// -1 an exception.
+static int send_one(void* socket, PyObject* pair, PyObject* ring, Py_ssize_t* size) {
   if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
     PyErr_SetString(PyExc_TypeError, "send_batch: the backlog holds (data, waiter) pairs");
     return -1;
@@ -226,16 +268,13 @@ static int send_one(void* socket, PyObject* pair, Py_ssize_t* size) {
   PyObject* data = PyTuple_GET_ITEM(pair, 0);
   int rc;
   if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) >= ZERO_COPY_MIN) {
-    rc = send_by_reference(socket, data);
+    rc = send_large(socket, data, ring);
     *size = PyBytes_GET_SIZE(data);
   } else {
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return -1;
-    rc = zmq_send(socket, view.buf, size_t(view.len), ZMQ_DONTWAIT);
-    *size = view.len;
-    PyBuffer_Release(&view);
+    rc = send_copy(socket, data, size);
   }
   if (rc >= 0) return 1;
+  if (rc == -2) return -1;
   int error = zmq_errno();
   if (error == EAGAIN) return 0;
   zmq_failure(error);
@@ -253,9 +292,12 @@ PyObject* events(PyObject*, PyObject* arg) {
 
 PyObject* send_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   void* socket;
-  if (nargs != 2) return PyErr_Format(PyExc_TypeError, "send_batch(handle, backlog)");
+  if (nargs != 2 && nargs != 3) {
+    return PyErr_Format(PyExc_TypeError, "send_batch(handle, backlog, ring=None)");
+  }
   if (!handle_of(args[0], &socket)) return nullptr;
   PyObject* backlog = args[1];
+  PyObject* ring = nargs == 3 ? args[2] : Py_None;
   drop_released();
   Py_ssize_t sent = 0;
   PyObject* waiters = PyList_New(0);
@@ -263,7 +305,7 @@ PyObject* send_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   while (PyObject_Size(backlog) > 0) {
     PyObject* pair = PySequence_GetItem(backlog, 0);
     Py_ssize_t size = 0;
-    int rc = pair == nullptr ? -1 : send_one(socket, pair, &size);
+    int rc = pair == nullptr ? -1 : send_one(socket, pair, ring, &size);
     PyObject* popped = rc == 1 ? PyObject_CallMethodNoArgs(backlog, popleft_name) : nullptr;
     bool ok = rc == 0 || popped != nullptr;
     if (popped != nullptr) {

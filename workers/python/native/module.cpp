@@ -77,8 +77,9 @@ PyMethodDef methods[] = {
      "recv_batch(handle, limit) -> [bytes (or a Frame), or (the frame count of a dropped "
      "multipart message,) or (a transport frame's bytes,)], at most limit, without waiting."},
     {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
-     "send_batch(handle, backlog) -> (bytes sent, [their waiters]): sends and pops the "
-     "(data, waiter) pairs of the deque until ZeroMQ would block."},
+     "send_batch(handle, backlog, ring=None) -> (bytes sent, [their waiters]): sends and pops "
+     "the (data, waiter) pairs of the deque until ZeroMQ would block; a message of 16 KiB or "
+     "more as ring(data) gives it (a reference to send instead, or data itself)."},
     {"start_task", fastcall(asgi_native::start_task), METH_FASTCALL,
      "start_task(loop, coro, context) -> the task, as eager.start_task."},
     {"capture_call_soon",
