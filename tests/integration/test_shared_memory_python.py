@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .harness import free_port, gateway_binary, request, wait_for_log
+from .harness import Background, free_port, gateway_binary, request, wait_for_log
 from .test_metrics import sample
 
 KIB = 1024
@@ -54,6 +54,27 @@ def test_large_bodies_go_through_both_rings(bridge_factory, bus_url):
                                                                      before))
     # At least a body event each way per echo (1 MiB: several of them each way).
     assert sent >= len(sizes) + 1 and received >= len(sizes) + 1, (sent, received)
+
+
+def test_concurrent_echoes_keep_both_rings(bridge_factory, bus_url):
+    """8 clients at once: the rings fill and empty while both sides write, and neither
+    side gives a ring up (the worker's tail store is one 8-byte write: see
+    workers/python/tests/test_shared_ring.py for the store that once passed through 0)."""
+    bridge, ring_messages = start(bridge_factory, bus_url)
+    wait_for_log(bridge.workers[0], "the gateway maps our shared-memory ring")
+    bodies = [os.urandom(64 * KIB) for _ in range(8)]
+
+    def client(body):
+        for _ in range(30):
+            echo(bridge, body)
+    for task in [Background(client, body) for body in bodies]:
+        task.result()
+    before = ring_messages(direction="sent"), ring_messages(direction="received")
+    echo(bridge, bodies[0])  # both rings still in use
+    assert ring_messages(direction="sent") > before[0]
+    assert ring_messages(direction="received") > before[1]
+    assert "broke our shared-memory ring" not in bridge.gateway.log()
+    assert "shared-memory ring given up" not in bridge.workers[0].log()
 
 
 def test_a_worker_without_a_ring_gets_everything_over_the_socket(bridge_factory, bus_url):

@@ -35,13 +35,18 @@ _PLACE = struct.Struct("<QI")             # position, length
 REFERENCE_SIZE = _RING_PART.size + _PLACE.size  # 46
 _ANSWER = struct.Struct("<Bc16s")         # 0xC1, b"A" or b"X", token: 18 bytes
 _HEADER = struct.Struct("<8s16sQ")        # magic, token, capacity at offset 0
-# The tail in native order (little-endian on every platform rings run on, see
-# AVAILABLE): struct's native 'Q' is one memcpy, an 8-byte load or store at an aligned
-# offset; its '<Q' writes byte by byte, which the other side could read half done.
-_TAIL = struct.Struct("Q")
 
 AVAILABLE = (sys.byteorder == "little" and hasattr(os, "memfd_create")
              and hasattr(fcntl, "F_ADD_SEALS"))
+
+
+def _tail_of(ring_map):
+    """The tail as a one-item memoryview of native u64 (little-endian on every platform
+    rings run on, see AVAILABLE): reading or setting its item is one aligned 8-byte load
+    or store. Not struct's pack_into: it zeroes the field before it writes the value,
+    and the producer, reading in between, saw a tail of 0 (a ring it then gave up as
+    broken, measured under load); its '<Q' writes byte by byte besides."""
+    return memoryview(ring_map)[TAIL_OFFSET:TAIL_OFFSET + 8].cast("Q")
 
 
 class RingError(Exception):
@@ -102,7 +107,7 @@ class Ring:
     Its memfd stays open as long as the ring lives: the consumer opens it through
     /proc/OUR_PID/fd/FD, named in every reference."""
 
-    __slots__ = ("fd", "map", "token", "capacity", "head", "offer", "_ring_part")
+    __slots__ = ("fd", "map", "token", "capacity", "head", "offer", "_ring_part", "_tail")
 
     def __init__(self, capacity):
         if not valid_capacity(capacity):
@@ -123,6 +128,7 @@ class Ring:
         self.capacity = capacity
         self.head = 0  # the end of the last message written
         _HEADER.pack_into(self.map, 0, MAGIC, self.token, capacity)
+        self._tail = _tail_of(self.map)
         self._ring_part = _RING_PART.pack(MARK, b"R", os.getpid(), fd, self.token, capacity)
         self.offer = self._ring_part + _PLACE.pack(0, 0)  # "map this ring"
 
@@ -130,7 +136,7 @@ class Ring:
         """The ``R`` frame of `data` copied into the ring, or None when the ring has no
         room for it now (it goes over the socket). RingError: the consumer broke the
         ring (a tail we never gave it room for); never use it again."""
-        tail = _TAIL.unpack_from(self.map, TAIL_OFFSET)[0]
+        tail = self._tail[0]
         head, capacity = self.head, self.capacity
         if tail > head or head - tail > capacity:
             raise RingError(f"the consumer's tail {tail} is outside the ring (head {head})")
@@ -147,6 +153,7 @@ class Ring:
         return self._ring_part + _PLACE.pack(head, size)
 
     def close(self):
+        self._tail.release()  # (mmap refuses to close while a view of it lives)
         self.map.close()
         os.close(self.fd)
 
@@ -160,7 +167,7 @@ class PeerRing:
     """The other side's ring, mapped (docs/protocol.md §1.1, Consumer). RingError from
     the constructor: it cannot be mapped (the frame's X), and why."""
 
-    __slots__ = ("map", "token", "capacity", "position")
+    __slots__ = ("map", "token", "capacity", "position", "_tail")
 
     def __init__(self, pid, fd, token, capacity):
         if not valid_capacity(capacity):
@@ -185,7 +192,8 @@ class PeerRing:
             raise RingError(problem)
         self.token = token
         self.capacity = capacity
-        self.position = _TAIL.unpack_from(self.map, TAIL_OFFSET)[0]
+        self._tail = _tail_of(self.map)
+        self.position = self._tail[0]
 
     def take(self, position, length):
         """A copy of the `length` bytes at `position` (the next message), our position
@@ -203,10 +211,11 @@ class PeerRing:
         start = HEADER + offset
         data = self.map[start:start + length]  # bytes: copied before anyone decodes it
         self.position = end
-        _TAIL.pack_into(self.map, TAIL_OFFSET, end)
+        self._tail[0] = end
         return data
 
     def close(self):
+        self._tail.release()
         self.map.close()
 
 

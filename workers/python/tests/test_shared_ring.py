@@ -8,6 +8,8 @@ import fcntl
 import mmap
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 import zmq
@@ -164,6 +166,46 @@ def test_the_consumer_checks_references_against_its_own_position():
         assert peer.position == ours and tail_of(ring) == 0  # nothing moved
         assert take(peer, ring.write(b"2" * (16 * KIB))) == b"2" * (16 * KIB)
     finally:
+        peer.close()
+        ring.close()
+
+
+# Another process watching the tail as a producer does (an aligned 8-byte load each
+# time), counting each time it goes back.
+WATCHER = """
+import mmap, os, sys
+pid, fd, reads = map(int, sys.argv[1:])
+handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY)
+ring = mmap.mmap(handle, 4096 + 65536, prot=mmap.PROT_READ)
+tail = memoryview(ring)[64:72].cast("Q")
+print("watching", flush=True)
+last = backwards = 0
+for _ in range(reads):
+    now = tail[0]
+    backwards += now < last
+    last = now
+print(backwards, flush=True)
+"""
+
+
+def test_the_tail_never_goes_back_while_the_consumer_stores_it():
+    """Each store is one 8-byte write: struct.pack_into zeroed the field first, and a
+    producer reading in between saw 0 and gave up its ring as broken."""
+    ring = Ring(MIN_CAPACITY)
+    peer = mapped(ring)
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(os.getpid()), str(ring.fd),
+                                "2000000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout.readline() == "watching\n"
+        takes = 0
+        while watcher.poll() is None and takes < 2_000_000:
+            for _ in range(1000):
+                take(peer, ring.write(b"x"))
+            takes += 1000
+        assert watcher.wait(10) == 0 and watcher.stdout.read() == "0\n"
+    finally:
+        watcher.kill()
+        watcher.wait()
         peer.close()
         ring.close()
 
