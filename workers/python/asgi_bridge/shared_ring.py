@@ -174,10 +174,7 @@ class PeerRing:
             raise RingError(f"capacity {capacity} is not a power of two from "
                             f"{MIN_CAPACITY} to {MAX_CAPACITY}")
         path = f"/proc/{pid}/fd/{fd}"
-        try:
-            handle = os.open(path, _OPEN_FLAGS)
-        except OSError as exc:
-            raise RingError(f"cannot open {path}: {exc.strerror}") from None
+        handle = _open_regular(path)
         try:
             self.map = _map_checked(handle, path, capacity)
         finally:
@@ -219,20 +216,38 @@ class PeerRing:
         self.map.close()
 
 
+def _open_regular(path):
+    """A descriptor of the regular file at `path`, opened read-write. The path is looked
+    at first without opening the file (O_PATH), so that a device or a FIFO a peer names
+    is never opened; the file it found is then reopened through our own descriptor."""
+    try:
+        probe = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RingError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(probe).st_mode):
+            raise RingError(f"{path} is not a regular file")
+        try:
+            return os.open(f"/proc/self/fd/{probe}", _OPEN_FLAGS)
+        except OSError as exc:
+            raise RingError(f"cannot open {path}: {exc.strerror}") from None
+    finally:
+        os.close(probe)
+
+
 def _map_checked(handle, path, capacity):
-    """A shared read-write mapping of `handle` once it is a sealed regular file of a
-    ring's size with `capacity`; RingError otherwise."""
-    info = os.fstat(handle)
-    if not stat.S_ISREG(info.st_mode):
-        raise RingError(f"{path} is not a regular file")
-    if info.st_size != HEADER + capacity:
-        raise RingError(f"{path} has {info.st_size} bytes (expected {HEADER + capacity})")
+    """A shared read-write mapping of `handle` once it is sealed against shrinking and,
+    then (so that it cannot shrink after the check), of a ring's size with `capacity`;
+    RingError otherwise."""
     try:
         seals = fcntl.fcntl(handle, fcntl.F_GET_SEALS)
     except OSError as exc:  # EINVAL: not a memfd
         raise RingError(f"{path} has no seals: {exc.strerror}") from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise RingError(f"{path} is not sealed against shrinking")
+    size = os.fstat(handle).st_size
+    if size != HEADER + capacity:
+        raise RingError(f"{path} has {size} bytes (expected {HEADER + capacity})")
     try:
         return mmap.mmap(handle, HEADER + capacity)
     except OSError as exc:

@@ -225,6 +225,7 @@ def test_every_mapping_refusal_says_why():
     good_header = b"ABRING1\0" + token + struct.pack("<Q", MIN_CAPACITY)
     size = HEADER + MIN_CAPACITY
     read_end, write_end = os.pipe()
+    device = os.open("/dev/null", os.O_RDONLY)
     fds = {
         "wrong size": memfd(size + 4096, header=good_header),
         "not sealed": memfd(size, seal=False, header=good_header),
@@ -240,7 +241,8 @@ def test_every_mapping_refusal_says_why():
                  ((pid, fds["good"], token, 128 << 20), "not a power of two"),
                  ((pid, 1 << 30, token, MIN_CAPACITY), "cannot open /proc/"),
                  ((0x7FFFFFF0, fds["good"], token, MIN_CAPACITY), "cannot open /proc/"),
-                 ((pid, read_end, token, MIN_CAPACITY), "is not a regular file"),
+                 ((pid, read_end, token, MIN_CAPACITY), "is not a regular file"),  # a FIFO
+                 ((pid, device, token, MIN_CAPACITY), "is not a regular file"),  # never opened
                  ((pid, fds["wrong size"], token, MIN_CAPACITY), "has 73728 bytes"),
                  ((pid, fds["not sealed"], token, MIN_CAPACITY), "not sealed against shrinking"),
                  ((pid, fds["bad magic"], token, MIN_CAPACITY), "is not a ring"),
@@ -251,7 +253,7 @@ def test_every_mapping_refusal_says_why():
                 PeerRing(*args)
         PeerRing(pid, fds["good"], token, MIN_CAPACITY).close()
     finally:
-        for fd in (*fds.values(), read_end, write_end):
+        for fd in (*fds.values(), read_end, write_end, device):
             os.close(fd)
 
 
