@@ -84,3 +84,25 @@ def test_a_worker_without_a_ring_gets_everything_over_the_socket(bridge_factory,
         echo(bridge, os.urandom(size))
     assert ring_messages(direction="sent") == ring_messages(direction="received") == 0
     assert "shared-memory ring" not in bridge.workers[0].log()
+
+
+def test_a_restarted_gateway_maps_the_workers_ring_again(bridge_factory, bus_url):
+    """The worker keeps its ring across a gateway's restart on the same bus: the new
+    gateway maps it from its first reference, and offers a ring of its own."""
+    bridge, _ = start(bridge_factory, bus_url)
+    wait_for_log(bridge.workers[0], "the gateway maps our shared-memory ring")
+    body = os.urandom(64 * KIB)
+    echo(bridge, body)
+    bridge.gateway.stop()
+    admin = free_port()
+    bridge.start_gateway(["--admin", f"127.0.0.1:{admin}"])
+    bridge.wait_ready()
+    for _ in range(3):
+        echo(bridge, body)
+    metrics = request(admin, "GET", "/metrics").body.decode()
+    assert sample(metrics, RING_MESSAGES, direction="received") >= 3
+    # Its ring comes once it mapped ours, from the first response: the first request
+    # body went over the socket.
+    assert sample(metrics, RING_MESSAGES, direction="sent") >= 2
+    assert "shared-memory ring given up" not in bridge.workers[0].log()
+    bridge.workers[0].stop()  # before the gateway: its bye leaves at once
