@@ -144,23 +144,35 @@ std::unique_ptr<ConsumerRing> ConsumerRing::map(const RingFrame& frame, std::str
     return nullptr;
   }
   auto path = fmt::format("/proc/{}/fd/{}", frame.pid, frame.fd);
-  Descriptor fd{::open(path.c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
-  if (fd.fd < 0) {
+  // Looked at through O_PATH first (the flags of docs/protocol.md §1.1 come
+  // after): a device or FIFO the peer points at is never really opened, as
+  // an open alone can have effects on a device.
+  Descriptor place{::open(path.c_str(), O_PATH | O_CLOEXEC)};
+  struct stat status {};
+  if (place.fd < 0) {
     error = fmt::format("cannot open {}: {}", path, std::strerror(errno));
     return nullptr;
   }
-  struct stat status {};
-  if (::fstat(fd.fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+  if (::fstat(place.fd, &status) != 0 || !S_ISREG(status.st_mode)) {
     error = path + " is not a regular file";
     return nullptr;
   }
-  if (static_cast<std::uint64_t>(status.st_size) != file_size(frame.capacity)) {
-    error = fmt::format("{} has {} bytes, not 4096 + {}", path, status.st_size, frame.capacity);
+  // Reopened through our own O_PATH descriptor: the very file we looked at,
+  // whatever the peer has put at its descriptor number since.
+  auto ours = fmt::format("/proc/self/fd/{}", place.fd);
+  Descriptor fd{::open(ours.c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+  if (fd.fd < 0) {
+    error = fmt::format("cannot open {}: {}", path, std::strerror(errno));
     return nullptr;
   }
   int seals = ::fcntl(fd.fd, F_GET_SEALS);
   if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
     error = path + " is not sealed against shrinking";
+    return nullptr;
+  }
+  // The size once sealed: from now on it cannot shrink under our mapping.
+  if (::fstat(fd.fd, &status) != 0 || static_cast<std::uint64_t>(status.st_size) != file_size(frame.capacity)) {
+    error = fmt::format("{} has {} bytes, not 4096 + {}", path, status.st_size, frame.capacity);
     return nullptr;
   }
   std::unique_ptr<RingFile> file;
