@@ -153,6 +153,10 @@ def parse(frame: bytes) -> tuple:
     return (frame[1:2].decode(), frame[2:])
 
 
+def post(body: bytes) -> bytes:
+    return f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def next_frame(fake: FakeWorker) -> tuple:
     return parse(fake.transport_frames.get(timeout=10))
 
@@ -169,33 +173,41 @@ def test_a_hostile_worker_hurts_only_itself(bridge_factory, bus_url):
         assert next_frame(fake) == ("A", ring.token)
         kind, gw_pid, gw_fd, gw_token, capacity, _, length = next_frame(fake)
         assert (kind, length, capacity) == ("R", 0, 1024 * 1024)
-        # The worker corrupts the gateway's tail, then accepts its ring: the
-        # gateway stops using it and sends over the socket.
         with open(f"/proc/{gw_pid}/fd/{gw_fd}", "r+b") as f, mmap.mmap(f.fileno(), HEADER + capacity) as gw_ring:
+            # The worker accepts the gateway's ring and reads a request from it
+            # as the spec says; its answer's body goes through the worker's ring.
+            fake.send_raw(b"\xc1A" + gw_token)
+            wait_for_log(b.gateway, f"{fake.id} accepted our shared-memory ring")
+            body = os.urandom(40000)
+            posted = Background(raw_request, b.port, post(body), timeout=15)  # one write: one large chunk
+            kind, *_, position, length = next_frame(fake)
+            assert kind == "R" and length >= 16 * 1024, (kind, length)
+            offset = HEADER + position % capacity
+            msg = msgpack.unpackb(gw_ring[offset:offset + length], raw=False)
+            gw_ring[64:72] = struct.pack("<Q", position + length)  # our tail, once the copy is done
+            piece = msg["event"]["body"]
+            assert msg["event"]["type"] == "http.request" and len(piece) >= 16000 and body.startswith(piece)
+            conn = msg["c"]
+            fake.reply(conn, start())
+            answer = msgpack.packb({"v": 1, "k": "event", "g": fake.gateway_id, "w": fake.id, "c": conn, "s": 1,
+                                    "event": {"type": "http.response.body", "body": body, "more_body": False}},
+                                   use_bin_type=True)
+            fake.send_raw(ring.put(0, answer))
+            r = posted.result()
+            assert (r.status, r.body) == (200, body)
+            wait_until(lambda: ring.tail() == len(answer), 5, "the gateway to move our tail")
+            # Then the worker corrupts the gateway's tail: the gateway stops
+            # using its ring and sends over the socket.
             gw_ring[64:72] = struct.pack("<Q", 1 << 40)
-        fake.send_raw(b"\xc1A" + gw_token)
-        wait_for_log(b.gateway, f"{fake.id} accepted our shared-memory ring")
-        body = os.urandom(40000)
-        head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        posted = Background(raw_request, b.port, head + body, timeout=15)  # one write: one large chunk
+        posted = Background(raw_request, b.port, post(body), timeout=15)
         received = b""
-        while True:  # over the socket, since the ring is broken
+        while not received.endswith(body):  # over the socket, since the ring is broken
             msg = fake.next_event(type_="http.request")
             received += msg["event"]["body"]
-            if not msg["event"]["more_body"]:
-                break
-        assert received == body
         wait_for_log(b.gateway, "broke our shared-memory ring")
-        # The answer's body through the worker's ring: copied out, tail moved.
-        conn = msg["c"]
-        fake.reply(conn, start())
-        answer = msgpack.packb({"v": 1, "k": "event", "g": fake.gateway_id, "w": fake.id, "c": conn, "s": 1,
-                                "event": {"type": "http.response.body", "body": body, "more_body": False}},
-                               use_bin_type=True)
-        fake.send_raw(ring.put(0, answer))
-        r = posted.result()
-        assert (r.status, r.body) == (200, body)
-        wait_until(lambda: ring.tail() == len(answer), 5, "the gateway to move our tail")
+        fake.reply(msg["c"], start())
+        fake.reply(msg["c"], {"type": "http.response.body", "body": b"ok", "more_body": False})
+        assert posted.result().status == 200
 
         # No more work for the fake; a real worker joins and serves while the
         # fake attacks.
