@@ -13,6 +13,8 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/ip/address.hpp>
 
+#include "asgi_bridge/bus/transport.hpp"
+
 namespace asgi_bridge::gateway {
 namespace {
 
@@ -257,6 +259,10 @@ ParseOutcome parse_config(int argc, char** argv) {
   app.add_flag("--bus-insecure", config.bus_insecure,
                "allow a zmq:// bus on a non-loopback address without CURVE")
       ->envname("ASGI_BRIDGE_BUS_INSECURE");
+  add(app, "bus-shared-memory", config.bus_shared_memory,
+      "ZeroMQ, same host: bytes of the shared-memory ring for large messages to each worker (0: none; a power of two "
+      "from 65536 to 67108864)")
+      ->check(CLI::Validator([](std::string& text) { return bus::shared_memory_problem(text); }, ""));
   add(app, "bus-tls-ca-file", config.bus_tls_ca_file,
       "rediss://: CA file (PEM) to verify the Redis server's certificate; default: the system's CAs");
   add(app, "bus-tls-cert", config.bus_tls_cert, "rediss://: client certificate (PEM), for tls-auth-clients; needs --bus-tls-key");

@@ -44,6 +44,9 @@ struct Config {
   std::string bus_secret_key;
   std::string bus_authorized_keys;
   bool bus_insecure = false;
+  // ZeroMQ, same host: the capacity of the shared-memory ring for large
+  // messages to each worker that offers one (docs/protocol.md §1.1); 0: none.
+  std::uint64_t bus_shared_memory = 1024 * 1024;
   // Redis over TLS (rediss://, docs/redis.md): the server's certificate is
   // verified against this CA file (empty: the system's CAs) and the URL's
   // host unless bus_tls_insecure; cert and key (both or neither) for servers

@@ -73,6 +73,8 @@ void Dispatcher::start() {
   // ZeroMQ refuses a larger frame itself (and drops that peer), before
   // allocating it: no worker makes us buffer more than this per message.
   options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
+  options.shared_memory = config_.bus_shared_memory;
+  options.shared_memory_counters = &metrics_.shared_memory();
   options.curve.secret_key_file = config_.bus_secret_key;
   options.curve.authorized_keys = config_.bus_authorized_keys;
   options.redis_tls = {config_.bus_tls_ca_file, config_.bus_tls_cert, config_.bus_tls_key, config_.bus_tls_insecure};

@@ -201,6 +201,7 @@ std::string Metrics::prometheus(std::size_t open_connections, const std::vector<
   write_workers(out);
   write_shards(out, shards, refused_.get());
   write_broadcast(out);
+  write_shared_memory(out);
   return out;
 }
 
@@ -365,6 +366,21 @@ void Metrics::write_broadcast(std::string& out) const {
     fmt::format_to(Out(out), "asgi_bridge_broadcast_dropped_total{{reason=\"{}\"}} {}\n", k_drop_reasons[r],
                    broadcast_dropped_[r].load(relaxed));
   }
+}
+
+// docs/protocol.md §1.1: large bus messages through shared-memory rings.
+void Metrics::write_shared_memory(std::string& out) const {
+  header(out, "asgi_bridge_bus_shared_memory_messages_total", "counter",
+         "Bus messages that went through a same-host shared-memory ring instead of the ZeroMQ socket.");
+  fmt::format_to(Out(out), "asgi_bridge_bus_shared_memory_messages_total{{direction=\"sent\"}} {}\n",
+                 shared_memory_.sent_messages.load(relaxed));
+  fmt::format_to(Out(out), "asgi_bridge_bus_shared_memory_messages_total{{direction=\"received\"}} {}\n",
+                 shared_memory_.received_messages.load(relaxed));
+  header(out, "asgi_bridge_bus_shared_memory_bytes_total", "counter", "The bytes of those messages.");
+  fmt::format_to(Out(out), "asgi_bridge_bus_shared_memory_bytes_total{{direction=\"sent\"}} {}\n",
+                 shared_memory_.sent_bytes.load(relaxed));
+  fmt::format_to(Out(out), "asgi_bridge_bus_shared_memory_bytes_total{{direction=\"received\"}} {}\n",
+                 shared_memory_.received_bytes.load(relaxed));
 }
 
 }  // namespace asgi_bridge::gateway

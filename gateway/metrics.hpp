@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "asgi_bridge/bus/transport.hpp"
+
 namespace asgi_bridge::gateway {
 
 struct AccessRecord;
@@ -173,6 +175,9 @@ class Metrics {
     broadcast_dropped_[static_cast<std::size_t>(reason)].fetch_add(frames, std::memory_order_relaxed);
   }
 
+  // Same-host shared memory (ZeroMQ): bumped by the bus transport itself.
+  bus::SharedMemoryCounters& shared_memory() { return shared_memory_; }
+
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::uint32_t live_workers() const { return live_workers_.load(std::memory_order_relaxed); }
 
@@ -183,6 +188,7 @@ class Metrics {
   void write_gateway(std::string& out, std::size_t open_connections) const;
   void write_workers(std::string& out) const;
   void write_broadcast(std::string& out) const;
+  void write_shared_memory(std::string& out) const;
   static void write_shards(std::string& out, const std::vector<const ShardMetrics*>& shards, std::uint64_t refused);
 
   std::atomic<std::uint32_t> live_workers_{0};
@@ -198,6 +204,7 @@ class Metrics {
   std::atomic<std::size_t> dispatch_queue_{0};
   Histogram dispatch_wait_;
   Histogram bus_round_trip_;
+  bus::SharedMemoryCounters shared_memory_;
   double start_time_seconds_;
   // Written by the bus thread once per tick, read by scrapes: off the hot path.
   mutable std::mutex worker_gauges_mutex_;

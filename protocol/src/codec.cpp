@@ -129,7 +129,10 @@ class Packer {
     }
     finish();
     out_.append(data, size);
-    grow(out_.size(), std::max(out_.capacity() - out_.size(), k_room));
+    // The rest of the reserve, however little: asking for more here would
+    // reallocate and copy the body we just appended (room() grows later if
+    // the tags after it do not fit).
+    grow(out_.size(), out_.capacity() - out_.size());
   }
   std::size_t used() const { return static_cast<std::size_t>(at_ - out_.data()); }
   void grow(std::size_t used, std::size_t room) {
@@ -959,8 +962,9 @@ std::string encode(const Envelope& envelope) {
 
 std::string detail::full_encode(const Envelope& envelope) {
   std::string out;
-  // The room for the envelope and its scope, plus the payload (appended into the reserve).
-  out.reserve(Packer::k_room + payload_size(envelope));
+  // The room for the envelope and its scope, the payload (appended into the
+  // reserve), and the keys after the payload.
+  out.reserve(2 * Packer::k_room + payload_size(envelope));
   Packer packer(out, Packer::k_room);
   write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });
   packer.finish();

@@ -34,6 +34,7 @@ class FakeWorker:
         self._use_curve_keys(bus_url)
         self.sock.connect("tcp://" + bus_url[len("zmq://"):])
         self.inbox: "queue.Queue[dict]" = queue.Queue()
+        self.transport_frames: "queue.Queue[bytes]" = queue.Queue()  # 0xC1 frames (protocol.md §1.1)
         self.gateway_id: Optional[str] = None
         self.heartbeats = True       # set False to fall silent (look dead)
         self._outbox: "queue.Queue[dict]" = queue.Queue()
@@ -76,6 +77,9 @@ class FakeWorker:
                 next_beat = now + self.heartbeat_interval
             if dict(poller.poll(20)).get(self.sock):
                 frames = self.sock.recv_multipart()
+                if frames[-1][:1] == b"\xc1":
+                    self.transport_frames.put(frames[-1])
+                    continue
                 msg = msgpack.unpackb(frames[-1], raw=False)
                 if msg.get("g"):
                     self.gateway_id = msg["g"]

@@ -146,7 +146,7 @@ const std::vector<std::string> k_numeric_options = {
     "max-message-size", "group-relay-rate",   "min-body-rate",             "http-timeout",
     "dispatch-timeout", "websocket-timeout",  "websocket-connect-timeout", "ping-interval",
     "ping-timeout",     "keepalive-timeout",  "request-timeout",           "min-body-rate-grace",
-    "drain-timeout",    "heartbeat-interval", "limit-connections"};
+    "drain-timeout",    "heartbeat-interval", "limit-connections", "bus-shared-memory"};
 
 // parse({}) with ASGI_BRIDGE_<OPTION> set to `value`.
 ParseOutcome parse_with_env(const std::string& option, const std::string& value) {
@@ -177,6 +177,25 @@ TEST(ConfigNumbers, NegativeInTheEnvironmentIsAnError) {
     EXPECT_FALSE(outcome.config) << option;
     EXPECT_NE(outcome.exit_code, 0) << option;
   }
+}
+
+// docs/protocol.md §1.1: 0 (no ring) or a power of two from 64 KiB to 64 MiB.
+TEST(ConfigBusSharedMemory, DefaultOptionEnvironmentAndBounds) {
+  EXPECT_EQ(parse({}).config->bus_shared_memory, 1048576u);
+  EXPECT_EQ(parse({"--bus-shared-memory", "0"}).config->bus_shared_memory, 0u);
+  EXPECT_EQ(parse({"--bus-shared-memory", "65536"}).config->bus_shared_memory, 65536u);
+  EXPECT_EQ(parse({"--bus-shared-memory", "67108864"}).config->bus_shared_memory, 67108864u);
+  EXPECT_EQ(parse_with_env("bus-shared-memory", "4194304").config->bus_shared_memory, 4194304u);
+  for (std::string bad : {"1000000", "32768", "134217728", "65537", "1.5", "1e6"}) {
+    testing::internal::CaptureStderr();
+    auto outcome = parse({"--bus-shared-memory", bad});
+    auto error = testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(outcome.config) << bad;
+    EXPECT_NE(error.find("--bus-shared-memory: expected 0 (no ring) or a power of two from 65536 to 67108864"),
+              std::string::npos)
+        << bad << ": " << error;
+  }
+  EXPECT_FALSE(parse_with_env("bus-shared-memory", "12345").config);
 }
 
 TEST(ConfigNumbers, HugeNegativeSizeDoesNotWrapToASmallOne) {

@@ -117,17 +117,17 @@ boost::asio::awaitable<void> Connection::send(protocol::Event event) {
     throw;
   }
   try {
-    if (auto* start = std::get_if<protocol::HttpResponseStart>(&event); start && send_start(*start)) {
-      // The start came with its body, which goes on as a body event of its own.
-      protocol::HttpResponseBody body{std::move(*start->body), start->more_body};
-      if (body.body.size() > k_body_piece) {
-        co_await send_pieces(std::move(body));
-      } else {
-        flow_.sent(size);
-        emit_event(std::move(body));
+    if (auto* start = std::get_if<protocol::HttpResponseStart>(&event)) {
+      // Held back, or sent; a body that came with it goes on as a body event of its own.
+      if (send_start(*start)) {
+        protocol::HttpResponseBody body{std::move(*start->body), start->more_body};
+        if (body.body.size() > k_body_piece) {
+          co_await send_pieces(std::move(body));
+        } else {
+          flow_.sent(size);
+          emit_event(std::move(body));
+        }
       }
-    } else if (start) {
-      // Held back, or sent.
     } else if (auto* body = std::get_if<protocol::HttpResponseBody>(&event); body && body->body.size() > k_body_piece) {
       co_await send_pieces(std::move(*body));
     } else if (auto* denial = std::get_if<protocol::WebSocketHttpResponseBody>(&event);

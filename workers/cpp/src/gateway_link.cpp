@@ -20,7 +20,7 @@ std::string without_password(const std::string& url) {
 
 GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
                          const std::string& key_prefix, const bus::CurveOptions& curve,
-                         const bus::RedisTlsOptions& tls)
+                         const bus::RedisTlsOptions& tls, std::uint64_t shared_memory)
     : url_(std::move(url)), display_url_(without_password(url_)) {
   if (curve.secret_key_file.empty() != curve.server_key_file.empty()) {
     throw std::invalid_argument("ZeroMQ CURVE needs both --bus-server-key and --bus-secret-key");
@@ -29,6 +29,7 @@ GatewayLink::GatewayLink(boost::asio::io_context& bus_io, std::string url, const
   options.role = bus::Role::worker;
   options.identity = worker_id;
   options.key_prefix = key_prefix;
+  options.shared_memory = shared_memory;
   if (url_.rfind("zmq", 0) == 0) options.curve = curve;  // Redis links ignore ZeroMQ keys
   bool tls_given = !tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() || tls.insecure;
   if (tls_given && url_.rfind("rediss://", 0) != 0) {

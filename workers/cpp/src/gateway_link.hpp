@@ -6,6 +6,7 @@
 // connections come from a shared queue popped while we have free capacity,
 // and a message goes to the gateway its id names.
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,7 +25,8 @@ class GatewayLink {
   // a Redis server cannot be reached or refuses the credentials, or a CURVE
   // key file cannot be read (std::invalid_argument: only half of the keys).
   GatewayLink(boost::asio::io_context& bus_io, std::string url, const std::string& worker_id,
-              const std::string& key_prefix, const bus::CurveOptions& curve, const bus::RedisTlsOptions& tls);
+              const std::string& key_prefix, const bus::CurveOptions& curve, const bus::RedisTlsOptions& tls,
+              std::uint64_t shared_memory);
 
   void start(std::function<void(std::string_view payload)> on_message);
   // To gateway `gateway_id` (ZeroMQ: the link's one gateway, whatever the id).

@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "asgi_bridge/bus/transport.hpp"
+
 namespace asgi_bridge::worker {
 namespace {
 
@@ -65,6 +67,11 @@ ParsedOptions parse_command_line(int argc, char** argv, const std::string& descr
   cli.add_flag("--bus-tls-insecure", options.bus_tls_insecure,
                "rediss://: do not verify the Redis server's certificate nor its host name")
       ->envname(env_name("bus-tls-insecure"));
+  add(cli, "bus-shared-memory", options.bus_shared_memory,
+      "ZeroMQ, same host: bytes of the shared-memory ring for large messages to each gateway (0: none; a power of "
+      "two from 65536 to 67108864)")
+      ->check(CLI::Validator([](std::string& text) { return asgi_bridge::bus::shared_memory_problem(text); }, ""))
+      ->capture_default_str();
   add(cli, "concurrency", options.concurrency, "HTTP requests served at once")
       ->check(CLI::Range(1u, 1000000u))
       ->capture_default_str();

@@ -109,7 +109,8 @@ void Worker::open_links() {
                            options_.bus_tls_insecure};
   for (const auto& url : options_.bus_urls) {
     auto index = links_.size();
-    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix, curve, tls));
+    links_.push_back(std::make_unique<GatewayLink>(bus_io_, url, worker_id_, options_.bus_prefix, curve, tls,
+                                                   options_.bus_shared_memory));
     links_.back()->start([this, index](std::string_view payload) { on_message(index, payload); });
   }
 }

@@ -40,7 +40,16 @@ zmq::context_t make_context() {
 
 ZmqTransport::ZmqTransport(boost::asio::io_context& io, const std::string& endpoint,
                            const TransportOptions& options)
-    : io_(io), role_(options.role), context_(make_context()), socket_(context_, socket_type_for(options.role)), readable_(io) {
+    : io_(io), role_(options.role), context_(make_context()), socket_(context_, socket_type_for(options.role)),
+      rings_(options.role, options.shared_memory, options.max_message_size, options.shared_memory_counters,
+             [this](std::string_view peer, std::string_view frame) {
+               zmq::message_t message(frame.data(), frame.size());
+               send_message(peer, message);
+             }),
+      readable_(io) {
+  if (!shm::valid_capacity(options.shared_memory)) {
+    throw std::invalid_argument("shared memory ring capacity must be 0 or a power of two from 65536 to 67108864");
+  }
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::sndhwm, k_high_water_mark);
   socket_.set(zmq::sockopt::rcvhwm, k_high_water_mark);
@@ -75,6 +84,7 @@ ZmqTransport::~ZmqTransport() { stop(); }
 
 void ZmqTransport::start(OnMessage on_message) {
   on_message_ = std::move(on_message);
+  if (role_ == Role::worker) rings_.offer({});  // queued by the DEALER until connected
   schedule_drain();
   // The monitor is read before each batch of messages (drain()) and whenever
   // it signals; the first read arms that wait (CURVE's handshake events come
@@ -85,6 +95,7 @@ void ZmqTransport::start(OnMessage on_message) {
 }
 
 SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
+  if (auto status = send_through_ring(peer, payload)) return *status;
   zmq::message_t message(payload.data(), payload.size());
   return send_message(peer, message);
 }
@@ -97,10 +108,21 @@ constexpr std::size_t k_zero_copy_min = 8 * 1024;
 // message points into the string, which ZeroMQ's I/O thread frees once sent.
 SendStatus ZmqTransport::send_owned(std::string_view peer, std::string&& payload) {
   if (payload.size() < k_zero_copy_min) return send(peer, payload);
+  if (auto status = send_through_ring(peer, payload)) return *status;
   auto* owned = new std::string(std::move(payload));
   zmq::message_t message(
       owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
   return send_message(peer, message);
+}
+
+std::optional<SendStatus> ZmqTransport::send_through_ring(std::string_view peer, std::string_view payload) {
+  if (payload.size() < shm::k_ring_min_message || stopped_) return std::nullopt;
+  auto reference = rings_.reference(ring_peer(peer), payload);
+  if (!reference) return std::nullopt;
+  zmq::message_t message(reference->data(), reference->size());
+  auto status = send_message(peer, message);
+  if (status == SendStatus::sent) rings_.sent_through(payload.size());
+  return status;
 }
 
 SendStatus ZmqTransport::send_message(std::string_view peer, zmq::message_t& message) {
@@ -186,12 +208,10 @@ void ZmqTransport::drain() {
         if (!receive(extra)) break;
         if (!extra.more()) break;
       }
-      bytes += second.size();
       if (security_ && !security_->admit(first.to_string_view(), second)) continue;  // revoked worker
-      deliver(first, &second);
+      bytes += deliver(first, &second);
     } else {
-      bytes += first.size();
-      deliver(first, nullptr);
+      bytes += deliver(first, nullptr);
     }
     if (bytes >= k_batch_bytes) break;
   }
@@ -213,14 +233,24 @@ void ZmqTransport::wait_readable() {
                        });
 }
 
-void ZmqTransport::deliver(zmq::message_t& first, zmq::message_t* second) {
-  if (!on_message_) return;
+// A transport frame (docs/protocol.md §1.1) is the rings' business; what
+// reaches the callback is a message, from the socket or copied out of a ring.
+std::size_t ZmqTransport::deliver(zmq::message_t& first, zmq::message_t* second) {
+  if (!on_message_) return 0;
+  std::string_view peer;
+  auto payload = first.to_string_view();
   if (second) {
-    note_peer_fd(first.to_string_view(), zmq_msg_get(second->handle(), ZMQ_SRCFD));
-    on_message_(first.to_string_view(), second->to_string_view());
-  } else {
-    on_message_({}, first.to_string_view());
+    peer = first.to_string_view();
+    payload = second->to_string_view();
+    note_peer_fd(peer, zmq_msg_get(second->handle(), ZMQ_SRCFD));
   }
+  if (shm::is_transport_frame(payload)) {
+    auto message = rings_.receive(ring_peer(peer), payload);
+    if (!message) return 0;
+    payload = *message;
+  }
+  on_message_(peer, payload);
+  return payload.size();
 }
 
 // --- gateway: disconnections ---------------------------------------------
@@ -306,6 +336,7 @@ void ZmqTransport::peer_closed(const std::string& peer, int fd) {
   auto it = fd_of_peer_.find(peer);
   if (it == fd_of_peer_.end() || it->second != fd) return;
   fd_of_peer_.erase(it);
+  rings_.forget(peer);
   if (on_peer_gone_) on_peer_gone_(peer);
 }
 

@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "asgi_bridge/bus/transport.hpp"
+#include "zmq/same_host_rings.hpp"
 #include "zmq/zmq_security.hpp"
 
 namespace asgi_bridge::bus {
@@ -32,11 +33,17 @@ class ZmqTransport final : public Transport {
 
  private:
   SendStatus send_message(std::string_view peer, zmq::message_t& message);
+  // A large message through the peer's shared-memory ring; nullopt: not
+  // possible now, send it over the socket.
+  std::optional<SendStatus> send_through_ring(std::string_view peer, std::string_view payload);
+  // The rings' key for a peer: the worker has one gateway per transport,
+  // whatever id the caller names.
+  std::string_view ring_peer(std::string_view peer) const { return role_ == Role::gateway ? peer : std::string_view(); }
   void schedule_drain();
   void drain();
   bool receive(zmq::message_t& message);  // false: nothing queued
   void wait_readable();
-  void deliver(zmq::message_t& first, zmq::message_t* second);
+  std::size_t deliver(zmq::message_t& first, zmq::message_t* second);  // bytes delivered
   void open_monitor(const std::string& endpoint);
   void drain_monitor();
   void wait_monitor();
@@ -58,6 +65,7 @@ class ZmqTransport final : public Transport {
   zmq::context_t context_;  // before socket_: created first
   zmq::socket_t socket_;
   std::unique_ptr<ZmqSecurity> security_;  // CURVE only; before bind/connect
+  shm::SameHostRings rings_;
   boost::asio::posix::stream_descriptor readable_;
   OnMessage on_message_;
   OnPeerGone on_peer_gone_;

@@ -3,7 +3,9 @@
 // and its workers. It lives on one io_context (the bus thread) and is never
 // touched from another thread: ZeroMQ sockets and hiredis contexts are
 // single-threaded.
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +46,16 @@ struct RedisTlsOptions {
   bool insecure = false;
 };
 
+// Same-host shared memory (ZeroMQ, docs/protocol.md §1.1): the messages and
+// bytes that went through rings instead of the socket. Written by the bus
+// thread only, read from any thread (relaxed: each figure exact on its own).
+struct SharedMemoryCounters {
+  std::atomic<std::uint64_t> sent_messages{0};
+  std::atomic<std::uint64_t> sent_bytes{0};
+  std::atomic<std::uint64_t> received_messages{0};
+  std::atomic<std::uint64_t> received_bytes{0};
+};
+
 struct TransportOptions {
   Role role = Role::gateway;
   std::string identity;               // this process's id: worker id or gateway id
@@ -52,7 +64,16 @@ struct TransportOptions {
   CurveOptions curve;                 // ZeroMQ: CURVE key files (docs/security.md); empty: plain
   RedisTlsOptions redis_tls;          // Redis: used for rediss:// URLs only
   RefusedCallback on_refused;         // ZeroMQ gateway with CURVE; empty: logged unlimited
+  // ZeroMQ: the capacity in bytes of the shared-memory ring this side
+  // creates per peer (0: none, and no offer; it still maps its peers' rings).
+  // 0 or a power of two from 64 KiB to 64 MiB.
+  std::uint64_t shared_memory = 1024 * 1024;
+  SharedMemoryCounters* shared_memory_counters = nullptr;  // outlives the transport; null: not counted
 };
+
+// --bus-shared-memory's rule (gateway and C++ worker): 0 or a power of two
+// from 65536 to 67108864. Empty when `bytes` is valid, else the error.
+std::string shared_memory_problem(std::string_view bytes);
 
 class Transport {
  public:

@@ -2,6 +2,7 @@
 // How a worker process runs: which gateways, how many connections at once,
 // how many app threads. Every example worker takes the same command line.
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,11 @@ struct Options {
   std::string bus_tls_cert;
   std::string bus_tls_key;
   bool bus_tls_insecure = false;
+  // ZeroMQ, same host (docs/protocol.md §1.1): the capacity in bytes of the
+  // shared-memory ring offered to each gateway for messages of 16 KiB or
+  // more; 0: none (the gateway's ring is still used). 0 or a power of two
+  // from 65536 to 67108864.
+  std::uint64_t bus_shared_memory = 1024 * 1024;
   // HTTP requests served at once, announced to every gateway as `capacity`.
   unsigned concurrency = 100;
   // WebSockets open at once, counted apart from HTTP requests (an idle one
@@ -53,7 +59,7 @@ struct ParsedOptions {
 
 // --bus URL (repeatable or comma-separated), --bus-prefix P, --bus-server-key PATH,
 // --bus-secret-key PATH, --bus-tls-ca-file PATH, --bus-tls-cert PATH, --bus-tls-key PATH,
-// --bus-tls-insecure, --concurrency N, --websocket-capacity N, --threads N,
+// --bus-tls-insecure, --bus-shared-memory BYTES, --concurrency N, --websocket-capacity N, --threads N,
 // --log-level L, --graceful-timeout S, --heartbeat-interval S, --help, --version.
 // Prints help or the error itself.
 ParsedOptions parse_command_line(int argc, char** argv, const std::string& description, Options defaults = {});
