@@ -102,7 +102,8 @@ def test_a_restarted_gateway_maps_the_workers_ring_again(bridge_factory, bus_url
     metrics = request(admin, "GET", "/metrics").body.decode()
     assert sample(metrics, RING_MESSAGES, direction="received") >= 3
     # Its ring comes once it mapped ours, from the first response: the first request
-    # body went over the socket.
-    assert sample(metrics, RING_MESSAGES, direction="sent") >= 2
+    # body went over the socket, the second may too (the worker's accept can arrive
+    # after it), the third cannot: the worker sent its accept before the second response.
+    assert sample(metrics, RING_MESSAGES, direction="sent") >= 1
     assert "shared-memory ring given up" not in bridge.workers[0].log()
     bridge.workers[0].stop()  # before the gateway: its bye leaves at once
