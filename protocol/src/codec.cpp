@@ -67,6 +67,10 @@ class Packer {
 
   Packer(std::string& out, std::size_t room) : out_(out) { grow(out.size(), room); }
   void finish() { out_.resize(static_cast<std::size_t>(at_ - out_.data())); }
+  // The str or bin whose bytes start at `data` is left out (its header is
+  // written): split() then says where in the output its bytes belong.
+  void detach(const char* data) { detach_ = data; }
+  std::size_t split() const { return split_; }
 
   void pack_nil() { tag(0xc0); }
   void pack(bool value) { tag(value ? 0xc3 : 0xc2); }
@@ -122,6 +126,10 @@ class Packer {
     if (static_cast<std::size_t>(end_ - at_) < size) grow(used(), k_room);
   }
   void body(const char* data, std::size_t size) {
+    if (data == detach_ && data != nullptr) {
+      split_ = used();
+      return;
+    }
     if (size <= static_cast<std::size_t>(end_ - at_)) {
       std::memcpy(at_, data, size);
       at_ += size;
@@ -144,6 +152,8 @@ class Packer {
   std::string& out_;
   char* at_ = nullptr;
   char* end_ = nullptr;
+  const char* detach_ = nullptr;
+  std::size_t split_ = std::string::npos;
 };
 
 [[noreturn, gnu::cold, gnu::noinline]] void throw_over_4_gib() {
@@ -952,22 +962,58 @@ std::size_t payload_size(const Envelope& envelope) {
 }  // namespace
 
 namespace {
-std::optional<std::string> encode_event_envelope(const Envelope& envelope);
+
+// The bytes of the payload left out of an encoding (Packer::detach), and
+// where they belong in it.
+struct Detached {
+  const char* data = nullptr;  // none
+  std::size_t size = 0;
+  std::size_t split = std::string::npos;
+};
+
+std::optional<std::string> encode_event_envelope(const Envelope& envelope, Detached& detached);
+
+std::string full_encode(const Envelope& envelope, Detached& detached) {
+  std::string out;
+  // The room for the envelope and its scope, the payload (appended into the
+  // reserve, unless detached), and the keys after the payload.
+  out.reserve(2 * Packer::k_room + payload_size(envelope) - detached.size);
+  Packer packer(out, Packer::k_room);
+  packer.detach(detached.data);
+  write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });
+  packer.finish();
+  detached.split = packer.split();
+  return out;
+}
+
+std::string encode(const Envelope& envelope, Detached& detached) {
+  if (auto fast = encode_event_envelope(envelope, detached)) return std::move(*fast);
+  return full_encode(envelope, detached);
+}
+
 }  // namespace
 
 std::string encode(const Envelope& envelope) {
-  if (auto fast = encode_event_envelope(envelope)) return std::move(*fast);
-  return detail::full_encode(envelope);
+  Detached none;
+  return encode(envelope, none);
 }
 
 std::string detail::full_encode(const Envelope& envelope) {
-  std::string out;
-  // The room for the envelope and its scope, the payload (appended into the
-  // reserve), and the keys after the payload.
-  out.reserve(2 * Packer::k_room + payload_size(envelope));
-  Packer packer(out, Packer::k_room);
-  write_map(packer, envelope, [](auto& v, const Envelope& e) { describe_envelope(v, e); });
-  packer.finish();
+  Detached none;
+  return full_encode(envelope, none);
+}
+
+SplitEncoding encode_split(Envelope&& envelope) {
+  Bytes* payload = envelope.event ? payload_of(*envelope.event) : nullptr;
+  if (payload == nullptr || payload->size() < k_split_min) return {encode(envelope), {}, {}};
+  Detached detached{payload->data(), payload->size()};
+  auto bytes = encode(envelope, detached);
+  assert(detached.split <= bytes.size());
+  SplitEncoding out;
+  out.tail.assign(bytes, detached.split);
+  bytes.resize(detached.split);
+  out.head = std::move(bytes);
+  out.body = std::move(*payload);
   return out;
 }
 
@@ -1032,7 +1078,7 @@ class ReceiveWriter {
 // app sends, most a gateway sends) in one pass: the head written byte by
 // byte into a string sized once, a body or WebSocket message likewise, any
 // other event by write_event(). The same bytes as full_encode() (codec_test).
-std::optional<std::string> encode_event_envelope(const Envelope& e) {
+std::optional<std::string> encode_event_envelope(const Envelope& e, Detached& detached) {
   if (e.kind != Kind::event || e.version != k_protocol_version || !e.conn_id || !e.seq || !e.event || e.capacity ||
       e.active || e.ws_capacity || e.window || e.features || e.events || e.bytes || e.message || e.group || e.channel || e.scope) {
     return std::nullopt;
@@ -1062,9 +1108,10 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
   std::string out;
   // Any other event goes through a Packer, which appends a body (a start's
   // first body, a request's) past its room and then wants k_room more.
-  std::size_t other_body = send || body ? 0 : protocol::payload_size(*e.event);
+  std::size_t other_body = send || body ? 0 : protocol::payload_size(*e.event) - detached.size;
   std::size_t tail = other_body == 0 ? 256 : 256 + other_body + Packer::k_room;
-  out.reserve(head + payload.size() + (body ? more_body.size() + 1 : send ? 0 : tail));
+  bool detach = detached.data != nullptr && payload.data() == detached.data;
+  out.reserve(head + (detach ? 0 : payload.size()) + (body ? more_body.size() + 1 : send ? 0 : tail));
   out.resize(head);
   out[0] = static_cast<char>(0x80 | (5 + !e.gateway_id.empty() + !e.worker_id.empty()));  // fixmap
   W writer(out.data() + 1);
@@ -1088,14 +1135,20 @@ std::optional<std::string> encode_event_envelope(const Envelope& e) {
     writer.payload_header(payload.size(), true);
   }
   assert(writer.end() == out.data() + out.size());
-  out.append(payload);
+  if (detach) {
+    detached.split = out.size();
+  } else {
+    out.append(payload);
+  }
   if (body) {
     out.append(more_body);
     out.push_back(body->more_body ? '\xc3' : '\xc2');
   } else if (!send) {
     Packer packer(out, 256);
+    packer.detach(detached.data);
     write_event(packer, *e.event);
     packer.finish();
+    if (packer.split() != std::string::npos) detached.split = packer.split();
   }
   return out;
 }

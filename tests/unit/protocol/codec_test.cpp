@@ -996,5 +996,49 @@ TEST(EncodeEventEnvelope, SameBytesAsThePacker) {
   EXPECT_GE(checked, 1000U);
 }
 
+// encode_split()'s three parts are encode()'s bytes, the payload moved
+// (not copied) into the middle one from its threshold up; below it, or
+// without a payload, everything is in the head. Every event with a payload,
+// on both encoders' paths (a scope or a window takes the full one).
+TEST(EncodeSplit, PartsJoinToEncodesBytes) {
+  std::vector<Event> events = sample_events();
+  for (std::size_t size : {k_split_min - 1, k_split_min, std::size_t{65536}, std::size_t{70000}}) {
+    events.push_back(HttpRequest{std::string(size, 'q'), true});
+    events.push_back(start_event(200, {{"content-length", "9"}}, false, std::string(size, 's'), true));
+    events.push_back(HttpResponseBody{std::string(size, 'b'), false});
+    events.push_back(message_event<WebSocketSend>(std::string(size, 't'), true));
+    events.push_back(message_event<WebSocketReceive>(std::string(size, '\xff'), false));
+    events.push_back(WebSocketHttpResponseBody{std::string(size, 'd'), true});
+  }
+  std::size_t split = 0;
+  for (const auto& event : events) {
+    for (int shape = 0; shape < 3; ++shape) {
+      Envelope envelope;
+      envelope.gateway_id = "gw-1";
+      envelope.worker_id = shape == 1 ? "wk-1" : "";
+      envelope.conn_id = 7;
+      envelope.seq = shape == 2 ? 0 : 5;
+      envelope.event = event;
+      if (shape == 2) {
+        envelope.window = 65536;
+        if (std::holds_alternative<HttpRequest>(event)) envelope.scope = sample_http_scope();
+      }
+      auto expected = encode(envelope);
+      auto size = payload_size(*envelope.event);
+      const char* payload = size > 0 ? payload_of(*envelope.event)->data() : nullptr;
+      auto parts = encode_split(std::move(envelope));
+      EXPECT_EQ(parts.head + parts.body + parts.tail, expected) << event_type(event) << " shape " << shape;
+      if (size >= k_split_min) {
+        EXPECT_EQ(parts.body.size(), size) << event_type(event);
+        EXPECT_EQ(parts.body.data(), payload) << event_type(event) << ": moved, not copied";
+        ++split;
+      } else {
+        EXPECT_TRUE(parts.body.empty() && parts.tail.empty()) << event_type(event);
+      }
+    }
+  }
+  EXPECT_EQ(split, 3U * 6 * 3 + 3U);  // and the 64 KiB request of sample_events()
+}
+
 }  // namespace
 }  // namespace asgi_bridge::protocol

@@ -26,6 +26,19 @@ using Result = std::variant<T, DecodeError>;
 // validate: decode() does. Throws std::length_error for a field over 4 GiB.
 std::string encode(const Envelope& envelope);
 
+// encode()'s bytes in three parts, head + body + tail, the event's payload
+// (a request's or a response's body, a WebSocket message) moved out of the
+// envelope instead of copied into the encoding: for a transport that copies
+// the message anyway, into a shared-memory ring, so that the payload is
+// copied once, not twice. A payload under k_split_min stays in `head`.
+inline constexpr std::size_t k_split_min = 16 * 1024;
+struct SplitEncoding {
+  std::string head;
+  Bytes body;
+  std::string tail;
+};
+SplitEncoding encode_split(Envelope&& envelope);
+
 // The bytes encode() writes for a websocket.receive event envelope, built
 // without an Envelope, an Event or a copy of the payload: the gateway's path
 // for every client message. `gateway_id` must not be empty.

@@ -138,4 +138,16 @@ inline std::size_t payload_size(const Event& event) {
       event);
 }
 
+// The event's payload field (its body or its message), if it has one.
+inline Bytes* payload_of(Event& event) {
+  return std::visit(
+      [](auto& e) -> Bytes* {
+        if constexpr (requires { e.body.size(); }) return &e.body;
+        if constexpr (requires { e.body->size(); }) return e.body ? &*e.body : nullptr;
+        if constexpr (requires { e.data.size(); }) return &e.data;
+        return nullptr;
+      },
+      event);
+}
+
 }  // namespace asgi_bridge::protocol
