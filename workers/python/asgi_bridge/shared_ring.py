@@ -192,10 +192,13 @@ class PeerRing:
         self._tail = _tail_of(self.map)
         self.position = self._tail[0]
 
-    def take(self, position, length):
-        """A copy of the `length` bytes at `position` (the next message), our position
-        then past it and stored as the tail. RingError: a reference that does not fit
-        where we are (the message is dropped, the ring stays as it was)."""
+    def lend(self, position, length):
+        """The `length` bytes at `position` (the next message) in place: a memoryview of
+        the mapping, for the worker to decode without a copy (its gateway is the peer
+        it trusts with what it runs) and then release. Our position moves past it; the
+        tail only with give_back(), so the gateway leaves those bytes alone until then.
+        RingError: a reference that does not fit where we are (the message is dropped,
+        the ring stays as it was)."""
         capacity, ours = self.capacity, self.position
         offset = position & (capacity - 1)
         end = position + length
@@ -206,14 +209,19 @@ class PeerRing:
             raise RingError(f"bad reference: {length} bytes at {position} "
                             f"(our position {ours}, capacity {capacity})")
         start = HEADER + offset
-        data = self.map[start:start + length]  # bytes: copied before anyone decodes it
         self.position = end
-        self._tail[0] = end
-        return data
+        return memoryview(self.map)[start:start + length]
+
+    def give_back(self):
+        """The bytes lent so far are free for the gateway to write again."""
+        self._tail[0] = self.position
 
     def close(self):
         self._tail.release()
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # a message still lent: unmapped once it is released
+            pass
 
 
 def _open_regular(path):

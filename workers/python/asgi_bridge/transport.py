@@ -412,14 +412,19 @@ class ZmqTransport:
 
     def _on_transport_frame(self, link, frame):
         """A frame of docs/protocol.md §1.1 from the gateway: an offer or an answer is
-        ours; the message a reference names goes on to the worker, copied out of the
-        gateway's ring; a frame that is not valid is dropped with a log line."""
+        ours; the message a reference names goes on to the worker in place, decoded
+        straight from the gateway's ring, and its bytes are then given back; a frame
+        that is not valid is dropped with a log line."""
         kind = frame[1:2]
         try:
             if kind == b"R":
-                message = self._on_reference(link, frame)
+                peer, message = self._on_reference(link, frame)
                 if message is not None:
-                    self._deliver(link, message)
+                    try:
+                        self._deliver(link, message)
+                    finally:
+                        message.release()
+                        peer.give_back()
             elif kind == b"A" or kind == b"X":
                 self._on_answer(link, kind, frame)
             else:
@@ -436,10 +441,10 @@ class ZmqTransport:
         if peer is None or peer.token != token:  # an offer, or a new gateway's first message
             peer = self._map_peer_ring(link, pid, fd, token, capacity, length)
             if peer is None:
-                return None
+                return None, None
         if length == 0:
-            return None
-        return peer.take(position, length)
+            return peer, None
+        return peer, peer.lend(position, length)
 
     def _map_peer_ring(self, link, pid, fd, token, capacity, length):
         """The gateway's ring mapped and accepted (A); None when it cannot be (X)."""

@@ -39,8 +39,12 @@ def mapped(ring):
 
 
 def take(peer, frame):
+    """The message `frame` names, copied, and its bytes given back."""
     _, _, _, _, position, length = shared_ring.parse_reference(frame)
-    return peer.take(position, length)
+    with peer.lend(position, length) as message:
+        data = bytes(message)
+    peer.give_back()
+    return data
 
 
 # --- the ring and its frames -----------------------------------------------------------
@@ -116,6 +120,26 @@ def test_round_trip_and_wrap_without_straddling_the_end():
         ring.close()
 
 
+def test_a_lent_message_is_read_in_place_and_its_room_kept_until_given_back():
+    ring = Ring(MIN_CAPACITY)
+    peer = mapped(ring)
+    try:
+        frame = ring.write(b"a" * (40 * KIB))
+        _, _, _, _, position, length = shared_ring.parse_reference(frame)
+        message = peer.lend(position, length)
+        assert peer.position == 40 * KIB and tail_of(ring) == 0  # lent, not given back
+        assert ring.write(b"b" * (40 * KIB)) is None  # its bytes are not overwritten meanwhile
+        ring.map[HEADER] = ord("z")  # in place: what the producer writes there shows through
+        assert message[:2] == b"za"
+        message.release()
+        peer.give_back()
+        assert tail_of(ring) == 40 * KIB
+        assert take(peer, ring.write(b"b" * (40 * KIB))) == b"b" * (40 * KIB)
+    finally:
+        peer.close()
+        ring.close()
+
+
 def test_a_full_ring_answers_none_until_the_consumer_moves_on():
     ring = Ring(MIN_CAPACITY)
     peer = mapped(ring)
@@ -162,7 +186,7 @@ def test_the_consumer_checks_references_against_its_own_position():
                ((1 << 64) - 1, 1)]                   # past what a position can hold
         for position, length in bad:
             with pytest.raises(RingError, match="bad reference"):
-                peer.take(position, length)
+                peer.lend(position, length)
         assert peer.position == ours and tail_of(ring) == 0  # nothing moved
         assert take(peer, ring.write(b"2" * (16 * KIB))) == b"2" * (16 * KIB)
     finally:
