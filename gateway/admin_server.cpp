@@ -19,7 +19,7 @@
 
 #include "accept_backoff.hpp"
 #include "listener.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "log.hpp"
 #include "publish_request.hpp"
 #include "shard.hpp"
@@ -113,7 +113,7 @@ std::uint64_t publish_body_limit(std::uint64_t max_message_size) {
 // fails at once, at 100 % CPU and a log line per turn.
 asio::awaitable<void> AdminServer::accept_loop() {
   AcceptBackoff backoff;
-  LogLimiter log_limiter;
+  bus::LogLimiter log_limiter;
   asio::steady_timer pause(acceptor_.get_executor());
   while (acceptor_.is_open()) {
     boost::system::error_code ec;
@@ -121,7 +121,7 @@ asio::awaitable<void> AdminServer::accept_loop() {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec) {
       auto delay = backoff.next();
-      LogLimiter::warn(log::server(), log_limiter, "admin-accept", "admin: accept failed: {}; next attempt in {} ms",
+      bus::LogLimiter::warn(log::server(), log_limiter, "admin-accept", "admin: accept failed: {}; next attempt in {} ms",
                        ec.message(), delay.count());
       pause.expires_after(delay);
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -157,7 +157,7 @@ asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
   }
   if (ec) log::server().info("admin: bad request: {}", ec.message());
   if (publishing && result.status >= 400) {
-    LogLimiter::warn(log::server(), publish_limiter_, fmt::format("publish {}", result.status), "admin: POST /publish: {} {}",
+    bus::LogLimiter::warn(log::server(), publish_limiter_, fmt::format("publish {}", result.status), "admin: POST /publish: {} {}",
                      result.status, result.body.substr(0, result.body.size() - 1));
   }
   http::response<http::string_body> response{static_cast<http::status>(result.status), 11};

@@ -14,7 +14,7 @@
 
 #include "broadcast.hpp"
 #include "config.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "metrics.hpp"
 
 namespace asgi_bridge::gateway {
@@ -57,7 +57,7 @@ class AdminServer {
   bool workers_pull_;
   const Config& config_;
   Publish publish_;
-  LogLimiter publish_limiter_;  // refused publishes, per status (main thread)
+  bus::LogLimiter publish_limiter_;  // refused publishes, per status (main thread)
 };
 
 }  // namespace asgi_bridge::gateway

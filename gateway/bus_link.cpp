@@ -32,7 +32,7 @@ void BusLink::open() {
 }
 
 void BusLink::end() {
-  dispatcher_.post({.type = ToBus::Type::end, .conn_id = conn_id_, .bytes = {}, .redispatchable = false, .credit_bytes = 0, .websocket = false, .window = 0});
+  dispatcher_.post({.type = ToBus::Type::end, .conn_id = conn_id_, .encoded = {}, .redispatchable = false, .credit_bytes = 0, .websocket = false, .window = 0});
   shard_.detach(conn_id_);
   conn_id_ = 0;
 }
@@ -60,11 +60,20 @@ void BusLink::send_websocket_receive(bool text, std::string_view data) {
   ++events_in_flight_;
   dispatcher_.post({.type = ToBus::Type::message,
                     .conn_id = conn_id_,
-                    .bytes = protocol::encode_websocket_receive(dispatcher_.gateway_id(), conn_id_, out_seq_++, text, data),
+                    .encoded = {protocol::encode_websocket_receive(dispatcher_.gateway_id(), conn_id_, out_seq_++, text, data)},
                     .redispatchable = false,
                     .credit_bytes = 0,
                     .websocket = false,
                     .window = 0});
+}
+
+// A request's body is left out of the encoding (protocol::encode_split): the
+// bus copies it once, into a shared-memory ring, or joins it. Not for a first
+// event that may be sent again (re-dispatch): that one is kept whole.
+bus::MessageParts BusLink::encode(protocol::Envelope&& envelope, bool redispatchable) {
+  if (redispatchable) return {protocol::encode(envelope)};
+  auto split = protocol::encode_split(std::move(envelope));
+  return {std::move(split.head), std::move(split.body), std::move(split.tail)};
 }
 
 void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable, bool websocket) {
@@ -74,7 +83,7 @@ void BusLink::post(protocol::Envelope& envelope, ToBus::Type type, bool redispat
   ++events_in_flight_;
   dispatcher_.post({.type = type,
                     .conn_id = conn_id_,
-                    .bytes = protocol::encode(envelope),
+                    .encoded = encode(std::move(envelope), redispatchable),
                     .redispatchable = redispatchable,
                     .credit_bytes = 0,
                     .websocket = websocket,
@@ -110,7 +119,7 @@ void BusLink::on_written(std::uint64_t bytes) {
   envelope.bytes = written_unacked_;
   dispatcher_.post({.type = ToBus::Type::message,
                     .conn_id = conn_id_,
-                    .bytes = protocol::encode(envelope),
+                    .encoded = {protocol::encode(envelope)},
                     .redispatchable = false,
                     .credit_bytes = written_unacked_,
                     .websocket = false,

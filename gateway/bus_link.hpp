@@ -67,6 +67,7 @@ class BusLink {
 
  private:
   void post(protocol::Envelope& envelope, ToBus::Type type, bool redispatchable = false, bool websocket = false);
+  static bus::MessageParts encode(protocol::Envelope&& envelope, bool redispatchable);
 
   Shard& shard_;
   Dispatcher& dispatcher_;

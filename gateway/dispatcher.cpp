@@ -50,7 +50,7 @@ bool is_last_event(const Envelope& envelope, bool trailers) {
 
 // Frees a connection's copy of its first event (clear() would keep the
 // capacity for as long as the connection lives: hours on a WebSocket).
-void release(std::string& bytes) { std::string().swap(bytes); }
+void release(bus::MessageParts& message) { message = {}; }
 
 }  // namespace
 
@@ -110,7 +110,7 @@ void Dispatcher::reload_credentials() {
 // Keyed by the peer's host, not its port: every reconnect comes from a new port.
 void Dispatcher::log_refused_worker(std::string_view address, std::string_view reason) {
   auto host = address.substr(0, address.rfind(':'));
-  LogLimiter::warn(log::bus(), limiter_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
+  bus::LogLimiter::warn(log::bus(), limiter_, fmt::format("{} {}", host, reason.substr(0, reason.find(' '))),
                    "bus: refused worker at {}: {}", address, reason);
 }
 
@@ -131,7 +131,8 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.redispatchable = message.redispatchable;
   connection.websocket = message.websocket;
   if (message.window != 0) connection.window = message.window;
-  connection.first = std::move(message.bytes);
+  connection.first = std::move(message.encoded);
+  if (shared_queue_ || connection.redispatchable) connection.first = {std::move(connection.first).joined()};
   connection.arrived = Clock::now();
   connection.deadline = connection.arrived + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
@@ -148,10 +149,10 @@ void Dispatcher::on_first(ToBus&& message) {
 // down (still connecting at start, Redis restarting) the connection waits as
 // it would for a worker: offered again each tick until its dispatch deadline.
 void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, Connection& connection) {
-  connection.offered = transport_->offer_shared(connection.kind(), connection.first) == bus::SendStatus::sent;
+  connection.offered = transport_->offer_shared(connection.kind(), connection.first.head) == bus::SendStatus::sent;
   if (connection.offered) return;
   unoffered_ = true;
-  LogLimiter::warn(log::bus(), limiter_, "bus unavailable",
+  bus::LogLimiter::warn(log::bus(), limiter_, "bus unavailable",
                    "conn {}: the bus is unavailable; waiting for it up to the dispatch timeout", conn_id);
 }
 
@@ -172,7 +173,7 @@ void Dispatcher::claim(std::uint64_t conn_id, Connection& connection, const std:
   metrics_.observe_dispatch_wait(worker.last_seen - connection.arrived);
   connection.owner = worker_id;
   ++worker.assigned(connection.websocket);
-  for (auto& queued : connection.queued) send_to(worker_id, queued, conn_id);
+  for (auto& queued : connection.queued) send_to(worker_id, std::move(queued), conn_id);
   connection.queued.clear();
 }
 
@@ -183,9 +184,9 @@ void Dispatcher::on_session_message(ToBus&& message) {
   if (connection.orphaned) return;  // its worker finished it and left
   connection.unacked_bytes -= std::min(message.credit_bytes, connection.unacked_bytes);
   if (it->second.owner.empty()) {
-    it->second.queued.push_back(std::move(message.bytes));
+    it->second.queued.push_back(std::move(message.encoded));
   } else {
-    send_to(it->second.owner, std::move(message.bytes), message.conn_id);
+    send_to(it->second.owner, std::move(message.encoded), message.conn_id);
   }
 }
 
@@ -197,7 +198,7 @@ void Dispatcher::on_end(std::uint64_t conn_id) {
     // have popped it already, and must then hear the end of it (the
     // disconnect queued last) when its claim arrives, or its app would wait
     // for the rest of a request forever.
-    transport_->withdraw_shared(it->second.kind(), it->second.first);
+    transport_->withdraw_shared(it->second.kind(), it->second.first.head);
     it->second.ended = true;
     return;
   }
@@ -268,7 +269,7 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
     send_to(worker_id, std::move(connection.first), conn_id);  // not needed again: the transport may take it
     release(connection.first);
   } else {
-    send_to(worker_id, connection.first, conn_id);
+    send_to(worker_id, std::string_view(connection.first.head), conn_id);  // whole: see on_first
   }
   for (auto& queued : connection.queued) send_to(worker_id, std::move(queued), conn_id);
   connection.queued.clear();
@@ -279,17 +280,18 @@ void Dispatcher::send_to(const std::string& worker_id, std::string_view bytes, s
   on_send_status(worker_id, transport_->send(worker_id, bytes), conn_id);
 }
 
-// For bytes nobody needs after this send: the transport may send them without a copy.
-void Dispatcher::send_to(const std::string& worker_id, std::string&& bytes, std::uint64_t conn_id) {
+// For a message nobody needs after this send: the transport may send it
+// without a copy, or copy its body once (into a shared-memory ring).
+void Dispatcher::send_to(const std::string& worker_id, bus::MessageParts&& message, std::uint64_t conn_id) {
   if (!transport_) return;
-  on_send_status(worker_id, transport_->send_owned(worker_id, std::move(bytes)), conn_id);
+  on_send_status(worker_id, transport_->send_parts(worker_id, std::move(message)), conn_id);
 }
 
 void Dispatcher::on_send_status(const std::string& worker_id, bus::SendStatus status, std::uint64_t conn_id) {
   if (status == bus::SendStatus::sent) return;
   // Deferred: the caller may be iterating over connections or workers.
   if (status == bus::SendStatus::would_block) {
-    LogLimiter::warn(log::bus(), limiter_, worker_id + ": queue full",
+    bus::LogLimiter::warn(log::bus(), limiter_, worker_id + ": queue full",
                      "conn {}: worker {} queue is full; failing the connection", conn_id, worker_id);
     boost::asio::post(io_, [this, conn_id] { fail(conn_id, BusFailure::worker_lost); });
     return;
@@ -310,7 +312,7 @@ void Dispatcher::on_bus_message(std::string_view peer, std::string_view payload)
     if (error->unknown_kind) {
       log::bus().debug("worker {}: ignoring a message of unknown kind: {}", worker_id, error->message);
     } else {
-      LogLimiter::warn(log::bus(), limiter_, worker_id + ": malformed", "worker {}: malformed message dropped: {}",
+      bus::LogLimiter::warn(log::bus(), limiter_, worker_id + ": malformed", "worker {}: malformed message dropped: {}",
                        worker_id, error->message);
       fail_malformed(worker_id, error->conn_id);
     }
@@ -357,14 +359,14 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
   // Receivers order and de-duplicate by (origin, sequence): a worker naming
   // another as origin, with a high sequence, would silence that one's messages.
   if (envelope.worker_id != origin) {
-    LogLimiter::warn(log::bus(), limiter_, origin + ": group origin",
+    bus::LogLimiter::warn(log::bus(), limiter_, origin + ": group origin",
                      "worker {}: group message claiming to be from {} dropped", origin, envelope.worker_id);
     metrics_.count_group_dropped();
     return;
   }
   const auto& message = std::get<protocol::WebSocketSend>(*envelope.event);
   if (message.data.size() > config_.max_message_size) {
-    LogLimiter::warn(log::bus(), limiter_, origin + ": group size",
+    bus::LogLimiter::warn(log::bus(), limiter_, origin + ": group size",
                      "worker {}: group message of {} bytes over --max-message-size dropped", origin, message.data.size());
     metrics_.count_group_dropped();
     return;
@@ -381,7 +383,7 @@ void Dispatcher::relay_group(const std::string& origin, const Envelope& envelope
     }
   }
   if (over_budget > 0) {
-    LogLimiter::warn(log::bus(), limiter_, origin + ": group budget",
+    bus::LogLimiter::warn(log::bus(), limiter_, origin + ": group budget",
                      "worker {}: group message not relayed to {} worker(s) over their --group-relay-rate", origin,
                      over_budget);
   }
@@ -417,7 +419,7 @@ void Dispatcher::on_redis_broadcast(std::string_view channel, bool text, std::st
 // To every shard: one mailbox push each, in order, the payload shared.
 void Dispatcher::fan_out(PublicationPtr publication, std::string_view origin) {
   if (auto problem = publication_problem(*publication, config_.max_message_size); !problem.empty()) {
-    LogLimiter::warn(log::bus(), limiter_, fmt::format("{}: publish", origin), "{}: publish dropped: {}", origin,
+    bus::LogLimiter::warn(log::bus(), limiter_, fmt::format("{}: publish", origin), "{}: publish dropped: {}", origin,
                      problem);
     metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::invalid);
     return;
@@ -437,7 +439,7 @@ void Dispatcher::publish_here(const PublicationPtr& publication) {
   if (!transport_) return;
   if (shared_queue_) {
     if (transport_->broadcast(publication->channel, publication->text, publication->data) != bus::SendStatus::sent) {
-      LogLimiter::warn(log::bus(), limiter_, "publish: bus", "publish to {} lost: Redis is unavailable",
+      bus::LogLimiter::warn(log::bus(), limiter_, "publish: bus", "publish to {} lost: Redis is unavailable",
                        publication->channel);
       metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::bus);
     }
@@ -469,7 +471,7 @@ void Dispatcher::relay_publish(const PublicationPtr& publication) {
   relay.event = std::move(message);
   const auto& worker_id = *live[relays_++ % live.size()];
   if (transport_->send(worker_id, protocol::encode(relay)) != bus::SendStatus::sent) {
-    LogLimiter::warn(log::bus(), limiter_, "publish: relay", "publish to {}: worker {} cannot relay it",
+    bus::LogLimiter::warn(log::bus(), limiter_, "publish: relay", "publish to {}: worker {} cannot relay it",
                      publication->channel, worker_id);
     metrics_.count_broadcast_dropped(Metrics::BroadcastDrop::bus);
   }
@@ -542,7 +544,7 @@ bool Dispatcher::within_window(const std::string& worker_id, std::uint64_t conn_
   auto bytes = envelope.event ? protocol::payload_size(*envelope.event) : 0;
   if (bytes == 0) return true;
   if (connection.unacked_bytes > connection.window) {
-    LogLimiter::warn(log::bus(), limiter_, worker_id + ": window",
+    bus::LogLimiter::warn(log::bus(), limiter_, worker_id + ": window",
                      "conn {}: worker {} sent past its byte window ({} bytes unacknowledged, window {}); "
                      "failing the connection",
                      conn_id, worker_id, connection.unacked_bytes, connection.window);
@@ -712,9 +714,9 @@ void Dispatcher::tick() {
     if (it != connections_.end() && it->second.owner.empty() && it->second.ended) {
       connections_.erase(it);  // its session is gone and no worker took it
     } else if (it != connections_.end() && it->second.owner.empty()) {
-      LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
+      bus::LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
                        "conn {}: no worker with capacity within the dispatch timeout", conn_id);
-      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first);
+      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first.head);
       fail(conn_id, BusFailure::no_capacity);
     }
   }

@@ -19,7 +19,7 @@
 
 #include "asgi_bridge/bus/transport.hpp"
 #include "config.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "mailbox.hpp"
 #include "metrics.hpp"
 #include "session_event.hpp"
@@ -84,8 +84,11 @@ class Dispatcher {
   };
   struct Connection {
     std::string owner;                 // empty while waiting for a worker
-    std::vector<std::string> queued;   // messages held until a worker is chosen
-    std::string first;                 // kept until acknowledged, for one re-dispatch
+    std::vector<bus::MessageParts> queued;  // messages held until a worker is chosen
+    // Kept until acknowledged, for one re-dispatch. Whole (all in `head`) when
+    // it may be sent twice or offered (re-dispatchable, Redis's shared queue);
+    // else its body may be apart (sent once, with send_parts).
+    bus::MessageParts first;
     bool websocket = false;            // counted against WebSocket capacity
     bool redispatchable = false;
     bool redispatched = false;
@@ -149,7 +152,7 @@ class Dispatcher {
   void fail_malformed(const std::string& worker_id, std::optional<std::uint64_t> conn_id);
   void reject(const std::string& worker_id, std::uint64_t conn_id, const char* why);
   void send_to(const std::string& worker_id, std::string_view bytes, std::uint64_t conn_id);
-  void send_to(const std::string& worker_id, std::string&& bytes, std::uint64_t conn_id);
+  void send_to(const std::string& worker_id, bus::MessageParts&& message, std::uint64_t conn_id);
   void on_send_status(const std::string& worker_id, bus::SendStatus status, std::uint64_t conn_id);
   void tick();
   void publish_worker_gauges();
@@ -175,7 +178,7 @@ class Dispatcher {
   std::deque<std::uint64_t> waiting_;  // conn ids in arrival order; stale ids are skipped
   bool unoffered_ = false;  // Redis: some waiting connection could not be offered yet
   Clock::time_point group_second_;      // start of the second group budgets count in
-  LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
+  bus::LogLimiter limiter_;                  // warnings a worker can repeat, per worker and reason
   std::uint64_t relays_ = 0;            // ZeroMQ: admin publishes relayed, to rotate the relaying worker
   std::vector<Metrics::WorkerGauge> worker_list_;  // reused: no allocation once the ids are known
 };

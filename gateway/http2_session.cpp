@@ -19,7 +19,7 @@
 #include "access_log.hpp"
 #include "body_rate.hpp"
 #include "log.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "response_check.hpp"
 #include "session_spawn.hpp"
 
@@ -372,7 +372,7 @@ void Http2Session::receive(const char* data, std::size_t size) {
   if (size == 0) return;
   auto rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(data), size);
   if (rv < 0) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 " + nghttp2_strerror(static_cast<int>(rv)),
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 " + nghttp2_strerror(static_cast<int>(rv)),
                      "{}: HTTP/2 connection ended: {}", ends_.label(), nghttp2_strerror(static_cast<int>(rv)));
     // Fatal to the session: nghttp2 queued nothing; the client still hears why.
     bool flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
@@ -427,7 +427,7 @@ awaitable<bool> Http2Session::write(const std::string& bytes) {
     write_deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
       auto self = weak.lock();
       if (error || !self) return;
-      LogLimiter::warn(log::http(), self->shard_.log_limiter(), self->peer() + " h2 write stalled",
+      bus::LogLimiter::warn(log::http(), self->shard_.log_limiter(), self->peer() + " h2 write stalled",
                        "{}: HTTP/2 client read nothing for --request-timeout; closing", self->ends_.label());
       self->close_socket();
     });
@@ -512,7 +512,7 @@ void Http2Session::check_stream_deadlines(Stream& stream, Clock::time_point now)
     return;
   }
   if ((stream.out_pending() > 0 || stream.aborting) && now - stream.out_progress >= timeout) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 stalled stream",
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 stalled stream",
                      "{}: HTTP/2 stream {} took no response bytes for --request-timeout ({} s): resetting it",
                      ends_.label(), stream.id, config_.request_timeout.count());
     reset(stream, NGHTTP2_CANCEL);
@@ -537,7 +537,7 @@ void Http2Session::check_body_deadlines(Stream& stream, Clock::time_point now) {
                                        "--min-body-rate-grace {})",
                                        stream.body_rate.bytes(), waited, config_.min_body_rate,
                                        config_.min_body_rate_grace.count());
-  LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 408", "{}: HTTP/2 stream {}: {}; {}", ends_.label(),
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 408", "{}: HTTP/2 stream {}: {}; {}", ends_.label(),
                    stream.id, why, stream.submitted ? "resetting it" : "answering 408");
   give_up_body(stream);
   stream.link.inbox()->push(RequestInvalid{408});
@@ -574,7 +574,7 @@ bool Http2Session::count_reset() {
     reset_tokens_ -= 1;
     return true;
   }
-  LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 rapid reset",
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 rapid reset",
                    "{}: HTTP/2 client reset streams faster than {} per second (rapid reset): GOAWAY ENHANCE_YOUR_CALM",
                    ends_.label(), config_.http2_max_concurrent_streams);
   end_connection(NGHTTP2_ENHANCE_YOUR_CALM, "rapid reset");
@@ -648,7 +648,7 @@ void Http2Session::on_request_head(const StreamPtr& stream, bool end_stream) {
     stream->refused_why = "request body over --max-body-size";
   }
   if (stream->refused != 0) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer(), stream->refused),
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer(), stream->refused),
                      "{}: HTTP/2 stream {}: bad request ({}): {}", ends_.label(), stream->id, stream->refused,
                      stream->refused_why);
     answer_error(*stream, stream->refused, stream->refused == 400 ? GatewayReason::bad_request : GatewayReason::limit);
@@ -673,7 +673,7 @@ void Http2Session::on_data(std::int32_t stream_id, const char* data, std::size_t
   auto stream = find(stream_id);
   bool wanted = stream && stream->link.is_open() && !stream->body_end_sent && stream->phase != ResponsePhase::done;
   if (wanted && stream->body_received + size > config_.max_body_size) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " 413", "{}: HTTP/2 stream {}: {}", ends_.label(),
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " 413", "{}: HTTP/2 stream {}: {}", ends_.label(),
                      stream_id, "request body over --max-body-size");
     give_up_body(*stream);
     stream->link.inbox()->push(RequestInvalid{413});
@@ -742,7 +742,7 @@ bool Http2Session::begin_exchange(Stream& s) {
   protocol::Headers().swap(s.headers);
   auto scope = make_scope(request, std::move(headers), protocol::ScopeType::http, ends_, config_);
   if (!scope) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 400", "{}: HTTP/2 stream {}: bad :path",
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), peer() + " h2 400", "{}: HTTP/2 stream {}: bad :path",
                      ends_.label(), s.id);
     answer_error(s, 400, GatewayReason::bad_request);
     return false;
@@ -806,7 +806,7 @@ void Http2Session::handle(Stream& s, WorkerMessage& reply) {
       forward_body(s);
       return;
     case Kind::app_error:
-      LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
+      bus::LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
                        "conn {}: application error on worker {}: {}", s.link.conn_id(), reply.worker_id, reply.error);
       fail(s, 500, GatewayReason::app_error, "application error");
       return;
@@ -825,7 +825,7 @@ void Http2Session::handle(Stream& s, WorkerMessage& reply) {
       on_trailers(s, std::get<protocol::HttpResponseTrailers>(*reply.event));
       return;
     case Kind::violation:
-      LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+      bus::LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                        "conn {}: invalid event from worker {}: {}", s.link.conn_id(), reply.worker_id, step.violation);
       send_disconnect(s);
       fail(s, 502, GatewayReason::invalid_response, step.violation);
@@ -836,7 +836,7 @@ void Http2Session::handle(Stream& s, WorkerMessage& reply) {
 bool Http2Session::on_start(Stream& s, protocol::HttpResponseStart& start, const std::string& worker_id) {
   auto check = check_response_head(start.status, start.headers);
   if (!check.ok()) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                      "conn {}: invalid http.response.start from worker {}: {}; answering 500", s.link.conn_id(),
                      worker_id, check.problem);
     send_disconnect(s);
@@ -874,7 +874,7 @@ void Http2Session::on_body(Stream& s, protocol::HttpResponseBody& body) {
       s.phase = ResponsePhase::done;
     }
     if (s.content_length && s.body_bytes_taken != *s.content_length && s.body_allowed) {
-      LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
+      bus::LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
                        "conn {}: the app sent {} body bytes for content-length {}; resetting the HTTP/2 stream",
                        s.link.conn_id(), s.body_bytes_taken, *s.content_length);
       abort_after_head(s);
@@ -926,7 +926,7 @@ void Http2Session::send_disconnect(Stream& s) {
 }
 
 void Http2Session::fail(Stream& s, int status, GatewayReason reason, const char* why) {
-  LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: HTTP/2 stream {}: {}: {}", s.link.conn_id(),
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: HTTP/2 stream {}: {}: {}", s.link.conn_id(),
                    s.id, s.submitted ? std::string("resetting it") : fmt::format("answering {}", status), why);
   answer_error(s, status, reason);
 }

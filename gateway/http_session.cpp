@@ -21,7 +21,7 @@
 #include "http2_session.hpp"
 #include "response_events.hpp"
 #include "log.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "request_head_check.hpp"
 #include "response_check.hpp"
 #include "session_spawn.hpp"
@@ -269,7 +269,7 @@ std::string_view HttpSession::buffered() const {
 // limited per client address and reason: a client can send bad heads fast.
 awaitable<bool> HttpSession::reject_request(int status, std::string_view reason) {
   auto peer = ends_.peer_address ? ends_.peer_address->to_string() : std::string("unix");
-  LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), fmt::format("{} {}", peer, reason), "{}: bad request ({}): {}", ends_.label(),
                    status, reason);
   if (bytes_in_ == 0) bytes_in_ = buffer_.size();  // a head refused unparsed: what was read of it
   co_await write(format_error_response(status, config_.server_name));
@@ -417,7 +417,7 @@ void HttpSession::log_body_rejected(ReadResult result) {
              : result == ReadResult::too_large ? std::string("request body over --max-body-size")
                                                : std::string("malformed request body");
   auto outcome = head_written_ ? std::string("aborting the response") : fmt::format("answering {}", status_of(result));
-  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(status_of(result)), "{}: {}; {}",
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(status_of(result)), "{}: {}; {}",
                    ends_.label(), why, outcome);
 }
 
@@ -578,7 +578,7 @@ std::optional<awaitable<void>> HttpSession::handle(WorkerMessage& reply) {
 awaitable<void> HttpSession::handle_other(WorkerMessage& reply, ResponseStep step) {
   using Step = ResponseStep::Kind;
   if (step.kind == Step::app_error) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await fail_exchange(500, GatewayReason::app_error, "application error");
     co_return;
@@ -597,7 +597,7 @@ awaitable<void> HttpSession::handle_other(WorkerMessage& reply, ResponseStep ste
     }
     co_return;
   }
-  LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                    "conn {}: invalid event from worker {}: {}", link_.conn_id(), reply.worker_id, step.violation);
   send_disconnect();
   co_await fail_exchange(502, GatewayReason::invalid_response, step.violation);
@@ -609,7 +609,7 @@ awaitable<void> HttpSession::handle_other(WorkerMessage& reply, ResponseStep ste
 bool HttpSession::on_start(protocol::HttpResponseStart& start, const std::string& worker_id) {
   auto check = check_response_head(start.status, start.headers);
   if (!check.ok()) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                      "conn {}: invalid http.response.start from worker {}: {}; answering 500", link_.conn_id(),
                      worker_id, check.problem);
     return false;
@@ -666,7 +666,7 @@ awaitable<void> HttpSession::on_body(const std::string& body, bool more_body) {
 void HttpSession::end_response() {
   response_ = Response::done;
   if (content_length_ && body_bytes_written_ != *content_length_ && body_allowed_) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), "content-length mismatch",
                      "conn {}: the app sent {} body bytes for content-length {}", link_.conn_id(), body_bytes_written_,
                      *content_length_);
     close_after_ = true;  // the client cannot find the end of this response otherwise
@@ -687,10 +687,10 @@ awaitable<void> HttpSession::write_last_chunk(const protocol::Headers* trailers)
 // can only be cut short, which the client sees as an incomplete message.
 awaitable<void> HttpSession::fail_exchange(int status, GatewayReason reason, const char* why) {
   if (head_written_) {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: aborting the response: {}", link_.conn_id(),
                      why);
   } else {
-    LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status,
+    bus::LogLimiter::warn(log::http(), shard_.log_limiter(), why, "conn {}: answering {}: {}", link_.conn_id(), status,
                      why);
   }
   co_await answer_error(status, reason);
@@ -769,7 +769,7 @@ void HttpSession::on_timeout(const LazyDeadline& deadline) {
 // The whole head must arrive within --request-timeout of its first byte,
 // however it is trickled.
 awaitable<void> HttpSession::answer_slow_head() {
-  LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(408),
+  bus::LogLimiter::warn(log::http(), shard_.log_limiter(), client_key(408),
                    "{}: request head not complete within --request-timeout ({} s); answering 408", ends_.label(),
                    config_.request_timeout.count());
   if (bytes_in_ == 0) bytes_in_ = buffer_.size();  // the part of the head that came

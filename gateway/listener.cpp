@@ -225,7 +225,7 @@ void Listener::accept_next() {
 // the listener pauses, longer each time.
 void Listener::pause_after(const boost::system::error_code& error) {
   auto pause = backoff_.next();
-  LogLimiter::warn(log::server(), log_limiter_, "accept", "accept failed: {}; next attempt in {} ms",
+  bus::LogLimiter::warn(log::server(), log_limiter_, "accept", "accept failed: {}; next attempt in {} ms",
                    error.message(), pause.count());
   retry_.expires_after(pause);
   retry_.async_wait([self = shared_from_this()](const boost::system::error_code& wait_error) {
@@ -253,7 +253,7 @@ void Listener::hand_over(Shard& shard, StreamSocket socket) {
 // and more refusals than ConnectionLimit::k_max_refusing at once are closed
 // unanswered: answering holds a descriptor for up to k_refusal_linger.
 void Listener::refuse(StreamSocket socket) {
-  LogLimiter::warn(log::server(), log_limiter_, "limit-connections",
+  bus::LogLimiter::warn(log::server(), log_limiter_, "limit-connections",
                    "--limit-connections {} reached: new connections get 503", limit_.limit());
   auto refusing = limit_.try_refuse();
   if (tls_ || !refusing) return;  // the socket closes as it goes out of scope

@@ -20,7 +20,7 @@
 #include "config.hpp"
 #include "connection_limit.hpp"
 #include "dispatcher.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "shard.hpp"
 #include "stream_socket.hpp"
 
@@ -79,7 +79,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   const Config& config_;
   ConnectionLimit& limit_;
   AcceptBackoff backoff_;
-  LogLimiter log_limiter_;  // the main thread's: warnings of this listener only
+  bus::LogLimiter log_limiter_;  // the main thread's: warnings of this listener only
   std::size_t next_shard_ = 0;
   std::string socket_file_;  // --unix-socket: ours to remove
   boost::asio::ssl::context* tls_ = nullptr;

@@ -6,6 +6,7 @@
 #include <string>
 #include <variant>
 
+#include "asgi_bridge/bus/transport.hpp"
 #include "asgi_bridge/protocol/envelope.hpp"
 
 namespace asgi_bridge::gateway {
@@ -65,7 +66,7 @@ struct ToBus {
   };
   Type type = Type::message;
   std::uint64_t conn_id = 0;
-  std::string bytes;            // encoded envelope (empty for end)
+  bus::MessageParts encoded;    // the envelope (empty for end); a large body apart when sent once
   bool redispatchable = false;  // first: GET/HEAD or WebSocket connect
   std::uint64_t credit_bytes = 0;  // message: a byte credit to the worker, for the dispatcher's window check
   bool websocket = false;       // first: a WebSocket connect (routed by WebSocket capacity)

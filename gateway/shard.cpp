@@ -44,7 +44,7 @@ void Shard::deliver(Delivery&& delivery) {
     if (it->second->taken_now(*message)) return;
     auto admit = it->second->admit_worker_message();
     if (admit == Inbox::Admit::overflow) {
-      LogLimiter::warn(log::bus(), log_limiter_, message->worker_id + ": queue",
+      bus::LogLimiter::warn(log::bus(), log_limiter_, message->worker_id + ": queue",
                        "conn {}: worker {} sent {} messages the client has not taken; failing the connection",
                        delivery.conn_id, message->worker_id, Inbox::k_max_worker_messages);
     }

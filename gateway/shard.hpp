@@ -16,7 +16,7 @@
 #include "broadcast.hpp"
 #include "disconnect_sweep.hpp"
 #include "inbox.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "mailbox.hpp"
 #include "metrics.hpp"
 
@@ -51,7 +51,7 @@ class Shard {
   }
   bool draining() const { return draining_; }
   // Shard thread: for warnings a peer can repeat (a worker's invalid events...).
-  LogLimiter& log_limiter() { return log_limiter_; }
+  bus::LogLimiter& log_limiter() { return log_limiter_; }
   // Shard thread writes (its sessions), any thread reads (a scrape).
   ShardMetrics& metrics() { return metrics_; }
   const ShardMetrics& metrics() const { return metrics_; }
@@ -108,7 +108,7 @@ class Shard {
   std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint64_t, std::weak_ptr<Drainable>> sessions_;
   std::atomic<std::size_t> live_sessions_{0};
-  LogLimiter log_limiter_;
+  bus::LogLimiter log_limiter_;
   ShardMetrics metrics_;
 };
 

@@ -17,7 +17,7 @@
 #include "asgi_adapter.hpp"
 #include "asgi_bridge/protocol/codec.hpp"
 #include "log.hpp"
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 #include "session_spawn.hpp"
 
 namespace asgi_bridge::gateway {
@@ -207,7 +207,7 @@ awaitable<void> WebSocketSession::hold_handshake() {
     } else if (auto* reply = std::get_if<WorkerMessage>(&*event)) {
       if (config_.access_log && worker_.empty()) worker_ = reply->worker_id;
       if (reply->kind == protocol::Kind::error) {
-        LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
+        bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply->worker_id + ": app error",
                          "conn {}: application error on worker {}: {}", link_.conn_id(), reply->worker_id, reply->error);
         co_await reject(500, GatewayReason::app_error, "application error");
         continue;
@@ -244,7 +244,7 @@ ResponseHeadCheck WebSocketSession::check_head(const protocol::Event& event) {
 // As any invalid event before accept ends the app's connection, with a 500
 // for the client: nothing of the app's head is written.
 awaitable<void> WebSocketSession::reject_invalid_head(const ResponseHeadCheck& check, const std::string& worker_id) {
-  LogLimiter::warn(log::websocket(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
+  bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), worker_id + " invalid head: " + check.rule,
                    "conn {}: invalid handshake response from worker {}: {}", link_.conn_id(), worker_id,
                    check.problem);
   send_disconnect(1006);
@@ -467,13 +467,13 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
   using protocol::Kind;
   if (reply.kind == Kind::credit) {
     if (link_.on_credit(reply.events)) co_return;
-    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
+    bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": credit",
                      "conn {}: worker {} acknowledged events never sent", link_.conn_id(), reply.worker_id);
     co_await close(1011, "", Closer::gateway);
     co_return;
   }
   if (reply.kind == Kind::error) {
-    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
+    bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": app error",
                      "conn {}: application error on worker {}: {}", link_.conn_id(), reply.worker_id, reply.error);
     co_await close(1011, "", Closer::gateway);
     co_return;
@@ -492,14 +492,14 @@ awaitable<void> WebSocketSession::on_open_event(WorkerMessage& reply) {
     co_await close(closing->code, closing->reason, Closer::app);
   } else if (auto* joining = std::get_if<protocol::BroadcastSubscribe>(&*reply.event)) {
     if (subscribe(joining->channel)) co_return;
-    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": subscriptions",
+    bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": subscriptions",
                      "conn {}: app on worker {} subscribed to more than {} channels; closing 1011", link_.conn_id(),
                      reply.worker_id, k_max_subscriptions);
     co_await close(1011, "", Closer::gateway);
   } else if (auto* leaving = std::get_if<protocol::BroadcastUnsubscribe>(&*reply.event)) {
     unsubscribe(leaving->channel);
   } else {
-    LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
+    bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": invalid event",
                      "conn {}: invalid event from worker {} after accept", link_.conn_id(), reply.worker_id);
     co_await close(1011, "", Closer::gateway);
   }
@@ -534,7 +534,7 @@ void WebSocketSession::arm_keepalive(Clock::time_point at) {
 void WebSocketSession::on_keepalive_timer() {
   if (state_ != State::open) return;
   if (awaiting_pong_) {
-    LogLimiter::warn(log::websocket(), shard_.log_limiter(), "ping timeout",
+    bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), "ping timeout",
                      "conn {}: no pong within --ping-timeout ({} s): closing 1011", link_.conn_id(),
                      config_.ping_timeout.count());
     if (link_.inbox()) link_.inbox()->push(LocalClose{1011});
@@ -734,7 +734,7 @@ void WebSocketSession::drop_slow_subscriber() {
   auto dropped = broadcasts_.size() - broadcast_head_ + 1;
   broadcasts_.resize(std::min(broadcasts_.size(), broadcast_head_ + 1));  // keep the one being written
   dispatcher_.metrics().count_broadcast_dropped(Metrics::BroadcastDrop::slow_subscriber, dropped);
-  LogLimiter::warn(log::websocket(), shard_.log_limiter(), "broadcast: slow subscriber",
+  bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), "broadcast: slow subscriber",
                    "conn {}: {} broadcast frames queued and not written: closing 1013", link_.conn_id(),
                    dropped - 1);
   send_disconnect(1013);  // now: the write under way may take until the close deadline
@@ -864,7 +864,7 @@ awaitable<bool> WebSocketSession::write_raw(std::string_view a, std::string_view
 
 bool WebSocketSession::check_sequence(const WorkerMessage& reply) {
   if (link_.accept_sequence(reply)) return true;
-  LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": sequence",
+  bus::LogLimiter::warn(log::websocket(), shard_.log_limiter(), reply.worker_id + ": sequence",
                    "conn {}: event out of sequence from worker {}", link_.conn_id(), reply.worker_id);
   link_.inbox()->push(BusFailure::worker_lost);
   return false;

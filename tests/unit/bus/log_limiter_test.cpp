@@ -1,8 +1,8 @@
-#include "log_limiter.hpp"
+#include "asgi_bridge/bus/log_limiter.hpp"
 
 #include <gtest/gtest.h>
 
-namespace asgi_bridge::gateway {
+namespace asgi_bridge::bus {
 namespace {
 
 using namespace std::chrono_literals;
@@ -55,4 +55,4 @@ TEST(LogLimiter, QuietKeysAreForgottenToMakeRoom) {
 }
 
 }  // namespace
-}  // namespace asgi_bridge::gateway
+}  // namespace asgi_bridge::bus

@@ -128,6 +128,38 @@ std::string take_error(ConsumerRing& ring, const RingFrame& reference, std::uint
   return error;
 }
 
+TEST(SharedRing, LentMessageKeepsItsRoomUntilGivenBack) {
+  ProducerRing producer(k_capacity);
+  auto consumer = map_ok(producer.offer());
+  ASSERT_TRUE(consumer);
+  RingFrame reference;
+  auto first = bytes_of(40000, 'a');
+  ASSERT_EQ(producer.write(first, reference), ProducerRing::Write::written);
+  std::string error;
+  auto lent = consumer->lend(reference, 1 << 30, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(lent, first);
+  RingFrame second;
+  EXPECT_EQ(producer.write(bytes_of(40000, 'b'), second), ProducerRing::Write::full);
+  EXPECT_FALSE(consumer->lend(reference, 1 << 30, error).data()) << "lent once only";
+  consumer->give_back();
+  ASSERT_EQ(producer.write(bytes_of(40000, 'b'), second), ProducerRing::Write::written);
+  EXPECT_EQ(take_ok(*consumer, second), bytes_of(40000, 'b'));
+}
+
+// A message in pieces is their concatenation in the ring.
+TEST(SharedRing, PiecesAreWrittenAsOneMessage) {
+  ProducerRing producer(k_capacity);
+  auto consumer = map_ok(producer.offer());
+  ASSERT_TRUE(consumer);
+  auto head = bytes_of(100, 'h'), body = bytes_of(30000, 'b'), tail = bytes_of(7, 't');
+  const std::string_view pieces[] = {head, body, "", tail};
+  RingFrame reference;
+  ASSERT_EQ(producer.write(pieces, reference), ProducerRing::Write::written);
+  EXPECT_EQ(reference.length, head.size() + body.size() + tail.size());
+  EXPECT_EQ(take_ok(*consumer, reference), head + body + tail);
+}
+
 TEST(SharedRing, RoundTrip) {
   ProducerRing producer(k_capacity);
   auto consumer = map_ok(producer.offer());
@@ -361,6 +393,7 @@ struct Pair {
         auto frame = std::move(to_worker.front());
         to_worker.pop_front();
         if (auto message = worker.receive("", frame)) delivered.emplace_back(*message);
+        worker.done_with_message();
       }
     }
     return delivered;
@@ -392,6 +425,36 @@ TEST(SameHostRings, OfferAcceptThenBothWays) {
 
   pair.gateway.forget("w1");  // the worker's connection closed
   EXPECT_FALSE(pair.gateway.reference("w1", message));
+}
+
+// The gateway copies a worker's message out (its room is free at once); a
+// worker reads the gateway's in place, and its room stays taken until the
+// worker is done with it.
+TEST(SameHostRings, WorkerReadsInPlaceGatewayCopiesOut) {
+  Pair pair;
+  pair.worker.offer("");
+  pair.exchange();
+  auto big = bytes_of(40000, 'g');  // two do not fit in the ring together
+  for (int i = 0; i < 3; ++i) {
+    auto reference = pair.worker.reference("", big);
+    ASSERT_TRUE(reference) << i;
+    auto message = pair.gateway.receive("w1", view(*reference));
+    ASSERT_TRUE(message);
+    EXPECT_EQ(*message, big);
+  }
+  auto reference = pair.gateway.reference("w1", big);
+  ASSERT_TRUE(reference);
+  auto message = pair.worker.receive("", view(*reference));
+  ASSERT_TRUE(message);
+  EXPECT_EQ(*message, big);
+  EXPECT_FALSE(pair.gateway.reference("w1", big)) << "the worker still reads the first";
+  pair.worker.done_with_message();
+  reference = pair.gateway.reference("w1", big);
+  ASSERT_TRUE(reference);
+  message = pair.worker.receive("", view(*reference));
+  ASSERT_TRUE(message);
+  EXPECT_EQ(*message, big);
+  pair.worker.done_with_message();
 }
 
 TEST(SameHostRings, FullFallsBackToTheSocket) {

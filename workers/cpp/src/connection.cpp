@@ -96,7 +96,7 @@ protocol::Event Connection::take() {
     credit.worker_id = info_.worker_id;
     credit.conn_id = info_.conn_id;
     credit.events = events;
-    emit_(credit);
+    emit_(std::move(credit));
   }
   return event;
 }
@@ -223,7 +223,7 @@ void Connection::emit_event(protocol::Event event) {
   envelope.conn_id = info_.conn_id;
   envelope.seq = seq_++;
   envelope.event = std::move(event);
-  emit_(envelope);
+  emit_(std::move(envelope));
 }
 
 void Connection::abort(std::string problem) {
@@ -252,7 +252,7 @@ void Connection::report_error(std::string message) {
     }
   }
   error.message = std::move(message);
-  emit_(error);
+  emit_(std::move(error));
 }
 
 }  // namespace asgi_bridge::worker::detail

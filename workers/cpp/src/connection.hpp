@@ -41,7 +41,7 @@ inline constexpr std::size_t k_body_piece = 60 * 1024;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Delivers one message for the owning gateway (kind event, credit or error).
-  using Emit = std::function<void(const protocol::Envelope&)>;
+  using Emit = std::function<void(protocol::Envelope&&)>;
 
   // An HttpConnection or a WebSocketConnection for the scope's type, with
   // `first` queued. `first` must open that type (http.request or

@@ -50,8 +50,8 @@ bool GatewayLink::send(std::string_view gateway_id, std::string_view bytes) {
   return transport_->send(gateway_id, bytes) == bus::SendStatus::sent;
 }
 
-bool GatewayLink::send(std::string_view gateway_id, std::string&& bytes) {
-  return transport_->send_owned(gateway_id, std::move(bytes)) == bus::SendStatus::sent;
+bool GatewayLink::send(std::string_view gateway_id, bus::MessageParts&& message) {
+  return transport_->send_parts(gateway_id, std::move(message)) == bus::SendStatus::sent;
 }
 
 bool GatewayLink::publish(std::string_view group, std::string_view bytes) {

@@ -32,8 +32,9 @@ class GatewayLink {
   // To gateway `gateway_id` (ZeroMQ: the link's one gateway, whatever the id).
   // False when the transport refused it (full queue, stopped, Redis down).
   bool send(std::string_view gateway_id, std::string_view bytes);
-  // For bytes the caller is done with: a large message goes without a copy.
-  bool send(std::string_view gateway_id, std::string&& bytes);
+  // A message the caller is done with, in parts (bus::MessageParts): a large
+  // body is copied once, into a shared-memory ring, or goes without a copy.
+  bool send(std::string_view gateway_id, bus::MessageParts&& message);
   // Broadcast groups (bus::Transport::publish/subscribe/unsubscribe).
   bool publish(std::string_view group, std::string_view bytes);
   void subscribe(std::string_view group) { transport_->subscribe(group); }

@@ -15,11 +15,15 @@ Shard::Shard(boost::asio::io_context& io, const App& app, std::string worker_id,
 void Shard::start(const ConnKey& key, std::size_t link, protocol::Envelope&& first) {
   ConnectionInfo info{key.gateway_id, worker_id_, key.conn_id,
                       first.window.value_or(protocol::k_default_byte_window), first.features};
-  // Encoding happens here, on the app's thread, not on the shared bus thread.
-  // A connection's envelopes all name its gateway. Two words captured: the
-  // std::function holds them without an allocation per connection.
-  auto emit = [this, link](const protocol::Envelope& envelope) {
-    to_bus_.send(link, envelope.gateway_id, protocol::encode(envelope));
+  // Encoding happens here, on the app's thread, not on the shared bus thread;
+  // a large body is left out of the encoding for the bus to copy once (into a
+  // shared-memory ring) or join. A connection's envelopes all name its
+  // gateway. Two words captured: the std::function holds them without an
+  // allocation per connection.
+  auto emit = [this, link](protocol::Envelope&& envelope) {
+    auto split = protocol::encode_split(std::move(envelope));  // takes the body only
+    to_bus_.send(link, envelope.gateway_id,
+                 bus::MessageParts{std::move(split.head), std::move(split.body), std::move(split.tail)});
   };
   connections_.emplace(key,
                        Connection::create(io_.get_executor(), std::move(*first.scope), std::move(*first.event),

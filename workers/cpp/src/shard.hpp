@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "asgi_bridge/bus/transport.hpp"
 #include "asgi_bridge/protocol/envelope.hpp"
 #include "asgi_bridge/worker/app.hpp"
 #include "conn_key.hpp"
@@ -24,7 +25,7 @@ class Shard {
   // arguments to the bus thread.
   struct ToBus {
     // An encoded message for gateway `gateway_id`, which spoke on `link`.
-    std::function<void(std::size_t link, const std::string& gateway_id, std::string bytes)> send;
+    std::function<void(std::size_t link, const std::string& gateway_id, bus::MessageParts message)> send;
     std::function<void(ConnKey key)> finished;  // an app instance ended
   };
 

@@ -80,15 +80,15 @@ void Worker::make_shards() {
     // The one shard runs on the bus thread: its messages are sent at once,
     // without a post (an allocation, a lock and a copy of the gateway id each).
     Shard::ToBus to_bus{[this](std::size_t link, const std::string& gateway_id,
-                               std::string bytes) { send(link, gateway_id, std::move(bytes)); },
+                               bus::MessageParts message) { send(link, gateway_id, std::move(message)); },
                         [this](ConnKey key) { connection_finished(key); }};
     shards_.push_back(std::make_unique<Shard>(bus_io_, app_, worker_id_, to_bus));
     return;
   }
   Shard::ToBus to_bus{
-      [this](std::size_t link, const std::string& gateway_id, std::string bytes) {
-        boost::asio::post(bus_io_, [this, link, gateway_id, bytes = std::move(bytes)]() mutable {
-          send(link, gateway_id, std::move(bytes));
+      [this](std::size_t link, const std::string& gateway_id, bus::MessageParts message) {
+        boost::asio::post(bus_io_, [this, link, gateway_id, message = std::move(message)]() mutable {
+          send(link, gateway_id, std::move(message));
         });
       },
       [this](ConnKey key) {
@@ -425,8 +425,8 @@ void Worker::send(std::size_t link, const std::string& gateway_id, std::string_v
 }
 
 // An app's event, encoded on its thread: the bus may send it without a copy (a 64 KiB response body).
-void Worker::send(std::size_t link, const std::string& gateway_id, std::string&& bytes) {
-  if (!links_[link]->send(gateway_id, std::move(bytes))) {
+void Worker::send(std::size_t link, const std::string& gateway_id, bus::MessageParts&& message) {
+  if (!links_[link]->send(gateway_id, std::move(message))) {
     log().debug("bus {}: message to {} not sent", links_[link]->url(), gateway_id);
   }
 }

@@ -113,7 +113,7 @@ class Worker : private GroupBus, private BroadcastBus {
 
   // To gateways.
   void send(std::size_t link, const std::string& gateway_id, std::string_view bytes);
-  void send(std::size_t link, const std::string& gateway_id, std::string&& bytes);
+  void send(std::size_t link, const std::string& gateway_id, bus::MessageParts&& message);
   void announce_to(std::size_t link);  // ZeroMQ: ready (and drain, once draining)
   // Heartbeat, drain or bye to every gateway: on a ZeroMQ link its one
   // gateway; on a shared link the gateways we know (heartbeats: only those

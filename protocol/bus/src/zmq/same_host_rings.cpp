@@ -3,13 +3,8 @@
 #include <limits>
 #include <utility>
 
-#include "bus_log.hpp"
-
 namespace asgi_bridge::bus::shm {
 namespace {
-
-constexpr unsigned k_burst = 5;
-constexpr auto k_window = std::chrono::seconds(10);
 
 void add(std::atomic<std::uint64_t>& counter, std::uint64_t n) {
   counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // one writer
@@ -28,7 +23,7 @@ std::string_view SameHostRings::name(std::string_view peer) const {
 }
 
 void SameHostRings::offer(std::string_view peer) {
-  auto& state = peers_[std::string(peer)];
+  auto& state = peer_state(peer);
   if (capacity_ > 0 && state.offer == Offer::none) create_and_offer(peer, state);
 }
 
@@ -44,8 +39,9 @@ void SameHostRings::create_and_offer(std::string_view peer, Peer& state) {
   send_frame_(peer, view(encode_reference(state.producer->offer())));
 }
 
-std::optional<ReferenceBytes> SameHostRings::reference(std::string_view peer, std::string_view message) {
-  auto found = peers_.find(std::string(peer));
+std::optional<ReferenceBytes> SameHostRings::reference(std::string_view peer,
+                                                       std::span<const std::string_view> message) {
+  auto found = peers_.find(peer);
   if (found == peers_.end() || found->second.offer != Offer::accepted) return std::nullopt;
   auto& state = found->second;
   RingFrame frame;
@@ -67,9 +63,9 @@ void SameHostRings::sent_through(std::size_t bytes) {
 
 std::optional<std::string_view> SameHostRings::receive(std::string_view peer, std::string_view bytes) {
   auto frame = parse_frame(bytes);
-  auto& state = peers_[std::string(peer)];
+  auto& state = peer_state(peer);
   if (!frame) {
-    warn(peer, state, fmt::format("bus: malformed shared-memory frame ({} bytes) from {}", bytes.size(), name(peer)));
+    warn(peer, "bus: malformed shared-memory frame ({} bytes) from {}", bytes.size(), name(peer));
     return std::nullopt;
   }
   if (frame->type == FrameType::reference) return on_reference(peer, state, *frame);
@@ -98,9 +94,15 @@ std::optional<std::string_view> SameHostRings::on_reference(std::string_view pee
   }
   if (frame.length == 0) return std::nullopt;  // an offer
   std::string error;
-  auto message = state.consumer->take(frame, max_message_, error);
+  std::string_view message;
+  if (role_ == Role::worker) {
+    message = state.consumer->lend(frame, max_message_, error);
+    if (error.empty()) lent_ = state.consumer.get();
+  } else {
+    message = state.consumer->take(frame, max_message_, error);
+  }
   if (!error.empty()) {
-    warn(peer, state, fmt::format("bus: bad shared-memory reference from {} dropped: {}", name(peer), error));
+    warn(peer, "bus: bad shared-memory reference from {} dropped: {}", name(peer), error);
     return std::nullopt;
   }
   add(counters_.received_messages, 1);
@@ -114,7 +116,7 @@ bool SameHostRings::map(std::string_view peer, Peer& state, const RingFrame& fra
   std::string error;
   auto ring = ConsumerRing::map(frame, error);
   if (!ring) {
-    warn(peer, state, fmt::format("bus: cannot map the shared-memory ring of {}: {}", name(peer), error));
+    warn(peer, "bus: cannot map the shared-memory ring of {}: {}", name(peer), error);
     send_frame_(peer, view(encode_answer(FrameType::refuse, frame.token)));
     return false;
   }
@@ -125,27 +127,20 @@ bool SameHostRings::map(std::string_view peer, Peer& state, const RingFrame& fra
   return true;
 }
 
-void SameHostRings::warn(std::string_view peer, Peer& state, const std::string& line) {
-  auto& budget = state.warnings;
-  auto now = std::chrono::steady_clock::now();
-  if (now - budget.window_start >= k_window) {
-    budget.window_start = now;
-    budget.passed = 0;
-  }
-  if (budget.passed >= k_burst) {
-    ++budget.suppressed;
-    return;
-  }
-  ++budget.passed;
-  auto suppressed = std::exchange(budget.suppressed, 0);
-  if (suppressed == 0) {
-    bus_log().warn("{}", line);
-  } else {
-    bus_log().warn("{} (and {} more from {} in the last {} s)", line, suppressed, name(peer),
-                   std::chrono::seconds(k_window).count());
-  }
+SameHostRings::Peer& SameHostRings::peer_state(std::string_view peer) {
+  auto found = peers_.find(peer);
+  return found != peers_.end() ? found->second : peers_[std::string(peer)];
 }
 
-void SameHostRings::forget(std::string_view peer) { peers_.erase(std::string(peer)); }
+void SameHostRings::done_with_message() {
+  if (lent_ != nullptr) std::exchange(lent_, nullptr)->give_back();
+}
+
+void SameHostRings::forget(std::string_view peer) {
+  auto found = peers_.find(peer);
+  if (found == peers_.end()) return;
+  if (found->second.consumer.get() == lent_) lent_ = nullptr;
+  peers_.erase(found);
+}
 
 }  // namespace asgi_bridge::bus::shm

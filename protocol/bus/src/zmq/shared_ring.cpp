@@ -90,7 +90,7 @@ void RingFile::store_tail(std::uint64_t tail) {
 
 // --- producer ----------------------------------------------------------------
 
-ProducerRing::ProducerRing(std::uint64_t capacity) {
+ProducerRing::ProducerRing(std::uint64_t capacity) : pid_(static_cast<std::uint32_t>(::getpid())) {
   if (capacity == 0 || !valid_capacity(capacity)) throw std::invalid_argument("ring capacity out of bounds");
   if (::getrandom(token_.data(), token_.size(), 0) != static_cast<ssize_t>(token_.size())) throw_errno("getrandom");
   Descriptor fd{::memfd_create("asgi-bridge-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC)};
@@ -108,7 +108,7 @@ ProducerRing::ProducerRing(std::uint64_t capacity) {
 
 RingFrame ProducerRing::frame(std::uint64_t position, std::uint32_t length) const {
   RingFrame frame;
-  frame.pid = static_cast<std::uint32_t>(::getpid());
+  frame.pid = pid_;
   frame.fd = static_cast<std::uint32_t>(file_->fd());
   frame.token = token_;
   frame.capacity = file_->capacity();
@@ -119,18 +119,21 @@ RingFrame ProducerRing::frame(std::uint64_t position, std::uint32_t length) cons
 
 RingFrame ProducerRing::offer() const { return frame(head_, 0); }
 
-ProducerRing::Write ProducerRing::write(std::string_view message, RingFrame& reference) {
+ProducerRing::Write ProducerRing::write(std::span<const std::string_view> message, RingFrame& reference) {
   auto capacity = file_->capacity();
   auto tail = file_->load_tail();
   if (tail > head_ || head_ - tail > capacity) return Write::broken;
-  if (message.size() > capacity) return Write::full;
+  std::uint64_t size = 0;
+  for (auto piece : message) size += piece.size();
+  if (size > capacity) return Write::full;
   auto position = head_;
   auto offset = position & (capacity - 1);
-  if (offset + message.size() > capacity) position += capacity - offset;  // never across the end
-  if (position + message.size() - tail > capacity) return Write::full;
-  std::memcpy(file_->at(position), message.data(), message.size());
-  head_ = position + message.size();
-  reference = frame(position, static_cast<std::uint32_t>(message.size()));
+  if (offset + size > capacity) position += capacity - offset;  // never across the end
+  if (position + size - tail > capacity) return Write::full;
+  auto* at = file_->at(position);
+  for (auto piece : message) at = static_cast<unsigned char*>(std::memcpy(at, piece.data(), piece.size())) + piece.size();
+  head_ = position + size;
+  reference = frame(position, static_cast<std::uint32_t>(size));
   return Write::written;
 }
 
@@ -199,7 +202,8 @@ std::unique_ptr<ConsumerRing> ConsumerRing::map(const RingFrame& frame, std::str
 
 // Checked against our own position, never against the shared tail, which the
 // producer could write.
-std::string_view ConsumerRing::take(const RingFrame& reference, std::uint64_t max_length, std::string& error) {
+const unsigned char* ConsumerRing::find(const RingFrame& reference, std::uint64_t max_length,
+                                        std::string& error) const {
   auto capacity = file_->capacity();
   auto p = reference.position;
   auto length = reference.length;
@@ -212,12 +216,25 @@ std::string_view ConsumerRing::take(const RingFrame& reference, std::uint64_t ma
   } else if ((p & (capacity - 1)) + length > capacity) {
     error = fmt::format("{} bytes at {} cross the ring's end", length, p);
   } else {
-    buffer_.assign(reinterpret_cast<const char*>(file_->at(p)), length);
-    position_ = p + length;
-    file_->store_tail(position_);
-    return buffer_;
+    return file_->at(p);
   }
-  return {};
+  return nullptr;
+}
+
+std::string_view ConsumerRing::take(const RingFrame& reference, std::uint64_t max_length, std::string& error) {
+  const auto* at = find(reference, max_length, error);
+  if (at == nullptr) return {};
+  buffer_.assign(reinterpret_cast<const char*>(at), reference.length);
+  position_ = reference.position + reference.length;
+  file_->store_tail(position_);
+  return buffer_;
+}
+
+std::string_view ConsumerRing::lend(const RingFrame& reference, std::uint64_t max_length, std::string& error) {
+  const auto* at = find(reference, max_length, error);
+  if (at == nullptr) return {};
+  position_ = reference.position + reference.length;
+  return {reinterpret_cast<const char*>(at), reference.length};
 }
 
 }  // namespace asgi_bridge::bus::shm

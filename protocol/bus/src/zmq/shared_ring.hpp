@@ -8,6 +8,7 @@
 // message is copied out before anyone decodes it.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -54,7 +55,10 @@ class ProducerRing {
   // Copies `message` in at a position the consumer has freed (written: the
   // R frame to send is in `reference`); full: no room now, send it over the
   // socket; broken: the consumer's tail is impossible, stop using the ring.
-  Write write(std::string_view message, RingFrame& reference);
+  // The message may come in pieces (a head, a body, a tail): it is their
+  // concatenation, copied in piece by piece.
+  Write write(std::span<const std::string_view> message, RingFrame& reference);
+  Write write(std::string_view message, RingFrame& reference) { return write({&message, 1}, reference); }
   // The offer: an R of length 0.
   RingFrame offer() const;
   const Token& token() const { return token_; }
@@ -64,6 +68,7 @@ class ProducerRing {
 
   Token token_;
   std::unique_ptr<RingFile> file_;
+  std::uint32_t pid_;       // ours, in every frame: read once (a process never forks with a ring)
   std::uint64_t head_ = 0;  // the end of the last message written
 };
 
@@ -81,10 +86,17 @@ class ConsumerRing {
   // the ring, straddling its end). Then our position moves past it and the
   // tail follows.
   std::string_view take(const RingFrame& reference, std::uint64_t max_length, std::string& error);
+  // The same message in place, not copied (its bytes may still change if the
+  // producer is hostile): our position moves past it, the tail stays until
+  // give_back(), so an honest producer leaves those bytes alone until then.
+  std::string_view lend(const RingFrame& reference, std::uint64_t max_length, std::string& error);
+  void give_back() { file_->store_tail(position_); }
   const Token& token() const { return token_; }
 
  private:
   ConsumerRing(std::unique_ptr<RingFile> file, const Token& token);
+  // Where the message `reference` names starts, once checked; null with `error` set.
+  const unsigned char* find(const RingFrame& reference, std::uint64_t max_length, std::string& error) const;
 
   std::unique_ptr<RingFile> file_;
   Token token_;

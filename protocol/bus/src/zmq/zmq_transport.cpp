@@ -95,7 +95,7 @@ void ZmqTransport::start(OnMessage on_message) {
 }
 
 SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
-  if (auto status = send_through_ring(peer, payload)) return *status;
+  if (auto status = send_through_ring(peer, {&payload, 1})) return *status;
   zmq::message_t message(payload.data(), payload.size());
   return send_message(peer, message);
 }
@@ -104,24 +104,41 @@ SendStatus ZmqTransport::send(std::string_view peer, std::string_view payload) {
 // costs ZeroMQ an allocation of its own plus ours for the string).
 constexpr std::size_t k_zero_copy_min = 8 * 1024;
 
-// A 64 KiB request body is not copied a second time into ZeroMQ's memory: the
-// message points into the string, which ZeroMQ's I/O thread frees once sent.
 SendStatus ZmqTransport::send_owned(std::string_view peer, std::string&& payload) {
   if (payload.size() < k_zero_copy_min) return send(peer, payload);
-  if (auto status = send_through_ring(peer, payload)) return *status;
+  std::string_view whole = payload;
+  if (auto status = send_through_ring(peer, {&whole, 1})) return *status;
+  return send_over_socket(peer, std::move(payload));
+}
+
+// Through the ring, each part is copied straight in; over the socket, the
+// parts are joined (the copy the encoder would have made).
+SendStatus ZmqTransport::send_parts(std::string_view peer, MessageParts&& parts) {
+  if (parts.size() < k_zero_copy_min) return send(peer, std::move(parts).joined());
+  const std::string_view pieces[] = {parts.head, parts.body, parts.tail};
+  if (auto status = send_through_ring(peer, pieces)) return *status;
+  return send_over_socket(peer, std::move(parts).joined());
+}
+
+// A 64 KiB request body is not copied a second time into ZeroMQ's memory: the
+// message points into the string, which ZeroMQ's I/O thread frees once sent.
+SendStatus ZmqTransport::send_over_socket(std::string_view peer, std::string&& payload) {
   auto* owned = new std::string(std::move(payload));
   zmq::message_t message(
       owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
   return send_message(peer, message);
 }
 
-std::optional<SendStatus> ZmqTransport::send_through_ring(std::string_view peer, std::string_view payload) {
-  if (payload.size() < shm::k_ring_min_message || stopped_) return std::nullopt;
+std::optional<SendStatus> ZmqTransport::send_through_ring(std::string_view peer,
+                                                          std::span<const std::string_view> payload) {
+  std::size_t size = 0;
+  for (auto piece : payload) size += piece.size();
+  if (size < shm::k_ring_min_message || stopped_) return std::nullopt;
   auto reference = rings_.reference(ring_peer(peer), payload);
   if (!reference) return std::nullopt;
   zmq::message_t message(reference->data(), reference->size());
   auto status = send_message(peer, message);
-  if (status == SendStatus::sent) rings_.sent_through(payload.size());
+  if (status == SendStatus::sent) rings_.sent_through(size);
   return status;
 }
 
@@ -244,13 +261,15 @@ std::size_t ZmqTransport::deliver(zmq::message_t& first, zmq::message_t* second)
     payload = second->to_string_view();
     note_peer_fd(peer, zmq_msg_get(second->handle(), ZMQ_SRCFD));
   }
-  if (shm::is_transport_frame(payload)) {
-    auto message = rings_.receive(ring_peer(peer), payload);
-    if (!message) return 0;
-    payload = *message;
+  if (!shm::is_transport_frame(payload)) {
+    on_message_(peer, payload);
+    return payload.size();
   }
-  on_message_(peer, payload);
-  return payload.size();
+  auto message = rings_.receive(ring_peer(peer), payload);
+  if (!message) return 0;
+  on_message_(peer, *message);
+  rings_.done_with_message();
+  return message->size();
 }
 
 // --- gateway: disconnections ---------------------------------------------

@@ -1,5 +1,6 @@
 #pragma once
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -28,6 +29,7 @@ class ZmqTransport final : public Transport {
   void watch_peers(OnPeerGone on_peer_gone) override { on_peer_gone_ = std::move(on_peer_gone); }
   SendStatus send(std::string_view peer, std::string_view payload) override;
   SendStatus send_owned(std::string_view peer, std::string&& payload) override;
+  SendStatus send_parts(std::string_view peer, MessageParts&& parts) override;
   void stop() override;
   void reload_credentials() override;
 
@@ -35,7 +37,8 @@ class ZmqTransport final : public Transport {
   SendStatus send_message(std::string_view peer, zmq::message_t& message);
   // A large message through the peer's shared-memory ring; nullopt: not
   // possible now, send it over the socket.
-  std::optional<SendStatus> send_through_ring(std::string_view peer, std::string_view payload);
+  std::optional<SendStatus> send_through_ring(std::string_view peer, std::span<const std::string_view> payload);
+  SendStatus send_over_socket(std::string_view peer, std::string&& payload);
   // The rings' key for a peer: the worker has one gateway per transport,
   // whatever id the caller names.
   std::string_view ring_peer(std::string_view peer) const { return role_ == Role::gateway ? peer : std::string_view(); }

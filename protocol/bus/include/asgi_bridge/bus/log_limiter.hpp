@@ -1,6 +1,6 @@
 #pragma once
-// Rate limit for repeated warnings. A hostile client or worker can make the
-// gateway warn once per message it sends; unlimited, that is millions of log
+// Rate limit for repeated warnings (the gateway's, the transports'). A hostile
+// client or worker can make the gateway warn once per message it sends; unlimited, that is millions of log
 // lines a minute (a disk filled, a log collector drowned). Per key (a peer and
 // a reason), the first few lines of each window pass; the rest are counted and
 // the count rides along with the first line of a later window.
@@ -16,7 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
-namespace asgi_bridge::gateway {
+namespace asgi_bridge::bus {
 
 class LogLimiter {
  public:
@@ -95,4 +95,4 @@ class LogLimiter {
   std::unordered_map<std::string, Bucket> buckets_;
 };
 
-}  // namespace asgi_bridge::gateway
+}  // namespace asgi_bridge::bus

@@ -75,6 +75,27 @@ struct TransportOptions {
 // from 65536 to 67108864. Empty when `bytes` is valid, else the error.
 std::string shared_memory_problem(std::string_view bytes);
 
+// A message handed over in three parts that mean their concatenation,
+// head + body + tail: a large body its encoder left where it was
+// (protocol::encode_split). A transport that copies the message anyway (into
+// a shared-memory ring) copies each part once, so the body is copied once
+// between the app and the peer, not twice.
+struct MessageParts {
+  std::string head{};  // (initialised: {whole} alone is a message in one part)
+  std::string body{};
+  std::string tail{};
+
+  std::size_t size() const { return head.size() + body.size() + tail.size(); }
+  // The concatenation: the head grown in place (one copy of the body).
+  std::string joined() && {
+    if (body.empty() && tail.empty()) return std::move(head);
+    head.reserve(size());
+    head += body;
+    head += tail;
+    return std::move(head);
+  }
+};
+
 class Transport {
  public:
   // peer: on ZeroMQ, the sending worker's id (gateway side) or empty (worker
@@ -98,6 +119,10 @@ class Transport {
   // it without copying it (ZeroMQ: a large one goes as a zero-copy message
   // that frees the string once sent) takes it over.
   virtual SendStatus send_owned(std::string_view peer, std::string&& payload) { return send(peer, payload); }
+  // The same, for a message in parts; joined unless the transport can do better.
+  virtual SendStatus send_parts(std::string_view peer, MessageParts&& parts) {
+    return send_owned(peer, std::move(parts).joined());
+  }
   // Closes the sockets; idempotent. No callback runs afterwards.
   virtual void stop() = 0;
 
