@@ -50,7 +50,7 @@ bool is_last_event(const Envelope& envelope, bool trailers) {
 
 // Frees a connection's copy of its first event (clear() would keep the
 // capacity for as long as the connection lives: hours on a WebSocket).
-void release(bus::MessageParts& message) { message = {}; }
+void release(std::string& bytes) { std::string().swap(bytes); }
 
 }  // namespace
 
@@ -131,8 +131,11 @@ void Dispatcher::on_first(ToBus&& message) {
   connection.redispatchable = message.redispatchable;
   connection.websocket = message.websocket;
   if (message.window != 0) connection.window = message.window;
-  connection.first = std::move(message.encoded);
-  if (shared_queue_ || connection.redispatchable) connection.first = {std::move(connection.first).joined()};
+  if (shared_queue_ || connection.redispatchable) {
+    connection.first = std::move(message.encoded).joined();  // may be sent twice, or offered
+  } else {
+    connection.queued.push_back(std::move(message.encoded));  // sent once: its body may be apart
+  }
   connection.arrived = Clock::now();
   connection.deadline = connection.arrived + std::chrono::duration_cast<Clock::duration>(config_.dispatch_timeout);
   waiting_.push_back(message.conn_id);
@@ -149,7 +152,7 @@ void Dispatcher::on_first(ToBus&& message) {
 // down (still connecting at start, Redis restarting) the connection waits as
 // it would for a worker: offered again each tick until its dispatch deadline.
 void Dispatcher::offer_to_shared_queue(std::uint64_t conn_id, Connection& connection) {
-  connection.offered = transport_->offer_shared(connection.kind(), connection.first.head) == bus::SendStatus::sent;
+  connection.offered = transport_->offer_shared(connection.kind(), connection.first) == bus::SendStatus::sent;
   if (connection.offered) return;
   unoffered_ = true;
   bus::LogLimiter::warn(log::bus(), limiter_, "bus unavailable",
@@ -198,7 +201,7 @@ void Dispatcher::on_end(std::uint64_t conn_id) {
     // have popped it already, and must then hear the end of it (the
     // disconnect queued last) when its claim arrives, or its app would wait
     // for the rest of a request forever.
-    transport_->withdraw_shared(it->second.kind(), it->second.first.head);
+    transport_->withdraw_shared(it->second.kind(), it->second.first);
     it->second.ended = true;
     return;
   }
@@ -265,11 +268,13 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   connection.sent = Clock::now();
   metrics_.observe_dispatch_wait(connection.sent - connection.arrived);
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
-  if (!connection.redispatchable || connection.redispatched) {
-    send_to(worker_id, std::move(connection.first), conn_id);  // not needed again: the transport may take it
+  if (connection.first.empty()) {
+    // Sent once (on_first): it leads the queue.
+  } else if (connection.redispatched) {
+    send_to(worker_id, bus::MessageParts{std::move(connection.first)}, conn_id);  // not needed again
     release(connection.first);
   } else {
-    send_to(worker_id, std::string_view(connection.first.head), conn_id);  // whole: see on_first
+    send_to(worker_id, connection.first, conn_id);
   }
   for (auto& queued : connection.queued) send_to(worker_id, std::move(queued), conn_id);
   connection.queued.clear();
@@ -716,7 +721,7 @@ void Dispatcher::tick() {
     } else if (it != connections_.end() && it->second.owner.empty()) {
       bus::LogLimiter::warn(log::bus(), limiter_, "dispatch timeout",
                        "conn {}: no worker with capacity within the dispatch timeout", conn_id);
-      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first.head);
+      if (shared_queue_) transport_->withdraw_shared(it->second.kind(), it->second.first);
       fail(conn_id, BusFailure::no_capacity);
     }
   }

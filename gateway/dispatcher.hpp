@@ -85,10 +85,10 @@ class Dispatcher {
   struct Connection {
     std::string owner;                 // empty while waiting for a worker
     std::vector<bus::MessageParts> queued;  // messages held until a worker is chosen
-    // Kept until acknowledged, for one re-dispatch. Whole (all in `head`) when
-    // it may be sent twice or offered (re-dispatchable, Redis's shared queue);
-    // else its body may be apart (sent once, with send_parts).
-    bus::MessageParts first;
+    // The first event, kept until acknowledged when it may be sent twice or
+    // offered (re-dispatchable, Redis's shared queue). Else empty: sent once,
+    // it leads `queued` (its body perhaps apart).
+    std::string first;
     bool websocket = false;            // counted against WebSocket capacity
     bool redispatchable = false;
     bool redispatched = false;
