@@ -3,7 +3,8 @@
 // accepts must survive encode() and decode() again unchanged (the canonical
 // form of docs/protocol.md), or the two directions disagree; and whatever its
 // fast path accepts, the full decoder must accept with an equal result
-// (protocol/src/fast_decode.hpp).
+// (protocol/src/fast_decode.hpp); and encode_split()'s parts, joined, must be
+// encode()'s bytes.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -25,8 +26,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::abort();  // the fast path took what the full decoder rejects, or read it differently
   }
   if (envelope == nullptr) return 0;
-  auto again = decode(encode(*envelope));
+  auto bytes_again = encode(*envelope);
+  auto again = decode(bytes_again);
   const auto* round_trip = std::get_if<Envelope>(&again);
   if (round_trip == nullptr || !(*round_trip == *envelope)) std::abort();  // encode/decode disagree
+  auto split = encode_split(Envelope(*envelope));
+  if (split.head + split.body + split.tail != bytes_again) std::abort();  // the parts are not the message
   return 0;
 }
