@@ -220,7 +220,7 @@ class PeerRing:
         self._tail.release()
         try:
             self.map.close()
-        except BufferError:  # a message still lent: unmapped once it is released
+        except BufferError:  # a message still lent: unmapped when its view and this map are freed
             pass
 
 
