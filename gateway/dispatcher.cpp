@@ -268,13 +268,12 @@ void Dispatcher::assign(std::uint64_t conn_id, Connection& connection, const std
   connection.sent = Clock::now();
   metrics_.observe_dispatch_wait(connection.sent - connection.arrived);
   log::bus().debug("conn {} -> worker {}", conn_id, worker_id);
-  if (connection.first.empty()) {
-    // Sent once (on_first): it leads the queue.
-  } else if (connection.redispatched) {
+  // An empty `first` was sent once (on_first): it leads the queue.
+  if (connection.redispatched && !connection.first.empty()) {
     send_to(worker_id, bus::MessageParts{std::move(connection.first)}, conn_id);  // not needed again
     release(connection.first);
-  } else {
-    send_to(worker_id, connection.first, conn_id);
+  } else if (!connection.first.empty()) {
+    send_to(worker_id, connection.first, conn_id);  // kept: may be sent again
   }
   for (auto& queued : connection.queued) send_to(worker_id, std::move(queued), conn_id);
   connection.queued.clear();
