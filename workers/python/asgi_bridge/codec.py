@@ -466,8 +466,9 @@ def encode(envelope):
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def encode_event(gateway, worker, conn, seq, event):
-    """Hot path: an ``event`` message whose event is already canonical."""
+def encode_event(gateway, worker, conn, seq, event, parts=False):
+    """Hot path: an ``event`` message whose event is already canonical. Always bytes:
+    `parts` lets the native module answer a large payload's message in pieces."""
     return _pack({"v": VERSION, "k": "event", "g": gateway, "w": worker,
                   "c": conn, "s": seq, "event": event})
 

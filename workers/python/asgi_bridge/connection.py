@@ -62,7 +62,7 @@ class Connection:
     held_start = None
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
-                 first_event=None, push_bytes=None):
+                 first_event=None, push_bytes=None, parts=False):
         self.scope = scope
         self.gateway = gateway
         self.conn_id = conn_id
@@ -71,6 +71,9 @@ class Connection:
         # Optional plain call: True when the bus took the message without waiting (the
         # common case), so that a send() costs no coroutine of the transport's.
         self._push_bytes = push_bytes
+        # Both take a message in pieces: a large payload is then not copied into its
+        # encoding (wire.encode_event's parts), the bus copies it once.
+        self._parts = parts
         self._window = DEFAULT_WINDOW if window is None else window
         self._queue = collections.deque()
         if first_event is not None:
@@ -185,7 +188,7 @@ class Connection:
                     self._writable = False
             try:
                 data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
-                                         self._seq, event)
+                                         self._seq, event, self._parts)
             except UnicodeEncodeError:
                 raise InvalidEvent(_NOT_UTF8) from None
             self._seq += 1
@@ -229,7 +232,7 @@ class Connection:
             return None
         try:
             data = wire.encode_event(self.gateway, self.worker_id, self.conn_id,
-                                     self._seq, event)
+                                     self._seq, event, self._parts)
         except UnicodeEncodeError:
             raise InvalidEvent(_NOT_UTF8) from None
         self._seq += 1

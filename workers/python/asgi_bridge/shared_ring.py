@@ -134,8 +134,10 @@ class Ring:
 
     def write(self, data):
         """The ``R`` frame of `data` copied into the ring, or None when the ring has no
-        room for it now (it goes over the socket). RingError: the consumer broke the
-        ring (a tail we never gave it room for); never use it again."""
+        room for it now (it goes over the socket). `data`: bytes, or a message in
+        pieces (the native module's Parts: ``pieces``, and its size as len()), each
+        copied in turn. RingError: the consumer broke the ring (a tail we never gave it
+        room for); never use it again."""
         tail = self._tail[0]
         head, capacity = self.head, self.capacity
         if tail > head or head - tail > capacity:
@@ -148,7 +150,14 @@ class Ring:
         if head + size - tail > capacity:
             return None
         start = HEADER + offset
-        self.map[start:start + size] = data
+        pieces = getattr(data, "pieces", None)
+        if pieces is None:
+            self.map[start:start + size] = data
+        else:
+            for piece in pieces:
+                end = start + len(piece)
+                self.map[start:end] = piece
+                start = end
         self.head = head + size
         return self._ring_part + _PLACE.pack(head, size)
 

@@ -194,6 +194,12 @@ class ZmqTransport:
         self._on_message = None
         self.links = []
 
+    @property
+    def takes_parts(self):
+        """Messages may come in pieces (wire.encode_event's parts): the native batch
+        sends them, a large one copied piece by piece into the ring, else joined."""
+        return wire.bus is not None
+
     def start(self, on_message):
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message

@@ -40,14 +40,15 @@ def new_worker_id():
 class Gateway:
     """What we know of one gateway: where to reply, when it spoke, what it has here."""
 
-    __slots__ = ("id", "link", "send", "push", "last_seen", "conns", "last_conn_end")
+    __slots__ = ("id", "link", "send", "push", "parts", "last_seen", "conns", "last_conn_end")
 
-    def __init__(self, gateway_id, link, now, send, try_send=None):
+    def __init__(self, gateway_id, link, now, send, try_send=None, parts=False):
         self.id = gateway_id
         self.link = link
         self.send = functools.partial(send, link)  # its connections' send_bytes
         # and their push_bytes: the transport's send without a coroutine, when it has one
         self.push = None if try_send is None else functools.partial(try_send, link)
+        self.parts = parts  # both take a message in pieces (transport.takes_parts)
         self.last_seen = now
         self.conns = set()
         self.last_conn_end = float("-inf")  # when one of its connections last ended
@@ -302,7 +303,8 @@ class Worker:
         logger.info("gateway %s on %s", gateway_id, link.url)
         gateway = self.gateways[gateway_id] = Gateway(
             gateway_id, link, self._loop.time(), self.transport.send,
-            getattr(self.transport, "try_send", None))
+            getattr(self.transport, "try_send", None),
+            getattr(self.transport, "takes_parts", False))
         self._announce(link)
         return gateway
 
@@ -354,7 +356,7 @@ class Worker:
         websocket = scope["type"] == "websocket"
         cls = WebSocketConnection if websocket else HttpConnection
         conn = cls(scope, gateway.id, conn_id, self.worker_id, gateway.send,
-                   msg.get("window"), event, gateway.push)
+                   msg.get("window"), event, gateway.push, gateway.parts)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)

@@ -236,26 +236,33 @@ static bool writable(void* socket) {
   return zmq_getsockopt(socket, ZMQ_EVENTS, &value, &size) == 0 && (value & ZMQ_POLLOUT) != 0;
 }
 
-// A large message: through the shared-memory ring when `ring` (the transport's
-// _through_ring for this link, or None) gives its reference to send instead, else by
-// reference to its bytes. Only once ZeroMQ takes a message now: a reference written
-// and then refused would leave its copy unused in the ring. As zmq_send's result, -2
-// with a Python exception.
+// A large message (bytes, or a Parts: asgi_native::is_parts): through the
+// shared-memory ring when `ring` (the transport's _through_ring for this link, or
+// None) gives its reference to send instead, else by reference to its bytes (a
+// Parts joined first). Only once ZeroMQ takes a message now: a reference written and
+// then refused would leave its copy unused in the ring, a join would be made again.
+// As zmq_send's result, -2 with a Python exception.
 static int send_large(void* socket, PyObject* data, PyObject* ring) {
+  bool parts = asgi_native::is_parts(data);
+  if ((ring != Py_None || parts) && !writable(socket)) {
+    errno = EAGAIN;
+    return -1;
+  }
   if (ring != Py_None) {
-    if (!writable(socket)) {
-      errno = EAGAIN;
-      return -1;
-    }
     PyObject* sent_as = PyObject_CallOneArg(ring, data);
     if (sent_as == nullptr) return -2;
+    bool in_ring = sent_as != data;  // then sent_as is its reference, to send instead
     Py_ssize_t frame_size = 0;
-    int rc = sent_as == data ? send_by_reference(socket, data)
-                             : send_copy(socket, sent_as, &frame_size);
+    int rc = in_ring ? send_copy(socket, sent_as, &frame_size) : 0;
     Py_DECREF(sent_as);
-    return rc;
+    if (in_ring) return rc;
   }
-  return send_by_reference(socket, data);
+  if (!parts) return send_by_reference(socket, data);
+  PyObject* joined = asgi_native::join_parts(data);
+  if (joined == nullptr) return -2;
+  int rc = send_by_reference(socket, joined);
+  Py_DECREF(joined);
+  return rc;
 }
 
 // Sends one (data, waiter) pair's data (*size bytes, as queued); 1 sent, 0 would block,
@@ -270,6 +277,9 @@ static int send_one(void* socket, PyObject* pair, PyObject* ring, Py_ssize_t* si
   if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) >= ZERO_COPY_MIN) {
     rc = send_large(socket, data, ring);
     *size = PyBytes_GET_SIZE(data);
+  } else if (asgi_native::is_parts(data)) {
+    rc = send_large(socket, data, ring);
+    *size = PyObject_Size(data);
   } else {
     rc = send_copy(socket, data, size);
   }

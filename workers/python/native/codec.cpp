@@ -11,13 +11,15 @@
 //
 //   decode(data)            a bus message -> the dict of codec.decode, or None
 //   canonical_event(event)  an app's send -> codec.canonical_event's dict, or None
-//   encode_event(g, w, c, s, event)  a canonical event -> envelope bytes, or None
+//   encode_event(g, w, c, s, event, parts=False)  a canonical event -> envelope bytes
+//                           (with parts, a Parts for a large payload), or None
 #include "native.hpp"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utility>
 
 namespace {
 
@@ -751,21 +753,31 @@ PyObject* canonical_event(PyObject*, PyObject* event) {
 // --- msgpack writing (as msgpack-python's Packer(use_bin_type=True)) ------------------------
 
 // Writes straight into a bytes object (grown as needed, shrunk to fit at the end):
-// a large body is copied once, from the app's bytes into the message.
+// a large body is copied once, from the app's bytes into the message. With a
+// split_min, the top-level event's payload (body or bytes) of split_min bytes or
+// more is not copied at all: the message becomes a Parts, the bytes written
+// before it, the payload's own object, the bytes written after it.
 class Writer {
  public:
-  explicit Writer(size_t capacity)
-      : buf_(PyBytes_FromStringAndSize(nullptr, Py_ssize_t(capacity))), cap_(capacity) {}
+  explicit Writer(size_t capacity, size_t split_min = SIZE_MAX)
+      : buf_(PyBytes_FromStringAndSize(nullptr, Py_ssize_t(capacity))),
+        cap_(capacity),
+        split_min_(split_min) {}
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
-  ~Writer() { Py_XDECREF(buf_); }
+  ~Writer() {
+    Py_XDECREF(buf_);
+    Py_XDECREF(head_);
+    Py_XDECREF(body_);
+  }
 
-  // The message; nullptr with MemoryError when an allocation failed.
+  // The message (bytes or a Parts); nullptr with MemoryError when an allocation failed.
   PyObject* finish() {
-    if (buf_ == nullptr || _PyBytes_Resize(&buf_, Py_ssize_t(len_)) < 0) return nullptr;
-    PyObject* done = buf_;
-    buf_ = nullptr;
-    return done;
+    PyObject* last = finish_bytes();
+    if (last == nullptr || head_ == nullptr) return last;
+    PyObject* parts = asgi_native::make_parts(head_, body_, last);
+    Py_DECREF(last);
+    return parts;
   }
 
   void put(unsigned char byte) {
@@ -797,7 +809,7 @@ class Writer {
     header(s.size(), 0xa0, 32, 0xd9, 0xda, 0xdb);
     append(s.data(), s.size());
   }
-  void bin(const char* data, size_t size) {
+  void bin_header(size_t size) {
     if (size < 0x100) {
       put(0xc4), be(size, 1);
     } else if (size < 0x10000) {
@@ -805,6 +817,9 @@ class Writer {
     } else {
       put(0xc6), be(size, 4);
     }
+  }
+  void bin(const char* data, size_t size) {
+    bin_header(size);
     append(data, size);
   }
   void uint(uint64_t v) {
@@ -838,6 +853,7 @@ class Writer {
   // Any value of a canonical event. false: a type this writer does not take.
   bool value(PyObject* obj, int depth = 0) {
     if (depth > 8) return false;
+    bool payload = std::exchange(payload_next_, false);  // this value is the event's payload
     if (obj == Py_None) return put(0xc0), true;
     if (obj == Py_True) return put(0xc3), true;
     if (obj == Py_False) return put(0xc2), true;
@@ -848,7 +864,11 @@ class Writer {
       str(std::string_view(text, size_t(size)));
       return true;
     }
-    if (PyBytes_CheckExact(obj)) return bin(PyBytes_AS_STRING(obj), size_t(PyBytes_GET_SIZE(obj))), true;
+    if (PyBytes_CheckExact(obj)) {
+      size_t size = size_t(PyBytes_GET_SIZE(obj));
+      if (splits(payload, size)) return split_at(obj, size);
+      return bin(PyBytes_AS_STRING(obj), size), true;
+    }
     if (PyLong_CheckExact(obj)) {
       int overflow;
       long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
@@ -860,9 +880,14 @@ class Writer {
       // Through the buffer protocol: a released view raises instead of being read.
       Py_buffer view;
       if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) return false;
-      bin(static_cast<const char*>(view.buf), size_t(view.len));
+      // Kept by reference only over bytes, which nobody can change meanwhile.
+      PyObject* base = PyMemoryView_GET_BASE(obj);
+      bool immutable = base != nullptr && PyBytes_CheckExact(base);
+      size_t size = size_t(view.len);
+      bool split = immutable && splits(payload, size);
+      if (!split) bin(static_cast<const char*>(view.buf), size);
       PyBuffer_Release(&view);
-      return true;
+      return split ? split_at(obj, size) : true;
     }
     if (PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) {
       Py_ssize_t size = PySequence_Fast_GET_SIZE(obj);
@@ -877,15 +902,42 @@ class Writer {
       PyObject *key, *item;
       Py_ssize_t pos = 0;
       while (PyDict_Next(obj, &pos, &key, &item)) {
-        if (!PyUnicode_CheckExact(key) || !value(key, depth + 1) || !value(item, depth + 1)) {
-          return false;
-        }
+        if (!PyUnicode_CheckExact(key) || !value(key, depth + 1)) return false;
+        payload_next_ = depth == 0 && is_payload_key(key);  // (the event is at depth 0)
+        if (!value(item, depth + 1)) return false;
       }
       return true;
     }
     return false;
   }
  private:
+  PyObject* finish_bytes() {
+    if (buf_ == nullptr || _PyBytes_Resize(&buf_, Py_ssize_t(len_)) < 0) return nullptr;
+    PyObject* done = buf_;
+    buf_ = nullptr;
+    return done;
+  }
+  static bool is_payload_key(PyObject* key) {
+    return key == n.body || key == n.bytes || PyUnicode_CompareWithASCIIString(key, "body") == 0 ||
+           PyUnicode_CompareWithASCIIString(key, "bytes") == 0;
+  }
+  // The event's payload is split off when large (and only one value is).
+  bool splits(bool payload, size_t size) const {
+    return payload && size >= split_min_ && head_ == nullptr;
+  }
+  // The payload's bin header ends the head; `obj` itself is the body; the rest of
+  // the message goes into a new buffer, the tail.
+  bool split_at(PyObject* obj, size_t size) {
+    bin_header(size);
+    head_ = finish_bytes();
+    if (head_ == nullptr) return false;
+    body_ = Py_NewRef(obj);
+    cap_ = 64;
+    len_ = 0;
+    buf_ = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(cap_));
+    return buf_ != nullptr;
+  }
+
   bool room(size_t size) {
     if (buf_ == nullptr) return false;
     if (len_ + size <= cap_) return true;
@@ -896,6 +948,10 @@ class Writer {
   PyObject* buf_;
   size_t len_ = 0;
   size_t cap_;
+  size_t split_min_;
+  bool payload_next_ = false;  // the next value() writes the event's payload
+  PyObject* head_ = nullptr;  // split: the bytes before the payload
+  PyObject* body_ = nullptr;  // split: the payload's object
 };
 
 // Bytes of the event's payload (body, bytes or text), to size the message once.
@@ -923,12 +979,19 @@ size_t payload_hint(PyObject* event) {
 }
 
 // codec.encode_event: {"v", "k": "event", "g", "w", "c", "s", "event"} in this order.
+// A true sixth argument (parts): a payload of 16 KiB or more stays out of the copy, in
+// a Parts (parts.cpp) for a bus that copies each piece once (into its ring) anyway.
+constexpr size_t k_split_min = 16 * 1024;
+
 PyObject* encode_event(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 5 || !PyUnicode_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1]) ||
-      !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3])) {
+  if ((nargs != 5 && nargs != 6) || !PyUnicode_CheckExact(args[0]) ||
+      !PyUnicode_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) ||
+      !PyLong_CheckExact(args[3])) {
     Py_RETURN_NONE;
   }
-  Writer w(128 + payload_hint(args[4]));
+  bool parts = nargs == 6 && PyObject_IsTrue(args[5]) == 1;
+  size_t hint = payload_hint(args[4]);
+  Writer w(parts && hint >= k_split_min ? 192 : 128 + hint, parts ? k_split_min : SIZE_MAX);
   w.map(7);
   w.str("v"), w.uint(1);
   w.str("k"), w.str("event");

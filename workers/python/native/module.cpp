@@ -60,7 +60,8 @@ PyMethodDef methods[] = {
     {"canonical_event", asgi_native::canonical_event, METH_O,
      "canonical_event(event) -> codec.canonical_event(event), or None: ask codec."},
     {"encode_event", fastcall(asgi_native::encode_event), METH_FASTCALL,
-     "encode_event(gateway, worker, conn, seq, event) -> bytes, or None: ask codec."},
+     "encode_event(gateway, worker, conn, seq, event, parts=False) -> bytes (with parts, a "
+     "Parts for a payload of 16 KiB or more), or None: ask codec."},
     {"payload_size", asgi_native::payload_size, METH_O,
      "payload_size(event) -> codec.payload_size(event), or None: ask codec."},
     {"set_fallbacks", fastcall(set_fallbacks), METH_FASTCALL,
@@ -70,7 +71,7 @@ PyMethodDef methods[] = {
     {"canonical_event_or_codec", canonical_event_or_codec, METH_O,
      "canonical_event(event), else the fallback's."},
     {"encode_event_or_codec", fastcall(encode_event_or_codec), METH_FASTCALL,
-     "encode_event(gateway, worker, conn, seq, event), else the fallback's."},
+     "encode_event(gateway, worker, conn, seq, event, parts=False), else the fallback's."},
     {"payload_size_or_codec", payload_size_or_codec, METH_O,
      "payload_size(event), else the fallback's."},
     {"recv_batch", fastcall(asgi_native::recv_batch), METH_FASTCALL,
@@ -79,7 +80,7 @@ PyMethodDef methods[] = {
     {"send_batch", fastcall(asgi_native::send_batch), METH_FASTCALL,
      "send_batch(handle, backlog, ring=None) -> (bytes sent, [their waiters]): sends and pops "
      "the (data, waiter) pairs of the deque until ZeroMQ would block; a message of 16 KiB or "
-     "more as ring(data) gives it (a reference to send instead, or data itself)."},
+     "more (or a Parts) as ring(data) gives it (a reference to send instead, or data itself)."},
     {"start_task", fastcall(asgi_native::start_task), METH_FASTCALL,
      "start_task(loop, coro, context) -> the task, as eager.start_task."},
     {"capture_call_soon",
@@ -97,7 +98,8 @@ PyModuleDef module = {PyModuleDef_HEAD_INIT, "asgi_bridge._native",
 }  // namespace
 
 PyMODINIT_FUNC PyInit__native() {
-  if (!asgi_native::init_codec() || !asgi_native::init_bus() || !asgi_native::init_eager()) {
+  if (!asgi_native::init_codec() || !asgi_native::init_parts() || !asgi_native::init_bus() ||
+      !asgi_native::init_eager()) {
     return nullptr;
   }
   return PyModule_Create(&module);

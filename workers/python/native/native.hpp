@@ -1,4 +1,4 @@
-// asgi_bridge._native: the functions of its two halves, put together by module.cpp.
+// asgi_bridge._native: the functions of its parts, put together by module.cpp.
 #pragma once
 
 #define PY_SSIZE_T_CLEAN
@@ -12,6 +12,12 @@ PyObject* decode(PyObject* self, PyObject* data);
 PyObject* canonical_event(PyObject* self, PyObject* event);
 PyObject* encode_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
 PyObject* payload_size(PyObject* self, PyObject* event);
+
+// parts.cpp: a message in pieces, head + body + tail (encode_event's parts=True).
+bool init_parts();
+bool is_parts(PyObject* obj);
+PyObject* make_parts(PyObject* head, PyObject* body, PyObject* tail);  // (new references)
+PyObject* join_parts(PyObject* parts);  // the message as one bytes object
 
 // bus.cpp: a batch of ZeroMQ receives or sends in one call; ZMQ_EVENTS.
 bool init_bus();

@@ -274,3 +274,39 @@ def test_a_released_or_strided_memoryview_encodes_as_the_codec_does():
                                    "more_body": False})
         native = outcome(wire._native_encode_event, *args)
         assert native == outcome(codec.encode_event, *args) and native[0] == "raises"
+
+
+@needs_native
+def test_a_large_payload_encodes_in_parts_that_join_to_the_codecs_bytes():
+    body = os.urandom(40 * 1024)
+    events = [
+        {"type": "http.response.body", "body": body, "more_body": False},
+        {"type": "http.response.body", "body": memoryview(body)[1:20000], "more_body": True},
+        {"type": "websocket.send", "bytes": body, "text": None},
+    ]
+    for event in events:
+        parts = wire._native_encode_event("gw", "wk", 1, 2, event, True)
+        expected = codec.encode_event("gw", "wk", 1, 2, event)
+        assert type(parts).__name__ == "Parts"
+        assert parts.join() == expected and len(parts) == len(expected)
+        head, payload, tail = parts.pieces
+        assert payload is event.get("body", event.get("bytes"))  # the app's own: no copy
+        assert head + bytes(payload) + tail == expected
+        assert wire._native_encode_event("gw", "wk", 1, 2, event) == expected  # no parts
+
+
+@needs_native
+def test_only_a_large_immutable_payload_is_left_out_of_the_encoding():
+    large = os.urandom(20 * 1024)
+    kept_whole = [
+        {"type": "http.response.body", "body": large[:16 * 1024 - 1], "more_body": False},
+        # The app may change a bytearray after its send returns: copied at once.
+        {"type": "http.response.body", "body": memoryview(bytearray(large)), "more_body": False},
+        {"type": "websocket.send", "bytes": None, "text": "x" * 20000},
+        {"type": "http.response.start", "status": 200, "headers": [(b"x-big", large)],
+         "trailers": False},
+    ]
+    for event in kept_whole:
+        data = wire._native_encode_event("gw", "wk", 1, 2, event, True)
+        assert type(data) is bytes
+        assert data == codec.encode_event("gw", "wk", 1, 2, event)

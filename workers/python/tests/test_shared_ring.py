@@ -557,3 +557,48 @@ def test_a_worker_process_echoes_64_kib_through_both_rings(gateway):
     finally:
         proc.terminate()
         finish(proc)
+
+
+@pytest.mark.skipif(wire.bus is None, reason="pieces are the native module's")
+def test_a_message_in_pieces_goes_whole_through_the_ring_or_the_socket(gateway):
+    body = os.urandom(40 * KIB)
+    event = {"type": "http.response.body", "body": body, "more_body": False}
+    whole = codec.encode_event("gw", "wk-ring", 1, 0, event)
+
+    def pieces():
+        parts = wire.encode_event("gw", "wk-ring", 1, 0, event, True)
+        assert type(parts).__name__ == "Parts"
+        return parts
+
+    async def main():
+        transport, link, _ = started(gateway, MIN_CAPACITY)
+        assert transport.takes_parts
+        token = await blocking(gateway.offer)
+        await transport.send(link, pieces())  # no ring yet: joined for the socket
+        assert await blocking(gateway.message) == ("socket", whole)
+        gateway.send(b"\xc1A" + token)
+        await asyncio.sleep(0.05)  # the answer is in
+        await transport.send(link, pieces())  # each piece copied into the ring
+        assert await blocking(gateway.message) == ("ring", whole)
+        await transport.close(0.1)
+    run(main())
+
+
+def test_the_ring_writes_a_message_given_in_pieces_as_one():
+    ring = Ring(MIN_CAPACITY)
+    peer = mapped(ring)
+
+    class Pieces:  # the shape of the native module's Parts
+        def __init__(self, *pieces):
+            self.pieces = pieces
+
+        def __len__(self):
+            return sum(len(piece) for piece in self.pieces)
+
+    try:
+        body = os.urandom(30 * KIB)
+        message = Pieces(b"head", memoryview(body)[5:], b"tail")
+        assert take(peer, ring.write(message)) == b"head" + body[5:] + b"tail"
+    finally:
+        peer.close()
+        ring.close()
