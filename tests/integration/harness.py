@@ -92,12 +92,15 @@ def wait_for_log(process: "Proc", pattern, timeout: float = 10.0, more_than: int
     """Waits until the process's log has `pattern` (a substring, or a compiled regular
     expression) more than `more_than` times, and returns the whole log. A process writes
     a request's log lines (the access log, a warning) around its answer, not before it:
-    a test that reads them right after its answer races the writer."""
+    a test that reads them right after its answer races the writer. Whole lines only: a
+    line still being written (its pattern there, its end not yet) is left for the next
+    read."""
     def count(log: str) -> int:
         return len(pattern.findall(log)) if isinstance(pattern, re.Pattern) else log.count(pattern)
 
     def found():
         log = process.log()
+        log = log[:log.rfind("\n") + 1]
         return log if count(log) > more_than else None
     shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     try:
