@@ -482,9 +482,12 @@ class RedisTransport:
         while True:
             if self._losses != losses:
                 # A pop lost its connection: ours, idle, may be just as dead without
-                # knowing it. Start afresh with the others (no message is lost by it:
-                # Redis was unavailable a moment ago).
-                raise self._redis.exceptions.ConnectionError("another connection was lost")
+                # knowing it, or fine (the pop's read timed out because this process
+                # was paused: SIGSTOP, a stalled VM). A PING tells, rather than a
+                # reconnection, which would drop what the app sends meanwhile.
+                losses = self._losses
+                await self._command(conn, "PING")
+                continue
             if not self._outbox and not self._control and not self._publishes:
                 self._wake.clear()
                 try:
@@ -603,7 +606,9 @@ class RedisTransport:
                     await body(conn)
                 except errors as exc:
                     if name == "sends":
-                        self._sender_up = False
+                        # Kept while the connection that worked is made again (a restart
+                        # of it, not yet of Redis); dropped from a failed attempt on.
+                        self._sender_up = None if self._sender_up else False
                         self._release_writers()
                     elif name != "groups":  # (the writer does not depend on it)
                         self._losses += 1

@@ -291,6 +291,8 @@ def test_reconnects_after_a_restart_logging_once_each_way(server, caplog):
         await until(lambda: transport._available, what="connected")
         server.stop()
         await until(lambda: transport._available is False, what="noticed")
+        # Kept while the writer connects again; dropped once that failed.
+        await until(lambda: transport._sender_up is False, what="a reconnection failed")
         gateway = transport.reply_link(transport.inbox, "gw-1")
         transport.send_nowait(gateway, b"lost")  # Redis is down: dropped, not kept
         await asyncio.sleep(1.0)  # several reconnection attempts
@@ -307,6 +309,33 @@ def test_reconnects_after_a_restart_logging_once_each_way(server, caplog):
     assert sum("unavailable" in line for line in lines) == 1, lines
     assert sum("available again" in line for line in lines) == 1, lines
     assert any("1 message(s) dropped" in line for line in lines), lines
+
+
+def test_a_pause_of_the_process_loses_no_message_sent_after_it(server, caplog):
+    """A process paused longer than the read timeout (SIGSTOP, a stalled VM; here the
+    event loop blocked) finds its pops' reads timed out at once when it runs again. Their
+    connections are made again; the writer's still works, and what the app sends then
+    goes out (it used to be dropped while the writer was made again too)."""
+    db = server.client()
+    caplog.set_level(logging.INFO, logger="asgi_bridge.transport")
+
+    async def main():
+        transport = RedisTransport(server.url(), "wk-p")
+        transport.READ_TIMEOUT = 2.0  # (the pops' BLMPOP blocks 1 s of it)
+        transport.BACKOFF_MIN = 1.0   # a reconnection window long enough to send into
+        transport.set_free_capacity(1)
+        transport.start(lambda link, data: None)
+        await until(lambda: transport._available, what="connected")
+        await asyncio.sleep(0.2)  # both pops blocked in Redis
+        time.sleep(2.5)  # the whole process stopped: every timer is due at once after
+        await until(lambda: transport._losses > 0, what="the pops' reads timed out")
+        gateway = transport.reply_link(transport.inbox, "gw-1")
+        transport.send_nowait(gateway, b"after the pause")
+        await until(lambda: db.lrange("asgi:{gw:gw-1}", 0, -1) == [b"after the pause"],
+                    what="sent")
+        await transport.close(0.5)
+    run(main(), timeout=30)
+    assert "dropped meanwhile" not in caplog.text or "(0 message(s) dropped" in caplog.text
 
 
 def test_acl_user(tmp_path):
