@@ -10,6 +10,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq
@@ -400,6 +401,12 @@ def path(request):
 def gateway():
     gw = FakeGateway()
     yield gw
+    # A transport a failed test did not close: its context terminated by the garbage
+    # collector during a later test would wait for its sockets forever.
+    while _started:
+        context = _started.pop()._context
+        if context is not None and not context.closed:
+            context.destroy(linger=0)
     gw.close()
 
 
@@ -407,11 +414,23 @@ async def blocking(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+_started = []  # transports a failed test may have left open (closed by `gateway`)
+
+
 def started(gateway, capacity=shared_ring.DEFAULT_CAPACITY):
     got = asyncio.Queue()
     transport = make_transport([gateway.url], "wk-ring", ring_capacity=capacity)
     transport.start(lambda link, data: got.put_nowait(bytes(data)))
+    _started.append(transport)
     return transport, transport.links[0], got
+
+
+async def until(predicate, what, timeout=5.0):
+    """Polls (the transport takes a gateway's frames in on its own loop turns)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def test_accepted_ring_carries_large_messages_in_order(path, gateway):
@@ -421,7 +440,7 @@ def test_accepted_ring_carries_large_messages_in_order(path, gateway):
         await transport.send(link, b"before the answer" * 2000)  # 34 KiB: not yet accepted
         assert await blocking(gateway.message) == ("socket", b"before the answer" * 2000)
         gateway.send(b"\xc1A" + token)
-        await asyncio.sleep(0.05)  # the answer is in
+        await until(lambda: link.ring_writer is not None, "the gateway's A taken in")
         sizes = [16 * KIB - 1, 16 * KIB, 100, 40 * KIB, 16 * KIB]
         messages = [os.urandom(size) for size in sizes]
         for data in messages:  # written before the fake reads any: 56 KiB of 64 used
@@ -446,7 +465,7 @@ def test_a_refused_or_unanswered_offer_keeps_everything_on_the_socket(path, gate
         assert await blocking(gateway.message) == ("socket", big)
         gateway.send(b"\xc1X" + token)
         gateway.send(b"\xc1A" + token)  # too late: an X is final
-        await asyncio.sleep(0.05)
+        await until(lambda: link.ring is None, "the gateway's X taken in")
         await transport.send(link, big)
         assert await blocking(gateway.message) == ("socket", big)
         assert link.ring is None
@@ -577,7 +596,7 @@ def test_a_message_in_pieces_goes_whole_through_the_ring_or_the_socket(gateway):
         await transport.send(link, pieces())  # no ring yet: joined for the socket
         assert await blocking(gateway.message) == ("socket", whole)
         gateway.send(b"\xc1A" + token)
-        await asyncio.sleep(0.05)  # the answer is in
+        await until(lambda: link.ring_writer is not None, "the gateway's A taken in")
         await transport.send(link, pieces())  # each piece copied into the ring
         assert await blocking(gateway.message) == ("ring", whole)
         await transport.close(0.1)
