@@ -903,7 +903,8 @@ class Writer {
       Py_ssize_t pos = 0;
       while (PyDict_Next(obj, &pos, &key, &item)) {
         if (!PyUnicode_CheckExact(key) || !value(key, depth + 1)) return false;
-        payload_next_ = depth == 0 && is_payload_key(key);  // (the event is at depth 0)
+        // (the event is at depth 0; the key is compared only when splitting at all)
+        payload_next_ = depth == 0 && split_min_ != SIZE_MAX && is_payload_key(key);
         if (!value(item, depth + 1)) return false;
       }
       return true;
