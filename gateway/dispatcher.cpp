@@ -71,8 +71,11 @@ void Dispatcher::start() {
   options.identity = gateway_id_;
   options.key_prefix = config_.bus_prefix;
   // ZeroMQ refuses a larger frame itself (and drops that peer), before
-  // allocating it: no worker makes us buffer more than this per message.
-  options.max_message_size = std::max(config_.max_message_size, config_.max_body_size) + k_envelope_slack;
+  // allocating it: no worker makes us buffer more than this per message. A
+  // response body piece of the largest window fits too (docs/protocol.md §5).
+  options.max_message_size =
+      std::max({config_.max_message_size, config_.max_body_size, std::size_t{protocol::k_largest_body_piece}}) +
+      k_envelope_slack;
   options.shared_memory = config_.bus_shared_memory;
   options.shared_memory_counters = &metrics_.shared_memory();
   options.curve.secret_key_file = config_.bus_secret_key;

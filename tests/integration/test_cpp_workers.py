@@ -703,6 +703,30 @@ def test_redis_start_carries_the_body_where_the_gateway_offers_it(redis_bus, lon
     assert events[2][1]["event"]["body"] == b"two messages"
 
 
+def test_redis_body_pieces_are_a_quarter_window_where_the_gateway_takes_them(redis_bus, lone_cpp_worker):
+    """docs/protocol.md §5: to a gateway that offers feature bit 2, a 200 KiB echo is one
+    message (a piece is a quarter of the default 1 MiB window); to one that does not, a start
+    with the first 60 KiB and body events of 60, 60 and 20 KiB."""
+    lone_cpp_worker("echo")
+    gw = FakeGateway(redis_bus)
+    data = bytes(range(256)) * 800  # 200 KiB
+    gw.first_http(1, data, features=3)
+    gw.first_http(2, data, features=1)
+
+    def last_of(conn, ms):
+        return any(m["k"] == "event" and m["c"] == conn and not m["event"].get("more_body", True)
+                   for m in ms)
+    got = gw.receive_until(lambda ms: last_of(1, ms) and last_of(2, ms))
+    gw.close()
+    events = {c: [m["event"] for m in got if m["k"] == "event" and m["c"] == c] for c in (1, 2)}
+    assert [e["type"] for e in events[1]] == ["http.response.start"]
+    assert (events[1][0]["body"], events[1][0]["more_body"]) == (data, False)
+    assert [e["type"] for e in events[2]] == ["http.response.start"] + ["http.response.body"] * 3
+    assert [len(e["body"]) for e in events[2]] == [60 * 1024] * 3 + [20 * 1024]
+    assert [e["more_body"] for e in events[2]] == [True, True, True, False]
+    assert b"".join(e["body"] for e in events[2]) == data
+
+
 def test_redis_takes_no_more_connections_than_its_capacities(redis_bus, lone_cpp_worker):
     """No more WebSockets than --websocket-capacity; with those full, HTTP requests
     (--concurrency, counted apart) are still taken."""

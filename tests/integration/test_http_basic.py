@@ -1,5 +1,6 @@
 """HTTP/1.1 through gateway + bus + Python worker: requests, scope, bodies."""
 
+import contextlib
 import http.client
 import json
 import time
@@ -272,12 +273,48 @@ def test_large_body_both_ways(bridge):
     assert sum(n for n, _ in chunks) == len(payload)
 
 
-@pytest.mark.parametrize("length", ["1", "0"])
-def test_response_body_over_the_bus_message_limit_arrives_whole(bridge_factory, length):
+@contextlib.contextmanager
+def relayed_worker(bridge_factory, bus_url, *args):
+    """A gateway and one Python worker whose bus connection crosses a TCP relay that
+    records what the worker sends (the relay reads plain TCP only)."""
+    if not bus_url.startswith("zmq://127.0.0.1:") or bus_args(bus_url, "worker"):
+        pytest.skip("the relay reads plain TCP")
+    b = bridge_factory(workers=0)
+    relay = Relay(int(bus_url.rsplit(":", 1)[1]))
+    try:
+        w = Worker("basic_app:app", f"zmq://127.0.0.1:{relay.port}", b.log_dir, b.state.path,
+                   args=args, name="relayed-worker")
+        b.procs.append(w)
+        b.workers.append(w)
+        b.wait_ready()
+        yield b, relay
+    finally:
+        relay.close()
+
+
+@pytest.mark.zmq_only("a TCP relay between the worker and the gateway's ZeroMQ bus")
+def test_a_body_up_to_a_quarter_window_is_one_bus_message(bridge_factory, bus_url):
+    """docs/protocol.md §5: the gateway offers feature bit 2, so the worker sends a 200 KiB
+    response as one message (a start with its body: a piece is a quarter of the 1 MiB
+    window), and a 600 KiB one as a start and three body events (256 KiB, 256 KiB, the rest)."""
+    # No shared memory: every message crosses the relay whole.
+    with relayed_worker(bridge_factory, bus_url, "--bus-shared-memory", "0") as (b, relay):
+        for size, bodies in ((200 * 1024, 0), (600 * 1024, 3)):
+            seen = len(relay.capture())
+            r = request(b.port, "GET", f"/big?size={size}")
+            assert (r.status, r.body) == (200, bytes(range(256)) * (size // 256))
+            answer = relay.capture()[seen:]
+            assert answer.count(b"http.response.start") == 1
+            assert answer.count(b"http.response.body") == bodies, size
+
+
+@pytest.mark.parametrize("length,limit", [("1", "1048576"), ("0", "1048576"), ("1", "1000")])
+def test_response_body_over_the_bus_message_limit_arrives_whole(bridge_factory, length, limit):
     # The gateway refuses a bus message over max(--max-body-size,
-    # --max-message-size) + 64 KiB and drops the worker that sent it: the app's
-    # one 5 MiB send must reach the bus as several body events.
-    b = bridge_factory(gateway_args=["--max-body-size", "1048576", "--max-message-size", "1048576"])
+    # --max-message-size, 256 KiB) + 64 KiB and drops the worker that sent it: the
+    # app's one 5 MiB send must reach the bus as several body events, of a quarter
+    # window each (docs/protocol.md §5), which fit even the smallest limits.
+    b = bridge_factory(gateway_args=["--max-body-size", limit, "--max-message-size", limit])
     size = 5 * 1024 * 1024
     expected = bytes(range(256)) * (size // 256)
     for _ in range(2):  # and the worker is still there for the next one
@@ -394,17 +431,7 @@ def test_a_response_start_carries_its_body_over_the_bus(bridge_factory, bus_url)
     """docs/protocol.md §4.2: the gateway advertises `features` 1, the worker sends a hello's
     start and body as one message, and the client gets the whole response; a start the app
     sends before a wait reaches the gateway while the app waits."""
-    if not bus_url.startswith("zmq://127.0.0.1:") or bus_args(bus_url, "worker"):
-        pytest.skip("the relay reads plain TCP")
-    b = bridge_factory(workers=0)
-    relay = Relay(int(bus_url.rsplit(":", 1)[1]))
-    try:
-        w = Worker("basic_app:app", f"zmq://127.0.0.1:{relay.port}", b.log_dir, b.state.path,
-                   name="relayed-worker")
-        b.procs.append(w)
-        b.workers.append(w)
-        b.wait_ready()
-
+    with relayed_worker(bridge_factory, bus_url) as (b, relay):
         seen = len(relay.capture())
         r = request(b.port, "GET", "/")
         assert (r.status, r.body, r.header("content-length")) == (200, b"hello", "5")
@@ -421,5 +448,3 @@ def test_a_response_start_carries_its_body_over_the_bus(bridge_factory, bus_url)
         b.state.touch("go-w1")
         r = waiting.result(10)
         assert (r.status, r.body) == (200, b"after the wait")
-    finally:
-        relay.close()

@@ -1,6 +1,6 @@
 """A response's start carrying its first body (docs/protocol.md §2.5 and §4.2, issue 19), driven by a
-scripted worker: the gateway offers `features: 1` on the first event of every connection, and serves
-such a start over HTTP/1.1 and HTTP/2 as the start followed by that body, with every check of the
+scripted worker: the gateway offers `features: 3` (bit 1 among them) on the first event of every
+connection, and serves such a start over HTTP/1.1 and HTTP/2 as the start followed by that body, with every check of the
 two (HEAD, the byte window and its credits, a malformed start)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .test_worker_attacks import error_for
 from .wsraw import RawWebSocket
 
 START_BODY = 1  # the feature bit
+LARGE_PIECES = 2  # the other one the gateway offers (docs/protocol.md §5)
 KiB = 1024
 
 
@@ -27,21 +28,21 @@ def test_every_first_event_offers_the_feature(fake_bridge):
     fake = fake_bridge.add_fake()
     pending = Background(request, fake_bridge.port, "GET", "/", timeout=20)
     msg = fake.next_event(type_="http.request")
-    assert msg["features"] == START_BODY
+    assert msg["features"] == START_BODY | LARGE_PIECES
     fake.reply(msg["c"], start_with_body(b"one message"))
     assert (pending.result().status, pending.result().body) == (200, b"one message")
 
     with H2Client(fake_bridge.port, timeout=20) as c:
         stream = c.request("/")
         msg = fake.next_event(type_="http.request")
-        assert msg["features"] == START_BODY
+        assert msg["features"] == START_BODY | LARGE_PIECES
         fake.reply(msg["c"], start_with_body(b"over h2"))
         r = c.wait([stream])[0]
         assert (r.status, bytes(r.body), r.ended) == (200, b"over h2", True)
 
     with RawWebSocket(fake_bridge.port, "/ws", timeout=20) as ws:
         msg = fake.next_event(type_="websocket.connect")
-        assert msg["features"] == START_BODY
+        assert msg["features"] == START_BODY | LARGE_PIECES
         fake.reply(msg["c"], {"type": "websocket.close", "code": 1000, "reason": ""})
         assert ws.read_handshake().status == 403
 

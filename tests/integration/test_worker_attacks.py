@@ -187,7 +187,7 @@ def test_bus_message_over_the_size_limit_drops_that_worker(bridge_factory, bus_u
         wait_for_log(b.gateway, f"worker {fake.id} joined")
         before = rss(b.gateway.pid)
         fake.send({"v": 1, "k": "heartbeat", "w": fake.id, "capacity": 4, "active": 0,
-                   "padding": b"p" * (64 * MiB)})  # 1000 + 64 KiB is the limit
+                   "padding": b"p" * (64 * MiB)})  # 256 + 64 KiB is the limit
         wait_for_log(b.gateway, f"worker {fake.id} lost (disconnected)")
         assert rss(b.gateway.pid) - before < 32 * MiB
     finally:

@@ -570,17 +570,17 @@ TEST(LargeBody, SplitIntoPiecesInOrderWithinTheWindow) {
   });
   // The gateway writes what it gets and gives credit for it (bounded rounds).
   for (int round = 0; round < 1000 && !done; ++round) {
-    EXPECT_LE(h.connection->flow().unacknowledged(), window + k_body_piece);
+    EXPECT_LE(h.connection->flow().unacknowledged(), window + protocol::k_body_piece);
     h.connection->add_credit(h.connection->flow().unacknowledged());
     h.poll();
   }
   ASSERT_TRUE(done);
   auto events = h.events();
-  ASSERT_EQ(events.size(), 1 + (sent.size() + k_body_piece - 1) / k_body_piece);
+  ASSERT_EQ(events.size(), 1 + (sent.size() + protocol::k_body_piece - 1) / protocol::k_body_piece);
   std::string received;
   for (std::size_t i = 1; i < events.size(); ++i) {
     const auto& piece = std::get<protocol::HttpResponseBody>(events[i]);
-    EXPECT_LE(piece.body.size(), k_body_piece);
+    EXPECT_LE(piece.body.size(), protocol::k_body_piece);
     EXPECT_EQ(piece.more_body, i + 1 < events.size()) << i;
     received += piece.body;
   }
@@ -589,19 +589,61 @@ TEST(LargeBody, SplitIntoPiecesInOrderWithinTheWindow) {
   EXPECT_TRUE(h.errors().empty());
 }
 
+// A gateway that announces large pieces (docs/protocol.md §2.5) takes a quarter
+// of the window per body event: a 64 KiB body is one event, a larger one goes
+// in pieces of window / 4, within window + a piece.
+TEST(LargeBody, AGatewayTakingLargePiecesGetsQuarterWindowPieces) {
+  constexpr std::uint64_t window = 1024 * 1024;
+  constexpr std::uint64_t piece = window / 4;
+  auto h = http(window, protocol::k_feature_large_pieces | protocol::k_feature_start_body);
+  std::string whole(64 * 1024, 'w');
+  std::string large(3 * piece + 1000, 'l');
+  bool done = false;
+  h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
+    co_await send(start_200());
+    co_await send(body(whole, true));
+    co_await send(body(large, false));
+    done = true;
+  });
+  for (int round = 0; round < 100 && !done; ++round) {
+    EXPECT_LE(h.connection->flow().unacknowledged(), window + piece);
+    h.connection->add_credit(h.connection->flow().unacknowledged());
+    h.poll();
+  }
+  ASSERT_TRUE(done);
+  auto events = h.events();
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]).body, std::optional<protocol::Bytes>(whole));
+  std::string received;
+  for (std::size_t i = 1; i < events.size(); ++i) {
+    const auto& sent = std::get<protocol::HttpResponseBody>(events[i]);
+    EXPECT_EQ(sent.body.size(), i < 4 ? piece : 1000u) << i;
+    EXPECT_EQ(sent.more_body, i < 4) << i;
+    received += sent.body;
+  }
+  EXPECT_TRUE(received == large);
+}
+
+// A window too small for a quarter of it to beat the 60 KiB every gateway takes.
+TEST(LargeBody, PiecesAreNeverSmallerThanSixtyKiB) {
+  EXPECT_EQ(protocol::body_piece(protocol::k_feature_large_pieces, 64 * 1024), protocol::k_body_piece);
+  EXPECT_EQ(protocol::body_piece(0, 64 * 1024 * 1024), protocol::k_body_piece);
+  EXPECT_EQ(protocol::body_piece(protocol::k_feature_large_pieces, 256 * 1024), protocol::k_body_piece + 4 * 1024);
+}
+
 TEST(LargeBody, PiecesWaitForCreditAndLaterSendsWaitForThem) {
   auto h = http(1);
   h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
     co_await send(start_200());
-    co_await send(body(std::string(3 * k_body_piece, 'x'), true));
+    co_await send(body(std::string(3 * protocol::k_body_piece, 'x'), true));
     co_await send(body("end", false));
   });
   EXPECT_EQ(h.events().size(), 2u);  // the start and the first piece: then over the window
-  h.connection->add_credit(k_body_piece);
+  h.connection->add_credit(protocol::k_body_piece);
   h.poll();
   EXPECT_EQ(h.events().size(), 3u);
   for (int i = 0; i < 2; ++i) {
-    h.connection->add_credit(k_body_piece);
+    h.connection->add_credit(protocol::k_body_piece);
     h.poll();
   }
   auto events = h.events();
@@ -616,7 +658,7 @@ TEST(LargeBody, ClientLeavingBetweenPiecesRaises) {
   std::string error;
   h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
     co_await send(start_200());
-    error = co_await thrown([&] { return send(body(std::string(4 * k_body_piece, 'x'), false)); });
+    error = co_await thrown([&] { return send(body(std::string(4 * protocol::k_body_piece, 'x'), false)); });
   });
   EXPECT_EQ(h.events().size(), 2u);
   h.connection->feed(protocol::HttpDisconnect{});
@@ -717,13 +759,13 @@ TEST(StartWithBody, TrailersFollowTheJoinedStart) {
 // A body over a piece: the start takes the first 60 KiB, the rest follows.
 TEST(StartWithBody, ALargeBodyGivesTheStartItsFirstPiece) {
   auto h = http_offering_start_body();
-  std::string data(k_body_piece + 100, 'x');
+  std::string data(protocol::k_body_piece + 100, 'x');
   h.start([&](protocol::Scope, Receive, Send send) -> awaitable<void> {
     co_await send(start_with(data));  // http_app's form
   });
   auto events = h.events();
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_with(data.substr(0, k_body_piece), true));
+  EXPECT_EQ(std::get<protocol::HttpResponseStart>(events[0]), start_with(data.substr(0, protocol::k_body_piece), true));
   EXPECT_EQ(std::get<protocol::HttpResponseBody>(events[1]), body(std::string(100, 'x')));
   EXPECT_TRUE(h.finished);
 }

@@ -33,11 +33,6 @@ struct ConnectionInfo {
   std::uint64_t features = 0;  // the first event's (docs/protocol.md §2.5)
 };
 
-// The gateway refuses a bus message over max(--max-message-size,
-// --max-body-size) + 64 KiB: a larger response body goes as several body
-// events of this size, which (with its envelope) fits whatever its options.
-inline constexpr std::size_t k_body_piece = 60 * 1024;
-
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Delivers one message for the owning gateway (kind event, credit or error).
@@ -118,6 +113,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::any_io_executor executor_;
   protocol::Scope scope_;  // until run(): then the app's
   ConnectionInfo info_;
+  // A larger response body goes as several body events (docs/protocol.md §5).
+  std::size_t body_piece_;
   Emit emit_;
   Notifier changed_;  // the queue, the state or the window changed
   FlowControl flow_;

@@ -36,6 +36,8 @@ _UINT_KEYS = frozenset(("c", "s", "capacity", "active", "ws_capacity", "window",
 # `features` (§2.1) on a connection's first event: the optional forms the gateway accepts.
 # This one: an http.response.start may carry the response's first body (§4.2).
 FEATURE_START_BODY = 1
+# This one: a response body may go in pieces of a quarter of the byte window (§5).
+FEATURE_LARGE_PIECES = 2
 _STR_KEYS = frozenset(("k", "g", "w", "message", "group", "channel"))
 
 # RFC 9110 token (header names) and the bytes that could split a response (values).

@@ -19,8 +19,18 @@ CREDIT_BATCH = 8             # §5: acknowledge consumed events 8 at a time
 DEFAULT_WINDOW = 1024 * 1024  # §5: bytes in flight when the first event has no `window`
 # §5: a larger response body goes as several body events. The gateway refuses a bus
 # message over max(--max-message-size, --max-body-size) + 64 KiB, so a piece of 60 KiB
-# (and its envelope) fits whatever the gateway's options.
+# (and its envelope) fits whatever the gateway's options. One that announces
+# FEATURE_LARGE_PIECES takes a quarter of the connection's window (body_piece).
 BODY_PIECE = 60 * 1024
+
+
+def body_piece(features, window):
+    """The largest body one event may carry on a connection (§5): a quarter of the
+    window when the gateway takes large pieces (the step in which it gives credit back),
+    never less than the 60 KiB every gateway takes."""
+    if features & codec.FEATURE_LARGE_PIECES and window // 4 > BODY_PIECE:
+        return window // 4
+    return BODY_PIECE
 _SPLIT_TYPES = frozenset(("http.response.body", "websocket.http.response.body"))
 # docs/broadcast.md: the channels one WebSocket may be subscribed to at once (the
 # gateway closes the socket 1011 past it; we tell the app first).
@@ -60,9 +70,10 @@ class Connection:
     # the first body (HttpConnection._advance), or, when the bus could not take it at
     # once, the future of its send, which the next send() waits for.
     held_start = None
+    _piece = BODY_PIECE  # the largest body in one event (body_piece)
 
     def __init__(self, scope, gateway, conn_id, worker_id, send_bytes, window=None,
-                 first_event=None, push_bytes=None, parts=False):
+                 first_event=None, push_bytes=None, parts=False, features=0):
         self.scope = scope
         self.gateway = gateway
         self.conn_id = conn_id
@@ -75,6 +86,8 @@ class Connection:
         # encoding (wire.encode_event's parts), the bus copies it once.
         self._parts = parts
         self._window = DEFAULT_WINDOW if window is None else window
+        if features:
+            self._piece = body_piece(features, self._window)
         self._queue = collections.deque()
         if first_event is not None:
             self._queue.append(first_event)
@@ -166,7 +179,7 @@ class Connection:
             size = wire.payload_size(event)
             if type(held) is not dict:  # its send, which the bus made wait
                 await held
-            elif size <= BODY_PIECE and event["type"] == "http.response.body":
+            elif size <= self._piece and event["type"] == "http.response.body":
                 # One message for both (docs/protocol.md §4.2), counted against the
                 # window and sent below as the body would have been.
                 held["body"] = event["body"]
@@ -176,7 +189,7 @@ class Connection:
                 data = self._emit_now(held, 0)
                 if data is not None:
                     await self._send_bytes(data)
-        if size > BODY_PIECE and event["type"] in _SPLIT_TYPES:
+        if size > self._piece and event["type"] in _SPLIT_TYPES:
             await self._send_pieces(event)
         elif self._writable or not size:
             # The common case in this coroutine itself: no coroutine per step of it, and
@@ -198,16 +211,17 @@ class Connection:
             await self._send_event(event, size)
 
     async def _send_pieces(self, event):
-        """A body as consecutive body events of BODY_PIECE bytes, each in turn within
-        the window; all but the last with more_body, the last with the app's."""
+        """A body as consecutive body events of a piece each, each in turn within the
+        window; all but the last with more_body, the last with the app's."""
         body = memoryview(event["body"])
-        last = len(body) - BODY_PIECE
-        for start in range(0, len(body), BODY_PIECE):
+        step = self._piece
+        last = len(body) - step
+        for start in range(0, len(body), step):
             if self.failed:
                 return
             if start and self.disconnected:
                 raise ClientDisconnected("client disconnected")
-            piece = body[start:start + BODY_PIECE]
+            piece = body[start:start + step]
             await self._send_event({
                 "type": event["type"], "body": piece,
                 "more_body": event["more_body"] if start >= last else True}, len(piece))

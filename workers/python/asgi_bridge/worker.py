@@ -355,8 +355,9 @@ class Worker:
             scope["state"] = dict(self.state)  # ASGI: a shallow copy per connection
         websocket = scope["type"] == "websocket"
         cls = WebSocketConnection if websocket else HttpConnection
+        features = msg.get("features", 0)  # §2.5
         conn = cls(scope, gateway.id, conn_id, self.worker_id, gateway.send,
-                   msg.get("window"), event, gateway.push, gateway.parts)
+                   msg.get("window"), event, gateway.push, gateway.parts, features)
         key = (gateway.id, conn_id)
         self.conns[key] = conn
         gateway.conns.add(key)
@@ -369,7 +370,7 @@ class Worker:
         if self._tells_capacity:
             self._update_capacity()
         # A start may carry the first body: held back while the app's task step runs.
-        hold = not websocket and msg.get("features", 0) & codec.FEATURE_START_BODY
+        hold = not websocket and features & codec.FEATURE_START_BODY
         if hold:
             conn.hold_start = EAGER_STEP
         slots = self._ws_slots if websocket else self._slots

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from asgi_bridge.connection import BODY_PIECE
-from asgi_bridge import codec, runtime
+from asgi_bridge import codec, connection, runtime
 from bridge_helpers import FakeTransport
 from test_eager import LOOPS
 from test_worker import first_http, make_worker, settle
@@ -37,11 +37,13 @@ def run(main, loop_name="auto"):
         return runner.run(asyncio.wait_for(main, 10))
 
 
-def open_connection(app, push, eager, features=codec.FEATURE_START_BODY, **first):
+def open_connection(app, push, eager, features=codec.FEATURE_START_BODY, window=None, **first):
     worker, bus = make_worker(app, transport=PushTransport() if push else FakeTransport())
     envelope = first_http(**first)
     if features:
         envelope["features"] = features
+    if window is not None:
+        envelope["window"] = window
     if eager:
         asyncio.get_running_loop().call_soon(bus.deliver, envelope)
     else:
@@ -147,6 +149,49 @@ def test_a_body_over_60_kib_goes_after_the_start_in_pieces(push, eager):
             (1, {"type": "http.response.body", "body": body[:BODY_PIECE], "more_body": True}),
             (2, {"type": "http.response.body", "body": body[BODY_PIECE:], "more_body": False})]
     run(main())
+
+
+LARGE = codec.FEATURE_START_BODY | codec.FEATURE_LARGE_PIECES
+
+
+@pytest.mark.parametrize("push,eager", WAYS, ids=IDS)
+def test_a_gateway_taking_large_pieces_gets_a_64_kib_body_in_the_start(push, eager):
+    # §2.5 bit 2: a quarter of the window (1 MiB by default) per event.
+    async def main():
+        body = bytes(range(256)) * 256  # 64 KiB
+
+        async def app(scope, receive, send):
+            await send(START)
+            await send({"type": "http.response.body", "body": body})
+
+        worker, bus = open_connection(app, push, eager, features=LARGE)
+        await settle()
+        assert events(bus) == [(0, started(body))]
+    run(main())
+
+
+def test_large_pieces_are_a_quarter_of_the_window():
+    async def main():
+        window = 512 * 1024
+        body = bytes(range(256)) * (window // 256 + 4)  # the window and 1 KiB
+
+        async def app(scope, receive, send):
+            await send(START)
+            await send({"type": "http.response.body", "body": body})
+
+        worker, bus = open_connection(app, True, True, features=LARGE, window=window)
+        await settle()
+        piece = window // 4  # 128 KiB: four fill the window, the fifth is 1 KiB
+        assert events(bus) == [(0, dict(START, trailers=False))] + [
+            (1 + i, {"type": "http.response.body", "body": body[i * piece:(i + 1) * piece],
+                     "more_body": i < 4}) for i in range(5)]
+    run(main())
+
+
+def test_without_the_bit_or_with_a_small_window_pieces_stay_60_kib():
+    assert connection.body_piece(codec.FEATURE_START_BODY, 1 << 30) == BODY_PIECE
+    assert connection.body_piece(LARGE, 128 * 1024) == BODY_PIECE
+    assert connection.body_piece(LARGE, 1024 * 1024) == 256 * 1024
 
 
 def test_a_body_of_exactly_60_kib_joins_the_start():

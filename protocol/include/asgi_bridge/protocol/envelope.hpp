@@ -22,8 +22,24 @@ inline constexpr std::uint64_t k_default_byte_window = 1024 * 1024;
 // forms a gateway accepts, announced on the first event of every connection.
 // An http.response.start may carry the first body (HttpResponseStart::body).
 inline constexpr std::uint64_t k_feature_start_body = 1;
+// A response body may go in pieces of a quarter of the byte window (body_piece).
+inline constexpr std::uint64_t k_feature_large_pieces = 2;
 // Every bit this gateway accepts.
-inline constexpr std::uint64_t k_gateway_features = k_feature_start_body;
+inline constexpr std::uint64_t k_gateway_features = k_feature_start_body | k_feature_large_pieces;
+
+// Large bodies (docs/protocol.md §5): a response body larger than a piece goes
+// as several body events. Every gateway takes a piece of 60 KiB (with its
+// envelope, within its smallest bus message limit); one that announces
+// k_feature_large_pieces takes a quarter of the connection's byte window: the
+// step in which it gives credit back, and at most a quarter more than the
+// window waiting in the gateway for the client.
+inline constexpr std::uint64_t k_body_piece = 60 * 1024;
+constexpr std::uint64_t body_piece(std::uint64_t features, std::uint64_t window) {
+  bool large = (features & k_feature_large_pieces) != 0 && window / 4 > k_body_piece;
+  return large ? window / 4 : k_body_piece;
+}
+// The largest piece this gateway's windows allow: its bus takes that much.
+inline constexpr std::uint64_t k_largest_body_piece = body_piece(k_gateway_features, k_default_byte_window);
 
 enum class Kind {
   event,      // an ASGI event of one connection (either direction)
