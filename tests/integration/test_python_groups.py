@@ -78,6 +78,12 @@ def test_room_spans_two_python_workers(bridge_factory):
                 for ws in (c1, c2):
                     assert [await recv(ws) for _ in range(20)] == [b"\x00%d" % n
                                                                    for n in range(20)]
+                # Large enough for the shared-memory rings on ZeroMQ: the gateway
+                # relays a group message it read from a worker's ring.
+                big = bytes(range(256)) * 160
+                await c2.send(big)
+                for ws in (c1, c2):
+                    assert await recv(ws) == big
                 await c2.send("leave")
                 assert await recv(c2) == "left"
                 await c1.send("after")
