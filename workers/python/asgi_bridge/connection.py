@@ -22,6 +22,12 @@ DEFAULT_WINDOW = 1024 * 1024  # §5: bytes in flight when the first event has no
 # (and its envelope) fits whatever the gateway's options. One that announces
 # FEATURE_LARGE_PIECES takes a quarter of the connection's window (body_piece).
 BODY_PIECE = 60 * 1024
+_SPLIT_TYPES = frozenset(("http.response.body", "websocket.http.response.body"))
+# docs/broadcast.md: the channels one WebSocket may be subscribed to at once (the
+# gateway closes the socket 1011 past it; we tell the app first).
+MAX_SUBSCRIPTIONS = 64
+_BROADCAST_TYPES = frozenset(("asgi-bridge.subscribe", "asgi-bridge.unsubscribe"))
+_NOT_UTF8 = "event: a str field is not valid UTF-8"
 
 
 def body_piece(features, window):
@@ -31,12 +37,6 @@ def body_piece(features, window):
     if features & codec.FEATURE_LARGE_PIECES and window // 4 > BODY_PIECE:
         return window // 4
     return BODY_PIECE
-_SPLIT_TYPES = frozenset(("http.response.body", "websocket.http.response.body"))
-# docs/broadcast.md: the channels one WebSocket may be subscribed to at once (the
-# gateway closes the socket 1011 past it; we tell the app first).
-MAX_SUBSCRIPTIONS = 64
-_BROADCAST_TYPES = frozenset(("asgi-bridge.subscribe", "asgi-bridge.unsubscribe"))
-_NOT_UTF8 = "event: a str field is not valid UTF-8"
 
 
 class Connection:
