@@ -193,20 +193,30 @@ awaitable<bool> HttpSession::read_head() {
   parser_->body_limit(config_.max_body_size);
   idle_ = true;
   boost::system::error_code ec;
-  if (buffer_.size() == 0) {  // idle keep-alive: wait for the first bytes
+  // RFC 9112 §2.2: empty lines before a request line are ignored (a client
+  // may send a CRLF after a POST body). The connection is idle meanwhile,
+  // within the same --keepalive-timeout, and max_header_size bytes of them
+  // are answered 400.
+  auto blank = drop_empty_lines();
+  if (awaiting_request_line() && blank <= config_.max_header_size) {  // idle keep-alive: wait for the first bytes
     arm(read_deadline_, config_.keepalive_timeout);
     // A read, not async_wait(wait_read): Asio tries a read at once (often the
     // next request is there already), where a wait always re-arms epoll with
     // an epoll_ctl: one system call per request saved. Over TLS a wait could
     // also miss bytes OpenSSL has already taken off the socket.
     bool after_response = head_started_ != Clock::time_point{};
-    auto n = after_response ? co_await read_after_round(buffer_.prepare(k_head_read), ec)
-                            : co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
-    buffer_.commit(n);
+    do {
+      auto n = after_response ? co_await read_after_round(buffer_.prepare(k_head_read), ec)
+                              : co_await stream_.async_read_some(buffer_.prepare(k_head_read), redirect_error(use_awaitable, ec));
+      buffer_.commit(n);
+      after_response = false;
+      blank += drop_empty_lines();
+    } while (!ec && !draining_ && awaiting_request_line() && blank <= config_.max_header_size);
     read_deadline_.clear();
     if (ec || draining_) co_return false;
   }
   idle_ = false;
+  if (blank > config_.max_header_size) co_return co_await reject_request(400, "empty lines without a request");
   head_started_ = Clock::now();
   bytes_in_ = bytes_out_ = 0;
   sent_status_ = 0;
@@ -242,6 +252,18 @@ awaitable<bool> HttpSession::read_head() {
   bytes_in_ += used;
   co_return true;
 }
+
+// Drops the CRLFs at the front of the buffer; how many bytes they were.
+std::size_t HttpSession::drop_empty_lines() {
+  auto bytes = buffered();
+  std::size_t n = 0;
+  while (bytes.substr(n, 2) == "\r\n") n += 2;
+  buffer_.consume(n);
+  return n;
+}
+
+// Nothing of a request line yet: no byte, or a CR that may start an empty line.
+bool HttpSession::awaiting_request_line() const { return buffer_.size() == 0 || buffered() == "\r"; }
 
 // The read that waits for a keep-alive connection's next request, started
 // once the responses queued in this round have gone out: the client has then

@@ -52,6 +52,8 @@ class HttpSession : public Drainable, public SweepWatched, public std::enable_sh
   boost::asio::awaitable<bool> reject_request(int status, std::string_view reason);
   static GatewayReason reason_of_status(int status);
   std::string_view buffered() const;  // the bytes read and not yet parsed
+  std::size_t drop_empty_lines();
+  bool awaiting_request_line() const;
   boost::asio::awaitable<bool> serve();
   enum class ReadResult { ok, client_gone, too_large, too_slow, malformed };
   boost::asio::awaitable<ReadResult> read_body_chunk(std::string& chunk);

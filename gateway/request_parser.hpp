@@ -4,6 +4,7 @@
 // together), as the ASGI scope requires. The body is streamed into a buffer
 // the caller lends for each read, as with http::buffer_body.
 #include <cstring>
+#include <string>
 
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -52,7 +53,7 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
     // Trailer fields of a chunked body (Beast calls this for them too): ASGI
     // has no request trailers, and storing them would grow without bound.
     if (is_header_done()) return;
-    request_.insert(name, name_string, value);
+    insert_field(name, name_string, value);
     // Most requests have a handful of fields: one allocation, not one per doubling.
     if (headers_.capacity() == 0) headers_.reserve(k_usual_fields);
     headers_.push_back({lower(name_string), std::string(value)});
@@ -73,6 +74,24 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
     body_used_ += n;
     if (n < body.size()) ec = boost::beast::http::error::need_buffer;
     return n;
+  }
+
+  // A list field split over several lines means what one line with the
+  // values joined by commas means (RFC 9110 §5.3). Beast reads only the first
+  // Connection, Upgrade or Sec-WebSocket-Extensions line (keep_alive(),
+  // websocket::is_upgrade, the WebSocket handshake and its deflate offer), so
+  // those are joined here; the scope's headers keep the lines as they came.
+  void insert_field(boost::beast::http::field name, string_view name_string, string_view value) {
+    using boost::beast::http::field;
+    bool joined = name == field::connection || name == field::upgrade || name == field::sec_websocket_extensions;
+    auto it = joined ? request_.find(name) : request_.end();
+    if (it == request_.end()) {
+      request_.insert(name, name_string, value);
+      return;
+    }
+    std::string list(it->value());
+    list.append(", ").append(value.data(), value.size());
+    request_.set(name, list);
   }
 
   static constexpr std::size_t k_usual_fields = 8;

@@ -59,6 +59,7 @@ def test_status_codes_pass_through(bridge):
             assert r.body == f"status {code}".encode()
 
 
+
 def test_curl_round_trip(bridge):
     head, body = curl_echo_post(bridge.port)
     assert head.startswith(b"HTTP/1.1 200"), head
@@ -406,6 +407,48 @@ def test_expect_100_continue(bridge):
         c.send(b"hello")
         r = c.read_response()
         assert (r.status, r.body) == (200, b"hello")
+
+
+def test_connection_close_on_a_later_field_line_closes(bridge):
+    """RFC 9112 §9.6: a close option ends the connection after the response, on
+    whichever Connection field line it comes (RFC 9110 §5.3: the lines form one list)."""
+    for head in (b"Connection: keep-alive\r\nConnection: close\r\n",
+                 b"Connection: foo\r\nX-Other: 1\r\nConnection: close\r\n"):
+        with RawConnection(bridge.port) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+            r = c.read_response()
+            assert r.status == 200
+            assert (r.header("connection") or "").lower() == "close"
+            assert c.at_eof(), head
+
+
+def test_empty_lines_before_a_request_line_are_ignored(bridge_factory):
+    """RFC 9112 §2.2: a server ignores empty lines before a request line, as after a
+    POST body whose client ended it with an extra CRLF. Alone, they leave the
+    connection idle: closed quietly at --keepalive-timeout, with no 408."""
+    b = bridge_factory(gateway_args=["--keepalive-timeout", "0.5"])
+    with RawConnection(b.port) as c:
+        c.send(b"\r\n\r\nGET /scope?n=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert unjson(json.loads(c.read_response().body))["query_string"] == b"n=1"
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody\r\n")
+        assert (c.read_response().body) == b"body"
+        c.send(b"\r")
+        time.sleep(0.1)  # the CRLF in two reads
+        c.send(b"\nGET /scope?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert unjson(json.loads(c.read_response().body))["query_string"] == b"n=3"
+        c.send(b"\r\n")
+        assert c.read_to_eof() == b"", "empty lines alone got an answer"
+
+
+def test_empty_lines_without_a_request_are_refused(bridge_factory):
+    """Bounded: more than --max-header-size bytes of empty lines get a 400."""
+    b = bridge_factory(gateway_args=["--max-header-size", "1024"])
+    with RawConnection(b.port) as c:
+        c.send(b"\r\n" * 600)
+        r = c.read_response()
+        assert r.status == 400
+        assert c.at_eof()
+    assert "empty lines without a request" in b.gateway.log()
 
 
 def test_idle_keep_alive_connection_is_closed(bridge_factory):

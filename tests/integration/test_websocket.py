@@ -243,6 +243,16 @@ def test_no_worker_is_503(bridge_factory):
     assert r.status == 503
 
 
+def test_a_connection_list_split_over_field_lines_still_upgrades(bridge_factory):
+    """RFC 9110 §5.3: "Connection: keep-alive" and "Connection: Upgrade" on two field
+    lines mean "keep-alive, Upgrade" (Beast alone reads only the first line)."""
+    b = bridge_factory(APP)
+    with RawWebSocket(b.port, "/echo", connection=("keep-alive", "Upgrade")) as c:
+        assert c.read_handshake().status == 101
+        c.send_frame(0x1, b"split")
+        assert c.read_frame() == (True, 0x1, b"split")
+
+
 def test_bad_handshakes_never_reach_the_app(bridge_factory):
     b = bridge_factory(APP)
     base = (f"GET /hold?id=bad HTTP/1.1\r\nHost: 127.0.0.1:{b.port}\r\nUpgrade: websocket\r\n"

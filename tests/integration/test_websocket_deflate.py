@@ -120,6 +120,18 @@ def test_raw_compressed_frames_round_trip(bridge_factory):
     assert b.state.wait_for("ws-raw").startswith("disconnect 1000")
 
 
+def test_an_offer_on_a_later_extensions_line_is_taken(bridge_factory):
+    """RFC 9110 §5.3: Sec-WebSocket-Extensions lines form one list; the offer on the
+    second line is negotiated as if it came alone."""
+    b = bridge_factory(APP)
+    c, extensions = opened(b.port, "/echo?id=lines",
+                           headers=(("Sec-WebSocket-Extensions", "x-unknown"), OFFER))
+    with c:
+        assert extensions == DEFAULT_ANSWER
+        c.send_frame(TEXT, deflate(b"second line", 12), rsv1=True)
+        assert read_compressed(c, zlib.decompressobj(-15)) == (TEXT, b"second line")
+
+
 def test_invalid_utf8_inside_a_compressed_text_closes_1007(bridge_factory):
     """UTF-8 is checked on the inflated text, as on an uncompressed one."""
     b = bridge_factory(APP)

@@ -20,10 +20,13 @@ from .harness import RawConnection, RawResponse
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
-def handshake(path: str, port: int, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+def handshake(path: str, port: int, headers: Iterable[tuple[str, str]] = (),
+              connection: Iterable[str] = ("Upgrade",)) -> bytes:
+    """The upgrade request; `connection`: the Connection field lines, one per item."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+             *(f"Connection: {value}" for value in connection),
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -76,13 +79,14 @@ class RawWebSocket(RawConnection):
     """A socket that sends one handshake and then speaks frames by hand."""
 
     def __init__(self, port: int, path: str, headers: Iterable[tuple[str, str]] = (),
-                 timeout: float = 10.0, rcvbuf: Optional[int] = None):
+                 timeout: float = 10.0, rcvbuf: Optional[int] = None,
+                 connection: Iterable[str] = ("Upgrade",)):
         super().__init__(port, timeout)
         if rcvbuf is not None:
             # Small and fixed: a client that stops reading pushes back sooner.
             import socket
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.send(handshake(path, port, headers))
+        self.send(handshake(path, port, headers, connection))
 
     def read_handshake(self) -> RawResponse:
         """The 101 head, or (when refused) the whole HTTP response."""
