@@ -185,8 +185,9 @@ std::string format_response_head(const ResponseHead& head) {
       using protocol::http::iequals;
       std::string_view name = header.name;
       if (is_hop_by_hop_for_app(name)) continue;
-      // Repeats are identical (check_response_head): one line, as RFC 9110 §8.6 wants.
-      if (iequals(name, "content-length") && std::exchange(has_length, true)) continue;
+      // Repeats are identical (check_response_head): one line, as RFC 9110 §8.6
+      // wants, and none on a 204, which MUST NOT have one (as over HTTP/2).
+      if (iequals(name, "content-length") && (head.status == 204 || std::exchange(has_length, true))) continue;
       has_date = has_date || iequals(name, "date");
       has_server = has_server || iequals(name, "server");
       out.append(header.name).append(": ").append(header.value).append("\r\n");

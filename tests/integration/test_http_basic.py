@@ -59,6 +59,16 @@ def test_status_codes_pass_through(bridge):
             assert r.body == f"status {code}".encode()
 
 
+def test_a_204_has_no_body_and_no_content_length(bridge):
+    """RFC 9110 §8.6: a 204 MUST NOT carry Content-Length, though the app gave one
+    (its body is dropped); the connection goes on with the next request."""
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = c.read_head()
+        assert head.status == 204
+        assert head.header("content-length") is None, head
+        assert c.read_response().status == 200  # nothing of the dropped body came between
+
 
 def test_curl_round_trip(bridge):
     head, body = curl_echo_post(bridge.port)
