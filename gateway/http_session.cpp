@@ -329,7 +329,8 @@ awaitable<bool> HttpSession::serve() {
 
   std::string chunk;
   if (!parser_->is_done()) {
-    if (header_contains_token(request, http::field::expect, "100-continue")) {
+    // RFC 9110 §10.1.1: an HTTP/1.0 client knows no 1xx; its expectation is ignored.
+    if (request.version() >= 11 && header_contains_token(request, http::field::expect, "100-continue")) {
       bool written = co_await write(k_continue);
       if (!written) {
         end_exchange();

@@ -419,6 +419,19 @@ def test_expect_100_continue(bridge):
         assert (r.status, r.body) == (200, b"hello")
 
 
+def test_expect_100_continue_from_http_1_0_is_ignored(bridge):
+    """RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue MUST be ignored (it would
+    take a 100 for the final response): the body it then sends is answered 200."""
+    with RawConnection(bridge.port) as c:
+        c.send(b"POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        time.sleep(0.3)  # a 100 would be written by now
+        c.send(b"hello")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"hello")
+        assert c.at_eof()
+
+
 def test_connection_close_on_a_later_field_line_closes(bridge):
     """RFC 9112 §9.6: a close option ends the connection after the response, on
     whichever Connection field line it comes (RFC 9110 §5.3: the lines form one list)."""
