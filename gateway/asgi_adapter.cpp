@@ -11,6 +11,7 @@
 
 #include "asgi_bridge/protocol/http_grammar.hpp"
 #include "list_items.hpp"
+#include "request_head_check.hpp"
 
 namespace asgi_bridge::gateway {
 namespace http = boost::beast::http;
@@ -163,9 +164,13 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
   return scope;
 }
 
+// RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, and for any request
+// with more than one Host line or an invalid one (an app or a proxy that builds
+// URLs from it must not be handed a space, a slash or userinfo).
 bool has_valid_host(const RequestHeader& request) {
-  if (request.version() < 11) return true;
-  return request.count(http::field::host) == 1;
+  auto count = request.count(http::field::host);
+  if (count == 0) return request.version() < 11;
+  return count == 1 && valid_host(request[http::field::host]);
 }
 
 std::string format_response_head(const ResponseHead& head) {

@@ -30,7 +30,7 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
 // Sec-WebSocket-Protocol values, split on commas, in the client's order.
 std::vector<std::string> offered_subprotocols(const RequestHeader& request);
 
-// RFC 9112 checks Beast leaves to us: HTTP/1.1 needs exactly one Host.
+// RFC 9112 §3.2, which Beast leaves to us: one valid Host (none: HTTP/1.0 only).
 bool has_valid_host(const RequestHeader& request);
 
 // The status line and header block of a response, ending with the blank line.

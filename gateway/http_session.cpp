@@ -311,7 +311,7 @@ awaitable<bool> HttpSession::serve() {
   auto scope = make_scope(request, std::move(parser_->headers()), protocol::ScopeType::http, ends_, config_);
   if (!scope) co_return co_await reject_request(400, "invalid request target");
   if (config_.access_log) client_ = scope->client;  // as --proxy-headers resolved it
-  if (!has_valid_host(request)) co_return co_await reject_request(400, "no Host or more than one");
+  if (!has_valid_host(request)) co_return co_await reject_request(400, "no valid Host, or more than one");
   link_.open();
   body_bytes_written_ = 0;
   client_gone_ = disconnect_sent_ = head_written_ = close_after_ = false;

@@ -56,6 +56,45 @@ bool valid_request_target(std::string_view target) {
   });
 }
 
+namespace {
+
+bool is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool is_unreserved(char c) { return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~'; }
+bool is_sub_delim(char c) { return std::string_view("!$&'()*+,;=").find(c) != std::string_view::npos; }
+
+// reg-name = *( unreserved / pct-encoded / sub-delims ); with `colons`, the
+// inside of an IP literal (IPv6address, IPvFuture) as loosely: ":" too.
+bool valid_host_chars(std::string_view text, bool colons) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '%') {
+      if (i + 2 >= text.size() || !is_hex(text[i + 1]) || !is_hex(text[i + 2])) return false;
+      i += 2;
+    } else if (!is_unreserved(c) && !is_sub_delim(c) && !(colons && c == ':')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool valid_host(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string_view::npos || close == 1 || !valid_host_chars(host.substr(1, close - 1), true)) return false;
+    port = host.substr(close + 1);
+  } else {
+    auto colon = host.find(':');
+    if (colon != std::string_view::npos) port = host.substr(colon);
+    if (!valid_host_chars(host.substr(0, colon), false)) return false;
+  }
+  if (port.empty()) return true;
+  return port.front() == ':' && std::all_of(port.begin() + 1, port.end(), is_digit);
+}
+
 HeadVerdict RequestHeadCheck::feed(std::string_view received) {
   if (final_) return *final_;
   // Nothing past max_bytes can belong to a head within the limit.

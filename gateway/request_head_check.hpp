@@ -82,4 +82,9 @@ HeadVerdict check_request_head(std::string_view bytes, HeadLimits limits);
 // RFC 9112 §3.2 / RFC 3986: a request-target holds only visible ASCII.
 bool valid_request_target(std::string_view target);
 
+// A Host field value: uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2):
+// a reg-name (unreserved, sub-delims, pct-encoded) or an IP literal in
+// brackets; empty is valid (no authority). No space, slash or userinfo.
+bool valid_host(std::string_view host);
+
 }  // namespace asgi_bridge::gateway

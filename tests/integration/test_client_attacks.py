@@ -257,6 +257,37 @@ def test_forbidden_bytes_in_the_target_get_400(bridge, target):
     assert requests_logged(bridge) == ["GET /café"]
 
 
+BAD_HOSTS = {
+    "none in HTTP/1.1": (b"1.1", b""),
+    "two lines": (b"1.1", b"Host: a\r\nHost: a\r\n"),
+    "two lines in HTTP/1.0": (b"1.0", b"Host: a\r\nHost: b\r\n"),
+    "a space": (b"1.1", b"Host: a b\r\n"),
+    "userinfo": (b"1.1", b"Host: user@a\r\n"),
+    "a slash": (b"1.1", b"Host: a/b\r\n"),
+    "a bad port": (b"1.1", b"Host: a:8o\r\n"),
+}
+
+
+@pytest.mark.parametrize("version,host", BAD_HOSTS.values(), ids=BAD_HOSTS.keys())
+def test_a_missing_repeated_or_invalid_host_gets_400(bridge, version, host):
+    """RFC 9112 §3.2: MUST answer 400 to an HTTP/1.1 request without Host, and to any
+    with more than one Host line or an invalid one; the app never sees it."""
+    r = only_response(bridge.port, b"GET /logged HTTP/" + version + b"\r\n" + host + b"\r\n")
+    assert r.status == 400, r
+    r = only_response(bridge.port, b"GET /logged HTTP/" + version + b"\r\n" + host + b"Upgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert r.status == 400, r
+    assert requests_logged(bridge) == []
+
+
+@pytest.mark.parametrize("host", [b"", b"example.com:8080", b"[::1]:80", b"xn--caf-dma.example"])
+def test_valid_hosts_reach_the_app(bridge, host):
+    r = only_response(bridge.port, b"GET /logged HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    assert r.status == 404, r  # the app's answer
+    assert requests_logged(bridge) == ["GET /logged"]
+
+
 # -- everyone else --------------------------------------------------------------
 
 

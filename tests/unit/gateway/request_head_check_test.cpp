@@ -187,5 +187,16 @@ TEST(RequestTarget, VisibleAsciiOnly) {
   EXPECT_FALSE(valid_request_target(std::string("/\0", 2)));
 }
 
+TEST(Host, UriHostAndPortOnly) {
+  for (const char* host : {"example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[::1]:443",
+                           "[v1.fe80::a+en1]", "xn--caf-dma.example", "a%20b", "a_b~c!$&'()*+,;=", "", "h:"}) {
+    EXPECT_TRUE(valid_host(host)) << host;
+  }
+  for (const char* host : {"a b", "user@example.com", "a/b", "example.com:80:80", "example.com:8o", "[::1",
+                           "[]", "[::1]x", "a%2", "a%zz", "caf\xc3\xa9", "a\tb", "a?b", "a#b"}) {
+    EXPECT_FALSE(valid_host(host)) << host;
+  }
+}
+
 }  // namespace
 }  // namespace asgi_bridge::gateway
