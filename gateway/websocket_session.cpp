@@ -7,7 +7,6 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/websocket/error.hpp>
@@ -49,11 +48,20 @@ constexpr std::size_t k_max_broadcast_bytes = 64 * 1024 * 1024;
 // A queue's storage beyond this many entries is given back once it empties.
 constexpr std::size_t k_kept_broadcast_slots = 64;
 
+// RFC 6455 §4.2.1: the key is 16 bytes in base64: 22 characters of its
+// alphabet and "==". (Any 24 bytes would pass a length check.)
+bool valid_websocket_key(std::string_view key) {
+  auto is_base64 = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+  };
+  return key.size() == 24 && key.substr(22) == "==" && std::all_of(key.begin(), key.begin() + 22, is_base64);
+}
+
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
   if (!has_valid_host(request)) return 400;
-  auto key = request[http::field::sec_websocket_key];
-  if (key.size() != 24 || beast::detail::base64::decoded_size(key.size()) < 16) return 400;
+  if (request.count(http::field::sec_websocket_key) != 1) return 400;  // "MUST NOT appear more than once"
+  if (!valid_websocket_key(request[http::field::sec_websocket_key])) return 400;
   auto version = request[http::field::sec_websocket_version];
   if (version.empty()) return 400;
   if (version != "13") return 426;

@@ -261,9 +261,11 @@ def test_bad_handshakes_never_reach_the_app(bridge_factory):
                              "Sec-WebSocket-Version: 8\r\n\r\n").encode())
     assert r.status == 426
     assert r.header("sec-websocket-version") == "13"
-    r = raw_request(b.port, (base + "Sec-WebSocket-Key: short\r\n"
-                             "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert r.status == 400
+    # RFC 6455 §4.2.1: a key is 16 bytes in base64, given once.
+    for key in ("short", "!" * 24, "A" * 24, "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="):
+        r = raw_request(b.port, (base + f"Sec-WebSocket-Key: {key}\r\n"
+                                 "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert r.status == 400, key
     huge = "X-Big: " + "b" * (20 * 1024) + "\r\n"  # over the default 16 KiB head limit
     r = raw_request(b.port, (base + huge + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                              "Sec-WebSocket-Version: 13\r\n\r\n").encode())
