@@ -118,7 +118,7 @@ awaitable<void> HttpSession::run() {
       shard_.untrack(drain_token_);
       drain_token_ = 0;
       start_websocket_session(std::move(stream_), std::move(ends_), std::move(parser_->request()), std::move(parser_->headers()),
-                              shard_, dispatcher_, config_);
+                              std::string(buffered()), shard_, dispatcher_, config_);
       co_return;
     }
     if (!co_await serve()) break;

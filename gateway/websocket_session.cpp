@@ -57,6 +57,21 @@ bool valid_websocket_key(std::string_view key) {
   return key.size() == 24 && key.substr(22) == "==" && std::all_of(key.begin(), key.begin() + 22, is_base64);
 }
 
+// What Beast reads of an upgrade request to answer it (RFC 6455 §4.2.1, the
+// deflate offer), as a head for async_accept(buffers): short whatever the
+// client's target and fields were, so within Beast's own 8 KiB head limit.
+// The values passed the gateway's head check: no CR, LF or other CTL.
+std::string handshake_head(const WebSocketSession::Request& request) {
+  std::string head = "GET / HTTP/1.1\r\n";
+  for (auto name : {http::field::host, http::field::connection, http::field::upgrade, http::field::sec_websocket_key,
+                    http::field::sec_websocket_version, http::field::sec_websocket_extensions}) {
+    if (auto it = request.find(name); it != request.end()) {
+      head.append(it->name_string()).append(": ").append(it->value()).append("\r\n");
+    }
+  }
+  return head + "\r\n";
+}
+
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
   if (!has_valid_host(request)) return 400;
@@ -121,16 +136,17 @@ websocket::permessage_deflate deflate_option(const Config& config, const WebSock
 }  // namespace
 
 void start_websocket_session(ClientStream stream, SocketEnds ends, WebSocketSession::Request request,
-                             protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config) {
-  std::make_shared<WebSocketSession>(std::move(stream), std::move(ends), std::move(request), std::move(headers), shard, dispatcher,
-                                     config)
+                             protocol::Headers headers, std::string early, Shard& shard, Dispatcher& dispatcher,
+                             const Config& config) {
+  std::make_shared<WebSocketSession>(std::move(stream), std::move(ends), std::move(request), std::move(headers),
+                                     std::move(early), shard, dispatcher, config)
       ->start();
 }
 
 WebSocketSession::WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers,
-                                   Shard& shard, Dispatcher& dispatcher, const Config& config)
+                                   std::string early, Shard& shard, Dispatcher& dispatcher, const Config& config)
     : ws_(std::move(stream)),
-      upgrade_(std::make_unique<Upgrade>(std::move(request), std::move(headers), std::move(ends))),
+      upgrade_(std::make_unique<Upgrade>(std::move(request), std::move(headers), std::move(ends), std::move(early))),
       shard_(shard),
       dispatcher_(dispatcher),
       config_(config),
@@ -312,7 +328,13 @@ awaitable<void> WebSocketSession::accept(protocol::WebSocketAccept& accepted) {
   ws_.read_message_max(config_.max_message_size);
   ws_.auto_fragment(false);  // one frame per message: one write, not one per 4 KiB
   ws_.control_callback([this](websocket::frame_type kind, beast::string_view) { on_control_frame(kind); });
-  co_await ws_.async_accept(upgrade_->request, redirect_error(use_awaitable, ec));
+  if (upgrade_->early.empty()) {
+    co_await ws_.async_accept(upgrade_->request, redirect_error(use_awaitable, ec));
+  } else {
+    // Beast keeps what follows a head it parses itself for the frames.
+    auto bytes = handshake_head(upgrade_->request) + upgrade_->early;
+    co_await ws_.async_accept(asio::buffer(bytes), redirect_error(use_awaitable, ec));
+  }
   if (ec) {
     log::websocket().info("conn {}: handshake failed: {}", link_.conn_id(), ec.message());
     send_disconnect(1006);

@@ -30,9 +30,11 @@ namespace asgi_bridge::gateway {
 
 // Bytes after the upgrade request cannot come before our 101 (RFC 6455
 // §4.1: the client waits), so nothing of the HTTP read buffer carries over.
+// `early`: bytes the client sent behind its upgrade request, already read.
 void start_websocket_session(ClientStream stream, SocketEnds ends,
                              boost::beast::http::request<boost::beast::http::empty_body> request,
-                             protocol::Headers headers, Shard& shard, Dispatcher& dispatcher, const Config& config);
+                             protocol::Headers headers, std::string early, Shard& shard, Dispatcher& dispatcher,
+                             const Config& config);
 
 class WebSocketSession : public Drainable,
                          public BroadcastSubscriber,
@@ -41,8 +43,8 @@ class WebSocketSession : public Drainable,
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
-  WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers, Shard& shard,
-                   Dispatcher& dispatcher, const Config& config);
+  WebSocketSession(ClientStream stream, SocketEnds ends, Request request, protocol::Headers headers, std::string early,
+                   Shard& shard, Dispatcher& dispatcher, const Config& config);
   ~WebSocketSession() override;
 
   void start();
@@ -112,6 +114,9 @@ class WebSocketSession : public Drainable,
     Request request;
     protocol::Headers headers;  // in arrival order, for the scope
     SocketEnds ends;
+    // Frames a client sent before our 101 (RFC 6455 says it must wait; some
+    // do not) that came in the read of its head: handed to Beast with it.
+    std::string early;
   };
 
   boost::beast::websocket::stream<ClientStream> ws_;

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from .harness import Background, raw_request
-from .wsraw import RawWebSocket
+from .wsraw import RawWebSocket, frame
 
 pytestmark = pytest.mark.every_bus
 
@@ -251,6 +251,19 @@ def test_a_connection_list_split_over_field_lines_still_upgrades(bridge_factory)
         assert c.read_handshake().status == 101
         c.send_frame(0x1, b"split")
         assert c.read_frame() == (True, 0x1, b"split")
+
+
+def test_frames_sent_behind_the_handshake_are_not_lost(bridge_factory):
+    """RFC 6455 has a client wait for the 101 before it sends a frame; one that does
+    not (its frames in the same write as its upgrade request) loses none of them."""
+    b = bridge_factory(APP)
+    early = frame(0x1, b"early") + frame(0x2, b"\x00\x01")
+    with RawWebSocket(b.port, "/echo", early=early) as c:
+        assert c.read_handshake().status == 101
+        assert c.read_frame() == (True, 0x1, b"early")
+        assert c.read_frame() == (True, 0x2, b"\x00\x01")
+        c.send_frame(0x1, b"late")
+        assert c.read_frame() == (True, 0x1, b"late")
 
 
 def test_bad_handshakes_never_reach_the_app(bridge_factory):

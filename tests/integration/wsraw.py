@@ -80,13 +80,13 @@ class RawWebSocket(RawConnection):
 
     def __init__(self, port: int, path: str, headers: Iterable[tuple[str, str]] = (),
                  timeout: float = 10.0, rcvbuf: Optional[int] = None,
-                 connection: Iterable[str] = ("Upgrade",)):
+                 connection: Iterable[str] = ("Upgrade",), early: bytes = b""):
         super().__init__(port, timeout)
         if rcvbuf is not None:
             # Small and fixed: a client that stops reading pushes back sooner.
             import socket
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.send(handshake(path, port, headers, connection))
+        self.send(handshake(path, port, headers, connection) + early)  # early: frames in the same write
 
     def read_handshake(self) -> RawResponse:
         """The 101 head, or (when refused) the whole HTTP response."""
