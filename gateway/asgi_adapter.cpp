@@ -101,6 +101,17 @@ bool is_hop_by_hop_for_app(std::string_view name) {
   return iequals(name, "transfer-encoding") || iequals(name, "connection") || iequals(name, "keep-alive");
 }
 
+bool app_asks_to_close(const protocol::Headers& headers) {
+  using protocol::http::iequals;
+  for (const auto& header : headers) {
+    if (!iequals(header.name, "connection")) continue;
+    for (auto option : list_items(header.value)) {
+      if (iequals(option, "close")) return true;
+    }
+  }
+  return false;
+}
+
 std::string lower(std::string_view text) {
   std::string out(text);
   for (auto& c : out) {

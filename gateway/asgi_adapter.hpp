@@ -57,6 +57,10 @@ const std::string& http_date();
 // (names compared case-insensitively).
 bool is_hop_by_hop_for_app(std::string_view name);
 
+// The app's own "Connection: close" (dropped from its head as hop-by-hop):
+// the gateway closes the connection after this response, as uvicorn does.
+bool app_asks_to_close(const protocol::Headers& headers);
+
 // Lower-cases an ASCII header name.
 std::string lower(std::string_view text);
 

@@ -638,6 +638,7 @@ bool HttpSession::on_start(protocol::HttpResponseStart& start, const std::string
     return false;
   }
   content_length_ = check.content_length;
+  close_after_ = close_after_ || app_asks_to_close(start.headers);
   start_ = std::move(start);
   response_ = Response::started;
   return true;

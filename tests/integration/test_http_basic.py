@@ -445,6 +445,19 @@ def test_connection_close_on_a_later_field_line_closes(bridge):
             assert c.at_eof(), head
 
 
+def test_an_apps_connection_close_ends_the_connection(bridge):
+    """The app's own "Connection: close" is not passed on as a header (the gateway owns
+    the connection) but obeyed, as uvicorn does: the connection closes after it."""
+    with RawConnection(bridge.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().status == 200
+        c.send(b"GET /app-closes HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"closing")
+        assert r.header("connection") == "close"
+        assert c.at_eof()
+
+
 def test_empty_lines_before_a_request_line_are_ignored(bridge_factory):
     """RFC 9112 §2.2: a server ignores empty lines before a request line, as after a
     POST body whose client ended it with an extra CRLF. Alone, they leave the

@@ -195,6 +195,8 @@ async def app(scope, receive, send):
         await respond(send, 200, b"cookies", headers=[
             (b"set-cookie", b"a=1; Path=/"), (b"x-multi", b"one"),
             (b"set-cookie", b"b=2; Path=/"), (b"x-multi", b"two")])
+    elif path == "/app-closes":
+        await respond(send, 200, b"closing", headers=[(b"connection", b"Close")])
     elif path == "/status":
         code = int(query.get("code", ["200"])[0])
         await respond(send, code, f"status {code}".encode())
