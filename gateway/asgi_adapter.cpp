@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 #include <ctime>
+#include <iterator>
 #include <utility>
 
 #include <boost/beast/http/status.hpp>
@@ -179,9 +180,9 @@ std::optional<protocol::Scope> make_scope(const RequestHeader& request, protocol
 // with more than one Host line or an invalid one (an app or a proxy that builds
 // URLs from it must not be handed a space, a slash or userinfo).
 bool has_valid_host(const RequestHeader& request) {
-  auto count = request.count(http::field::host);
-  if (count == 0) return request.version() < 11;
-  return count == 1 && valid_host(request[http::field::host]);
+  auto [first, last] = request.equal_range(http::field::host);
+  if (first == last) return request.version() < 11;
+  return std::next(first) == last && valid_host(first->value());
 }
 
 std::string format_response_head(const ResponseHead& head) {

@@ -1,6 +1,7 @@
 #include "request_head_check.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include "asgi_bridge/protocol/http_grammar.hpp"
 
@@ -58,10 +59,18 @@ bool valid_request_target(std::string_view target) {
 
 namespace {
 
-bool is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-bool is_unreserved(char c) { return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~'; }
-bool is_sub_delim(char c) { return std::string_view("!$&'()*+,;=").find(c) != std::string_view::npos; }
+
+// unreserved / sub-delims (RFC 3986 §2): a table, as every request's Host goes through it.
+constexpr std::array<bool, 256> make_reg_name_table() {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    table[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  }
+  for (char c : std::string_view("-._~!$&'()*+,;=")) table[static_cast<unsigned char>(c)] = true;
+  return table;
+}
+constexpr auto k_reg_name_char = make_reg_name_table();
 
 // reg-name = *( unreserved / pct-encoded / sub-delims ); with `colons`, the
 // inside of an IP literal (IPv6address, IPvFuture) as loosely: ":" too.
@@ -71,7 +80,7 @@ bool valid_host_chars(std::string_view text, bool colons) {
     if (c == '%') {
       if (i + 2 >= text.size() || !is_hex(text[i + 1]) || !is_hex(text[i + 2])) return false;
       i += 2;
-    } else if (!is_unreserved(c) && !is_sub_delim(c) && !(colons && c == ':')) {
+    } else if (!k_reg_name_char[static_cast<unsigned char>(c)] && !(colons && c == ':')) {
       return false;
     }
   }
