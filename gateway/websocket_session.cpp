@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <limits>
 
 #include <boost/asio/redirect_error.hpp>
@@ -75,8 +76,9 @@ std::string handshake_head(const WebSocketSession::Request& request) {
 // 0 when the upgrade request is acceptable, else the status to answer.
 int handshake_status(const WebSocketSession::Request& request) {
   if (!has_valid_host(request)) return 400;
-  if (request.count(http::field::sec_websocket_key) != 1) return 400;  // "MUST NOT appear more than once"
-  if (!valid_websocket_key(request[http::field::sec_websocket_key])) return 400;
+  // One key ("MUST NOT appear more than once"), looked up once.
+  auto [key, after_key] = request.equal_range(http::field::sec_websocket_key);
+  if (key == after_key || std::next(key) != after_key || !valid_websocket_key(key->value())) return 400;
   auto version = request[http::field::sec_websocket_version];
   if (version.empty()) return 400;
   if (version != "13") return 426;

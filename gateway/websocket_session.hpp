@@ -28,9 +28,9 @@
 
 namespace asgi_bridge::gateway {
 
-// Bytes after the upgrade request cannot come before our 101 (RFC 6455
-// §4.1: the client waits), so nothing of the HTTP read buffer carries over.
-// `early`: bytes the client sent behind its upgrade request, already read.
+// `early`: what the HTTP session read behind the upgrade request. RFC 6455
+// §4.1 has a client wait for our 101 before it sends a frame; one that does
+// not still loses nothing: those frames are handed to Beast's accept.
 void start_websocket_session(ClientStream stream, SocketEnds ends,
                              boost::beast::http::request<boost::beast::http::empty_body> request,
                              protocol::Headers headers, std::string early, Shard& shard, Dispatcher& dispatcher,
